@@ -1,0 +1,314 @@
+//! Settings: `config.ron` (the user's), `profile.ron` (the game's), and where files live.
+//!
+//! Owns reading, first-time writing and merging of those files with the command-line flags.
+//! It does not parse flags (that is `main`) and does not start anything.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use directories::ProjectDirs;
+use serde::{Deserialize, Serialize};
+
+/// The commented default `config.ron`, written on first run.
+pub const DEFAULT_CONFIG_RON: &str = include_str!("../config/default.ron");
+
+/// File name of the user's settings inside the config directory.
+pub const CONFIG_FILE: &str = "config.ron";
+
+/// File name of what the game remembers inside the config directory.
+pub const PROFILE_FILE: &str = "profile.ron";
+
+/// Why settings could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A settings file exists but does not parse.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        /// The file that is broken.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column of the problem.
+        column: usize,
+        /// What is wrong there.
+        message: String,
+    },
+    /// A settings file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// No home directory could be found to keep settings in.
+    #[error("no home directory found: pass --config FILE and --data-dir DIR")]
+    NoHome,
+}
+
+/// The user's settings (`config.ron`). Every field has a default, so a partial file is fine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Display name; `None` asks on first run.
+    pub name: Option<String>,
+    /// The world to join; one data folder per world.
+    pub world: String,
+    /// Loopback RPC port; 0 picks a free one.
+    pub rpc_port: u16,
+    /// Number of query actors; `None` means one per core.
+    pub actors: Option<usize>,
+    /// libp2p listen multiaddrs.
+    pub listen: Vec<String>,
+    /// Multiaddrs dialled on start.
+    pub peers: Vec<String>,
+    /// Whether mDNS discovery runs.
+    pub mdns: bool,
+    /// Largest accepted clock lead of a peer's entries, in seconds.
+    pub max_clock_skew_secs: u64,
+    /// Where world folders live; `None` uses the platform data directory.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Default RPC port.
+pub const DEFAULT_RPC_PORT: u16 = 7440;
+
+/// Default libp2p TCP port.
+pub const DEFAULT_P2P_PORT: u16 = 7441;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            name: None,
+            world: "cmud".to_owned(),
+            rpc_port: DEFAULT_RPC_PORT,
+            actors: None,
+            listen: vec![format!("/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}")],
+            peers: Vec::new(),
+            mdns: true,
+            max_clock_skew_secs: 60,
+            data_dir: None,
+        }
+    }
+}
+
+impl Config {
+    /// The clock skew limit as a duration.
+    pub fn max_clock_skew(&self) -> Duration {
+        Duration::from_secs(self.max_clock_skew_secs)
+    }
+
+    /// Reads `path`, first writing the commented defaults there if it does not exist.
+    ///
+    /// An existing file is never rewritten, even if it is broken: the error names the file and
+    /// the line so the user can mend it.
+    pub fn load_or_create(path: &Path) -> Result<Config, ConfigError> {
+        match fs::read_to_string(path) {
+            Ok(text) => parse_ron(path, &text),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                write_atomically(path, DEFAULT_CONFIG_RON)?;
+                parse_ron(path, DEFAULT_CONFIG_RON)
+            }
+            Err(source) => Err(ConfigError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+}
+
+/// What the game remembers between runs (`profile.ron`); written by cmud, atomically.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Profile {
+    /// The name chosen on first run.
+    pub name: Option<String>,
+    /// Peers joined from inside the game, dialled again on the next start.
+    pub peers: Vec<String>,
+}
+
+impl Profile {
+    /// Reads `path`; a missing file is an empty profile.
+    pub fn load(path: &Path) -> Result<Profile, ConfigError> {
+        match fs::read_to_string(path) {
+            Ok(text) => parse_ron(path, &text),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Profile::default()),
+            Err(source) => Err(ConfigError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes the profile to `path` atomically (a temporary file renamed over it).
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let pretty = ron::ser::PrettyConfig::new().depth_limit(2);
+        let body = ron::ser::to_string_pretty(self, pretty).map_err(|err| ConfigError::Io {
+            path: path.to_owned(),
+            source: io::Error::other(err),
+        })?;
+        let text = format!(
+            "// Written by cmud: what the game remembers. Edit config.ron instead.\n{body}\n"
+        );
+        write_atomically(path, &text)
+    }
+
+    /// Remembers a joined peer (once).
+    pub fn add_peer(&mut self, multiaddr: &str) -> bool {
+        if self.peers.iter().any(|p| p == multiaddr) {
+            return false;
+        }
+        self.peers.push(multiaddr.to_owned());
+        true
+    }
+}
+
+fn parse_ron<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    ron::from_str(text).map_err(|err| ConfigError::Parse {
+        path: path.to_owned(),
+        line: err.span.start.line,
+        column: err.span.start.col,
+        message: err.code.to_string(),
+    })
+}
+
+/// Writes `text` to `path` through a temporary file in the same directory and a rename, so a
+/// crash never leaves a half-written file. Creates the directory if needed.
+pub fn write_atomically(path: &Path, text: &str) -> Result<(), ConfigError> {
+    let io_err = |source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io_err)?;
+    }
+    let tmp = path.with_extension("ron.tmp");
+    let mut file = fs::File::create(&tmp).map_err(io_err)?;
+    file.write_all(text.as_bytes()).map_err(io_err)?;
+    file.sync_all().map_err(io_err)?;
+    fs::rename(&tmp, path).map_err(io_err)
+}
+
+/// Where cmud keeps its files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paths {
+    /// The config file (`--config` or `<config dir>/config.ron`).
+    pub config_file: PathBuf,
+    /// The profile, beside the config file.
+    pub profile_file: PathBuf,
+    /// The folder holding one folder per world.
+    pub data_dir: PathBuf,
+}
+
+impl Paths {
+    /// Resolves the config file (flag, else the platform config dir) and the data dir (flag,
+    /// else config, else the platform data dir).
+    pub fn config_file(flag: Option<&Path>) -> Result<PathBuf, ConfigError> {
+        match flag {
+            Some(path) => Ok(path.to_owned()),
+            None => Ok(project_dirs()?.config_dir().join(CONFIG_FILE)),
+        }
+    }
+
+    /// Completes the paths once the config is read.
+    pub fn resolve(
+        config_file: PathBuf,
+        data_dir_flag: Option<&Path>,
+        config: &Config,
+    ) -> Result<Paths, ConfigError> {
+        let profile_file = config_file.with_file_name(PROFILE_FILE);
+        let data_dir = match data_dir_flag.or(config.data_dir.as_deref()) {
+            Some(dir) => dir.to_owned(),
+            None => project_dirs()?.data_dir().to_owned(),
+        };
+        Ok(Paths {
+            config_file,
+            profile_file,
+            data_dir,
+        })
+    }
+
+    /// The folder of one world's data.
+    pub fn world_dir(&self, world: &str) -> PathBuf {
+        self.data_dir.join(world)
+    }
+}
+
+fn project_dirs() -> Result<ProjectDirs, ConfigError> {
+    ProjectDirs::from("", "", "cmud").ok_or(ConfigError::NoHome)
+}
+
+/// Checks a world name: it names a folder and a gossip topic, so it is kept plain.
+pub fn validate_world(world: &str) -> Result<(), String> {
+    let ok = !world.is_empty()
+        && world.len() <= 64
+        && world
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "world name {world:?} must be 1-64 characters of letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ron_parses_to_the_defaults() {
+        let parsed: Config = ron::from_str(DEFAULT_CONFIG_RON).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn first_load_writes_the_commented_file_and_never_overwrites_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join(CONFIG_FILE);
+        assert_eq!(Config::load_or_create(&path).unwrap(), Config::default());
+        assert_eq!(fs::read_to_string(&path).unwrap(), DEFAULT_CONFIG_RON);
+
+        fs::write(&path, "(\n  world: \"w\",\n  rpc_port: nope,\n)").unwrap();
+        match Config::load_or_create(&path) {
+            Err(ConfigError::Parse { line, .. }) => assert_eq!(line, 3),
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+        assert!(fs::read_to_string(&path).unwrap().contains("nope"));
+    }
+
+    #[test]
+    fn partial_config_keeps_other_defaults() {
+        let config: Config = ron::from_str("(world: \"other\")").unwrap();
+        assert_eq!(config.world, "other");
+        assert_eq!(config.rpc_port, DEFAULT_RPC_PORT);
+    }
+
+    #[test]
+    fn profile_round_trips_and_dedups_peers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(PROFILE_FILE);
+        assert_eq!(Profile::load(&path).unwrap(), Profile::default());
+        let mut profile = Profile {
+            name: Some("ada".into()),
+            peers: vec![],
+        };
+        assert!(profile.add_peer("/ip4/127.0.0.1/tcp/1"));
+        assert!(!profile.add_peer("/ip4/127.0.0.1/tcp/1"));
+        profile.save(&path).unwrap();
+        assert_eq!(Profile::load(&path).unwrap(), profile);
+    }
+
+    #[test]
+    fn world_names_are_plain() {
+        assert!(validate_world("cmud").is_ok());
+        assert!(validate_world("my-world_2").is_ok());
+        assert!(validate_world("").is_err());
+        assert!(validate_world("../etc").is_err());
+        assert!(validate_world("a/b").is_err());
+    }
+}

@@ -1,0 +1,153 @@
+//! What a running game session tells its front end, and what the front end tells it.
+//!
+//! This is the whole contract between `game` and the front ends (`tui`, the plain REPL):
+//! the game never prints and never reads a terminal; it sends [`Event`]s and receives
+//! [`Input`]s. Front ends render; they never query the replica themselves.
+
+/// What kind of text a line is, so front ends can colour or announce it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LineKind {
+    /// Narrative text (intro, problems, promotions).
+    Story,
+    /// Something that happened (`--- Mining bitcoin [1/3]... ---`, someone arrived).
+    Event,
+    /// A chat line from a player (`say`, `shout`).
+    Chat,
+    /// A player's mistake or a failure ("You can't afford that").
+    Error,
+    /// Ordinary command output (stats, map, help, shop).
+    Info,
+    /// The player's own command, echoed back.
+    Echo,
+}
+
+/// One line of game output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    /// How to show it.
+    pub kind: LineKind,
+    /// The text, without a trailing newline.
+    pub text: String,
+}
+
+impl Line {
+    /// A line of the given kind.
+    pub fn new(kind: LineKind, text: impl Into<String>) -> Self {
+        Line {
+            kind,
+            text: text.into(),
+        }
+    }
+}
+
+/// Which prompt the game is at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Waiting for the player to choose a name (first run).
+    #[default]
+    Naming,
+    /// The main prompt, `(mining) > `.
+    Mining,
+    /// Inside a problem battle, `(solving) > `.
+    Solving,
+}
+
+impl Mode {
+    /// The prompt text a line front end shows.
+    pub fn prompt(self) -> &'static str {
+        match self {
+            Mode::Naming => "name> ",
+            Mode::Mining => "(mining) > ",
+            Mode::Solving => "(solving) > ",
+        }
+    }
+}
+
+/// How this node's replica stands with the world.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncState {
+    /// No peer connected.
+    #[default]
+    Offline,
+    /// Connected, with this many entries still to exchange.
+    Pending(u64),
+    /// Connected and nothing known to be outstanding.
+    InSync,
+}
+
+/// A player seen in the world, for the side panel and `who`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// Display name, disambiguated if two players share it (`alice#3kq`).
+    pub name: String,
+    /// Pretty location name.
+    pub location: String,
+    /// Rank name.
+    pub rank: String,
+    /// Whether their heartbeat is recent.
+    pub online: bool,
+}
+
+/// Everything the status bar and side panel show; sent whenever it changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// The player's display name (empty before one is chosen).
+    pub name: String,
+    /// Current rank name.
+    pub rank: String,
+    /// Spendable coins.
+    pub coins: u64,
+    /// Total computing power.
+    pub power: u64,
+    /// Pretty name of the current location.
+    pub location: String,
+    /// Connected peers.
+    pub peers: usize,
+    /// Sync state of the replica.
+    pub sync: SyncState,
+    /// Largest clock offset to a peer, in milliseconds (absolute).
+    pub clock_offset_ms: i64,
+    /// Whether that offset is large enough to warn the player about.
+    pub clock_warning: bool,
+    /// Current prompt.
+    pub mode: Mode,
+    /// Players known in the world (online first), for the side panel and completion.
+    pub players: Vec<Presence>,
+}
+
+/// Progress of a long action (mining, solving, story text).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// What is running ("Mining", "Solving", "Story").
+    pub label: String,
+    /// Steps done.
+    pub done: u64,
+    /// Steps in all.
+    pub total: u64,
+}
+
+/// What the game sends its front end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A line of output.
+    Line(Line),
+    /// A fresh status snapshot.
+    Status(Status),
+    /// A long action started or advanced (`Some`) or finished (`None`).
+    Progress(Option<Progress>),
+    /// The player chose this name: the front end remembers it (profile.ron).
+    NameChosen(String),
+    /// The player joined this peer: the front end remembers it (profile.ron).
+    PeerJoined(String),
+    /// The session is over (`quit`); the front end exits.
+    Quit,
+}
+
+/// What a front end sends the game.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A line the player typed (without the newline).
+    Line(String),
+    /// Skip story text or interrupt a long action (Esc; Enter while story text runs).
+    Interrupt,
+}

@@ -1,0 +1,117 @@
+//! The `cmud` binary: reads flags and settings, sets up logging, and runs one front end (the
+//! terminal UI, the plain REPL, or a headless node).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use cmud::cli::{Cli, FrontEnd, Settings};
+use cmud::node::Node;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match cli.settings() {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("cmud: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cmud: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("cmud: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    match settings.front_end {
+        FrontEnd::ServerOnly => {
+            init_logging_to_stderr();
+            server_only(settings).await
+        }
+        FrontEnd::Plain => {
+            init_logging_to_file(&settings.node.world_dir)?;
+            cmud::tui::plain::run(settings).await
+        }
+        FrontEnd::Tui => {
+            init_logging_to_file(&settings.node.world_dir)?;
+            cmud::tui::run(settings).await
+        }
+    }
+}
+
+/// A headless node: serves the world until SIGINT or SIGTERM, then flushes and exits.
+async fn server_only(settings: Settings) -> anyhow::Result<()> {
+    let node = Node::start(settings.node).await?;
+    println!("rpc listening on {}", node.rpc_addr());
+    for addr in node.shareable_addrs() {
+        println!("listening on {addr}");
+    }
+    tracing::info!(peer_id = node.peer_id(), "node started");
+    wait_for_signal().await?;
+    tracing::info!("shutting down: flushing the world to disk");
+    node.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    Ok(())
+}
+
+fn env_filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+fn init_logging_to_stderr() {
+    tracing_subscriber::fmt()
+        .with_env_filter(env_filter())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Logs go to `cmud.log` in the world's folder: the screen belongs to the game.
+fn init_logging_to_file(world_dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(world_dir)
+        .with_context(|| format!("creating {}", world_dir.display()))?;
+    let path = world_dir.join("cmud.log");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening the log file {}", path.display()))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(env_filter())
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .init();
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! The client side of the RPC port: the [`Kv`] trait the game is written against, and
+//! [`KvClient`], its implementation over a multiplexed `redis` connection.
+//!
+//! The game sees nothing of the store, actors or libp2p: only these calls. Values are UTF-8
+//! text here because everything the game stores is text.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+
+use redis::aio::MultiplexedConnection;
+
+/// Why a query to the replica failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    /// The RPC port could not be reached or the connection broke.
+    #[error("replica unreachable: {0}")]
+    Connection(String),
+    /// The replica answered with an error (for example a value over the size limit).
+    #[error("replica refused: {0}")]
+    Refused(String),
+    /// A stored value is not UTF-8 text.
+    #[error("value under {0} is not text")]
+    NotText(String),
+}
+
+impl From<redis::RedisError> for KvError {
+    fn from(err: redis::RedisError) -> Self {
+        if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
+            KvError::Connection(err.to_string())
+        } else {
+            KvError::Refused(err.to_string())
+        }
+    }
+}
+
+/// A peer this node is connected to, as `PEERS` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's id.
+    pub peer_id: String,
+    /// Addresses the peer is reachable at, as far as this node knows.
+    pub addrs: Vec<String>,
+}
+
+/// The queries the game makes of its co-located replica.
+///
+/// Every method is one RPC round trip (or one pipelined batch). Implementations are cheap to
+/// clone and safe to use from many tasks at once.
+pub trait Kv: Clone + Send + Sync + 'static {
+    /// The value under `key`, if it has one.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<String>, KvError>> + Send;
+    /// Writes `value` under `key` (a new version, even if the value is the same).
+    fn put(&self, key: &str, value: &str) -> impl Future<Output = Result<(), KvError>> + Send;
+    /// Writes several keys in one round trip.
+    fn put_many(
+        &self,
+        pairs: &[(String, String)],
+    ) -> impl Future<Output = Result<(), KvError>> + Send;
+    /// Deletes `key` (leaves a tombstone).
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), KvError>> + Send;
+    /// Every live key starting with `prefix`, with its value, in key order.
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, KvError>> + Send;
+    /// The node's `INFO` fields (`peer_id`, `connected_peers`, `clock_offset_ms`, ...).
+    fn info(&self) -> impl Future<Output = Result<BTreeMap<String, String>, KvError>> + Send;
+    /// Multiaddrs a friend can `--join` to reach this node.
+    fn addrs(&self) -> impl Future<Output = Result<Vec<String>, KvError>> + Send;
+    /// Peers this node is connected to.
+    fn peers(&self) -> impl Future<Output = Result<Vec<PeerInfo>, KvError>> + Send;
+    /// Dials a peer now; fails if it cannot be reached.
+    fn join(&self, multiaddr: &str) -> impl Future<Output = Result<(), KvError>> + Send;
+}
+
+/// [`Kv`] over the loopback RPC port, on one multiplexed connection: many queries can be in
+/// flight at once, and all of them are served by the same query actor, so the game always
+/// reads its own writes.
+#[derive(Clone)]
+pub struct KvClient {
+    /// The multiplexed connection; clones share it.
+    conn: MultiplexedConnection,
+}
+
+impl KvClient {
+    /// Connects to the RPC port at `addr`.
+    pub async fn connect(addr: SocketAddr) -> Result<Self, KvError> {
+        let client = redis::Client::open(format!("redis://{addr}/"))?;
+        let conn = client.get_multiplexed_async_connection().await?;
+        Ok(KvClient { conn })
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, KvError> {
+        let mut conn = self.conn.clone();
+        Ok(cmd.query_async(&mut conn).await?)
+    }
+}
+
+fn into_text(key: &str, raw: Vec<u8>) -> Result<String, KvError> {
+    String::from_utf8(raw).map_err(|_| KvError::NotText(key.to_owned()))
+}
+
+impl Kv for KvClient {
+    async fn get(&self, key: &str) -> Result<Option<String>, KvError> {
+        let raw: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(key)).await?;
+        raw.map(|raw| into_text(key, raw)).transpose()
+    }
+
+    async fn put(&self, key: &str, value: &str) -> Result<(), KvError> {
+        self.query::<()>(redis::cmd("SET").arg(key).arg(value))
+            .await
+    }
+
+    async fn put_many(&self, pairs: &[(String, String)]) -> Result<(), KvError> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("MSET");
+        for (key, value) in pairs {
+            cmd.arg(key).arg(value);
+        }
+        self.query::<()>(&cmd).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.query::<i64>(redis::cmd("DEL").arg(key))
+            .await
+            .map(drop)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, KvError> {
+        let flat: Vec<Vec<u8>> = self.query(redis::cmd("LIST").arg(prefix)).await?;
+        let mut pairs = Vec::with_capacity(flat.len() / 2);
+        let mut items = flat.into_iter();
+        while let (Some(key), Some(value)) = (items.next(), items.next()) {
+            let key = into_text(prefix, key)?;
+            let value = into_text(&key, value)?;
+            pairs.push((key, value));
+        }
+        Ok(pairs)
+    }
+
+    async fn info(&self) -> Result<BTreeMap<String, String>, KvError> {
+        let text: String = self.query(&redis::cmd("INFO")).await?;
+        Ok(parse_info(&text))
+    }
+
+    async fn addrs(&self) -> Result<Vec<String>, KvError> {
+        self.query(&redis::cmd("ADDRS")).await
+    }
+
+    async fn peers(&self) -> Result<Vec<PeerInfo>, KvError> {
+        // PEERS answers one array per peer: [peer id, addr, addr, ...].
+        let rows: Vec<Vec<String>> = self.query(&redis::cmd("PEERS")).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|mut row| {
+                if row.is_empty() {
+                    return None;
+                }
+                let peer_id = row.remove(0);
+                Some(PeerInfo {
+                    peer_id,
+                    addrs: row,
+                })
+            })
+            .collect())
+    }
+
+    async fn join(&self, multiaddr: &str) -> Result<(), KvError> {
+        self.query::<()>(redis::cmd("JOIN").arg(multiaddr)).await
+    }
+}
+
+/// Parses `INFO` text (`# Section` headers and `field:value` lines) into a map.
+pub fn parse_info(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once(':'))
+        .map(|(field, value)| (field.trim().to_owned(), value.trim().to_owned()))
+        .collect()
+}

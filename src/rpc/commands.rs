@@ -1,0 +1,329 @@
+//! The RPC command set: one function per command family, each parsing its arguments from the
+//! frame, applying them to the actor's replica and writing the reply.
+//!
+//! Owns what commands mean; framing is `resp`'s, the connection loop is `server`'s. Commands
+//! that need the network return a [`Flow`] the connection loop awaits, so the replica is
+//! never borrowed across an `.await`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use bytes::{Bytes, BytesMut};
+
+use super::resp::Reply;
+use super::server::NodeInfo;
+use crate::store::actor::Actor;
+use crate::store::clock::wall_millis;
+
+/// What the connection loop does after a command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on with the next command.
+    Continue,
+    /// Send what is buffered and close (`QUIT`).
+    Quit,
+    /// Send what is buffered and move the connection to this actor (`ACTOR n`).
+    MoveTo(usize),
+    /// Ask the network and write the answer (`PEERS`, `JOIN`).
+    Network(NetworkCommand),
+}
+
+/// Commands answered by the network task.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NetworkCommand {
+    /// List connected peers.
+    Peers,
+    /// Dial this multiaddr.
+    Join(String),
+}
+
+/// Runs one command, appending its reply to `out`.
+pub fn execute(actor: &Actor, node: &NodeInfo, args: &[Bytes], out: &mut BytesMut) -> Flow {
+    let mut reply = Reply(out);
+    let Some(name) = args.first() else {
+        // A blank inline line: Redis ignores it too.
+        return Flow::Continue;
+    };
+    let upper = name.to_ascii_uppercase();
+    let argc = args.len();
+    let arity_ok = match upper.as_slice() {
+        b"PING" => argc <= 2,
+        b"ECHO" | b"GET" | b"LIST" | b"KEYS" | b"JOIN" | b"HELLO" | b"SELECT" => {
+            argc == 2 || (upper == b"HELLO" && argc >= 1)
+        }
+        b"SET" => argc == 3,
+        b"DEL" | b"MGET" | b"EXISTS" | b"CLIENT" => argc >= 2,
+        b"MSET" => argc >= 3 && argc % 2 == 1,
+        b"DBSIZE" | b"ADDRS" | b"PEERS" | b"QUIT" => argc == 1,
+        b"INFO" | b"ACTOR" => argc <= 2,
+        b"COMMAND" => true,
+        b"CONFIG" => argc >= 2,
+        _ => {
+            let shown = String::from_utf8_lossy(name);
+            reply.error(&format!("ERR unknown command '{}'", truncate(&shown, 64)));
+            return Flow::Continue;
+        }
+    };
+    if !arity_ok {
+        let shown = String::from_utf8_lossy(&upper).to_lowercase();
+        reply.error(&format!(
+            "ERR wrong number of arguments for '{shown}' command"
+        ));
+        return Flow::Continue;
+    }
+    match upper.as_slice() {
+        b"PING" => match args.get(1) {
+            Some(message) => reply.bulk(message),
+            None => reply.simple("PONG"),
+        },
+        b"ECHO" => reply.bulk(&args[1]),
+        b"GET" => get(actor, &args[1], &mut reply),
+        b"MGET" => {
+            reply.array(argc - 1);
+            for key in &args[1..] {
+                get(actor, key, &mut reply);
+            }
+        }
+        b"EXISTS" => {
+            let replica = actor.replica();
+            let found = args[1..]
+                .iter()
+                .filter(|key| replica.get(key).is_some())
+                .count();
+            reply.integer(found as i64);
+        }
+        b"SET" | b"MSET" => set(actor, &args[1..], &mut reply),
+        b"DEL" => del(actor, &args[1..], &mut reply),
+        b"LIST" => list(actor, &args[1], &mut reply),
+        b"KEYS" => keys(actor, &args[1], &mut reply),
+        b"DBSIZE" => reply.integer(actor.replica().live_keys() as i64),
+        b"INFO" => reply.bulk(info(actor, node).as_bytes()),
+        b"ACTOR" => return pin_actor(actor, args.get(1), &mut reply),
+        b"ADDRS" => {
+            let addrs = node.listen_addrs();
+            reply.array(addrs.len());
+            for addr in addrs {
+                reply.bulk(addr.as_bytes());
+            }
+        }
+        b"PEERS" => return Flow::Network(NetworkCommand::Peers),
+        b"JOIN" => match std::str::from_utf8(&args[1]) {
+            Ok(addr) => return Flow::Network(NetworkCommand::Join(addr.to_owned())),
+            Err(_) => reply.error("ERR multiaddr is not text"),
+        },
+        b"QUIT" => {
+            reply.ok();
+            return Flow::Quit;
+        }
+        b"SELECT" => match &args[1][..] {
+            b"0" => reply.ok(),
+            _ => reply.error("ERR cmud has one database: only SELECT 0 is supported"),
+        },
+        b"COMMAND" => reply.array(0),
+        b"CLIENT" => client(&args[1..], &mut reply),
+        b"CONFIG" => match args[1].to_ascii_uppercase().as_slice() {
+            b"GET" => reply.array(0),
+            _ => reply.error("ERR CONFIG: only GET is supported, and it returns nothing"),
+        },
+        // Refusing HELLO keeps clients on RESP2, the only protocol this port speaks.
+        b"HELLO" => reply.error("NOPROTO this server speaks RESP2 only"),
+        _ => unreachable!("arity table and dispatch name the same commands"),
+    }
+    Flow::Continue
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
+fn get(actor: &Actor, key: &[u8], reply: &mut Reply<'_>) {
+    match actor.replica().get(key) {
+        Some(value) => reply.bulk(value),
+        None => reply.null(),
+    }
+}
+
+/// `SET k v` and `MSET k v [k v ...]`: every pair is checked before any is written.
+fn set(actor: &Actor, pairs: &[Bytes], reply: &mut Reply<'_>) {
+    let limits = actor.limits();
+    for pair in pairs.chunks_exact(2) {
+        if let Err(message) = check_key(&pair[0], limits.max_key_bytes) {
+            return reply.error(&message);
+        }
+        if pair[1].len() > limits.max_value_bytes {
+            return reply.error(&format!(
+                "ERR value is longer than {} bytes",
+                limits.max_value_bytes
+            ));
+        }
+    }
+    let now = wall_millis();
+    let mut replica = actor.replica_mut();
+    for pair in pairs.chunks_exact(2) {
+        replica.put(pair[0].clone(), Some(pair[1].clone()), now);
+    }
+    drop(replica);
+    actor.count_puts((pairs.len() / 2) as u64);
+    reply.ok();
+}
+
+fn del(actor: &Actor, keys: &[Bytes], reply: &mut Reply<'_>) {
+    let limits = actor.limits();
+    if let Some(message) = keys
+        .iter()
+        .find_map(|key| check_key(key, limits.max_key_bytes).err())
+    {
+        return reply.error(&message);
+    }
+    let now = wall_millis();
+    let mut replica = actor.replica_mut();
+    let mut deleted = 0;
+    for key in keys {
+        // Deleting an absent key writes nothing: there is nothing to hide from other replicas
+        // that this replica knows of.
+        if replica.get(key).is_some() {
+            replica.put(key.clone(), None, now);
+            deleted += 1;
+        }
+    }
+    drop(replica);
+    actor.count_puts(deleted);
+    reply.integer(deleted as i64);
+}
+
+fn check_key(key: &[u8], max_key_bytes: usize) -> Result<(), String> {
+    if key.is_empty() {
+        Err("ERR empty keys are not allowed".to_owned())
+    } else if key.len() > max_key_bytes {
+        Err(format!("ERR key is longer than {max_key_bytes} bytes"))
+    } else {
+        Ok(())
+    }
+}
+
+/// `LIST prefix`: a flat array key, value, key, value ... in key order.
+fn list(actor: &Actor, prefix: &[u8], reply: &mut Reply<'_>) {
+    let replica = actor.replica();
+    let mut pairs = Vec::new();
+    replica.scan_prefix(prefix, |key, value| {
+        pairs.push((key.clone(), value.clone()))
+    });
+    drop(replica);
+    reply.array(pairs.len() * 2);
+    for (key, value) in pairs {
+        reply.bulk(&key);
+        reply.bulk(&value);
+    }
+}
+
+/// `KEYS pattern`, for prefix patterns (`p/*`, `*`) and exact keys only.
+fn keys(actor: &Actor, pattern: &[u8], reply: &mut Reply<'_>) {
+    let (prefix, exact) = match pattern.split_last() {
+        Some((b'*', prefix)) => (prefix, false),
+        _ => (pattern, true),
+    };
+    if prefix
+        .iter()
+        .any(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
+    {
+        return reply.error("ERR only prefix patterns (prefix*) are supported");
+    }
+    let replica = actor.replica();
+    let mut found = Vec::new();
+    if exact {
+        if replica.get(prefix).is_some() {
+            found.push(Bytes::copy_from_slice(prefix));
+        }
+    } else {
+        replica.scan_prefix(prefix, |key, _| found.push(key.clone()));
+    }
+    drop(replica);
+    reply.array(found.len());
+    for key in found {
+        reply.bulk(&key);
+    }
+}
+
+/// `ACTOR` shows this connection's actor; `ACTOR n` moves the connection to actor n.
+fn pin_actor(actor: &Actor, target: Option<&Bytes>, reply: &mut Reply<'_>) -> Flow {
+    let Some(target) = target else {
+        reply.integer(actor.index() as i64);
+        return Flow::Continue;
+    };
+    let parsed = std::str::from_utf8(target)
+        .ok()
+        .and_then(|t| t.parse::<usize>().ok());
+    match parsed {
+        Some(n) if n < actor.actors() => {
+            reply.ok();
+            if n == actor.index() {
+                Flow::Continue
+            } else {
+                Flow::MoveTo(n)
+            }
+        }
+        _ => {
+            reply.error(&format!(
+                "ERR actor must be a number from 0 to {}",
+                actor.actors() - 1
+            ));
+            Flow::Continue
+        }
+    }
+}
+
+fn client(args: &[Bytes], reply: &mut Reply<'_>) {
+    match args[0].to_ascii_uppercase().as_slice() {
+        b"SETNAME" | b"SETINFO" => reply.ok(),
+        b"GETNAME" => reply.null(),
+        b"ID" => reply.integer(0),
+        _ => reply.error("ERR CLIENT: only SETNAME, SETINFO, GETNAME and ID are supported"),
+    }
+}
+
+/// The `INFO` text: `# Section` headers and `field:value` lines.
+fn info(actor: &Actor, node: &NodeInfo) -> String {
+    let stats = actor.stats();
+    let remote = &stats.remote;
+    let load = |c: &AtomicU64| c.load(Relaxed);
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "# Server\r\ncmud_version:{}\r\nworld:{}\r\npeer_id:{}\r\nrpc_port:{}\r\nactors:{}\r\nactor:{}\r\nuptime_in_seconds:{}\r\n",
+        env!("CARGO_PKG_VERSION"),
+        node.world,
+        node.peer_id,
+        node.rpc_port,
+        stats.actors,
+        actor.index(),
+        stats.started.elapsed().as_secs(),
+    );
+    let _ = write!(
+        out,
+        "\r\n# Replication\r\nlisten_addrs:{}\r\nconnected_peers:{}\r\nclock_offset_ms:{}\r\nsync_pending_entries:{}\r\n",
+        node.listen_addrs().join(","),
+        remote.connected_peers.load(Relaxed),
+        remote.clock_offset_ms.load(Relaxed),
+        load(&remote.pending_entries),
+    );
+    let _ = write!(
+        out,
+        "\r\n# Keyspace\r\nkeys:{}\r\n",
+        actor.replica().live_keys()
+    );
+    let _ = write!(
+        out,
+        "\r\n# Stats\r\nputs_total:{}\r\nsync_messages_sent_local:{}\r\nsync_bytes_sent_local:{}\r\nmax_sync_rate_per_pair:{:.2}\r\nsync_messages_sent_remote:{}\r\nsync_bytes_sent_remote:{}\r\nsync_bytes_received_remote:{}\r\nrejected_versions:{}\r\nrejected_entries:{}\r\nrejected_batches:{}\r\n",
+        stats.puts_total(),
+        stats.local_messages(),
+        stats.local_bytes(),
+        stats.max_rate_per_pair(),
+        load(&remote.messages_sent),
+        load(&remote.bytes_sent),
+        load(&remote.bytes_received),
+        load(&remote.rejected_versions),
+        load(&remote.rejected_entries),
+        load(&remote.rejected_batches),
+    );
+    out
+}

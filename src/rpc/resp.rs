@@ -1,0 +1,366 @@
+//! RESP2 framing: parsing client commands (arrays of bulk strings, or inline lines as
+//! `redis-cli` and `telnet` send them) and writing replies.
+//!
+//! Owns bytes only. Limits are checked on the lengths a frame announces, before anything is
+//! allocated, so garbage cannot make the server grow. An incomplete frame is not an error:
+//! [`parse_command`] returns `Ok(None)` and the caller reads more.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Limits on what one command may announce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameLimits {
+    /// Most arguments (array elements) in one command.
+    pub max_args: usize,
+    /// Longest single argument, in bytes.
+    pub max_arg_bytes: usize,
+    /// Longest inline command line, in bytes.
+    pub max_inline_bytes: usize,
+}
+
+impl Default for FrameLimits {
+    fn default() -> Self {
+        FrameLimits {
+            max_args: 1024,
+            max_arg_bytes: 32 * 1024,
+            max_inline_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A malformed or over-limit frame: the connection answers with an error and closes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// The bytes are not RESP.
+    #[error("Protocol error: {0}")]
+    Malformed(&'static str),
+    /// A frame announced more than the limits allow.
+    #[error("Protocol error: {0}")]
+    TooLarge(&'static str),
+}
+
+/// Parses one command from the front of `buf`, removing its bytes. Returns `Ok(None)` when
+/// `buf` holds only part of a command (nothing is removed then), and the arguments otherwise
+/// (an empty vector for a blank inline line).
+pub fn parse_command(
+    buf: &mut BytesMut,
+    limits: &FrameLimits,
+) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    if buf[0] == b'*' {
+        parse_array(buf, limits)
+    } else {
+        parse_inline(buf, limits)
+    }
+}
+
+/// Finds the end of the line starting at `from`: the index of its `\r`.
+fn line_end(buf: &[u8], from: usize) -> Option<usize> {
+    let at = memchr_cr_lf(&buf[from..])?;
+    Some(from + at)
+}
+
+fn memchr_cr_lf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+/// Parses a decimal length line (`*3`, `$5`) at `from`; returns the number and where the next
+/// line starts, or `Ok(None)` if the line is not complete yet.
+fn parse_len(
+    buf: &[u8],
+    from: usize,
+    max_digits: usize,
+) -> Result<Option<(i64, usize)>, ProtocolError> {
+    let Some(end) = line_end(buf, from) else {
+        if buf.len() - from > max_digits + 2 {
+            return Err(ProtocolError::Malformed("invalid length line"));
+        }
+        return Ok(None);
+    };
+    let digits = std::str::from_utf8(&buf[from..end])
+        .map_err(|_| ProtocolError::Malformed("invalid length"))?;
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| ProtocolError::Malformed("invalid length"))?;
+    Ok(Some((n, end + 2)))
+}
+
+fn parse_array(
+    buf: &mut BytesMut,
+    limits: &FrameLimits,
+) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    const MAX_DIGITS: usize = 20;
+    let Some((count, mut at)) = parse_len(buf, 1, MAX_DIGITS)? else {
+        return Ok(None);
+    };
+    if count < 0 {
+        // A null array: nothing to run. Consume it.
+        buf.advance(at);
+        return Ok(Some(Vec::new()));
+    }
+    let count = count as u64;
+    if count > limits.max_args as u64 {
+        return Err(ProtocolError::TooLarge("too many arguments"));
+    }
+    // First pass: find every argument's span without allocating.
+    let mut spans = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        if at >= buf.len() {
+            return Ok(None);
+        }
+        if buf[at] != b'$' {
+            return Err(ProtocolError::Malformed("expected '$', got something else"));
+        }
+        let Some((len, start)) = parse_len(buf, at + 1, MAX_DIGITS)? else {
+            return Ok(None);
+        };
+        if len < 0 {
+            return Err(ProtocolError::Malformed("invalid bulk length"));
+        }
+        if len as u64 > limits.max_arg_bytes as u64 {
+            return Err(ProtocolError::TooLarge("argument over the size limit"));
+        }
+        let end = start + len as usize;
+        if buf.len() < end + 2 {
+            return Ok(None);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err(ProtocolError::Malformed(
+                "bulk string not terminated by CRLF",
+            ));
+        }
+        spans.push((start, end));
+        at = end + 2;
+    }
+    let frame = buf.split_to(at).freeze();
+    Ok(Some(
+        spans
+            .into_iter()
+            .map(|(start, end)| frame.slice(start..end))
+            .collect(),
+    ))
+}
+
+fn parse_inline(
+    buf: &mut BytesMut,
+    limits: &FrameLimits,
+) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    let Some(newline) = buf.iter().position(|&b| b == b'\n') else {
+        if buf.len() > limits.max_inline_bytes {
+            return Err(ProtocolError::TooLarge("inline command too long"));
+        }
+        return Ok(None);
+    };
+    if newline > limits.max_inline_bytes {
+        return Err(ProtocolError::TooLarge("inline command too long"));
+    }
+    let line = buf.split_to(newline + 1).freeze();
+    let text = line.slice(..newline);
+    let text = if text.ends_with(b"\r") {
+        text.slice(..text.len() - 1)
+    } else {
+        text
+    };
+    let mut args = Vec::new();
+    let mut rest = 0;
+    while rest < text.len() {
+        while rest < text.len() && text[rest].is_ascii_whitespace() {
+            rest += 1;
+        }
+        if rest >= text.len() {
+            break;
+        }
+        let start = rest;
+        if text[start] == b'"' {
+            let (arg, next) = parse_quoted(&text, start + 1)?;
+            args.push(arg);
+            rest = next;
+        } else {
+            while rest < text.len() && !text[rest].is_ascii_whitespace() {
+                rest += 1;
+            }
+            args.push(text.slice(start..rest));
+        }
+        if args.len() > limits.max_args {
+            return Err(ProtocolError::TooLarge("too many arguments"));
+        }
+    }
+    Ok(Some(args))
+}
+
+/// A double-quoted inline argument with `\"`, `\\`, `\n`, `\r`, `\t` escapes (as redis-cli
+/// writes them). Returns the argument and the index after the closing quote.
+fn parse_quoted(text: &Bytes, mut at: usize) -> Result<(Bytes, usize), ProtocolError> {
+    let mut out = Vec::new();
+    while at < text.len() {
+        match text[at] {
+            b'"' => return Ok((Bytes::from(out), at + 1)),
+            b'\\' if at + 1 < text.len() => {
+                out.push(match text[at + 1] {
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    other => other,
+                });
+                at += 2;
+            }
+            byte => {
+                out.push(byte);
+                at += 1;
+            }
+        }
+    }
+    Err(ProtocolError::Malformed("unbalanced quotes in request"))
+}
+
+/// Appends RESP2 replies to an output buffer.
+pub struct Reply<'a>(pub &'a mut BytesMut);
+
+impl Reply<'_> {
+    /// `+text`
+    pub fn simple(&mut self, text: &str) {
+        self.0.extend_from_slice(b"+");
+        self.0.extend_from_slice(text.as_bytes());
+        self.0.extend_from_slice(b"\r\n");
+    }
+
+    /// `+OK`
+    pub fn ok(&mut self) {
+        self.0.extend_from_slice(b"+OK\r\n");
+    }
+
+    /// `-message` (the message should start with an error code such as `ERR`). Line breaks
+    /// in it are replaced, so a reply is always one line.
+    pub fn error(&mut self, message: &str) {
+        self.0.extend_from_slice(b"-");
+        for byte in message.bytes() {
+            self.0
+                .extend_from_slice(&[if byte == b'\r' || byte == b'\n' {
+                    b' '
+                } else {
+                    byte
+                }]);
+        }
+        self.0.extend_from_slice(b"\r\n");
+    }
+
+    /// `:n`
+    pub fn integer(&mut self, n: i64) {
+        self.0.extend_from_slice(b":");
+        self.0.extend_from_slice(n.to_string().as_bytes());
+        self.0.extend_from_slice(b"\r\n");
+    }
+
+    /// `$len\r\nbytes`
+    pub fn bulk(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(b"$");
+        self.0.extend_from_slice(bytes.len().to_string().as_bytes());
+        self.0.extend_from_slice(b"\r\n");
+        self.0.extend_from_slice(bytes);
+        self.0.extend_from_slice(b"\r\n");
+    }
+
+    /// `$-1`, the null bulk string.
+    pub fn null(&mut self) {
+        self.0.extend_from_slice(b"$-1\r\n");
+    }
+
+    /// `*n`, the header of an array of `n` replies that follow.
+    pub fn array(&mut self, n: usize) {
+        self.0.extend_from_slice(b"*");
+        self.0.extend_from_slice(n.to_string().as_bytes());
+        self.0.extend_from_slice(b"\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(input: &[u8]) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let mut buf = BytesMut::from(input);
+        parse_command(&mut buf, &FrameLimits::default())
+    }
+
+    #[test]
+    fn parses_arrays_of_bulk_strings() {
+        let args = parse(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n").unwrap().unwrap();
+        assert_eq!(args, vec![Bytes::from("GET"), Bytes::from("k")]);
+    }
+
+    #[test]
+    fn incomplete_frames_wait_for_more_at_every_cut() {
+        let frame = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n";
+        for cut in 0..frame.len() {
+            let mut buf = BytesMut::from(&frame[..cut]);
+            assert_eq!(
+                parse_command(&mut buf, &FrameLimits::default()),
+                Ok(None),
+                "cut at {cut}"
+            );
+            assert_eq!(buf.len(), cut, "nothing consumed at cut {cut}");
+        }
+        assert!(parse(frame).unwrap().is_some());
+    }
+
+    #[test]
+    fn pipelined_commands_parse_one_at_a_time() {
+        let mut buf = BytesMut::from(&b"PING\r\n*1\r\n$4\r\nPING\r\nrest"[..]);
+        let limits = FrameLimits::default();
+        assert_eq!(
+            parse_command(&mut buf, &limits).unwrap().unwrap(),
+            vec![Bytes::from("PING")]
+        );
+        assert_eq!(
+            parse_command(&mut buf, &limits).unwrap().unwrap(),
+            vec![Bytes::from("PING")]
+        );
+        assert_eq!(parse_command(&mut buf, &limits), Ok(None));
+        assert_eq!(&buf[..], b"rest");
+    }
+
+    #[test]
+    fn inline_commands_split_on_whitespace_and_honour_quotes() {
+        let args = parse(b"SET  key \"two words\\n\"\r\n").unwrap().unwrap();
+        assert_eq!(
+            args,
+            vec![
+                Bytes::from("SET"),
+                Bytes::from("key"),
+                Bytes::from("two words\n")
+            ]
+        );
+        assert_eq!(parse(b"\r\n").unwrap().unwrap(), Vec::<Bytes>::new());
+        assert!(parse(b"GET \"open\r\n").is_err());
+    }
+
+    #[test]
+    fn limits_are_checked_before_reading_the_payload() {
+        let limits = FrameLimits {
+            max_args: 2,
+            max_arg_bytes: 4,
+            max_inline_bytes: 8,
+        };
+        let check = |input: &[u8]| parse_command(&mut BytesMut::from(input), &limits);
+        assert!(matches!(check(b"*3\r\n"), Err(ProtocolError::TooLarge(_))));
+        assert!(matches!(
+            check(b"*1\r\n$999999999\r\n"),
+            Err(ProtocolError::TooLarge(_))
+        ));
+        assert!(matches!(
+            check(b"123456789"),
+            Err(ProtocolError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_is_a_protocol_error() {
+        assert!(parse(b"*x\r\n").is_err());
+        assert!(parse(b"*1\r\n:5\r\n").is_err());
+        assert!(parse(b"*1\r\n$-5\r\n").is_err());
+        assert!(parse(b"*1\r\n$1\r\nabc\r\n").is_err());
+        assert!(parse(b"*1111111111111111111111111111111").is_err());
+    }
+}

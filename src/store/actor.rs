@@ -1,0 +1,251 @@
+//! Query actors: one OS thread each, owning a private [`Replica`] and serving the RPC
+//! connections handed to it.
+//!
+//! Thread-per-actor on a current-thread tokio runtime: the replica lives in this thread only,
+//! so a request touches it directly, with no lock and no channel hop. Actors talk to each
+//! other and to the gateway only by messages: each flushes its first-hand Puts at most every
+//! [`FLUSH_PERIOD`], and only when it has any.
+//!
+//! This file owns the actor loop and local sync; what a connection says is the RPC layer's
+//! business (see [`ConnectionService`]).
+
+use std::cell::{Ref, RefCell, RefMut};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::future::LocalBoxFuture;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::LocalSet;
+use tokio::time::{Instant, MissedTickBehavior, interval_at};
+
+use super::entry::Batch;
+use super::gateway::GatewayHandle;
+use super::replica::Replica;
+use super::stats::Stats;
+use super::validate::Limits;
+
+/// How often an actor flushes its first-hand Puts to the other local participants. Also the
+/// floor on the gap between two messages from one actor to another (at most 10 per second).
+pub const FLUSH_PERIOD: Duration = Duration::from_millis(100);
+
+/// A client connection moving to an actor, with whatever bytes were read but not yet handled.
+#[derive(Debug)]
+pub struct Handoff {
+    /// The socket, in non-blocking mode.
+    pub stream: std::net::TcpStream,
+    /// Bytes read from the socket but not yet parsed (pipelined commands after `ACTOR n`).
+    pub unread: BytesMut,
+}
+
+/// Messages an actor's mailbox takes.
+#[derive(Debug)]
+pub enum ToActor {
+    /// Entries another participant accepted: merge them.
+    Sync {
+        /// The sender's participant index (an actor, or the gateway).
+        from: usize,
+        /// The entries.
+        batch: Batch,
+    },
+    /// Serve this connection from now on.
+    Connection(Handoff),
+    /// Flush what is pending, then stop; the reply says the flush went out.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Serves RPC connections on an actor's thread. Implemented by the RPC layer.
+pub trait ConnectionService: Send + Sync + 'static {
+    /// Serves `conn` until it closes or moves to another actor.
+    fn serve(&self, actor: Rc<Actor>, conn: Handoff) -> LocalBoxFuture<'static, ()>;
+}
+
+/// Mailboxes of every local participant, in participant order (actors, then the gateway).
+#[derive(Clone, Debug)]
+pub struct Mailboxes {
+    /// One sender per query actor.
+    pub actors: Vec<mpsc::UnboundedSender<ToActor>>,
+    /// The gateway.
+    pub gateway: GatewayHandle,
+}
+
+/// What a connection on an actor's thread may use: the replica and the way to other actors.
+pub struct Actor {
+    /// This actor's index, which is also its participant index.
+    index: usize,
+    /// The private replica. Borrowed only synchronously, never across an `.await`.
+    replica: RefCell<Replica>,
+    /// Mailboxes of the other participants.
+    mailboxes: Mailboxes,
+    /// Node-wide counters; this actor writes only its own row.
+    stats: Arc<Stats>,
+    /// Key and value limits the RPC port enforces.
+    limits: Limits,
+}
+
+impl Actor {
+    /// This actor's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Number of query actors on this node.
+    pub fn actors(&self) -> usize {
+        self.mailboxes.actors.len()
+    }
+
+    /// Reads the replica. Do not hold the guard across an `.await`.
+    pub fn replica(&self) -> Ref<'_, Replica> {
+        self.replica.borrow()
+    }
+
+    /// Writes to the replica, counting Puts. Do not hold the guard across an `.await`.
+    pub fn replica_mut(&self) -> RefMut<'_, Replica> {
+        self.replica.borrow_mut()
+    }
+
+    /// Counts `n` first-hand Puts.
+    pub fn count_puts(&self, n: u64) {
+        self.stats.senders[self.index]
+            .puts
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Node-wide counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Limits the RPC port enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Moves `conn` to actor `to`. Gives it back if there is no such actor or it has stopped.
+    pub fn hand_off(&self, to: usize, conn: Handoff) -> Result<(), Handoff> {
+        let Some(mailbox) = self.mailboxes.actors.get(to) else {
+            return Err(conn);
+        };
+        mailbox
+            .send(ToActor::Connection(conn))
+            .map_err(|err| match err.0 {
+                ToActor::Connection(conn) => conn,
+                _ => unreachable!("send error returns the message that was sent"),
+            })
+    }
+
+    /// Sends the first-hand Puts since the last flush to every other actor and the gateway.
+    fn flush(&self) {
+        let Some(batch) = self.replica.borrow_mut().take_pending() else {
+            return;
+        };
+        let bytes: usize = batch.iter().map(|(key, entry)| entry.wire_size(key)).sum();
+        let row = &self.stats.senders[self.index];
+        for (to, mailbox) in self.mailboxes.actors.iter().enumerate() {
+            if to != self.index {
+                let sync = ToActor::Sync {
+                    from: self.index,
+                    batch: batch.clone(),
+                };
+                // A closed mailbox means that actor is shutting down: nothing left to tell it.
+                if mailbox.send(sync).is_ok() {
+                    row.sent(to, bytes);
+                }
+            }
+        }
+        if self.mailboxes.gateway.local_batch(self.index, batch) {
+            row.sent(self.stats.gateway_index(), bytes);
+        }
+    }
+}
+
+/// A running actor thread.
+pub struct ActorThread {
+    /// Joined on shutdown.
+    join: thread::JoinHandle<()>,
+}
+
+impl ActorThread {
+    /// Waits for the thread to end (after its mailbox got `Shutdown`).
+    pub fn join(self) {
+        if self.join.join().is_err() {
+            tracing::error!("a query actor thread panicked");
+        }
+    }
+}
+
+/// Everything an actor thread starts with.
+pub struct ActorSetup {
+    /// The actor's index.
+    pub index: usize,
+    /// Its initial replica (loaded from disk).
+    pub replica: Replica,
+    /// Its own mailbox.
+    pub inbox: mpsc::UnboundedReceiver<ToActor>,
+    /// Everyone's mailboxes.
+    pub mailboxes: Mailboxes,
+    /// Node-wide counters.
+    pub stats: Arc<Stats>,
+    /// Limits for the RPC port.
+    pub limits: Limits,
+    /// Serves connections handed to this actor.
+    pub service: Arc<dyn ConnectionService>,
+}
+
+/// Starts an actor on a thread of its own.
+pub fn spawn(setup: ActorSetup) -> std::io::Result<ActorThread> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let join = thread::Builder::new()
+        .name(format!("cmud-actor-{}", setup.index))
+        .spawn(move || LocalSet::new().block_on(&runtime, run(setup)))?;
+    Ok(ActorThread { join })
+}
+
+async fn run(setup: ActorSetup) {
+    let ActorSetup {
+        index,
+        replica,
+        mut inbox,
+        mailboxes,
+        stats,
+        limits,
+        service,
+    } = setup;
+    let actor = Rc::new(Actor {
+        index,
+        replica: RefCell::new(replica),
+        mailboxes,
+        stats,
+        limits,
+    });
+    // The first tick comes one period after start, so no pair ever sees more than one message
+    // per period, counted from the start.
+    let mut flush = interval_at(Instant::now() + FLUSH_PERIOD, FLUSH_PERIOD);
+    flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            message = inbox.recv() => match message {
+                Some(ToActor::Sync { batch, .. }) => {
+                    actor.replica.borrow_mut().merge_batch(&batch);
+                }
+                Some(ToActor::Connection(conn)) => {
+                    tokio::task::spawn_local(service.serve(actor.clone(), conn));
+                }
+                Some(ToActor::Shutdown(done)) => {
+                    actor.flush();
+                    let _ = done.send(());
+                    break;
+                }
+                None => {
+                    actor.flush();
+                    break;
+                }
+            },
+            _ = flush.tick() => actor.flush(),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! One query actor's private replica: its ordered map, its clock, and the first-hand Puts it
+//! has not yet flushed to the other local actors.
+//!
+//! Plain data and pure methods, with no I/O and no channels, so the rules are tested directly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::clock::Hlc;
+use super::entry::{Batch, Entry, Key, KeyedEntry, Merged, NodeId, merge};
+
+/// A full replica owned by one actor.
+#[derive(Debug)]
+pub struct Replica {
+    /// Every key this replica knows, tombstones included, in key order for prefix scans.
+    map: BTreeMap<Key, Entry>,
+    /// Number of keys whose entry is not a tombstone (`DBSIZE`), kept in step with `map`.
+    live: usize,
+    /// Stamps this actor's writes.
+    clock: Hlc,
+    /// First-hand Puts since the last flush, latest per key.
+    pending: HashMap<Key, Entry>,
+}
+
+impl Replica {
+    /// An empty replica whose writes are stamped (`node`, `actor`).
+    pub fn new(node: NodeId, actor: u16) -> Self {
+        Replica {
+            map: BTreeMap::new(),
+            live: 0,
+            clock: Hlc::new(node, actor),
+            pending: HashMap::new(),
+        }
+    }
+
+    /// A replica holding `entries` (trusted, e.g. loaded from disk), with its clock moved past
+    /// every one of them.
+    pub fn with_entries(node: NodeId, actor: u16, entries: &BTreeMap<Key, Entry>) -> Self {
+        let mut replica = Replica::new(node, actor);
+        for entry in entries.values() {
+            replica.clock.observe(&entry.version);
+        }
+        replica.live = entries.values().filter(|e| !e.is_tombstone()).count();
+        replica.map = entries.clone();
+        replica
+    }
+
+    /// The live value under `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
+        self.map.get(key).and_then(|entry| entry.value.as_ref())
+    }
+
+    /// The entry under `key`, tombstone or not.
+    pub fn entry(&self, key: &[u8]) -> Option<&Entry> {
+        self.map.get(key)
+    }
+
+    /// Writes `value` (or a tombstone for `None`) under `key` at a fresh version, as a
+    /// first-hand Put. Returns whether the key had a live value before.
+    pub fn put(&mut self, key: Bytes, value: Option<Bytes>, now_ms: u64) -> bool {
+        let is_live = value.is_some();
+        let version = self.clock.tick(now_ms);
+        let entry = Entry {
+            version,
+            value,
+            signature: None,
+        };
+        self.pending.insert(key.clone(), entry.clone());
+        let was_live = match merge(&mut self.map, key, entry) {
+            Merged::Changed { was_live } => was_live,
+            // The clock is past every version this replica holds or has seen, so a fresh
+            // tick always wins its merge.
+            Merged::Unchanged => unreachable!("a fresh HLC tick lost a merge"),
+        };
+        self.adjust_live(was_live, is_live);
+        was_live
+    }
+
+    /// Merges entries that another participant made (a local actor's flush or the gateway's
+    /// coalesced remote batch). They are trusted: the gateway validated remote ones. Returns
+    /// how many keys changed.
+    pub fn merge_batch(&mut self, batch: &[KeyedEntry]) -> usize {
+        let mut changed = 0;
+        for (key, entry) in batch {
+            self.clock.observe(&entry.version);
+            let is_live = !entry.is_tombstone();
+            if let Merged::Changed { was_live } = merge(&mut self.map, key.clone(), entry.clone()) {
+                changed += 1;
+                self.adjust_live(was_live, is_live);
+            }
+        }
+        changed
+    }
+
+    fn adjust_live(&mut self, was_live: bool, is_live: bool) {
+        match (was_live, is_live) {
+            (false, true) => self.live += 1,
+            (true, false) => self.live -= 1,
+            _ => {}
+        }
+    }
+
+    /// Takes the first-hand Puts made since the last call, or `None` if there were none.
+    pub fn take_pending(&mut self) -> Option<Batch> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        Some(Arc::new(self.pending.drain().collect()))
+    }
+
+    /// Calls `visit` on each live key starting with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8], mut visit: impl FnMut(&Bytes, &Bytes)) {
+        let range = self
+            .map
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded));
+        for (key, entry) in range {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if let Some(value) = &entry.value {
+                visit(key, value);
+            }
+        }
+    }
+
+    /// Number of live keys.
+    pub fn live_keys(&self) -> usize {
+        self.live
+    }
+
+    /// The whole map, tombstones included.
+    pub fn entries(&self) -> &BTreeMap<Key, Entry> {
+        &self.map
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn reput_of_same_value_wins_over_a_later_concurrent_write() {
+        // The LWW trace: A puts cheese, B puts mustard 10 ms later, A puts cheese again 10 ms
+        // after that. Every replica must end on cheese.
+        let mut a = Replica::new(NodeId::new("n"), 0);
+        let mut b = Replica::new(NodeId::new("n"), 1);
+        a.put(bytes("lunch"), Some(bytes("cheese")), 1_000);
+        let first = a.take_pending().unwrap();
+        b.merge_batch(&first);
+        b.put(bytes("lunch"), Some(bytes("mustard")), 1_010);
+        let second = b.take_pending().unwrap();
+        a.merge_batch(&second);
+        assert_eq!(a.get(b"lunch"), Some(&bytes("mustard")));
+        a.put(bytes("lunch"), Some(bytes("cheese")), 1_020);
+        let third = a.take_pending().unwrap();
+        b.merge_batch(&third);
+        assert_eq!(a.get(b"lunch"), Some(&bytes("cheese")));
+        assert_eq!(b.get(b"lunch"), Some(&bytes("cheese")));
+    }
+
+    #[test]
+    fn reput_wins_even_when_the_wall_clock_is_behind() {
+        let mut a = Replica::new(NodeId::new("a"), 0);
+        let mut b = Replica::new(NodeId::new("b"), 0);
+        b.put(bytes("k"), Some(bytes("late")), 50_000);
+        a.merge_batch(&b.take_pending().unwrap());
+        // A's wall clock is far behind B's, but A has seen B's write: its re-Put still wins.
+        a.put(bytes("k"), Some(bytes("again")), 1_000);
+        b.merge_batch(&a.take_pending().unwrap());
+        assert_eq!(b.get(b"k"), Some(&bytes("again")));
+    }
+
+    #[test]
+    fn pending_holds_latest_per_key_and_empties_on_flush() {
+        let mut r = Replica::new(NodeId::new("n"), 0);
+        assert!(r.take_pending().is_none());
+        r.put(bytes("k"), Some(bytes("1")), 1);
+        r.put(bytes("k"), Some(bytes("2")), 2);
+        r.put(bytes("j"), None, 3);
+        let batch = r.take_pending().unwrap();
+        assert_eq!(batch.len(), 2);
+        assert!(r.take_pending().is_none());
+    }
+
+    #[test]
+    fn live_count_follows_puts_deletes_and_merges() {
+        let mut r = Replica::new(NodeId::new("n"), 0);
+        assert!(!r.put(bytes("a"), Some(bytes("1")), 1));
+        assert!(r.put(bytes("a"), Some(bytes("2")), 2));
+        r.put(bytes("b"), Some(bytes("1")), 3);
+        assert_eq!(r.live_keys(), 2);
+        assert!(r.put(bytes("a"), None, 4));
+        assert_eq!(r.live_keys(), 1);
+        let mut other = Replica::new(NodeId::new("m"), 0);
+        other.merge_batch(&r.take_pending().unwrap());
+        assert_eq!(other.live_keys(), 1);
+        assert_eq!(other.get(b"a"), None);
+    }
+
+    #[test]
+    fn prefix_scan_is_in_key_order_and_skips_tombstones() {
+        let mut r = Replica::new(NodeId::new("n"), 0);
+        for key in ["p/b", "p/a", "q/a", "p/c", "p", "o/z"] {
+            r.put(bytes(key), Some(bytes(key)), 1);
+        }
+        r.put(bytes("p/c"), None, 2);
+        let mut seen = Vec::new();
+        r.scan_prefix(b"p/", |key, _| seen.push(key.clone()));
+        assert_eq!(seen, vec![bytes("p/a"), bytes("p/b")]);
+    }
+
+    #[test]
+    fn loading_seeds_the_clock_past_persisted_versions() {
+        let mut old = Replica::new(NodeId::new("n"), 0);
+        old.put(bytes("k"), Some(bytes("old")), 9_000_000);
+        let mut restarted = Replica::with_entries(NodeId::new("n"), 0, old.entries());
+        // The wall clock stepped back after the restart: the new write must still win.
+        restarted.put(bytes("k"), Some(bytes("new")), 1_000);
+        old.merge_batch(&restarted.take_pending().unwrap());
+        assert_eq!(old.get(b"k"), Some(&bytes("new")));
+    }
+}

@@ -1,0 +1,165 @@
+//! Checks an entry from outside this node must pass before it may touch a replica.
+//!
+//! Pure functions over one entry: the network layer and the gateway call them on every entry a
+//! peer sent. A future-dated entry is not invalid, only early: it is skipped alone and fetched
+//! again by anti-entropy once it is no longer in the future.
+
+use std::time::Duration;
+
+use super::entry::Entry;
+
+/// Size limits on keys and values, shared by the RPC port and peer validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest key accepted, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value accepted, in bytes.
+    pub max_value_bytes: usize,
+    /// How far in the future (by our wall clock) a version may be and still be merged.
+    pub max_clock_skew: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_bytes: 1024,
+            max_value_bytes: 32 * 1024,
+            max_clock_skew: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Largest signature an entry may carry, in bytes (an ed25519 signature is 64).
+pub const MAX_SIGNATURE_BYTES: usize = 256;
+
+/// Largest peer id text accepted in a version, in bytes (base58 ed25519 peer ids are 52).
+pub const MAX_NODE_ID_BYTES: usize = 128;
+
+/// Why an entry from a peer was not merged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// The version is further ahead of our clock than `max_clock_skew`: try again later.
+    #[error("version is {ahead_ms} ms in the future")]
+    Future {
+        /// How far ahead of our wall clock the version is.
+        ahead_ms: u64,
+    },
+    /// The key is empty or longer than the limit.
+    #[error("key of {0} bytes is empty or over the limit")]
+    Key(usize),
+    /// The value is longer than the limit.
+    #[error("value of {0} bytes is over the limit")]
+    Value(usize),
+    /// The signature slot or the writer id is malformed.
+    #[error("malformed writer id or signature")]
+    Malformed,
+}
+
+impl Rejected {
+    /// Whether the entry may become acceptable later (only future-dated ones do).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Rejected::Future { .. })
+    }
+}
+
+/// Checks one entry received from a peer against `limits` at wall time `now_ms`.
+pub fn check_entry(
+    key: &[u8],
+    entry: &Entry,
+    now_ms: u64,
+    limits: &Limits,
+) -> Result<(), Rejected> {
+    if key.is_empty() || key.len() > limits.max_key_bytes {
+        return Err(Rejected::Key(key.len()));
+    }
+    if let Some(value) = &entry.value
+        && value.len() > limits.max_value_bytes
+    {
+        return Err(Rejected::Value(value.len()));
+    }
+    let node = entry.version.node.as_str();
+    if node.is_empty()
+        || node.len() > MAX_NODE_ID_BYTES
+        || entry
+            .signature
+            .as_ref()
+            .is_some_and(|s| s.len() > MAX_SIGNATURE_BYTES)
+    {
+        return Err(Rejected::Malformed);
+    }
+    let horizon = now_ms.saturating_add(limits.max_clock_skew.as_millis() as u64);
+    if entry.version.millis > horizon {
+        return Err(Rejected::Future {
+            ahead_ms: entry.version.millis - now_ms,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::store::entry::{NodeId, Version};
+
+    fn entry_at(millis: u64, value: &[u8]) -> Entry {
+        let version = Version {
+            millis,
+            counter: 0,
+            node: NodeId::new("peer"),
+            actor: 0,
+        };
+        Entry::value(version, Bytes::copy_from_slice(value))
+    }
+
+    #[test]
+    fn accepts_entries_within_the_skew() {
+        let limits = Limits::default();
+        assert_eq!(
+            check_entry(b"k", &entry_at(100_000 + 60_000, b"v"), 100_000, &limits),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn future_entries_are_transient_rejections() {
+        let limits = Limits::default();
+        let err =
+            check_entry(b"k", &entry_at(100_000 + 60_001, b"v"), 100_000, &limits).unwrap_err();
+        assert_eq!(err, Rejected::Future { ahead_ms: 60_001 });
+        assert!(err.is_transient());
+    }
+
+    #[test]
+    fn oversized_keys_and_values_are_rejected() {
+        let limits = Limits {
+            max_key_bytes: 4,
+            max_value_bytes: 4,
+            ..Limits::default()
+        };
+        assert_eq!(
+            check_entry(b"", &entry_at(1, b"v"), 1, &limits),
+            Err(Rejected::Key(0))
+        );
+        assert_eq!(
+            check_entry(b"12345", &entry_at(1, b"v"), 1, &limits),
+            Err(Rejected::Key(5))
+        );
+        assert_eq!(
+            check_entry(b"k", &entry_at(1, b"12345"), 1, &limits),
+            Err(Rejected::Value(5))
+        );
+        assert!(!Rejected::Value(5).is_transient());
+    }
+
+    #[test]
+    fn malformed_writer_ids_are_rejected() {
+        let mut entry = entry_at(1, b"v");
+        entry.version.node = NodeId::new("");
+        assert_eq!(
+            check_entry(b"k", &entry, 1, &Limits::default()),
+            Err(Rejected::Malformed)
+        );
+    }
+}
