@@ -1,1 +1,145 @@
-fn main() {}
+//! Criterion benchmarks of the replica: merging entries, one actor's in-memory Get/Put, and the
+//! same through a real RPC port with pipelining (one connection, one actor).
+//!
+//! `cargo bench --bench store`; the comparison with Redis is `benches/vs-redis.sh`.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use bytes::Bytes;
+use cmud::node::{Node, NodeOptions};
+use cmud::store::replica::Replica;
+use cmud::store::{Entry, NodeId, Version, entry};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+
+const KEYS: usize = 10_000;
+
+fn key(n: usize) -> Bytes {
+    Bytes::from(format!("p/12D3KooWbench/item/{n:06}"))
+}
+
+fn version(millis: u64, actor: u16) -> Version {
+    Version {
+        millis,
+        counter: 0,
+        node: NodeId::new("12D3KooWbench"),
+        actor,
+    }
+}
+
+fn merge(c: &mut Criterion) {
+    let mut group = c.benchmark_group("merge");
+    group.throughput(Throughput::Elements(KEYS as u64));
+    let old: Vec<(Bytes, Entry)> = (0..KEYS)
+        .map(|n| {
+            (
+                key(n),
+                Entry::value(version(1, 0), Bytes::from_static(b"old")),
+            )
+        })
+        .collect();
+    let new: Vec<(Bytes, Entry)> = (0..KEYS)
+        .map(|n| {
+            (
+                key(n),
+                Entry::value(version(2, 1), Bytes::from_static(b"new")),
+            )
+        })
+        .collect();
+    let base: BTreeMap<Bytes, Entry> = old.iter().cloned().collect();
+    group.bench_function("newer entries into a full map", |b| {
+        b.iter_batched(
+            || (base.clone(), new.clone()),
+            |(mut map, batch)| {
+                for (key, entry) in batch {
+                    black_box(entry::merge(&mut map, key, entry));
+                }
+                map
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("stale duplicates into a full map", |b| {
+        b.iter_batched(
+            || (base.clone(), old.clone()),
+            |(mut map, batch)| {
+                for (key, entry) in batch {
+                    black_box(entry::merge(&mut map, key, entry));
+                }
+                map
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+fn one_actor(c: &mut Criterion) {
+    let mut group = c.benchmark_group("one actor in memory");
+    group.throughput(Throughput::Elements(1));
+    let mut replica = Replica::new(NodeId::new("12D3KooWbench"), 0);
+    for n in 0..KEYS {
+        replica.put(key(n), Some(Bytes::from_static(b"value")), 1);
+    }
+    let keys: Vec<Bytes> = (0..KEYS).map(key).collect();
+    let mut n = 0;
+    group.bench_function("get", |b| {
+        b.iter(|| {
+            n = (n + 7919) % KEYS;
+            black_box(replica.get(&keys[n]).is_some())
+        })
+    });
+    group.bench_function("put", |b| {
+        b.iter(|| {
+            n = (n + 7919) % KEYS;
+            replica.put(keys[n].clone(), Some(Bytes::from_static(b"value2")), 2);
+        })
+    });
+    group.finish();
+}
+
+/// GET and SET through the RPC port, 100 commands per write, as a pipelining client sends them.
+fn through_the_port(c: &mut Criterion) {
+    const PIPELINE: usize = 100;
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = runtime
+        .block_on(Node::start(NodeOptions::local(dir.path().join("bench"), 1)))
+        .expect("node");
+    let mut stream = TcpStream::connect(node.rpc_addr()).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+
+    let mut group = c.benchmark_group("rpc, one actor, pipeline 100");
+    group.throughput(Throughput::Elements(PIPELINE as u64));
+    let mut sets = Vec::new();
+    let mut gets = Vec::new();
+    for n in 0..PIPELINE {
+        write!(sets, "*3\r\n$3\r\nSET\r\n$8\r\nkey:{n:04}\r\n$3\r\nxxx\r\n").expect("write");
+        write!(gets, "*2\r\n$3\r\nGET\r\n$8\r\nkey:{n:04}\r\n").expect("write");
+    }
+    let mut reply = vec![0u8; PIPELINE * 16];
+    group.bench_function("set", |b| {
+        b.iter(|| {
+            stream.write_all(&sets).expect("send");
+            stream
+                .read_exact(&mut reply[..PIPELINE * 5])
+                .expect("+OK replies");
+        })
+    });
+    group.bench_function("get", |b| {
+        b.iter(|| {
+            stream.write_all(&gets).expect("send");
+            stream
+                .read_exact(&mut reply[..PIPELINE * 9])
+                .expect("bulk replies");
+        })
+    });
+    group.finish();
+    drop(stream);
+    runtime.block_on(node.shutdown());
+}
+
+criterion_group!(benches, merge, one_actor, through_the_port);
+criterion_main!(benches);

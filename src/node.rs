@@ -173,13 +173,7 @@ impl Node {
             world: options.world.clone(),
             peer_id: peer_id.clone(),
             rpc_port: rpc_addr.port(),
-            frame_limits: FrameLimits {
-                max_arg_bytes: options
-                    .limits
-                    .max_value_bytes
-                    .max(options.limits.max_key_bytes),
-                ..FrameLimits::default()
-            },
+            frame_limits: frame_limits(&options.limits),
             network: network.clone(),
         });
         let store = open.start(StartOptions {
@@ -276,4 +270,17 @@ fn lock_world(dir: &Path) -> Result<File, NodeError> {
     file.set_len(0).map_err(io_err)?;
     write!(file, "{}", std::process::id()).map_err(io_err)?;
     Ok(file)
+}
+
+/// Frame limits for the RPC port, from the store's limits. An argument may be up to twice the
+/// largest key or value, so a value slightly over the limit gets a plain error and the client
+/// keeps its connection; only absurd frames close it.
+fn frame_limits(limits: &Limits) -> FrameLimits {
+    let largest = limits.max_value_bytes.max(limits.max_key_bytes);
+    let defaults = FrameLimits::default();
+    FrameLimits {
+        max_arg_bytes: largest.saturating_mul(2),
+        max_frame_bytes: defaults.max_frame_bytes.max(largest.saturating_mul(4)),
+        ..defaults
+    }
 }

@@ -14,6 +14,8 @@ pub struct FrameLimits {
     pub max_args: usize,
     /// Longest single argument, in bytes.
     pub max_arg_bytes: usize,
+    /// Most bytes all arguments of one command may announce together.
+    pub max_frame_bytes: usize,
     /// Longest inline command line, in bytes.
     pub max_inline_bytes: usize,
 }
@@ -23,6 +25,7 @@ impl Default for FrameLimits {
         FrameLimits {
             max_args: 1024,
             max_arg_bytes: 32 * 1024,
+            max_frame_bytes: 4 * 1024 * 1024,
             max_inline_bytes: 64 * 1024,
         }
     }
@@ -106,6 +109,7 @@ fn parse_array(
     }
     // First pass: find every argument's span without allocating.
     let mut spans = Vec::with_capacity(count as usize);
+    let mut announced = 0u64;
     for _ in 0..count {
         if at >= buf.len() {
             return Ok(None);
@@ -121,6 +125,10 @@ fn parse_array(
         }
         if len as u64 > limits.max_arg_bytes as u64 {
             return Err(ProtocolError::TooLarge("argument over the size limit"));
+        }
+        announced += len as u64;
+        if announced > limits.max_frame_bytes as u64 {
+            return Err(ProtocolError::TooLarge("command over the size limit"));
         }
         let end = start + len as usize;
         if buf.len() < end + 2 {
@@ -339,12 +347,21 @@ mod tests {
     #[test]
     fn limits_are_checked_before_reading_the_payload() {
         let limits = FrameLimits {
-            max_args: 2,
+            max_args: 3,
             max_arg_bytes: 4,
+            max_frame_bytes: 6,
             max_inline_bytes: 8,
         };
         let check = |input: &[u8]| parse_command(&mut BytesMut::from(input), &limits);
-        assert!(matches!(check(b"*3\r\n"), Err(ProtocolError::TooLarge(_))));
+        assert!(matches!(check(b"*4\r\n"), Err(ProtocolError::TooLarge(_))));
+        assert!(matches!(
+            check(b"*3\r\n$3\r\nabc\r\n$3\r\nabc\r\n$1\r\n"),
+            Err(ProtocolError::TooLarge(_))
+        ));
+        assert!(matches!(
+            check(b"*2\r\n$3\r\nabc\r\n$3\r\nabc\r\n"),
+            Ok(Some(_))
+        ));
         assert!(matches!(
             check(b"*1\r\n$999999999\r\n"),
             Err(ProtocolError::TooLarge(_))

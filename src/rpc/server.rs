@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use bytes::BytesMut;
 use futures::future::LocalBoxFuture;
@@ -160,7 +159,7 @@ pub async fn accept_loop(
     actors: Vec<mpsc::UnboundedSender<ToActor>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let next = AtomicUsize::new(0);
+    let mut next = 0usize;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -179,7 +178,8 @@ pub async fn accept_loop(
         let Ok(stream) = stream.into_std() else {
             continue;
         };
-        let index = next.fetch_add(1, Relaxed) % actors.len();
+        let index = next % actors.len();
+        next = next.wrapping_add(1);
         let handoff = Handoff {
             stream,
             unread: BytesMut::new(),
