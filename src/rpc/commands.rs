@@ -160,7 +160,7 @@ fn set(actor: &Actor, pairs: &[Bytes], reply: &mut Reply<'_>) {
     let now = wall_millis();
     let mut replica = actor.replica_mut();
     for pair in pairs.chunks_exact(2) {
-        replica.put(pair[0].clone(), Some(pair[1].clone()), now);
+        replica.put(owned(&pair[0]), Some(owned(&pair[1])), now);
     }
     drop(replica);
     actor.count_puts((pairs.len() / 2) as u64);
@@ -182,13 +182,20 @@ fn del(actor: &Actor, keys: &[Bytes], reply: &mut Reply<'_>) {
         // Deleting an absent key writes nothing: there is nothing to hide from other replicas
         // that this replica knows of.
         if replica.get(key).is_some() {
-            replica.put(key.clone(), None, now);
+            replica.put(owned(key), None, now);
             deleted += 1;
         }
     }
     drop(replica);
     actor.count_puts(deleted);
     reply.integer(deleted as i64);
+}
+
+/// A copy of an argument for the store. Arguments are slices of the connection's read buffer;
+/// keeping one would pin that whole buffer for as long as the entry lives, and stop the
+/// connection from reusing it.
+fn owned(arg: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(arg)
 }
 
 fn check_key(key: &[u8], max_key_bytes: usize) -> Result<(), String> {

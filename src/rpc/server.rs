@@ -113,6 +113,10 @@ async fn serve_connection(
             stream.write_all(&output).await?;
             output.clear();
         }
+        // Read in large chunks, so a pipelining client's commands arrive in one read.
+        if input.capacity() - input.len() < READ_BUFFER_BYTES / 4 {
+            input.reserve(READ_BUFFER_BYTES);
+        }
         if stream.read_buf(&mut input).await? == 0 {
             return Ok(());
         }
