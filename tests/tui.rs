@@ -122,7 +122,11 @@ fn page_up_is_not_yanked_back_by_new_output() {
     );
     assert_eq!(app.log.below(), app.page_rows() + 1);
     app.on_key(press(KeyCode::PageDown));
-    assert_eq!(bottom_line(&app), "output 99", "a page down, not to the end");
+    assert_eq!(
+        bottom_line(&app),
+        "output 99",
+        "a page down, not to the end"
+    );
     app.on_key(press(KeyCode::PageDown));
     assert!(app.log.is_following());
     assert_eq!(bottom_line(&app), "bob says: hi");
@@ -744,4 +748,28 @@ fn plays_in_a_real_terminal_under_tmux() {
     assert!(config.starts_with("// CMUD settings"), "{config}");
     let profile = std::fs::read_to_string(config_dir.join("profile.ron")).expect("profile.ron");
     assert!(profile.contains("\"ada\""), "{profile}");
+}
+
+#[test]
+fn a_narrow_status_bar_drops_location_before_sync_state() {
+    let mut app = playing();
+    let mut crowded = status(Mode::Mining);
+    crowded.location = "Randy Pausch Bridge".into();
+    crowded.clock_warning = true;
+    crowded.clock_offset_ms = 120_000;
+    crowded.sync = SyncState::Offline;
+    app.on_game(Event::Status(crowded));
+    let wide = screen_text(&draw(&mut app, 200, 40));
+    assert!(
+        wide.lines()
+            .next()
+            .unwrap_or_default()
+            .contains("Randy Pausch Bridge")
+    );
+    let screen = screen_text(&draw(&mut app, 80, 24));
+    let bar = screen.lines().next().unwrap_or_default();
+    assert!(bar.contains("CLOCK OFF BY 120.0s"), "{bar}");
+    assert!(bar.contains("offline"), "{bar}");
+    assert!(bar.contains("120 coins"), "{bar}");
+    assert!(!bar.contains("Randy"), "{bar}");
 }

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod plain;
 pub mod runner;
 pub mod scrollback;
+pub mod status_bar;
 pub mod terminal;
 pub mod theme;
 pub mod view;

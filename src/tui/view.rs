@@ -7,11 +7,12 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, LineGauge, Padding, Paragraph};
 
-use crate::game::events::{Mode, SyncState};
+use crate::game::events::Mode;
 
 use super::app::{App, MIN_SIZE};
 use super::help;
 use super::scrollback::wrap;
+use super::status_bar;
 
 /// Columns at which the side panel of players appears.
 const SIDE_PANEL_MIN_COLUMNS: u16 = 70;
@@ -40,7 +41,7 @@ pub fn render(app: &App, frame: &mut Frame) {
         Constraint::Length(1),
     ])
     .areas(area);
-    render_status(app, frame, status);
+    status_bar::render(app, frame, status);
     if area.width >= SIDE_PANEL_MIN_COLUMNS {
         let panel_columns = if area.width >= 110 { 30 } else { 24 };
         let [log, panel] =
@@ -70,62 +71,6 @@ fn render_too_small(app: &App, frame: &mut Frame, area: Rect) {
     let rows = (text.len() as u16).min(area.height);
     let centered = area.centered_vertically(Constraint::Length(rows));
     frame.render_widget(Paragraph::new(text), centered);
-}
-
-fn separator(app: &App) -> Span<'static> {
-    Span::styled(" | ", app.theme.status_bar())
-}
-
-fn render_status(app: &App, frame: &mut Frame, area: Rect) {
-    let theme = app.theme;
-    let bar = theme.status_bar();
-    let status = &app.status;
-    let name = if !app.has_status {
-        "starting...".to_owned()
-    } else if status.mode == Mode::Naming || status.name.is_empty() {
-        "choosing a name".to_owned()
-    } else {
-        status.name.clone()
-    };
-    let mut spans = vec![Span::styled(
-        format!(" {name}"),
-        bar.add_modifier(Modifier::BOLD),
-    )];
-    if status.clock_warning {
-        spans.push(separator(app));
-        let seconds = status.clock_offset_ms.unsigned_abs() as f64 / 1000.0;
-        spans.push(Span::styled(
-            format!("CLOCK OFF BY {seconds:.1}s"),
-            bar.patch(theme.warning()),
-        ));
-    }
-    if app.has_status && status.mode != Mode::Naming {
-        for part in [
-            status.rank.clone(),
-            format!("{} coins", status.coins),
-            format!("power {}", status.power),
-            status.location.clone(),
-        ] {
-            if !part.is_empty() {
-                spans.push(separator(app));
-                spans.push(Span::styled(part, bar));
-            }
-        }
-    }
-    let peers = match status.peers {
-        1 => "1 peer".to_owned(),
-        n => format!("{n} peers"),
-    };
-    let sync = match status.sync {
-        SyncState::Offline => "offline".to_owned(),
-        SyncState::Pending(n) => format!("{n} pending"),
-        SyncState::InSync => "in sync".to_owned(),
-    };
-    for part in [peers, sync] {
-        spans.push(separator(app));
-        spans.push(Span::styled(part, bar));
-    }
-    frame.render_widget(Paragraph::new(Line::from(spans)).style(bar), area);
 }
 
 fn render_log(app: &App, frame: &mut Frame, area: Rect) {
