@@ -773,3 +773,59 @@ fn a_narrow_status_bar_drops_location_before_sync_state() {
     assert!(bar.contains("120 coins"), "{bar}");
     assert!(!bar.contains("Randy"), "{bar}");
 }
+
+/// Run by [`a_panic_gives_the_terminal_back`] inside tmux: takes the terminal like the UI does,
+/// waits for a key, then panics.
+#[test]
+#[ignore = "run inside tmux by a_panic_gives_the_terminal_back"]
+fn panicking_ui_child() {
+    // Only as the child of that test: `cargo test -- --ignored` elsewhere has no terminal.
+    if std::env::var_os("CMUD_TUI_PANIC_CHILD").is_none() {
+        return;
+    }
+    let mut screen = cmud::tui::terminal::Screen::enter().expect("a real terminal");
+    screen
+        .terminal
+        .draw(|frame| {
+            frame.render_widget(ratatui::widgets::Paragraph::new("IN-THE-UI"), frame.area());
+        })
+        .expect("draw");
+    let _ = crossterm::event::read();
+    panic!("deliberate panic: the terminal must come back");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_panic_gives_the_terminal_back() {
+    let exe = std::env::current_exe().expect("test binary");
+    let script = format!(
+        "CMUD_TUI_PANIC_CHILD=1 RUST_BACKTRACE=0 {exe} --ignored --exact panicking_ui_child --nocapture --test-threads=1; \
+         if stty -a | grep -q -- '-icanon'; then echo STILL-RAW; else echo COOKED-AGAIN; fi; \
+         echo CHILD-EXITED; sleep 60",
+        exe = quote(&exe),
+    );
+    let tmux = tmux::Tmux::start(&script, 100, 30);
+    tmux.wait_for("the UI screen", SCREEN_TIMEOUT, |s| s.contains("IN-THE-UI"));
+    assert_eq!(
+        tmux.pane_var("alternate_on"),
+        "1",
+        "the UI uses the alternate screen"
+    );
+    tmux.key("x");
+    let screen = tmux.wait_for("the child to end", SCREEN_TIMEOUT, |s| {
+        s.contains("CHILD-EXITED")
+    });
+    assert!(
+        screen.contains("the terminal must come back"),
+        "the report is readable:\n{screen}"
+    );
+    assert!(
+        screen.contains("COOKED-AGAIN"),
+        "raw mode is off:\n{screen}"
+    );
+    assert!(
+        !screen.contains("IN-THE-UI"),
+        "back on the main screen:\n{screen}"
+    );
+    assert_eq!(tmux.pane_var("alternate_on"), "0", "alternate screen left");
+}

@@ -51,6 +51,11 @@ impl Screen {
 impl Drop for Screen {
     fn drop(&mut self) {
         restore();
+        // The hook cannot be changed from a panicking thread (that would abort); ours stays
+        // then, and it only restores the terminal again before the previous one reports.
+        if std::thread::panicking() {
+            return;
+        }
         if let Some(previous) = self.previous_hook.take() {
             // Our hook goes; the one that was there before comes back.
             drop(panic::take_hook());
