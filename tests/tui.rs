@@ -723,6 +723,46 @@ fn plays_in_a_real_terminal_under_tmux() {
         answered(s, "map")
     });
 
+    // Mouse capture is off until F2, so text can be selected; F2 again turns it off.
+    assert_eq!(
+        tmux.pane_var("alternate_on"),
+        "1",
+        "the UI uses the alternate screen"
+    );
+    assert_eq!(
+        tmux.pane_var("mouse_any_flag"),
+        "0",
+        "mouse capture off by default"
+    );
+    tmux.key("F2");
+    tmux.wait_for("mouse capture on", SCREEN_TIMEOUT, |s| {
+        s.contains("mouse on (F2)")
+    });
+    assert_eq!(
+        tmux.pane_var("mouse_any_flag"),
+        "1",
+        "F2 turns mouse capture on"
+    );
+    tmux.key("F2");
+    tmux.wait_for("mouse capture off", SCREEN_TIMEOUT, |s| {
+        !s.contains("mouse on (F2)")
+    });
+    assert_eq!(
+        tmux.pane_var("mouse_any_flag"),
+        "0",
+        "F2 again turns it off"
+    );
+
+    // Too small, then back to a usable size.
+    tmux.resize(30, 8);
+    tmux.wait_for("the too-small notice", SCREEN_TIMEOUT, |s| {
+        s.contains("too small")
+    });
+    tmux.resize(80, 24);
+    tmux.wait_for("the game again at 80x24", SCREEN_TIMEOUT, |s| {
+        s.contains("(mining) >") && !s.contains("too small")
+    });
+
     // The help overlay opens and closes.
     tmux.key("F1");
     tmux.wait_for("the help overlay", SCREEN_TIMEOUT, |s| {
@@ -828,4 +868,61 @@ fn a_panic_gives_the_terminal_back() {
         "back on the main screen:\n{screen}"
     );
     assert_eq!(tmux.pane_var("alternate_on"), "0", "alternate screen left");
+}
+
+/// Whether escape sequences set a foreground or background colour (not just reset one).
+fn sets_a_colour(screen: &str) -> bool {
+    let basic = (0..8).flat_map(|n| {
+        [
+            format!("\x1b[3{n}m"),
+            format!("\x1b[4{n}m"),
+            format!("\x1b[9{n}m"),
+            format!("\x1b[10{n}m"),
+        ]
+    });
+    ["38;5;", "48;5;", "38;2;", "48;2;"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(basic)
+        .any(|code| screen.contains(&code))
+}
+
+#[cfg(unix)]
+#[test]
+fn no_color_turns_colours_off_and_ctrl_c_leaves() {
+    for no_color in [false, true] {
+        let home = tempfile::tempdir().expect("temp home");
+        let exit_file = home.path().join("exit-code");
+        let no_color_env = if no_color {
+            "NO_COLOR=1"
+        } else {
+            "-u NO_COLOR"
+        };
+        let script = format!(
+            "env {no_color_env} HOME={home} XDG_CONFIG_HOME={home}/config \
+             XDG_DATA_HOME={home}/data {bin} --name bob \
+             --no-mdns --listen /ip4/127.0.0.1/tcp/0 --rpc-port 0; \
+             echo $? > {exit}; sleep 60",
+            home = quote(home.path()),
+            bin = quote(std::path::Path::new(env!("CARGO_BIN_EXE_cmud"))),
+            exit = quote(&exit_file),
+        );
+        let tmux = tmux::Tmux::start(&script, 100, 30);
+        tmux.wait_for("the main prompt", SCREEN_TIMEOUT, |s| {
+            s.contains("(mining) >")
+        });
+        tmux.key("F1");
+        tmux.wait_for("the help overlay", SCREEN_TIMEOUT, |s| {
+            s.contains("Esc closes")
+        });
+        let screen = tmux.screen_with_escapes();
+        assert_eq!(
+            sets_a_colour(&screen),
+            !no_color,
+            "NO_COLOR set: {no_color}; the screen:\n{screen:?}"
+        );
+        tmux.key("C-c");
+        let code = tmux.wait_for_file(&exit_file, SCREEN_TIMEOUT);
+        assert_eq!(code.trim(), "0", "Ctrl-C leaves cleanly");
+    }
 }

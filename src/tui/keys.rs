@@ -52,7 +52,7 @@ impl App {
         if !matches!(key.code, KeyCode::Tab | KeyCode::BackTab) {
             self.completion = None;
         }
-        if let Some(()) = self.scroll_key(key) {
+        if self.scroll_key(key) {
             return Vec::new();
         }
         match key.code {
@@ -88,8 +88,8 @@ impl App {
     }
 
     /// Scroll keys: PgUp/PgDn, Shift or Alt with Up/Down (which macOS Terminal leaves to the
-    /// application), Ctrl+Home/End, and End on an empty line. `Some` if the key scrolled.
-    fn scroll_key(&mut self, key: KeyEvent) -> Option<()> {
+    /// application), Ctrl+Home/End, and End on an empty line. Returns whether the key scrolled.
+    fn scroll_key(&mut self, key: KeyEvent) -> bool {
         let shift_or_alt = key
             .modifiers
             .intersects(KeyModifiers::SHIFT | KeyModifiers::ALT);
@@ -101,9 +101,9 @@ impl App {
             KeyCode::Down if shift_or_alt => self.log.scroll_down(1),
             KeyCode::Home if ctrl => self.log.scroll_up(usize::MAX),
             KeyCode::End if ctrl || self.input.is_empty() => self.log.to_bottom(),
-            _ => return None,
+            _ => return false,
         }
-        Some(())
+        true
     }
 
     fn help_key(&mut self, key: KeyEvent) {

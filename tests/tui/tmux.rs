@@ -68,9 +68,26 @@ impl Tmux {
         assert!(out.status.success(), "send-keys {key} failed");
     }
 
+    /// Resizes the window (and so the pane) to `columns` x `rows`.
+    pub fn resize(&self, columns: u16, rows: u16) {
+        let (columns, rows) = (columns.to_string(), rows.to_string());
+        let out = self.run(&["resize-window", "-t", SESSION, "-x", &columns, "-y", &rows]);
+        assert!(
+            out.status.success(),
+            "resize-window failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The screen now.
     pub fn screen(&self) -> String {
         let out = self.run(&["capture-pane", "-p", "-t", SESSION]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The screen now, with its colours and emphasis as escape sequences.
+    pub fn screen_with_escapes(&self) -> String {
+        let out = self.run(&["capture-pane", "-e", "-p", "-t", SESSION]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
