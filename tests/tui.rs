@@ -926,3 +926,19 @@ fn no_color_turns_colours_off_and_ctrl_c_leaves() {
         assert_eq!(code.trim(), "0", "Ctrl-C leaves cleanly");
     }
 }
+
+#[test]
+fn drawing_never_panics_at_small_sizes() {
+    let mut app = battle();
+    app.on_key(press(KeyCode::F(1)));
+    type_text(
+        &mut app,
+        "a long line that does not fit in a narrow terminal at all",
+    );
+    for columns in 1..=45 {
+        for rows in 1..=14 {
+            let screen = screen_text(&draw(&mut app, columns, rows));
+            assert_eq!(screen.lines().count(), usize::from(rows));
+        }
+    }
+}

@@ -31,18 +31,22 @@ impl Screen {
     /// Takes the terminal: raw mode, alternate screen, bracketed paste, and a panic hook that
     /// restores all that. Mouse capture stays off (see [`set_mouse_capture`]).
     pub fn enter() -> io::Result<Screen> {
+        let terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
         let previous: PanicHook = Arc::from(panic::take_hook());
         let chained = Arc::clone(&previous);
         panic::set_hook(Box::new(move |info| {
             restore();
             chained(info);
         }));
+        // From here on, dropping the screen (on any error below too) restores the terminal.
         let mut screen = Screen {
-            terminal: Terminal::new(CrosstermBackend::new(io::stdout()))?,
+            terminal,
             previous_hook: Some(previous),
         };
         enable_raw_mode()?;
-        execute!(io::stdout(), EnterAlternateScreen, EnableBracketedPaste)?;
+        execute!(io::stdout(), EnterAlternateScreen)?;
+        // Old Windows consoles have no bracketed paste; pastes then arrive as keys, which works.
+        let _ = execute!(io::stdout(), EnableBracketedPaste);
         screen.terminal.clear()?;
         Ok(screen)
     }
@@ -77,12 +81,11 @@ pub fn set_mouse_capture(on: bool) -> io::Result<()> {
 /// mode. Safe to call more than once; errors are ignored because there is nowhere to report
 /// them (the terminal is what failed).
 pub fn restore() {
-    let _ = execute!(
-        io::stdout(),
-        DisableMouseCapture,
-        DisableBracketedPaste,
-        LeaveAlternateScreen,
-        crossterm::cursor::Show
-    );
+    // One at a time: a step a terminal does not support must not stop the others.
+    let mut out = io::stdout();
+    let _ = execute!(out, DisableMouseCapture);
+    let _ = execute!(out, DisableBracketedPaste);
+    let _ = execute!(out, LeaveAlternateScreen);
+    let _ = execute!(out, crossterm::cursor::Show);
     let _ = disable_raw_mode();
 }
