@@ -942,3 +942,24 @@ fn drawing_never_panics_at_small_sizes() {
         }
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn a_taken_rpc_port_moves_and_the_log_says_so() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let port = taken.local_addr().expect("local addr").port();
+    let home = tempfile::tempdir().expect("temp home");
+    let script = format!(
+        "env HOME={home} XDG_CONFIG_HOME={home}/config XDG_DATA_HOME={home}/data {bin} \
+         --name bob --no-mdns --listen /ip4/127.0.0.1/tcp/0 --rpc-port {port}; sleep 60",
+        home = quote(home.path()),
+        bin = quote(std::path::Path::new(env!("CARGO_BIN_EXE_cmud"))),
+    );
+    let tmux = tmux::Tmux::start(&script, 120, 30);
+    let screen = tmux.wait_for("the moved port note", SCREEN_TIMEOUT, |s| {
+        s.contains(&format!("rpc port {port} is taken"))
+    });
+    assert!(screen.contains("(mining) >"), "{screen}");
+    tmux.key("C-c");
+    drop(taken);
+}

@@ -22,6 +22,7 @@ pub mod view;
 
 use std::io;
 
+use anyhow::Context;
 use crossterm::event::EventStream;
 
 use crate::cli::Settings;
@@ -60,7 +61,8 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
 
 /// The UI part of [`run`]: owns the real terminal while it runs.
 async fn play(settings: &mut Settings, app: &mut App, game: GameLink) -> anyhow::Result<()> {
-    let mut screen = terminal::Screen::enter()?;
+    let mut screen = terminal::Screen::enter()
+        .context("taking the terminal (for a plain line interface, run cmud --plain)")?;
     let mut host = RealHost { settings };
     runner::run_loop(
         &mut screen.terminal,
