@@ -23,6 +23,13 @@ pub const KEYS: &[(&str, &str)] = &[
     ("Ctrl-C", "quit"),
 ];
 
+/// The commands inside a problem battle, as the overlay lists them.
+pub const BATTLE_HELP: &[(&str, &str)] = &[
+    ("solve", "attack the problem"),
+    ("resign", "give up this battle"),
+    ("inv", "what you fight with"),
+];
+
 /// Columns the command column needs (name and arguments, then what it does).
 const COMMAND_COLUMNS: u16 = 40;
 
@@ -52,6 +59,14 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     for (key, about) in KEYS {
         keys.push(Line::from(vec![
             Span::styled(format!("{key:<12}"), theme.title()),
+            Span::raw(*about),
+        ]));
+    }
+    keys.push(Line::default());
+    keys.push(Line::from(Span::styled("In a battle", theme.title())));
+    for (command, about) in BATTLE_HELP {
+        keys.push(Line::from(vec![
+            Span::styled(format!("{command:<12}"), theme.title()),
             Span::raw(*about),
         ]));
     }

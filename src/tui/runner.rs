@@ -126,3 +126,44 @@ fn perform(command: Command, app: &mut App, input: &mpsc::Sender<Input>, host: &
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::theme::Theme;
+
+    struct NoHost;
+
+    impl Host for NoHost {
+        fn remember(&mut self, _: &Event) {}
+        fn set_mouse_capture(&mut self, _: bool) -> io::Result<()> {
+            Err(io::Error::other("no terminal"))
+        }
+    }
+
+    #[test]
+    fn a_busy_game_is_told_not_waited_for_and_a_gone_game_quits() {
+        let mut app = App::new(Theme::plain());
+        let (input, mut rx) = mpsc::channel(1);
+        let send = || Command::Send(Input::Line("mine".into()));
+        perform(send(), &mut app, &input, &mut NoHost);
+        perform(send(), &mut app, &input, &mut NoHost);
+        assert_eq!(rx.try_recv().ok(), Some(Input::Line("mine".into())));
+        let last = app.log.lines().last().map(|line| line.text.clone());
+        assert!(last.is_some_and(|text| text.contains("busy")));
+
+        perform(
+            Command::SetMouseCapture(true),
+            &mut app,
+            &input,
+            &mut NoHost,
+        );
+        let last = app.log.lines().last().map(|line| line.text.clone());
+        assert!(last.is_some_and(|text| text.contains("mouse capture")));
+
+        drop(rx);
+        assert!(!app.quitting);
+        perform(send(), &mut app, &input, &mut NoHost);
+        assert!(app.quitting);
+    }
+}
