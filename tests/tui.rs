@@ -668,12 +668,27 @@ fn broken_config_names_the_file_and_line_and_is_left_alone() {
     assert!(!dir.path().join("profile.ron").exists());
 }
 
-/// Whether the input line is empty again and the log (not the input line) mentions `command`:
-/// the game echoed or answered it.
-fn answered(screen: &str, command: &str) -> bool {
-    let mut rows = screen.lines();
-    let input_empty = rows.clone().any(|row| row.trim_end() == "(mining) >");
-    input_empty && rows.any(|row| !row.starts_with("(mining) >") && row.contains(command))
+/// The log rows of a screen: all but the status bar and the input line with its border.
+fn log_rows(screen: &str) -> Vec<String> {
+    let rows: Vec<String> = screen.lines().map(str::to_owned).collect();
+    rows.get(1..rows.len().saturating_sub(2))
+        .map(<[String]>::to_vec)
+        .unwrap_or_default()
+}
+
+/// Sends `command` and waits until the game has answered: the input line is empty again and
+/// the log changed (whatever the game says; the UI does not know its rules).
+fn send_command(tmux: &tmux::Tmux, command: &str) {
+    let before = log_rows(&tmux.screen());
+    tmux.key("Enter");
+    tmux.wait_for(
+        &format!("the game answering {command}"),
+        SCREEN_TIMEOUT,
+        |s| {
+            let input_empty = s.lines().any(|row| row.trim_end() == "(mining) >");
+            input_empty && log_rows(s) != before
+        },
+    );
 }
 
 fn quote(path: &std::path::Path) -> String {
@@ -713,15 +728,9 @@ fn plays_in_a_real_terminal_under_tmux() {
     tmux.wait_for("Tab completion", SCREEN_TIMEOUT, |s| {
         s.contains("(mining) > stats")
     });
-    tmux.key("Enter");
-    tmux.wait_for("the game answering stats", SCREEN_TIMEOUT, |s| {
-        answered(s, "stats")
-    });
+    send_command(&tmux, "stats");
     tmux.type_text("map");
-    tmux.key("Enter");
-    tmux.wait_for("the game answering map", SCREEN_TIMEOUT, |s| {
-        answered(s, "map")
-    });
+    send_command(&tmux, "map");
 
     // Mouse capture is off until F2, so text can be selected; F2 again turns it off.
     assert_eq!(
