@@ -294,6 +294,19 @@ fn mouse_capture_is_off_until_toggled_and_the_wheel_scrolls() {
 }
 
 #[test]
+fn control_keys_edit_and_altgr_characters_are_typed() {
+    let mut app = playing();
+    type_text(&mut app, "say hello there");
+    app.on_key(press_with(KeyCode::Char('w'), KeyModifiers::CONTROL));
+    assert_eq!(app.input.text(), "say hello ");
+    let altgr = KeyModifiers::CONTROL | KeyModifiers::ALT;
+    app.on_key(press_with(KeyCode::Char('@'), altgr));
+    assert_eq!(app.input.text(), "say hello @");
+    app.on_key(press_with(KeyCode::Char('u'), KeyModifiers::CONTROL));
+    assert!(app.input.is_empty());
+}
+
+#[test]
 fn a_paste_lands_on_the_input_line_as_one_line() {
     let mut app = playing();
     type_text(&mut app, "join ");

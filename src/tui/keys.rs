@@ -74,7 +74,11 @@ impl App {
             KeyCode::BackTab => self.complete(false),
             KeyCode::Up => self.input.history_prev(),
             KeyCode::Down => self.input.history_next(),
-            KeyCode::Char(c) if ctrl => self.control_key(c),
+            // Ctrl+Alt is AltGr on Windows ('@' on a German keyboard): a character, not a
+            // control key.
+            KeyCode::Char(c) if ctrl && !key.modifiers.contains(KeyModifiers::ALT) => {
+                self.control_key(c);
+            }
             KeyCode::Char(c) => self.input.insert(&c.to_string()),
             KeyCode::Backspace => self.input.backspace(),
             KeyCode::Delete => self.input.delete(),
