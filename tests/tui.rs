@@ -224,6 +224,19 @@ fn enter_or_esc_skips_story_text() {
 }
 
 #[test]
+fn esc_clears_a_typed_line_before_it_stops_anything() {
+    let mut app = playing();
+    progress(&mut app, "Mining", 1, 3);
+    type_text(&mut app, "say oops");
+    assert!(app.on_key(press(KeyCode::Esc)).is_empty());
+    assert!(app.input.is_empty());
+    assert_eq!(
+        app.on_key(press(KeyCode::Esc)),
+        [Command::Send(Input::Interrupt)]
+    );
+}
+
+#[test]
 fn typing_stays_live_during_a_long_action() {
     let mut app = playing();
     progress(&mut app, "Mining", 1, 3);
@@ -336,13 +349,13 @@ fn main_screen() -> App {
         "Friends can join you with: cmud --join /ip4/127.0.0.1/tcp/7441/p2p/12D3KooWExample",
     );
     for (kind, text) in [
-        (LineKind::Echo, "> stats"),
+        (LineKind::Echo, "stats"),
         (LineKind::Info, "ada, Undergraduate: 120 coins, power 3."),
-        (LineKind::Echo, "> mine 2"),
+        (LineKind::Echo, "mine 2"),
         (LineKind::Event, "--- Mining bitcoin [1/2]... ---"),
         (LineKind::Event, "--- Mining bitcoin [2/2]... ---"),
         (LineKind::Info, "You mined 6 coins."),
-        (LineKind::Echo, "> buy cpu"),
+        (LineKind::Echo, "buy cpu"),
         (LineKind::Error, "You can't afford that."),
         (LineKind::Chat, "bob says: welcome to the Fence, ada!"),
     ] {
@@ -356,7 +369,7 @@ fn battle() -> App {
     let mut app = playing();
     app.on_game(Event::Status(status(Mode::Solving)));
     for (kind, text) in [
-        (LineKind::Echo, "> solve"),
+        (LineKind::Echo, "solve"),
         (
             LineKind::Story,
             "The problem of your rank rises before you: sort a billion numbers.",

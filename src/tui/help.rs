@@ -16,7 +16,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("PgUp/PgDn", "scroll a page"),
     ("Shift+Up/Dn", "scroll a line (or Alt)"),
     ("End", "newest output"),
-    ("Esc", "skip story, stop action"),
+    ("Esc", "clear; then skip or stop"),
     ("F1 or ?", "this help"),
     ("F2", "mouse capture on/off"),
     ("Ctrl-U/W/K", "clear line/word/rest"),

@@ -153,12 +153,15 @@ impl App {
         vec![Command::Send(Input::Line(line))]
     }
 
-    /// Esc: skip story text or stop a long action; otherwise clear the line.
+    /// Esc: clear the line; on an empty line, skip story text or stop a long action.
     fn escape(&mut self) -> Vec<Command> {
+        if !self.input.is_empty() {
+            self.input.clear();
+            return Vec::new();
+        }
         if self.progress.is_some() {
             return vec![Command::Send(Input::Interrupt)];
         }
-        self.input.clear();
         Vec::new()
     }
 

@@ -7,7 +7,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, LineGauge, Padding, Paragraph};
 
-use crate::game::events::Mode;
+use crate::game::events::{LineKind, Mode};
 
 use super::app::{App, MIN_SIZE};
 use super::help;
@@ -21,6 +21,9 @@ const SIDE_PANEL_MIN_COLUMNS: u16 = 70;
 const FILLED: &str = "\u{2501}";
 /// See [`FILLED`].
 const UNFILLED: &str = "\u{2500}";
+
+/// Put before the player's own commands in the log.
+const ECHO_PREFIX: &str = "> ";
 
 /// Spinner frames for long actions without a known length.
 const SPINNER: &[&str] = &["|", "/", "-", "\\"];
@@ -46,7 +49,15 @@ pub fn render(app: &App, frame: &mut Frame) {
         let panel_columns = if area.width >= 110 { 30 } else { 24 };
         let [log, panel] =
             Layout::horizontal([Constraint::Min(1), Constraint::Length(panel_columns)]).areas(body);
-        render_log(app, frame, log);
+        // A column of space between the log and the panel's border.
+        render_log(
+            app,
+            frame,
+            Rect {
+                width: log.width.saturating_sub(1),
+                ..log
+            },
+        );
         render_players(app, frame, panel);
     } else {
         render_log(app, frame, body);
@@ -86,7 +97,11 @@ fn render_log(app: &App, frame: &mut Frame, area: Rect) {
             break;
         }
         let style = app.theme.line(line.kind);
-        let wrapped = wrap(&line.text, width);
+        let wrapped = if line.kind == LineKind::Echo {
+            wrap(&format!("{ECHO_PREFIX}{}", line.text), width)
+        } else {
+            wrap(&line.text, width)
+        };
         let take = wrapped.len().min(rows_left);
         for row in wrapped.into_iter().rev().take(take) {
             rows.push(Line::from(Span::styled(row, style)));
