@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A tmux server on a socket of its own, with one session; killed on drop.
@@ -16,11 +17,13 @@ const SESSION: &str = "cmud";
 impl Tmux {
     /// Starts a detached session of `columns` x `rows` running `sh -c script`.
     pub fn start(script: &str, columns: u16, rows: u16) -> Tmux {
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let nth = STARTED.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let tmux = Tmux {
-            socket: format!("cmud-tui-test-{}-{nanos}", std::process::id()),
+            socket: format!("cmud-tui-test-{}-{nth}-{nanos}", std::process::id()),
         };
         let columns = columns.to_string();
         let rows = rows.to_string();
