@@ -140,6 +140,11 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
+        let socket = self.pane_var("socket_path");
         let _ = self.run(&["kill-server"]);
+        // tmux leaves the socket file behind; it is ours, so it goes too.
+        if socket.contains(&self.socket) {
+            let _ = std::fs::remove_file(socket);
+        }
     }
 }
