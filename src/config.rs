@@ -23,8 +23,11 @@ pub const PROFILE_FILE: &str = "profile.ron";
 /// Why settings could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// A settings file exists but does not parse.
-    #[error("{path}:{line}:{column}: {message}")]
+    /// A settings file exists but does not parse. The file is left as it is.
+    #[error(
+        "{path}:{line}:{column}: {message}\n  \
+         (cmud left the file as it is: mend it, or delete it to start again from the defaults)"
+    )]
     Parse {
         /// The file that is broken.
         path: PathBuf,

@@ -8,26 +8,54 @@ use crate::game::events::Event;
 use crate::node::Node;
 use crate::rpc::KvClient;
 
+/// The embedded node, a client connected to it, and what the player should be told.
+pub struct StartedNode {
+    /// The running node.
+    pub node: Node,
+    /// The game's client on the node's RPC port.
+    pub kv: KvClient,
+    /// Said if the configured RPC port was taken and another one is used.
+    pub rpc_moved: Option<String>,
+    /// The multiaddrs a friend can `--join`.
+    pub addrs: Vec<String>,
+}
+
 /// Starts the embedded node and connects a client to its RPC port. Says on stderr (stdout
 /// belongs to the game) where friends can join, and if the RPC port had to move.
 pub async fn start_node(settings: &Settings) -> anyhow::Result<(Node, KvClient)> {
+    let started = start_node_quietly(settings).await?;
+    if let Some(moved) = &started.rpc_moved {
+        eprintln!("cmud: {moved}");
+    }
+    for addr in &started.addrs {
+        eprintln!("listening on {addr}");
+    }
+    Ok((started.node, started.kv))
+}
+
+/// Like [`start_node`], but returns what to tell the player instead of printing it (the
+/// terminal UI shows it in its log: stderr is its screen).
+pub async fn start_node_quietly(settings: &Settings) -> anyhow::Result<StartedNode> {
     let node = Node::start(settings.node.clone())
         .await
         .context("starting the embedded node")?;
     let wanted = settings.node.rpc_port;
-    if wanted != 0 && node.rpc_addr().port() != wanted {
-        eprintln!(
-            "cmud: rpc port {wanted} is taken (another cmud?); using {} instead",
+    let rpc_moved = (wanted != 0 && node.rpc_addr().port() != wanted).then(|| {
+        format!(
+            "rpc port {wanted} is taken (another cmud?); using {} instead",
             node.rpc_addr()
-        );
-    }
-    for addr in node.shareable_addrs() {
-        eprintln!("listening on {addr}");
-    }
+        )
+    });
+    let addrs = node.shareable_addrs();
     let kv = KvClient::connect(node.rpc_addr())
         .await
         .context("connecting to the embedded node")?;
-    Ok((node, kv))
+    Ok(StartedNode {
+        node,
+        kv,
+        rpc_moved,
+        addrs,
+    })
 }
 
 /// Keeps what the game learned (a chosen name, a joined peer) in `profile.ron`. Other events

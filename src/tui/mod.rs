@@ -1,12 +1,114 @@
 //! Front ends: the ratatui terminal UI and the plain line REPL ([`plain`]).
+//!
+//! The terminal UI is split model / events / update / view, as in ratatui's templates:
+//! [`app`] is the model and its update from game events, [`keys`] its update from the terminal,
+//! [`view`] and [`help`] draw it, [`runner`] is the `select!` loop over terminal events, game
+//! events and a tick, and [`terminal`] takes and restores the real terminal. The UI only talks
+//! to the game through `game::events`; it never queries the replica.
 
+pub mod app;
+pub mod complete;
 pub mod embed;
+pub mod help;
+pub mod input;
+pub mod keys;
 pub mod plain;
+pub mod runner;
+pub mod scrollback;
+pub mod status_bar;
+pub mod terminal;
+pub mod theme;
+pub mod view;
+
+use std::io;
+
+use anyhow::Context;
+use crossterm::event::EventStream;
 
 use crate::cli::Settings;
+use crate::game::events::{Event, LineKind};
+use crate::game::session::{self, SessionOptions};
+
+use self::app::App;
+use self::runner::{GameLink, Host};
+use self::theme::Theme;
 
 /// Runs the game in the terminal UI with an embedded node.
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let _ = settings;
-    anyhow::bail!("the terminal UI is not built yet; run with --server-only")
+pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
+    let started = embed::start_node_quietly(&settings).await?;
+    let (input, events) = session::spawn(
+        started.kv,
+        SessionOptions {
+            name: settings.name.clone(),
+            ..SessionOptions::default()
+        },
+    );
+    let mut app = App::new(Theme::from_env());
+    if let Some(moved) = &started.rpc_moved {
+        app.note(LineKind::Error, format!("Note: {moved}."));
+    }
+    for addr in &started.addrs {
+        app.note(
+            LineKind::Event,
+            format!("Friends can join you with: cmud --join {addr}"),
+        );
+    }
+    let result = play(&mut settings, &mut app, GameLink { input, events }).await;
+    tracing::info!("leaving the game: flushing the world to disk");
+    started.node.shutdown().await;
+    result
+}
+
+/// The UI part of [`run`]: owns the real terminal while it runs.
+async fn play(settings: &mut Settings, app: &mut App, game: GameLink) -> anyhow::Result<()> {
+    let mut screen = terminal::Screen::enter()
+        .context("taking the terminal (for a plain line interface, run cmud --plain)")?;
+    let mut host = RealHost { settings };
+    runner::run_loop(
+        &mut screen.terminal,
+        app,
+        EventStream::new(),
+        game,
+        &mut host,
+        stop_signal(),
+    )
+    .await
+}
+
+/// The host of the real UI: the profile on disk and the real terminal.
+struct RealHost<'a> {
+    /// Where the profile is kept and what it holds.
+    settings: &'a mut Settings,
+}
+
+impl Host for RealHost<'_> {
+    fn remember(&mut self, event: &Event) {
+        embed::remember(self.settings, event);
+    }
+
+    fn set_mouse_capture(&mut self, on: bool) -> io::Result<()> {
+        terminal::set_mouse_capture(on)
+    }
+}
+
+/// Completes on SIGTERM or SIGHUP (terminal closed), so the UI leaves cleanly then too.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(mut term), Ok(mut hup)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = hup.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await
 }

@@ -1,0 +1,84 @@
+//! The help overlay (F1, or `?` on an empty line): the game's commands and the UI's keys.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph};
+
+use super::app::App;
+use super::complete::COMMANDS;
+
+/// The keys, as the overlay lists them.
+pub const KEYS: &[(&str, &str)] = &[
+    ("Enter", "send the line"),
+    ("Up/Down", "earlier lines sent"),
+    ("Tab", "complete (again: next)"),
+    ("PgUp/PgDn", "scroll a page"),
+    ("Shift+Up/Dn", "scroll a line (or Alt)"),
+    ("End", "newest output"),
+    ("Esc", "clear; then skip or stop"),
+    ("F1 or ?", "this help"),
+    ("F2", "mouse capture on/off"),
+    ("Ctrl-U/W/K", "clear line/word/rest"),
+    ("Ctrl-C", "quit"),
+];
+
+/// The commands inside a problem battle, as the overlay lists them.
+pub const BATTLE_HELP: &[(&str, &str)] = &[
+    ("solve", "attack the problem"),
+    ("resign", "give up this battle"),
+    ("inv", "what you fight with"),
+];
+
+/// Columns the command column needs (name and arguments, then what it does).
+const COMMAND_COLUMNS: u16 = 40;
+
+/// Draws the overlay centred over `area` (the log and side panel).
+pub fn render(app: &App, frame: &mut Frame, area: Rect) {
+    let theme = app.theme;
+    let width = area.width.min(80);
+    let height = area.height.min(COMMANDS.len() as u16 + 3);
+    let popup = area.centered(Constraint::Length(width), Constraint::Length(height));
+    let block = Block::bordered()
+        .border_style(theme.title())
+        .title(Span::styled(" Help ", theme.title()))
+        .title_bottom(Line::from(Span::styled(" Esc closes ", theme.dim())).right_aligned());
+    let inner = block.inner(popup);
+    frame.render_widget(Clear, popup);
+    frame.render_widget(block, popup);
+
+    let mut commands = vec![Line::from(Span::styled("Commands", theme.title()))];
+    for command in COMMANDS {
+        let usage = format!("{} {}", command.name, command.args);
+        commands.push(Line::from(vec![
+            Span::styled(format!("{:<18}", usage.trim_end()), theme.title()),
+            Span::raw(command.about),
+        ]));
+    }
+    let mut keys = vec![Line::from(Span::styled("Keys", theme.title()))];
+    for (key, about) in KEYS {
+        keys.push(Line::from(vec![
+            Span::styled(format!("{key:<12}"), theme.title()),
+            Span::raw(*about),
+        ]));
+    }
+    keys.push(Line::default());
+    keys.push(Line::from(Span::styled("In a battle", theme.title())));
+    for (command, about) in BATTLE_HELP {
+        keys.push(Line::from(vec![
+            Span::styled(format!("{command:<12}"), theme.title()),
+            Span::raw(*about),
+        ]));
+    }
+    if inner.width >= COMMAND_COLUMNS + 34 {
+        let [left, right] =
+            Layout::horizontal([Constraint::Length(COMMAND_COLUMNS), Constraint::Min(1)])
+                .areas(inner);
+        frame.render_widget(Paragraph::new(commands), left);
+        frame.render_widget(Paragraph::new(keys), right);
+    } else {
+        keys.push(Line::default());
+        keys.extend(commands);
+        frame.render_widget(Paragraph::new(keys), inner);
+    }
+}

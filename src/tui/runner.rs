@@ -1,0 +1,169 @@
+//! The event loop: terminal events, game events and a tick, with `select!`, feeding the model
+//! and drawing it. Generic over the ratatui backend and the source of terminal events, so tests
+//! drive it with `TestBackend` and synthetic keys, and a game played by the test itself.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use anyhow::Context;
+use crossterm::event::Event as TermEvent;
+use futures::{Stream, StreamExt};
+use ratatui::Terminal;
+use ratatui::backend::Backend;
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use crate::game::events::{Event, Input, LineKind};
+
+use super::app::{App, Command};
+use super::view;
+
+/// How often the clock ticks (spinner frames).
+pub const TICK_PERIOD: Duration = Duration::from_millis(120);
+
+/// Game events applied at most before the screen is drawn again (a burst is drawn once).
+const MAX_EVENTS_PER_DRAW: usize = 256;
+
+/// The two ends of a game session, as `game::session::spawn` returns them.
+pub struct GameLink {
+    /// Where the player's lines go.
+    pub input: mpsc::Sender<Input>,
+    /// What the game says.
+    pub events: mpsc::Receiver<Event>,
+}
+
+/// What the loop needs done outside the screen.
+pub trait Host {
+    /// Keeps what the game learned (`profile.ron`).
+    fn remember(&mut self, event: &Event);
+    /// Turns mouse capture on or off.
+    fn set_mouse_capture(&mut self, on: bool) -> io::Result<()>;
+}
+
+/// Runs the UI until the player or the game quits, the terminal closes, or `stop` completes.
+pub async fn run_loop<B, S, F>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    mut terminal_events: S,
+    mut game: GameLink,
+    host: &mut impl Host,
+    stop: F,
+) -> anyhow::Result<()>
+where
+    B: Backend,
+    B::Error: Send + Sync + 'static,
+    S: Stream<Item = io::Result<TermEvent>> + Unpin,
+    F: Future<Output = ()>,
+{
+    let size = terminal.size().context("reading the terminal size")?;
+    app.resize(size.width, size.height);
+    let mut tick = tokio::time::interval(TICK_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tokio::pin!(stop);
+    let mut dirty = true;
+    while !app.quitting {
+        if dirty {
+            terminal
+                .draw(|frame| view::render(app, frame))
+                .context("drawing the screen")?;
+        }
+        let commands = tokio::select! {
+            () = &mut stop => break,
+            event = terminal_events.next() => match event {
+                Some(event) => app.on_terminal(event.context("reading the terminal")?),
+                None => break,
+            },
+            event = game.events.recv() => match event {
+                Some(event) => {
+                    let mut commands = app.on_game(event);
+                    for _ in 1..MAX_EVENTS_PER_DRAW {
+                        let Ok(event) = game.events.try_recv() else { break };
+                        commands.extend(app.on_game(event));
+                    }
+                    commands
+                }
+                None => app.on_game_ended(),
+            },
+            _ = tick.tick() => {
+                dirty = app.tick();
+                continue;
+            }
+        };
+        dirty = true;
+        for command in commands {
+            perform(command, app, &game.input, host);
+        }
+    }
+    Ok(())
+}
+
+/// Does what the model asked. Never waits: a full game queue is told to the player.
+fn perform(command: Command, app: &mut App, input: &mpsc::Sender<Input>, host: &mut impl Host) {
+    match command {
+        Command::Send(line) => match input.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                app.note(
+                    LineKind::Error,
+                    "The game is busy; try that again in a moment.",
+                );
+            }
+            Err(TrySendError::Closed(_)) => {
+                app.quit();
+            }
+        },
+        Command::Remember(event) => host.remember(&event),
+        Command::SetMouseCapture(on) => {
+            if let Err(err) = host.set_mouse_capture(on) {
+                app.note(
+                    LineKind::Error,
+                    format!("Could not switch mouse capture: {err}"),
+                );
+            }
+        }
+        Command::Quit => {
+            app.quit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::theme::Theme;
+
+    struct NoHost;
+
+    impl Host for NoHost {
+        fn remember(&mut self, _: &Event) {}
+        fn set_mouse_capture(&mut self, _: bool) -> io::Result<()> {
+            Err(io::Error::other("no terminal"))
+        }
+    }
+
+    #[test]
+    fn a_busy_game_is_told_not_waited_for_and_a_gone_game_quits() {
+        let mut app = App::new(Theme::plain());
+        let (input, mut rx) = mpsc::channel(1);
+        let send = || Command::Send(Input::Line("mine".into()));
+        perform(send(), &mut app, &input, &mut NoHost);
+        perform(send(), &mut app, &input, &mut NoHost);
+        assert_eq!(rx.try_recv().ok(), Some(Input::Line("mine".into())));
+        let last = app.log.lines().last().map(|line| line.text.clone());
+        assert!(last.is_some_and(|text| text.contains("busy")));
+
+        perform(
+            Command::SetMouseCapture(true),
+            &mut app,
+            &input,
+            &mut NoHost,
+        );
+        let last = app.log.lines().last().map(|line| line.text.clone());
+        assert!(last.is_some_and(|text| text.contains("mouse capture")));
+
+        drop(rx);
+        assert!(!app.quitting);
+        perform(send(), &mut app, &input, &mut NoHost);
+        assert!(app.quitting);
+    }
+}
