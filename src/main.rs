@@ -62,6 +62,9 @@ async fn server_only(settings: Settings) -> anyhow::Result<()> {
     for addr in node.shareable_addrs() {
         println!("listening on {addr}");
     }
+    if let Some(network) = node.network() {
+        tokio::spawn(cmud::p2p::progress::show(network.clone()));
+    }
     tracing::info!(peer_id = node.peer_id(), "node started");
     wait_for_signal().await?;
     tracing::info!("shutting down: flushing the world to disk");
