@@ -139,10 +139,16 @@ pub fn serve_page(
         scanned += count as usize;
         if (count, fingerprint) != (range.count, range.fingerprint) {
             let start = match from {
-                Some(from) if *from > range.lower => Bound::Included(from),
-                _ => Bound::Included(&range.lower),
+                Some(from) if *from > range.lower => from,
+                _ => &range.lower,
             };
-            let emit = (start, upper.map_or(Bound::Unbounded, Bound::Excluded));
+            if upper.is_some_and(|upper| start >= upper) {
+                continue; // A cursor past this range (a malformed request): nothing to send.
+            }
+            let emit = (
+                Bound::Included(start),
+                upper.map_or(Bound::Unbounded, Bound::Excluded),
+            );
             for (key, entry) in map.range::<Bytes, _>(emit) {
                 let keyed = (key.clone(), entry.clone());
                 let bytes = entry_bytes(&keyed);
@@ -251,6 +257,22 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn malformed_requests_never_panic(
+            keys in prop::collection::vec("[a-c]{0,3}", 0..30),
+            lowers in prop::collection::vec("[a-c]{0,3}", 0..10),
+            from in prop::option::of("[a-c]{0,3}"),
+        ) {
+            let items: Vec<_> = keys.into_iter().filter(|k| !k.is_empty()).map(|k| (k, 1, "a")).collect();
+            let map = map_of(&items);
+            let ranges: Vec<_> = lowers
+                .into_iter()
+                .map(|lower| RangeDigest { lower: Bytes::from(lower), count: 1, fingerprint: 7 })
+                .collect();
+            let from = from.map(Bytes::from);
+            let _ = serve_page(&map, &ranges, from.as_ref());
+        }
+
         #[test]
         fn pulling_both_ways_converges(
             a in prop::collection::vec(("[a-d]{1,3}", 0u64..4), 0..200),
