@@ -91,7 +91,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 }
 
 fn env_filter() -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,libp2p_kad=error"))
 }
 
 fn init_logging_to_stderr() {

@@ -199,6 +199,62 @@ async fn a_restarted_node_keeps_its_id_and_catches_up() {
     wait_everywhere(&[&a, &b], "restart/2", "2", SETTLE).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_of_many_pages_arrives_whole_with_progress() {
+    let a = TestNode::start(1, vec![], false).await;
+    let mut conn = a.actors[0].clone();
+    let keys = 6000;
+    let value = "p".repeat(200);
+    for chunk in 0..keys / 500 {
+        let mut mset = redis::cmd("MSET");
+        for i in 0..500 {
+            mset.arg(format!("pages/{:05}", chunk * 500 + i))
+                .arg(&value);
+        }
+        let _: () = mset.query_async(&mut conn).await.unwrap();
+    }
+    wait_until("a's gateway to hold the world", SETTLE, || async {
+        a.dbsize(0).await == keys as u64
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Watch b's progress before it joins, so no page can pass unseen.
+    let b = TestNode::start(2, vec![], false).await;
+    let mut progress = b.node().network().unwrap().sync_progress();
+    let watcher = tokio::spawn(async move {
+        let mut seen_active = 0;
+        while progress.changed().await.is_ok() {
+            let now = *progress.borrow_and_update();
+            if now.active {
+                seen_active += 1;
+            } else {
+                return (seen_active, now);
+            }
+        }
+        (seen_active, Default::default())
+    });
+    b.node()
+        .network()
+        .unwrap()
+        .join(&a.addr().to_string())
+        .await
+        .unwrap();
+    wait_until("the world to arrive", SETTLE, || async {
+        b.dbsize(0).await == keys as u64 && b.dbsize(1).await == keys as u64
+    })
+    .await;
+    let (seen_active, done) = tokio::time::timeout(SETTLE, watcher)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        seen_active >= 2,
+        "progress reported {seen_active} times while active"
+    );
+    assert_eq!((done.received, done.total), (keys as u64, keys as u64));
+}
+
 // ---- Listening, JOIN and PEERS -----------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,6 +422,13 @@ async fn bad_batches_from_a_crafted_peer_are_rejected_and_touch_no_replica() {
                 crafted_entry("good/future", 1, now + hour, &me),
             ],
         ),
+        // A sender whose clock is 40 s ahead: accepted (under the 60 s limit), but reported.
+        crafted_batch(
+            1,
+            world,
+            now + 40_000,
+            vec![crafted_entry("good/skewed", 1, now, &me)],
+        ),
     ];
     let crafted = tokio::spawn(async move {
         let mut pending = Some(messages);
@@ -387,6 +450,12 @@ async fn bad_batches_from_a_crafted_peer_are_rejected_and_touch_no_replica() {
     });
 
     wait_everywhere(&[&node], "good/now", "x", SETTLE).await;
+    wait_everywhere(&[&node], "good/skewed", "x", SETTLE).await;
+    let offset: i64 = node.info().await["clock_offset_ms"].parse().unwrap();
+    assert!(
+        (39_000..=41_000).contains(&offset),
+        "clock_offset_ms {offset}"
+    );
     wait_until("5 rejected batches", SETTLE, || async {
         node.info_u64("rejected_batches").await >= 5
     })

@@ -87,6 +87,9 @@ pub fn behaviour(
 
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
     kad_config.set_query_timeout(Duration::from_secs(30));
+    // The event loop bootstraps once it has a peer and then with each discovery round;
+    // kad's own timer would only warn "no known peers" on a node that is alone.
+    kad_config.set_periodic_bootstrap_interval(None);
     if let Some(size) = NonZeroUsize::new(20) {
         kad_config.set_replication_factor(size);
     }

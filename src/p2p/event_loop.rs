@@ -281,6 +281,7 @@ impl EventLoop {
             return;
         }
         let kad = &mut self.swarm.behaviour_mut().kad;
+        let _ = kad.bootstrap();
         kad.get_providers(self.world_key.clone());
         if let Err(err) = kad.start_providing(self.world_key.clone()) {
             tracing::debug!(%err, "could not announce ourselves as a provider");

@@ -18,10 +18,22 @@ use crate::store::clock::wall_millis;
 use crate::store::validate::check_entry;
 use crate::store::{Batch, Entry, Key, KeyedEntry};
 
+/// Most entries held back for lack of subscribers. Beyond that they are dropped from the
+/// hold: peers pull them by anti-entropy, and re-gossiping a whole offline session would only
+/// duplicate that.
+const MAX_HELD_ENTRIES: usize = 10_000;
+
 impl EventLoop {
     /// Publishes the gateway's batch (and anything held back for lack of subscribers), split
     /// so that no message exceeds the gossip limit.
     pub(super) fn publish(&mut self, batch: &Batch) {
+        if !self.anyone_subscribed() {
+            for (key, entry) in batch.iter() {
+                hold(&mut self.held, key.clone(), entry.clone());
+            }
+            self.cap_held();
+            return;
+        }
         let entries: Vec<KeyedEntry> = if self.held.is_empty() {
             batch.as_ref().clone()
         } else {
@@ -69,10 +81,31 @@ impl EventLoop {
                     for (key, entry) in &entries {
                         hold(&mut self.held, key.clone(), entry.clone());
                     }
+                    self.cap_held();
                     return;
                 }
                 Err(err) => tracing::warn!(%err, "could not publish a batch"),
             }
+        }
+    }
+
+    /// Whether any connected peer listens to the world's Puts.
+    fn anyone_subscribed(&self) -> bool {
+        let topic = self.topic.hash();
+        self.swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .any(|(_, topics)| topics.contains(&&topic))
+    }
+
+    fn cap_held(&mut self) {
+        if self.held.len() > MAX_HELD_ENTRIES {
+            tracing::debug!(
+                entries = self.held.len(),
+                "too many Puts held for absent peers; anti-entropy will deliver them"
+            );
+            self.held.clear();
         }
     }
 

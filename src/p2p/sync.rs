@@ -181,10 +181,26 @@ impl EventLoop {
             } => self.serve(peer, request, channel),
             request_response::Event::Message {
                 peer,
-                message: Message::Response { response, .. },
+                message:
+                    Message::Response {
+                        response,
+                        request_id,
+                    },
                 ..
-            } => self.on_response(peer, response),
-            request_response::Event::OutboundFailure { peer, error, .. } => {
+            } => {
+                if self.is_current(peer, request_id) {
+                    self.on_response(peer, response);
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => {
+                if !self.is_current(peer, request_id) {
+                    return;
+                }
                 if matches!(
                     error,
                     request_response::OutboundFailure::UnsupportedProtocols
@@ -201,6 +217,14 @@ impl EventLoop {
             }
             request_response::Event::ResponseSent { .. } => {}
         }
+    }
+
+    /// Whether `request` is the one in flight in the exchange with `peer` (answers to an
+    /// abandoned exchange are ignored, so they cannot move a newer one's cursor).
+    fn is_current(&self, peer: PeerId, request: OutboundRequestId) -> bool {
+        self.sessions
+            .get(&peer)
+            .is_some_and(|session| session.request == Some(request))
     }
 
     /// Answers a peer's request from the gateway's replica, in a helper task.
