@@ -172,11 +172,13 @@ impl TestNode {
     }
 }
 
-/// A connection to an RPC port.
+/// A connection to an RPC port. Its response timeout is generous: redis' default (500 ms) is
+/// shorter than an actor's pause while it applies a large bootstrap batch on a loaded machine.
 pub async fn connect(addr: SocketAddr) -> MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(SETTLE));
     redis::Client::open(format!("redis://{addr}/"))
         .expect("client")
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .expect("connect")
 }
