@@ -439,8 +439,8 @@ impl EventLoop {
             return;
         }
         self.offsets.insert(peer, offset_ms);
-        let half_skew = (self.options.max_clock_skew.as_millis() / 2) as i64;
-        if offset_ms.abs() > half_skew {
+        let half_skew = (self.options.max_clock_skew.as_millis() / 2) as u64;
+        if offset_ms.unsigned_abs() > half_skew {
             if self.offset_warned.insert(peer) {
                 tracing::warn!(
                     %peer,
@@ -459,15 +459,33 @@ impl EventLoop {
             .offsets
             .values()
             .copied()
-            .max_by_key(|offset| offset.abs())
+            .max_by_key(|offset| offset.unsigned_abs())
             .unwrap_or(0);
         self.stats.remote.clock_offset_ms.store(largest, Relaxed);
     }
+}
+
+/// A peer's clock minus ours, from a timestamp it sent (saturating: the peer controls it).
+pub(super) fn offset_ms(their_ms: u64) -> i64 {
+    let offset = i128::from(their_ms) - i128::from(crate::store::clock::wall_millis());
+    offset.clamp(-i128::from(i64::MAX), i128::from(i64::MAX)) as i64
 }
 
 async fn recv_outbound(outbound: &mut Option<mpsc::Receiver<Batch>>) -> Option<Batch> {
     match outbound {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_offsets_from_absurd_timestamps_saturate() {
+        assert_eq!(offset_ms(u64::MAX), i64::MAX);
+        assert!(offset_ms(0) < 0);
+        assert!(offset_ms(0).checked_abs().is_some());
     }
 }

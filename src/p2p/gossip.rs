@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use libp2p::PeerId;
 use libp2p::gossipsub::{self, MessageAcceptance, PublishError};
 
-use super::event_loop::EventLoop;
+use super::event_loop::{EventLoop, offset_ms};
 use super::wire::{self, MAX_MESSAGE_BYTES, WireBatch};
 use crate::store::clock::wall_millis;
 use crate::store::validate::check_entry;
@@ -132,8 +132,7 @@ impl EventLoop {
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
                 match verdict {
                     Ok(batch) => {
-                        let offset = batch.sent_ms as i64 - wall_millis() as i64;
-                        self.record_clock_offset(author, offset);
+                        self.record_clock_offset(author, offset_ms(batch.sent_ms));
                         let gateway = self.gateway.clone();
                         tokio::spawn(async move { gateway.remote_entries(batch.entries).await });
                     }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::SyncProgress;
 use super::digest::{self, ranges_from};
-use super::event_loop::EventLoop;
+use super::event_loop::{EventLoop, offset_ms};
 use super::wire::{FORMAT_VERSION, RangeDigest, SyncRequest, SyncResponse, entry_bytes};
 use crate::store::KeyedEntry;
 use crate::store::clock::wall_millis;
@@ -301,7 +301,7 @@ impl EventLoop {
                     self.sessions.remove(&peer);
                     return;
                 }
-                self.record_clock_offset(peer, sent_ms as i64 - wall_millis() as i64);
+                self.record_clock_offset(peer, offset_ms(sent_ms));
                 self.page_received(peer, entries, next, total);
             }
         }
