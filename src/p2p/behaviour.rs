@@ -29,6 +29,9 @@ pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a sync request may take before it fails.
 pub const SYNC_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often mDNS asks the LAN for cmud nodes.
+const MDNS_QUERY_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Gossipsub heartbeat period.
 const HEARTBEAT: Duration = Duration::from_millis(500);
 
@@ -105,7 +108,13 @@ pub fn behaviour(
             .with_cache_size(if hide_addrs { 0 } else { 100 }),
     );
     let mdns = if mdns_on {
-        match mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id) {
+        // libp2p's 5-minute query interval leaves two players who start at the same moment
+        // unaware of each other for minutes; a LAN query every 30 s costs nothing.
+        let config = mdns::Config {
+            query_interval: MDNS_QUERY_INTERVAL,
+            ..mdns::Config::default()
+        };
+        match mdns::tokio::Behaviour::new(config, peer_id) {
             Ok(mdns) => Some(mdns),
             Err(err) => {
                 tracing::warn!(%err, "mDNS is unavailable; LAN friends must --join");
