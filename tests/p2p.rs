@@ -186,6 +186,23 @@ async fn four_nodes_started_one_after_another_converge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_hub_everyone_joined_does_not_split_the_world() {
+    let hub = TestNode::start(1, vec![], true).await;
+    let b = TestNode::start(1, vec![hub.addr()], true).await;
+    let c = TestNode::start(1, vec![hub.addr()], true).await;
+    // b and c find each other through the hub's DHT (both provide the world's key).
+    wait_connected(&b, 2).await;
+    wait_connected(&c, 2).await;
+    hub.stop().await;
+    wait_until("the hub to be gone", SETTLE, || async {
+        b.info_u64("connected_peers").await == 1
+    })
+    .await;
+    b.set(0, "after-hub", "b").await;
+    wait_everywhere(&[&b, &c], "after-hub", "b", SETTLE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_keeps_its_id_and_catches_up() {
     let a = TestNode::start(1, vec![], true).await;
     let b = TestNode::start(1, vec![a.addr()], true).await;
