@@ -14,11 +14,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::gossipsub::IdentTopic;
 use libp2p::kad::{self, GetProvidersOk, QueryResult, RecordKey};
-use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::{Instant, MissedTickBehavior, interval};
+use tokio::time::{MissedTickBehavior, interval};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::redial::Redial;
@@ -69,7 +68,7 @@ pub(super) struct EventLoop {
     /// The world's gossip topic.
     pub(super) topic: IdentTopic,
     /// The world's key in Kademlia (every node provides it).
-    world_key: RecordKey,
+    pub(super) world_key: RecordKey,
     /// The store's gateway.
     pub(super) gateway: GatewayHandle,
     /// Batches to publish; `None` once the gateway has stopped.
@@ -87,11 +86,11 @@ pub(super) struct EventLoop {
     /// Results of helper tasks.
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     /// Connected peers and the remote addresses of their connections.
-    peers: HashMap<PeerId, Vec<Multiaddr>>,
+    pub(super) peers: HashMap<PeerId, Vec<Multiaddr>>,
     /// Joined addresses and their re-dials.
-    redial: Redial,
+    pub(super) redial: Redial,
     /// `JOIN`s waiting for their dial's outcome.
-    pending_joins: HashMap<ConnectionId, oneshot::Sender<Result<(), P2pError>>>,
+    pub(super) pending_joins: HashMap<ConnectionId, oneshot::Sender<Result<(), P2pError>>>,
     /// Running bootstrap / anti-entropy exchanges, by peer.
     pub(super) sessions: HashMap<PeerId, Session>,
     /// Peers of another world, format or program: never synced with again.
@@ -105,7 +104,7 @@ pub(super) struct EventLoop {
     /// Local entries nobody could be told about yet (no subscriber), latest per key.
     pub(super) held: HashMap<Key, Entry>,
     /// Whether the DHT has been bootstrapped (after the first connection).
-    kad_bootstrapped: bool,
+    pub(super) kad_bootstrapped: bool,
 }
 
 impl EventLoop {
@@ -216,93 +215,6 @@ impl EventLoop {
         }
     }
 
-    fn join(&mut self, addr: Multiaddr, reply: oneshot::Sender<Result<(), P2pError>>) {
-        let peer = peer_of(&addr);
-        if peer.is_some_and(|peer| self.swarm.is_connected(&peer)) {
-            self.redial.add(addr, peer);
-            let _ = reply.send(Ok(()));
-            return;
-        }
-        if let Some(peer) = peer {
-            self.swarm
-                .behaviour_mut()
-                .kad
-                .add_address(&peer, addr.clone());
-        }
-        self.redial.add(addr.clone(), peer);
-        match self.dial(addr, peer) {
-            Ok(id) => {
-                self.pending_joins.insert(id, reply);
-            }
-            Err(err) => {
-                let _ = reply.send(Err(err));
-            }
-        }
-    }
-
-    /// Dials a joined address now and records it with the re-dialler.
-    fn dial(&mut self, addr: Multiaddr, peer: Option<PeerId>) -> Result<ConnectionId, P2pError> {
-        let opts = match peer {
-            Some(peer) => DialOpts::peer_id(peer)
-                .addresses(vec![addr.clone()])
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build(),
-            None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
-        };
-        let id = opts.connection_id();
-        match self.swarm.dial(opts) {
-            Ok(()) => {
-                self.redial.dialing(&addr, id);
-                Ok(id)
-            }
-            Err(DialError::DialPeerConditionFalse(_)) => {
-                let connected = peer.is_some_and(|peer| self.swarm.is_connected(&peer));
-                self.redial.not_dialled(&addr, connected);
-                Err(P2pError::Dial("already dialling that peer".into()))
-            }
-            Err(err) => {
-                self.redial.not_dialled(&addr, false);
-                Err(P2pError::Dial(err.to_string()))
-            }
-        }
-    }
-
-    fn redial_due(&mut self) {
-        for (addr, peer) in self.redial.due(Instant::now()) {
-            if let Err(err) = self.dial(addr.clone(), peer) {
-                tracing::debug!(%addr, %err, "re-dial did not start");
-            }
-        }
-    }
-
-    /// Looks up the world's providers and re-announces ourselves as one.
-    fn discover(&mut self) {
-        if !self.options.discovery || self.peers.is_empty() {
-            return;
-        }
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        let _ = kad.bootstrap();
-        kad.get_providers(self.world_key.clone());
-        if let Err(err) = kad.start_providing(self.world_key.clone()) {
-            tracing::debug!(%err, "could not announce ourselves as a provider");
-        }
-    }
-
-    fn dial_discovered(&mut self, peer: PeerId) {
-        if peer == *self.swarm.local_peer_id()
-            || self.swarm.is_connected(&peer)
-            || self.foreign.contains(&peer)
-        {
-            return;
-        }
-        let opts = DialOpts::peer_id(peer)
-            .condition(PeerCondition::DisconnectedAndNotDialing)
-            .build();
-        if let Err(err) = self.swarm.dial(opts) {
-            tracing::debug!(%peer, %err, "could not dial a discovered peer");
-        }
-    }
-
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
@@ -389,17 +301,6 @@ impl EventLoop {
             }
             _ => {}
         }
-    }
-
-    fn on_first_connection(&mut self, peer: PeerId) {
-        if self.options.discovery && !self.kad_bootstrapped {
-            self.kad_bootstrapped = true;
-            let kad = &mut self.swarm.behaviour_mut().kad;
-            let _ = kad.bootstrap();
-            kad.get_providers(self.world_key.clone());
-            let _ = kad.start_providing(self.world_key.clone());
-        }
-        self.start_sync(peer);
     }
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {

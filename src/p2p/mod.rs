@@ -5,7 +5,8 @@
 //!   gossipsub, `/cmud/sync/1`) and their tuning.
 //! - [`wire`]: gossip batches and sync messages, postcard-encoded with a format version.
 //! - [`digest`]: the simple range digest behind bootstrap and anti-entropy (pure functions).
-//! - `event_loop`: the task that owns the swarm; `redial`: re-dialling joined peers.
+//! - `event_loop`: the task that owns the swarm, with `dial` (joins, re-dials, discovery),
+//!   `gossip` (batches) and `sync` (bootstrap, anti-entropy); `redial`: re-dial bookkeeping.
 //! - [`progress`]: showing a large bootstrap's progress.
 //!
 //! The network reaches the replica only through the store's gateway (messages, never shared
@@ -13,6 +14,7 @@
 //! sees it, and answers bootstrap requests from the gateway's replica.
 
 pub mod behaviour;
+mod dial;
 pub mod digest;
 mod event_loop;
 mod gossip;
