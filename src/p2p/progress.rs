@@ -16,7 +16,7 @@ pub async fn show(network: NetworkHandle) {
     let mut progress = network.sync_progress();
     let tty = std::io::stderr().is_terminal();
     let mut bar: Option<ProgressBar> = None;
-    let mut last_log = tokio::time::Instant::now();
+    let mut last_log: Option<tokio::time::Instant> = None;
     while progress.changed().await.is_ok() {
         let SyncProgress {
             active,
@@ -31,13 +31,12 @@ pub async fn show(network: NetworkHandle) {
                 shown.finish_with_message("world received");
                 bar = None;
             }
-        } else if !active || last_log.elapsed() >= LOG_PERIOD {
-            last_log = tokio::time::Instant::now();
-            if active {
-                tracing::info!(received, total, "receiving the world");
-            } else {
-                tracing::info!(received, "world received");
-            }
+        } else if !active {
+            last_log = None;
+            tracing::info!(received, "world received");
+        } else if last_log.is_none_or(|at| at.elapsed() >= LOG_PERIOD) {
+            last_log = Some(tokio::time::Instant::now());
+            tracing::info!(received, total, "receiving the world");
         }
     }
 }

@@ -324,7 +324,9 @@ impl EventLoop {
             .fetch_add(bytes as u64, Relaxed);
         session.received += entries.len() as u64;
         session.total = total;
-        if total >= LARGE_SYNC_ENTRIES && next.is_some() {
+        // Only a transfer is progress: an in-sync anti-entropy round over a large world also
+        // pages (scan limits) but receives nothing.
+        if session.received > 0 && total >= LARGE_SYNC_ENTRIES && next.is_some() {
             self.progress.send_replace(SyncProgress {
                 active: true,
                 received: session.received,
