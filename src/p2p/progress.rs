@@ -44,7 +44,7 @@ pub async fn show(network: NetworkHandle) {
 fn new_bar(total: u64) -> ProgressBar {
     let bar = ProgressBar::new(total);
     if let Ok(style) = ProgressStyle::with_template(
-        "receiving the world {bar:40} {pos}/{len} entries ({per_sec}, {eta}) {msg}",
+        "receiving the world {bar:40} {human_pos}/{human_len} entries, {eta} left {msg}",
     ) {
         bar.set_style(style);
     }
