@@ -329,6 +329,19 @@ async fn join_and_peers_work_over_rpc() {
         Some("1")
     );
 
+    // A DNS name dials too (a host's friends may share /dns4/ addresses).
+    let c = TestNode::start(1, vec![], false).await;
+    let by_name = format!(
+        "/dns4/localhost/tcp/{}/p2p/{}",
+        c.socket_addr().port(),
+        c.node().peer_id()
+    );
+    let _: () = redis::cmd("JOIN")
+        .arg(&by_name)
+        .query_async(&mut conn)
+        .await
+        .expect("JOIN by DNS name");
+
     // A port nobody listens on (bound and released at once).
     let free = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -145,7 +145,8 @@ pub fn behaviour(
     })
 }
 
-/// Builds a swarm on TCP + noise + yamux for `keypair`. `hide_addrs` keeps listen addresses
+/// Builds a swarm on TCP + noise + yamux (with DNS names in multiaddrs where the system's
+/// resolver configuration can be read) for `keypair`. `hide_addrs` keeps listen addresses
 /// out of identify, so peers reach this node only through addresses they were given (tests
 /// that route every byte through a proxy).
 pub fn build_swarm(
@@ -154,17 +155,33 @@ pub fn build_swarm(
     hide_addrs: bool,
 ) -> Result<Swarm<Behaviour>, P2pError> {
     let behaviour = behaviour(&keypair, mdns_on, hide_addrs)?;
-    let swarm = SwarmBuilder::with_existing_identity(keypair)
+    let behaviour_err = |err| P2pError::Setup(format!("behaviour: {err}"));
+    let idle = |config: libp2p::swarm::Config| {
+        config.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
+    };
+    let tcp = || tcp::Config::default().nodelay(true);
+    let with_dns = SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
+        .with_tcp(tcp(), noise::Config::new, yamux::Config::default)
         .map_err(|err| P2pError::Setup(format!("transport: {err}")))?
-        .with_behaviour(|_| behaviour)
-        .map_err(|err| P2pError::Setup(format!("behaviour: {err}")))?
-        .with_swarm_config(|config| config.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
-        .build();
+        .with_dns();
+    let swarm = match with_dns {
+        Ok(builder) => builder
+            .with_behaviour(|_| behaviour)
+            .map_err(behaviour_err)?
+            .with_swarm_config(idle)
+            .build(),
+        Err(err) => {
+            tracing::warn!(%err, "no DNS resolver configuration; /dns addresses will not dial");
+            SwarmBuilder::with_existing_identity(keypair)
+                .with_tokio()
+                .with_tcp(tcp(), noise::Config::new, yamux::Config::default)
+                .map_err(|err| P2pError::Setup(format!("transport: {err}")))?
+                .with_behaviour(|_| behaviour)
+                .map_err(behaviour_err)?
+                .with_swarm_config(idle)
+                .build()
+        }
+    };
     Ok(swarm)
 }
