@@ -35,9 +35,13 @@ const MDNS_QUERY_INTERVAL: Duration = Duration::from_secs(30);
 /// Gossipsub heartbeat period.
 const HEARTBEAT: Duration = Duration::from_millis(500);
 
-/// Connections at most, per peer and in total.
+/// Connections to one peer at most (two allow a simultaneous dial from both sides).
 const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+
+/// Established connections at most, so a peer cannot exhaust file descriptors.
 const MAX_CONNECTIONS: u32 = 256;
+
+/// Connections being set up at most, in each direction.
 const MAX_PENDING_CONNECTIONS: u32 = 64;
 
 /// Everything a cmud node speaks.

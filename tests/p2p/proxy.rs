@@ -29,7 +29,9 @@ struct State {
 pub struct Proxy {
     /// Where to connect to reach the target through the proxy.
     pub addr: SocketAddr,
+    /// Counters and links, shared with the tasks.
     state: Arc<State>,
+    /// The accept loop, stopped on drop.
     acceptor: JoinHandle<()>,
 }
 
