@@ -399,69 +399,25 @@ fn crafted_entry(
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_batches_from_a_crafted_peer_are_rejected_and_touch_no_replica() {
+/// A crafted peer: a bare swarm with cmud's behaviours that dials `target` and publishes
+/// what `messages` builds (given its own peer id) once the target has subscribed. Abort the
+/// returned task to stop it.
+fn spawn_crafted_peer(
+    target: libp2p::Multiaddr,
+    messages: impl FnOnce(&str) -> Vec<Vec<u8>> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     use futures::StreamExt;
     use libp2p::gossipsub;
     use libp2p::swarm::SwarmEvent;
 
-    let node = TestNode::start(2, vec![], false).await;
     let keypair = libp2p::identity::Keypair::generate_ed25519();
     let me = keypair.public().to_peer_id().to_string();
     let mut swarm = cmud::p2p::behaviour::build_swarm(keypair, false, true).unwrap();
     let topic = cmud::p2p::puts_topic(harness::WORLD);
     swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
-    swarm.dial(node.addr()).unwrap();
-
-    let now = cmud::store::clock::wall_millis();
-    let hour = 3_600_000;
-    let world = harness::WORLD;
-    let messages = vec![
-        b"\x01garbage that is not a batch".to_vec(),
-        crafted_batch(
-            1,
-            world,
-            now,
-            vec![crafted_entry("bad/oversized", 40 * 1024, now, &me)],
-        ),
-        crafted_batch(
-            1,
-            world,
-            now + hour,
-            vec![crafted_entry("bad/future-batch", 1, now, &me)],
-        ),
-        crafted_batch(
-            7,
-            world,
-            now,
-            vec![crafted_entry("bad/format", 1, now, &me)],
-        ),
-        crafted_batch(
-            1,
-            "another-world",
-            now,
-            vec![crafted_entry("bad/world", 1, now, &me)],
-        ),
-        // A good batch with one future-dated entry: the entry alone is skipped.
-        crafted_batch(
-            1,
-            world,
-            now,
-            vec![
-                crafted_entry("good/now", 1, now, &me),
-                crafted_entry("good/future", 1, now + hour, &me),
-            ],
-        ),
-        // A sender whose clock is 40 s ahead: accepted (under the 60 s limit), but reported.
-        crafted_batch(
-            1,
-            world,
-            now + 40_000,
-            vec![crafted_entry("good/skewed", 1, now, &me)],
-        ),
-    ];
-    let crafted = tokio::spawn(async move {
-        let mut pending = Some(messages);
+    swarm.dial(target).unwrap();
+    let mut pending = Some(messages(&me));
+    tokio::spawn(async move {
         loop {
             if let SwarmEvent::Behaviour(cmud::p2p::behaviour::BehaviourEvent::Gossipsub(
                 gossipsub::Event::Subscribed { .. },
@@ -477,6 +433,55 @@ async fn bad_batches_from_a_crafted_peer_are_rejected_and_touch_no_replica() {
                 }
             }
         }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_batches_from_a_crafted_peer_are_rejected_and_touch_no_replica() {
+    let node = TestNode::start(2, vec![], false).await;
+    let now = cmud::store::clock::wall_millis();
+    let hour = 3_600_000;
+    let world = harness::WORLD;
+    let crafted = spawn_crafted_peer(node.addr(), move |me| {
+        vec![
+            b"\x01garbage that is not a batch".to_vec(),
+            crafted_batch(
+                1,
+                world,
+                now,
+                vec![crafted_entry("bad/oversized", 40 * 1024, now, me)],
+            ),
+            crafted_batch(
+                1,
+                world,
+                now + hour,
+                vec![crafted_entry("bad/future-batch", 1, now, me)],
+            ),
+            crafted_batch(7, world, now, vec![crafted_entry("bad/format", 1, now, me)]),
+            crafted_batch(
+                1,
+                "another-world",
+                now,
+                vec![crafted_entry("bad/world", 1, now, me)],
+            ),
+            // A good batch with one future-dated entry: the entry alone is skipped.
+            crafted_batch(
+                1,
+                world,
+                now,
+                vec![
+                    crafted_entry("good/now", 1, now, me),
+                    crafted_entry("good/future", 1, now + hour, me),
+                ],
+            ),
+            // A sender whose clock is 40 s ahead: accepted (under the 60 s limit), but reported.
+            crafted_batch(
+                1,
+                world,
+                now + 40_000,
+                vec![crafted_entry("good/skewed", 1, now, me)],
+            ),
+        ]
     });
 
     wait_everywhere(&[&node], "good/now", "x", SETTLE).await;
@@ -513,6 +518,45 @@ async fn bad_batches_from_a_crafted_peer_are_rejected_and_touch_no_replica() {
             );
         }
     }
+    crafted.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_from_the_future_is_delayed_not_lost() {
+    // `b` allows the usual 60 s of skew; `a` allows 1 s, so an entry dated 3 s ahead is too
+    // early for `a`: skipped when gossip brings it, fetched by anti-entropy once it is due.
+    let b = TestNode::start(1, vec![], false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = harness::options(&dir, 1, vec![b.addr()], false);
+    options.limits.max_clock_skew = Duration::from_secs(1);
+    options.network.as_mut().unwrap().max_clock_skew = Duration::from_secs(1);
+    let a = harness::TestNode::start_with(dir, options).await;
+    wait_connected(&a, 1).await;
+
+    let due = cmud::store::clock::wall_millis() + 3_000;
+    let crafted = spawn_crafted_peer(b.addr(), move |me| {
+        vec![crafted_batch(
+            1,
+            harness::WORLD,
+            cmud::store::clock::wall_millis(),
+            vec![crafted_entry("early", 1, due, me)],
+        )]
+    });
+    wait_everywhere(&[&b], "early", "x", SETTLE).await;
+    wait_until("a to skip the early entry", SETTLE, || async {
+        a.info_u64("rejected_versions").await >= 1
+    })
+    .await;
+    // Acceptable from `due - 1 s` on (a's skew limit); before that it must not be there.
+    let acceptable_from = due - 1_000;
+    if cmud::store::clock::wall_millis() + 200 < acceptable_from {
+        assert_eq!(a.get(0, "early").await, None, "merged while in the future");
+    }
+    wait_everywhere(&[&a], "early", "x", SETTLE).await;
+    assert!(
+        cmud::store::clock::wall_millis() >= acceptable_from,
+        "merged while in the future"
+    );
     crafted.abort();
 }
 

@@ -59,9 +59,14 @@ impl TestNode {
         join: Vec<Multiaddr>,
         discovery: bool,
     ) -> TestNode {
-        let node = Node::start(options(&dir, actors, join, discovery))
-            .await
-            .expect("node starts");
+        let options = options(&dir, actors, join, discovery);
+        Self::start_with(dir, options).await
+    }
+
+    /// Starts a node with custom options in `dir`.
+    pub async fn start_with(dir: TempDir, options: NodeOptions) -> TestNode {
+        let actors = options.actors;
+        let node = Node::start(options).await.expect("node starts");
         let mut conns = Vec::new();
         for actor in 0..actors {
             let mut conn = connect(node.rpc_addr()).await;
