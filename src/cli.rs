@@ -169,6 +169,7 @@ impl Cli {
                 mdns: config.mdns && !self.no_mdns,
                 strict_listen: server_only,
                 max_clock_skew,
+                discovery: true,
             }),
         };
         let name = self

@@ -62,6 +62,9 @@ async fn server_only(settings: Settings) -> anyhow::Result<()> {
     for addr in node.shareable_addrs() {
         println!("listening on {addr}");
     }
+    if let Some(network) = node.network() {
+        tokio::spawn(cmud::p2p::progress::show(network.clone()));
+    }
     tracing::info!(peer_id = node.peer_id(), "node started");
     wait_for_signal().await?;
     tracing::info!("shutting down: flushing the world to disk");
@@ -88,7 +91,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 }
 
 fn env_filter() -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,libp2p_kad=error"))
 }
 
 fn init_logging_to_stderr() {

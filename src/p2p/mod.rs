@@ -1,20 +1,58 @@
-//! The network: one libp2p swarm per node, driven through a command channel.
+//! The network: one libp2p swarm per node, run in its own task and driven through a command
+//! channel (the `Client` / `EventLoop` / `Command` shape of libp2p's file-sharing example).
 //!
-//! NOTE: this is the interface the rest of the node is built against; the swarm itself
-//! (discovery, gossip, bootstrap) is the network issue's work and lands behind it.
+//! - [`behaviour`]: the behaviours (TCP + noise + yamux, identify, ping, mDNS, Kademlia,
+//!   gossipsub, `/cmud/sync/1`) and their tuning.
+//! - [`wire`]: gossip batches and sync messages, postcard-encoded with a format version.
+//! - [`digest`]: the simple range digest behind bootstrap and anti-entropy (pure functions).
+//! - `event_loop`: the task that owns the swarm, with `dial` (joins, re-dials, discovery),
+//!   `gossip` (batches) and `sync` (bootstrap, anti-entropy); `redial`: re-dial bookkeeping.
+//! - [`progress`]: showing a large bootstrap's progress.
+//!
+//! The network reaches the replica only through the store's gateway (messages, never shared
+//! maps): it publishes what the gateway hands it, validates what peers send before the gateway
+//! sees it, and answers bootstrap requests from the gateway's replica.
 
+pub mod behaviour;
+mod dial;
+pub mod digest;
+mod event_loop;
+mod gossip;
 pub mod identity;
+pub mod progress;
+mod redial;
+mod sync;
+pub mod wire;
 
+use std::collections::HashMap;
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use libp2p::Multiaddr;
+use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
 use libp2p::identity::Keypair;
-use tokio::sync::{mpsc, watch};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::store::Batch;
 use crate::store::gateway::GatewayHandle;
 use crate::store::stats::Stats;
+
+use behaviour::Behaviour;
+use event_loop::EventLoop;
+
+/// How long `JOIN` waits for a dial to succeed or fail.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long `start` waits for the listen addresses to be known.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After the first address of every listener, how long `start` still collects more (an
+/// unspecified address reports one per interface).
+const LISTEN_SETTLE: Duration = Duration::from_millis(100);
 
 /// Why the network could not start or a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +71,9 @@ pub enum P2pError {
     /// Dialling a peer failed.
     #[error("{0}")]
     Dial(String),
+    /// The swarm could not be built.
+    #[error("cannot set up the network: {0}")]
+    Setup(String),
     /// The network task has stopped.
     #[error("the network has stopped")]
     Stopped,
@@ -49,10 +90,14 @@ pub struct NetworkOptions {
     pub join: Vec<Multiaddr>,
     /// Whether mDNS discovery runs.
     pub mdns: bool,
-    /// Whether a taken listen port is an error (a host) or falls back to a free one (a player).
+    /// Whether a taken port is an error (a host) or falls back to a free one (a player).
     pub strict_listen: bool,
     /// Clock skew limit, for offset warnings.
     pub max_clock_skew: Duration,
+    /// Whether peers are found beyond the joined ones (listen addresses shared by identify,
+    /// Kademlia provider lookups). On for real use; tests that route every byte through a
+    /// proxy turn it off so nobody learns a direct address.
+    pub discovery: bool,
 }
 
 /// Everything the network task starts with.
@@ -69,11 +114,48 @@ pub struct NetworkSetup {
     pub stats: Arc<Stats>,
 }
 
+/// How far a bootstrap from a peer has come (for progress display).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncProgress {
+    /// Whether an exchange is running.
+    pub active: bool,
+    /// Entries received so far in it.
+    pub received: u64,
+    /// Entries the peer holds (an upper bound of what is to come).
+    pub total: u64,
+}
+
+/// What the network task is asked to do.
+pub(crate) enum Command {
+    /// List connected peers with their addresses.
+    Peers(oneshot::Sender<Vec<(String, Vec<String>)>>),
+    /// Dial this address now and keep re-dialling it after drops.
+    Join(Multiaddr, oneshot::Sender<Result<(), P2pError>>),
+    /// Stop the task.
+    Shutdown(oneshot::Sender<()>),
+}
+
 /// The way to the network task; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct NetworkHandle {
     /// Current listen addresses with `/p2p/<peer id>`.
     addrs: watch::Receiver<Vec<Multiaddr>>,
+    /// The task's mailbox.
+    commands: mpsc::Sender<Command>,
+    /// Progress of the current bootstrap.
+    progress: watch::Receiver<SyncProgress>,
+    /// This node's peer id.
+    peer_id: PeerId,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Peers(_) => f.write_str("Peers"),
+            Command::Join(addr, _) => write!(f, "Join({addr})"),
+            Command::Shutdown(_) => f.write_str("Shutdown"),
+        }
+    }
 }
 
 impl NetworkHandle {
@@ -86,29 +168,226 @@ impl NetworkHandle {
             .collect()
     }
 
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
     /// Connected peers with their addresses.
     pub async fn peers(&self) -> Vec<(String, Vec<String>)> {
-        Vec::new()
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Peers(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
-    /// Dials `addr` now.
+    /// Dials `addr` now; an error if it cannot be reached. The peer is re-dialled after drops.
     pub async fn join(&self, addr: &str) -> Result<(), P2pError> {
-        let _: Multiaddr = addr
+        let addr: Multiaddr = addr
             .parse()
             .map_err(|_| P2pError::BadAddr(addr.to_owned()))?;
-        Err(P2pError::Dial(
-            "peer-to-peer networking is not built yet".into(),
-        ))
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Join(addr.clone(), tx))
+            .await
+            .map_err(|_| P2pError::Stopped)?;
+        match tokio::time::timeout(JOIN_TIMEOUT, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(P2pError::Stopped),
+            Err(_) => Err(P2pError::Dial(format!(
+                "no answer from {addr} within {} s",
+                JOIN_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
-    /// Stops the network task.
-    pub async fn shutdown(&self) {}
+    /// The progress of the bootstrap that is running, if any; changes are signalled.
+    pub fn sync_progress(&self) -> watch::Receiver<SyncProgress> {
+        self.progress.clone()
+    }
+
+    /// Stops the network task (connections close; the gateway stops publishing).
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
 }
 
-/// Starts the network task.
+/// The gossipsub topic of a world's Puts.
+pub fn puts_topic(world: &str) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("cmud/{world}/puts/1"))
+}
+
+/// The peer id at the end of a multiaddr, if it names one.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|protocol| match protocol {
+        Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
+/// Starts the network task. Returns once the listen addresses are known, so
+/// [`NetworkHandle::shareable_addrs`] is complete.
 pub async fn start(setup: NetworkSetup) -> Result<NetworkHandle, P2pError> {
-    let (_tx, addrs) = watch::channel(Vec::new());
-    let mut outbound = setup.outbound;
-    tokio::spawn(async move { while outbound.recv().await.is_some() {} });
-    Ok(NetworkHandle { addrs })
+    let NetworkSetup {
+        keypair,
+        options,
+        gateway,
+        outbound,
+        stats,
+    } = setup;
+    let peer_id = keypair.public().to_peer_id();
+    let mut swarm = behaviour::build_swarm(keypair, options.mdns, !options.discovery)?;
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&puts_topic(&options.world))
+        .map_err(|err| P2pError::Setup(format!("gossipsub subscribe: {err}")))?;
+    let listeners = listen(&mut swarm, &options)?;
+    let addrs = wait_for_addrs(&mut swarm, listeners).await?;
+    let (addrs_tx, addrs_rx) = watch::channel(addrs);
+    let (progress_tx, progress_rx) = watch::channel(SyncProgress::default());
+    let (commands_tx, commands_rx) = mpsc::channel(64);
+    let event_loop = EventLoop::new(event_loop::Setup {
+        swarm,
+        options,
+        gateway,
+        outbound,
+        stats,
+        commands: commands_rx,
+        addrs: addrs_tx,
+        progress: progress_tx,
+    });
+    tokio::spawn(event_loop.run());
+    Ok(NetworkHandle {
+        addrs: addrs_rx,
+        commands: commands_tx,
+        progress: progress_rx,
+        peer_id,
+    })
+}
+
+/// Starts a listener per address. A taken port is an error with `strict_listen`, otherwise the
+/// address is retried on a free port.
+fn listen(
+    swarm: &mut Swarm<Behaviour>,
+    options: &NetworkOptions,
+) -> Result<Vec<ListenerId>, P2pError> {
+    let mut listeners = Vec::new();
+    for addr in &options.listen {
+        let taken = port_taken(addr);
+        let addr = match taken {
+            Some(reason) if options.strict_listen => {
+                return Err(P2pError::Listen {
+                    addr: addr.clone(),
+                    reason: format!("{reason} (is another cmud running? use --listen)"),
+                });
+            }
+            Some(reason) => {
+                let free = with_port_zero(addr);
+                tracing::warn!(%addr, %reason, "listen port taken; using a free port instead");
+                free
+            }
+            None => addr.clone(),
+        };
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|err| P2pError::Listen {
+                addr: addr.clone(),
+                reason: err.to_string(),
+            })?;
+        listeners.push(id);
+    }
+    Ok(listeners)
+}
+
+/// Whether a TCP port is already taken, checked with a plain bind: libp2p listens with
+/// `SO_REUSEPORT`, which would let a second cmud share the port silently.
+fn port_taken(addr: &Multiaddr) -> Option<String> {
+    let mut ip = None;
+    let mut port = None;
+    for protocol in addr.iter() {
+        match protocol {
+            Protocol::Ip4(v4) => ip = Some(std::net::IpAddr::V4(v4)),
+            Protocol::Ip6(v6) => ip = Some(std::net::IpAddr::V6(v6)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    match (ip, port) {
+        (Some(ip), Some(port)) if port != 0 => match TcpListener::bind((ip, port)) {
+            Ok(_) => None,
+            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
+                Some(format!("port {port} is taken"))
+            }
+            Err(_) => None, // Let libp2p report other problems in its own words.
+        },
+        _ => None,
+    }
+}
+
+fn with_port_zero(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .map(|protocol| match protocol {
+            Protocol::Tcp(_) => Protocol::Tcp(0),
+            other => other,
+        })
+        .collect()
+}
+
+/// Drives the swarm until every listener has reported its addresses.
+async fn wait_for_addrs(
+    swarm: &mut Swarm<Behaviour>,
+    listeners: Vec<ListenerId>,
+) -> Result<Vec<Multiaddr>, P2pError> {
+    let local = *swarm.local_peer_id();
+    let mut found: HashMap<ListenerId, Vec<Multiaddr>> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
+    let mut settle = None;
+    if listeners.is_empty() {
+        return Ok(Vec::new());
+    }
+    loop {
+        let until = settle.unwrap_or(deadline);
+        let event = match tokio::time::timeout_at(until, swarm.select_next_some()).await {
+            Ok(event) => event,
+            Err(_) if settle.is_some() => break,
+            Err(_) => {
+                return Err(P2pError::Setup(
+                    "no listen address became ready in time".into(),
+                ));
+            }
+        };
+        match event {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => found
+                .entry(listener_id)
+                .or_default()
+                .push(address.with_p2p(local).unwrap_or_else(|addr| addr)),
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
+                return Err(P2pError::Listen {
+                    addr: addresses.first().cloned().unwrap_or_else(Multiaddr::empty),
+                    reason: format!("{reason:?}"),
+                });
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                return Err(P2pError::Setup(format!("listener failed: {error}")));
+            }
+            _ => {}
+        }
+        if settle.is_none() && listeners.iter().all(|id| found.contains_key(id)) {
+            settle = Some(tokio::time::Instant::now() + LISTEN_SETTLE);
+        }
+    }
+    Ok(listeners
+        .iter()
+        .flat_map(|id| found.remove(id).unwrap_or_default())
+        .collect())
 }

@@ -1,0 +1,191 @@
+//! The libp2p behaviours a cmud node runs, their configuration, and the swarm built from them.
+//!
+//! Owns protocol names and tuning (gossipsub mesh sizes, timeouts, limits); what to do with
+//! their events is the event loop's business.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    StreamProtocol, Swarm, SwarmBuilder, connection_limits, gossipsub, identify, kad, mdns, noise,
+    ping, request_response, tcp, yamux,
+};
+
+use super::P2pError;
+use super::wire::{MAX_MESSAGE_BYTES, SYNC_PROTOCOL, SyncCodec};
+
+/// Our own Kademlia protocol, so cmud nodes never mix with the public IPFS DHT.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cmud/kad/1.0.0");
+
+/// Identify's protocol version string.
+pub const IDENTIFY_PROTOCOL: &str = "/cmud/id/1.0.0";
+
+/// How long a quiet connection stays open (libp2p's 10 s default drops quiet friends).
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// How long a sync request may take before it fails.
+pub const SYNC_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often mDNS asks the LAN for cmud nodes.
+const MDNS_QUERY_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Gossipsub heartbeat period.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// Connections to one peer at most (two allow a simultaneous dial from both sides).
+const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+
+/// Established connections at most, so a peer cannot exhaust file descriptors.
+const MAX_CONNECTIONS: u32 = 256;
+
+/// Connections being set up at most, in each direction.
+const MAX_PENDING_CONNECTIONS: u32 = 64;
+
+/// Everything a cmud node speaks.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    /// Caps connections so a peer cannot exhaust file descriptors.
+    pub limits: connection_limits::Behaviour,
+    /// Keeps links alive and measures round trips.
+    pub ping: ping::Behaviour,
+    /// Learns peers' listen addresses and protocols.
+    pub identify: identify::Behaviour,
+    /// Finds the world's nodes (every node provides the world's key).
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// LAN discovery, when switched on.
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Gossip of batched Puts.
+    pub gossipsub: gossipsub::Behaviour,
+    /// Bootstrap and anti-entropy (`/cmud/sync/1`).
+    pub sync: request_response::Behaviour<SyncCodec>,
+}
+
+/// The gossipsub configuration every cmud node uses (tests build crafted peers from it too).
+pub fn gossipsub_config() -> Result<gossipsub::Config, P2pError> {
+    gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(HEARTBEAT)
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(MAX_MESSAGE_BYTES)
+        // Worlds are small: keep the mesh small and consistent.
+        .mesh_n_low(2)
+        .mesh_n(4)
+        .mesh_n_high(8)
+        .mesh_outbound_min(1)
+        .build()
+        .map_err(|err| P2pError::Setup(format!("gossipsub config: {err}")))
+}
+
+/// Builds the behaviours for `keypair`.
+pub fn behaviour(
+    keypair: &Keypair,
+    mdns_on: bool,
+    hide_addrs: bool,
+) -> Result<Behaviour, P2pError> {
+    let peer_id = keypair.public().to_peer_id();
+    let gossipsub = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(keypair.clone()),
+        gossipsub_config()?,
+    )
+    .map_err(|err| P2pError::Setup(format!("gossipsub: {err}")))?;
+
+    let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+    kad_config.set_query_timeout(Duration::from_secs(30));
+    // The event loop bootstraps once it has a peer and then with each discovery round;
+    // kad's own timer would only warn "no known peers" on a node that is alone.
+    kad_config.set_periodic_bootstrap_interval(None);
+    if let Some(size) = NonZeroUsize::new(20) {
+        kad_config.set_replication_factor(size);
+    }
+    let mut kad =
+        kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+    // Friends' worlds have no confirmed external addresses; answer DHT queries anyway.
+    kad.set_mode(Some(kad::Mode::Server));
+
+    let identify = identify::Behaviour::new(
+        identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), keypair.public())
+            .with_agent_version(format!("cmud/{}", env!("CARGO_PKG_VERSION")))
+            .with_hide_listen_addrs(hide_addrs)
+            .with_cache_size(if hide_addrs { 0 } else { 100 }),
+    );
+    let mdns = if mdns_on {
+        // libp2p's 5-minute query interval leaves two players who start at the same moment
+        // unaware of each other for minutes; a LAN query every 30 s costs nothing.
+        let config = mdns::Config {
+            query_interval: MDNS_QUERY_INTERVAL,
+            ..mdns::Config::default()
+        };
+        match mdns::tokio::Behaviour::new(config, peer_id) {
+            Ok(mdns) => Some(mdns),
+            Err(err) => {
+                tracing::warn!(%err, "mDNS is unavailable; LAN friends must --join");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+        .with_max_established(Some(MAX_CONNECTIONS))
+        .with_max_pending_incoming(Some(MAX_PENDING_CONNECTIONS))
+        .with_max_pending_outgoing(Some(MAX_PENDING_CONNECTIONS));
+    let sync = request_response::Behaviour::with_codec(
+        SyncCodec,
+        [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(SYNC_REQUEST_TIMEOUT),
+    );
+    Ok(Behaviour {
+        limits: connection_limits::Behaviour::new(limits),
+        ping: ping::Behaviour::new(ping::Config::new()),
+        identify,
+        kad,
+        mdns: Toggle::from(mdns),
+        gossipsub,
+        sync,
+    })
+}
+
+/// Builds a swarm on TCP + noise + yamux (with DNS names in multiaddrs where the system's
+/// resolver configuration can be read) for `keypair`. `hide_addrs` keeps listen addresses
+/// out of identify, so peers reach this node only through addresses they were given (tests
+/// that route every byte through a proxy).
+pub fn build_swarm(
+    keypair: Keypair,
+    mdns_on: bool,
+    hide_addrs: bool,
+) -> Result<Swarm<Behaviour>, P2pError> {
+    let behaviour = behaviour(&keypair, mdns_on, hide_addrs)?;
+    let behaviour_err = |err| P2pError::Setup(format!("behaviour: {err}"));
+    let idle = |config: libp2p::swarm::Config| {
+        config.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
+    };
+    let tcp = || tcp::Config::default().nodelay(true);
+    let with_dns = SwarmBuilder::with_existing_identity(keypair.clone())
+        .with_tokio()
+        .with_tcp(tcp(), noise::Config::new, yamux::Config::default)
+        .map_err(|err| P2pError::Setup(format!("transport: {err}")))?
+        .with_dns();
+    let swarm = match with_dns {
+        Ok(builder) => builder
+            .with_behaviour(|_| behaviour)
+            .map_err(behaviour_err)?
+            .with_swarm_config(idle)
+            .build(),
+        Err(err) => {
+            tracing::warn!(%err, "no DNS resolver configuration; /dns addresses will not dial");
+            SwarmBuilder::with_existing_identity(keypair)
+                .with_tokio()
+                .with_tcp(tcp(), noise::Config::new, yamux::Config::default)
+                .map_err(|err| P2pError::Setup(format!("transport: {err}")))?
+                .with_behaviour(|_| behaviour)
+                .map_err(behaviour_err)?
+                .with_swarm_config(idle)
+                .build()
+        }
+    };
+    Ok(swarm)
+}

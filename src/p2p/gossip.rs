@@ -1,0 +1,201 @@
+//! Gossip of batched Puts: publishing the gateway's batches and validating peers' batches
+//! before any of their entries reach the gateway.
+//!
+//! A batch that does not decode, belongs to another world or format, is dated in the future
+//! as a whole, or holds an entry over the limits is rejected whole (gossipsub `Reject`, so it
+//! is not forwarded), counted in `rejected_batches` and logged once per peer. An entry that is
+//! merely in the future is left to the gateway, which skips it alone.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+
+use libp2p::PeerId;
+use libp2p::gossipsub::{self, MessageAcceptance, PublishError};
+
+use super::event_loop::{EventLoop, offset_ms};
+use super::wire::{self, MAX_MESSAGE_BYTES, WireBatch};
+use crate::store::clock::wall_millis;
+use crate::store::validate::check_entry;
+use crate::store::{Batch, Entry, Key, KeyedEntry};
+
+/// Most entries held back for lack of subscribers. Beyond that they are dropped from the
+/// hold: peers pull them by anti-entropy, and re-gossiping a whole offline session would only
+/// duplicate that.
+const MAX_HELD_ENTRIES: usize = 10_000;
+
+impl EventLoop {
+    /// Publishes the gateway's batch (and anything held back for lack of subscribers), split
+    /// so that no message exceeds the gossip limit.
+    pub(super) fn publish(&mut self, batch: &Batch) {
+        if !self.anyone_subscribed() {
+            for (key, entry) in batch.iter() {
+                hold(&mut self.held, key.clone(), entry.clone());
+            }
+            self.cap_held();
+            return;
+        }
+        let entries: Vec<KeyedEntry> = if self.held.is_empty() {
+            batch.as_ref().clone()
+        } else {
+            for (key, entry) in batch.iter() {
+                hold(&mut self.held, key.clone(), entry.clone());
+            }
+            self.held.drain().collect()
+        };
+        self.publish_entries(entries);
+    }
+
+    /// Publishes what was held back, now that someone listens.
+    pub(super) fn publish_held(&mut self) {
+        if !self.held.is_empty() {
+            let entries = self.held.drain().collect();
+            self.publish_entries(entries);
+        }
+    }
+
+    fn publish_entries(&mut self, entries: Vec<KeyedEntry>) {
+        let messages = match wire::encode_batches(&self.options.world, wall_millis(), &entries) {
+            Ok(messages) => messages,
+            Err(err) => {
+                tracing::error!(%err, "could not encode a batch; its Puts reach peers by anti-entropy");
+                return;
+            }
+        };
+        let remote = &self.stats.remote;
+        for message in messages {
+            let bytes = message.len() as u64;
+            match self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(self.topic.clone(), message)
+            {
+                Ok(_) => {
+                    remote.messages_sent.fetch_add(1, Relaxed);
+                    remote.bytes_sent.fetch_add(bytes, Relaxed);
+                }
+                Err(PublishError::NoPeersSubscribedToTopic | PublishError::AllQueuesFull(_)) => {
+                    // Nobody to tell yet: keep the entries for the first subscriber (and
+                    // anti-entropy covers anything else). Holding all of them is simplest and
+                    // harmless: a duplicate merge changes nothing.
+                    for (key, entry) in &entries {
+                        hold(&mut self.held, key.clone(), entry.clone());
+                    }
+                    self.cap_held();
+                    return;
+                }
+                Err(err) => tracing::warn!(%err, "could not publish a batch"),
+            }
+        }
+    }
+
+    /// Whether any connected peer listens to the world's Puts.
+    fn anyone_subscribed(&self) -> bool {
+        let topic = self.topic.hash();
+        self.swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .any(|(_, topics)| topics.contains(&&topic))
+    }
+
+    fn cap_held(&mut self) {
+        if self.held.len() > MAX_HELD_ENTRIES {
+            tracing::debug!(
+                entries = self.held.len(),
+                "too many Puts held for absent peers; anti-entropy will deliver them"
+            );
+            self.held.clear();
+        }
+    }
+
+    pub(super) fn on_gossip(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
+                let remote = &self.stats.remote;
+                remote
+                    .bytes_received
+                    .fetch_add(message.data.len() as u64, Relaxed);
+                let author = message.source.unwrap_or(propagation_source);
+                let verdict = self.check_batch(&message.data);
+                let acceptance = match &verdict {
+                    Ok(_) => MessageAcceptance::Accept,
+                    Err(_) => MessageAcceptance::Reject,
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+                match verdict {
+                    Ok(batch) => {
+                        self.record_clock_offset(author, offset_ms(batch.sent_ms));
+                        let gateway = self.gateway.clone();
+                        tokio::spawn(async move { gateway.remote_entries(batch.entries).await });
+                    }
+                    Err(reason) => self.rejected(author, &reason),
+                }
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } if topic == self.topic.hash() => {
+                tracing::debug!(peer = %peer_id, "peer subscribed to the world's Puts");
+                self.publish_held();
+            }
+            _ => {}
+        }
+    }
+
+    /// Decodes and checks a gossiped batch; `Err` says why it is rejected whole.
+    fn check_batch(&self, data: &[u8]) -> Result<WireBatch, String> {
+        let batch: WireBatch =
+            wire::decode(data, MAX_MESSAGE_BYTES).map_err(|err| err.to_string())?;
+        if batch.world != self.options.world {
+            return Err(format!("batch of world {:?}", batch.world));
+        }
+        let now = wall_millis();
+        let horizon = now.saturating_add(self.limits.max_clock_skew.as_millis() as u64);
+        if batch.sent_ms > horizon {
+            return Err(format!(
+                "batch dated {} ms in the future",
+                batch.sent_ms - now
+            ));
+        }
+        let invalid = batch
+            .entries
+            .iter()
+            .filter_map(|(key, entry)| check_entry(key, entry, now, &self.limits).err())
+            .filter(|reason| !reason.is_transient())
+            .count();
+        if invalid > 0 {
+            self.stats
+                .remote
+                .rejected_entries
+                .fetch_add(invalid as u64, Relaxed);
+            return Err(format!("{invalid} invalid entries"));
+        }
+        Ok(batch)
+    }
+
+    fn rejected(&mut self, peer: PeerId, reason: &str) {
+        self.stats.remote.rejected_batches.fetch_add(1, Relaxed);
+        if self.bad_logged.insert(peer) {
+            tracing::warn!(%peer, reason, "rejected a bad batch from a peer (further ones from it are counted in INFO, not logged)");
+        } else {
+            tracing::debug!(%peer, reason, "rejected a bad batch");
+        }
+    }
+}
+
+/// Keeps the latest entry per key.
+fn hold(held: &mut HashMap<Key, Entry>, key: Key, entry: Entry) {
+    match held.get_mut(&key) {
+        Some(old) => {
+            old.merge(entry);
+        }
+        None => {
+            held.insert(key, entry);
+        }
+    }
+}
