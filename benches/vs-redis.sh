@@ -16,7 +16,7 @@ CLIENTS=${CLIENTS:-50}
 CMUD_PORT=${CMUD_PORT:-7460}
 REDIS_PORT=${REDIS_PORT:-7461}
 
-for tool in redis-server redis-benchmark; do
+for tool in redis-server redis-benchmark redis-cli; do
   command -v "$tool" >/dev/null || { echo "vs-redis: $tool not found (apt-get install redis-server)" >&2; exit 1; }
 done
 
@@ -39,7 +39,7 @@ redis_pid=$!
 
 wait_port() {
   for _ in $(seq 100); do
-    redis-benchmark -p "$1" -t ping -n 1 -q >/dev/null 2>&1 && return 0
+    [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return 0
     sleep 0.1
   done
   echo "vs-redis: nothing answers on port $1" >&2

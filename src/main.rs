@@ -98,6 +98,7 @@ fn init_logging_to_stderr() {
     tracing_subscriber::fmt()
         .with_env_filter(env_filter())
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
