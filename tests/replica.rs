@@ -24,10 +24,12 @@ async fn node(actors: usize) -> (Node, tempfile::TempDir) {
     (node, dir)
 }
 
+/// A client connection. Redis' default reply timeout (500 ms) is too short for a busy CI box.
 async fn connect(addr: SocketAddr) -> MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(DEADLINE));
     redis::Client::open(format!("redis://{addr}/"))
         .expect("client")
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .expect("connection")
 }

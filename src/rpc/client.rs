@@ -7,8 +7,13 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
+
+/// How long a query may wait for the replica's reply before it fails.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a query to the replica failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +92,13 @@ impl KvClient {
     /// Connects to the RPC port at `addr`.
     pub async fn connect(addr: SocketAddr) -> Result<Self, KvError> {
         let client = redis::Client::open(format!("redis://{addr}/"))?;
-        let conn = client.get_multiplexed_async_connection().await?;
+        // The redis crate gives up on a reply after 500 ms by default. A co-located replica
+        // that is busy (merging a large bootstrap) or a `JOIN` that dials a far peer can take
+        // longer, and a write that timed out here may still have been applied: wait instead.
+        let config = AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
         Ok(KvClient { conn })
     }
 
