@@ -44,12 +44,22 @@ pub fn execute(actor: &Actor, node: &NodeInfo, args: &[Bytes], out: &mut BytesMu
         // A blank inline line: Redis ignores it too.
         return Flow::Continue;
     };
-    let upper = name.to_ascii_uppercase();
+    // Upper-cased on the stack: this runs for every command. Names longer than any command
+    // are unknown whatever their case.
+    let mut upper_buf = [0u8; 16];
+    let upper: &[u8] = match upper_buf.get_mut(..name.len()) {
+        Some(upper) => {
+            upper.copy_from_slice(name);
+            upper.make_ascii_uppercase();
+            upper
+        }
+        None => b"",
+    };
     let argc = args.len();
-    let arity_ok = match upper.as_slice() {
+    let arity_ok = match upper {
         b"PING" => argc <= 2,
         b"ECHO" | b"GET" | b"LIST" | b"KEYS" | b"JOIN" | b"HELLO" | b"SELECT" => {
-            argc == 2 || (upper == b"HELLO" && argc >= 1)
+            argc == 2 || (upper == b"HELLO".as_slice() && argc >= 1)
         }
         b"SET" => argc == 3,
         b"DEL" | b"MGET" | b"EXISTS" | b"CLIENT" => argc >= 2,
@@ -65,13 +75,13 @@ pub fn execute(actor: &Actor, node: &NodeInfo, args: &[Bytes], out: &mut BytesMu
         }
     };
     if !arity_ok {
-        let shown = String::from_utf8_lossy(&upper).to_lowercase();
+        let shown = String::from_utf8_lossy(upper).to_lowercase();
         reply.error(&format!(
             "ERR wrong number of arguments for '{shown}' command"
         ));
         return Flow::Continue;
     }
-    match upper.as_slice() {
+    match upper {
         b"PING" => match args.get(1) {
             Some(message) => reply.bulk(message),
             None => reply.simple("PONG"),

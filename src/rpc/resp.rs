@@ -82,73 +82,114 @@ fn parse_len(
         }
         return Ok(None);
     };
-    let digits = std::str::from_utf8(&buf[from..end])
-        .map_err(|_| ProtocolError::Malformed("invalid length"))?;
-    let n: i64 = digits
-        .parse()
-        .map_err(|_| ProtocolError::Malformed("invalid length"))?;
+    let n = parse_decimal(&buf[from..end]).ok_or(ProtocolError::Malformed("invalid length"))?;
     Ok(Some((n, end + 2)))
+}
+
+/// An optionally negative decimal number with at most [`MAX_DIGITS`] digits and nothing else.
+/// By hand rather than through `str::parse`: it runs twice for every argument.
+fn parse_decimal(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > MAX_DIGITS {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(i64::from(digit - b'0'))?;
+    }
+    Some(if negative { -n } else { n })
 }
 
 fn parse_array(
     buf: &mut BytesMut,
     limits: &FrameLimits,
 ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    const MAX_DIGITS: usize = 20;
-    let Some((count, mut at)) = parse_len(buf, 1, MAX_DIGITS)? else {
+    let Some((count, args_start)) = parse_len(buf, 1, MAX_DIGITS)? else {
         return Ok(None);
     };
     if count < 0 {
         // A null array: nothing to run. Consume it.
-        buf.advance(at);
+        buf.advance(args_start);
         return Ok(Some(Vec::new()));
     }
-    let count = count as u64;
-    if count > limits.max_args as u64 {
+    if count as u64 > limits.max_args as u64 {
         return Err(ProtocolError::TooLarge("too many arguments"));
     }
-    // First pass: find every argument's span without allocating.
-    let mut spans = Vec::with_capacity(count as usize);
+    let count = count as usize;
+    // First pass: check that the whole command is here and within the limits, allocating
+    // nothing; most reads of a pipelining client end in the middle of a command.
+    let mut at = args_start;
     let mut announced = 0u64;
     for _ in 0..count {
-        if at >= buf.len() {
-            return Ok(None);
-        }
-        if buf[at] != b'$' {
-            return Err(ProtocolError::Malformed("expected '$', got something else"));
-        }
-        let Some((len, start)) = parse_len(buf, at + 1, MAX_DIGITS)? else {
+        let Some((start, end)) = bulk_span(buf, at, limits)? else {
             return Ok(None);
         };
-        if len < 0 {
-            return Err(ProtocolError::Malformed("invalid bulk length"));
-        }
-        if len as u64 > limits.max_arg_bytes as u64 {
-            return Err(ProtocolError::TooLarge("argument over the size limit"));
-        }
-        announced += len as u64;
+        announced += (end - start) as u64;
         if announced > limits.max_frame_bytes as u64 {
             return Err(ProtocolError::TooLarge("command over the size limit"));
         }
-        let end = start + len as usize;
-        if buf.len() < end + 2 {
+        if !bulk_complete(buf, end)? {
             return Ok(None);
         }
-        if &buf[end..end + 2] != b"\r\n" {
-            return Err(ProtocolError::Malformed(
-                "bulk string not terminated by CRLF",
-            ));
-        }
-        spans.push((start, end));
         at = end + 2;
     }
+    // Second pass over the complete, checked frame: the arguments share its buffer.
     let frame = buf.split_to(at).freeze();
-    Ok(Some(
-        spans
-            .into_iter()
-            .map(|(start, end)| frame.slice(start..end))
-            .collect(),
-    ))
+    let mut args = Vec::with_capacity(count);
+    let mut at = args_start;
+    while let Some((start, end)) = bulk_span(&frame, at, limits)? {
+        args.push(frame.slice(start..end));
+        at = end + 2;
+        if args.len() == count {
+            break;
+        }
+    }
+    Ok(Some(args))
+}
+
+/// Digits a length line may have: enough for any `i64`.
+const MAX_DIGITS: usize = 20;
+
+/// The span of the bulk string whose `$` header starts at `at` (checked against the limits),
+/// or `Ok(None)` if the header has not arrived yet.
+fn bulk_span(
+    buf: &[u8],
+    at: usize,
+    limits: &FrameLimits,
+) -> Result<Option<(usize, usize)>, ProtocolError> {
+    let Some(&first) = buf.get(at) else {
+        return Ok(None);
+    };
+    if first != b'$' {
+        return Err(ProtocolError::Malformed("expected '$', got something else"));
+    }
+    let Some((len, start)) = parse_len(buf, at + 1, MAX_DIGITS)? else {
+        return Ok(None);
+    };
+    if len < 0 {
+        return Err(ProtocolError::Malformed("invalid bulk length"));
+    }
+    if len as u64 > limits.max_arg_bytes as u64 {
+        return Err(ProtocolError::TooLarge("argument over the size limit"));
+    }
+    Ok(Some((start, start + len as usize)))
+}
+
+/// Whether the bulk string ending at `end` has fully arrived, with its CRLF.
+fn bulk_complete(buf: &[u8], end: usize) -> Result<bool, ProtocolError> {
+    match buf.get(end..end + 2) {
+        None => Ok(false),
+        Some(b"\r\n") => Ok(true),
+        Some(_) => Err(ProtocolError::Malformed(
+            "bulk string not terminated by CRLF",
+        )),
+    }
 }
 
 fn parse_inline(
@@ -256,18 +297,22 @@ impl Reply<'_> {
 
     /// `:n`
     pub fn integer(&mut self, n: i64) {
-        self.0.extend_from_slice(b":");
-        self.0.extend_from_slice(n.to_string().as_bytes());
-        self.0.extend_from_slice(b"\r\n");
+        self.header(b':', n);
     }
 
     /// `$len\r\nbytes`
     pub fn bulk(&mut self, bytes: &[u8]) {
-        self.0.extend_from_slice(b"$");
-        self.0.extend_from_slice(bytes.len().to_string().as_bytes());
-        self.0.extend_from_slice(b"\r\n");
+        self.header(b'$', bytes.len());
         self.0.extend_from_slice(bytes);
         self.0.extend_from_slice(b"\r\n");
+    }
+
+    /// `<kind><n>\r\n`, formatted without allocating.
+    fn header(&mut self, kind: u8, n: impl std::fmt::Display) {
+        use std::fmt::Write as _;
+        self.0.extend_from_slice(&[kind]);
+        // Writing into a BytesMut cannot fail.
+        let _ = write!(self.0, "{n}\r\n");
     }
 
     /// `$-1`, the null bulk string.
@@ -277,9 +322,7 @@ impl Reply<'_> {
 
     /// `*n`, the header of an array of `n` replies that follow.
     pub fn array(&mut self, n: usize) {
-        self.0.extend_from_slice(b"*");
-        self.0.extend_from_slice(n.to_string().as_bytes());
-        self.0.extend_from_slice(b"\r\n");
+        self.header(b'*', n);
     }
 }
 
@@ -370,6 +413,29 @@ mod tests {
             check(b"123456789"),
             Err(ProtocolError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn decimal_lengths_parse_strictly() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"-1"), Some(-1));
+        assert_eq!(parse_decimal(b"9223372036854775807"), Some(i64::MAX));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+1",
+            b" 1",
+            b"1a",
+            b"9223372036854775808",
+            b"--1",
+        ] {
+            assert_eq!(
+                parse_decimal(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
