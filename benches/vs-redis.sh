@@ -5,6 +5,7 @@
 #
 #   benches/vs-redis.sh            # 3 rounds, the median of each is compared
 #   ROUNDS=5 benches/vs-redis.sh
+#   ACTORS=1 benches/vs-redis.sh  # query actors of the cmud node (default 2)
 #
 # Needs redis-server and redis-benchmark (Debian: apt-get install redis-server).
 set -euo pipefail
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 REQUESTS=${REQUESTS:-100000}
 CLIENTS=${CLIENTS:-50}
+ACTORS=${ACTORS:-2}
 CMUD_PORT=${CMUD_PORT:-7460}
 REDIS_PORT=${REDIS_PORT:-7461}
 
@@ -30,7 +32,7 @@ cleanup() {
 trap cleanup EXIT
 
 HOME="$work/home" XDG_CONFIG_HOME="$work/config" RUST_LOG=warn \
-  target/release/cmud --server-only --actors 2 --rpc-port "$CMUD_PORT" --no-mdns \
+  target/release/cmud --server-only --actors "$ACTORS" --rpc-port "$CMUD_PORT" --no-mdns \
   --listen /ip4/127.0.0.1/tcp/0 --data-dir "$work/data" >"$work/cmud.out" 2>"$work/cmud.err" &
 cmud_pid=$!
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
