@@ -271,13 +271,15 @@ impl<K: Kv> Session<K> {
         let world = self.world().await?;
         let rank = self.my_rank(&world);
         let content = &self.ctx.content;
-        let currency = &content.rules.currency;
         let mut lines = vec!["The shop sells:".to_owned()];
         for hw in content.rules.hardware.iter() {
             if content.unlocked(hw, rank) {
                 lines.push(format!(
-                    "  {:<12} {:<24} {} {currency} each, power {}",
-                    hw.id, hw.name, hw.price, hw.power
+                    "  {:<12} {:<24} {} each, power {}",
+                    hw.id,
+                    hw.name,
+                    content.coins(hw.price),
+                    hw.power
                 ));
             }
         }
@@ -338,8 +340,9 @@ impl<K: Kv> Session<K> {
             Outcome::Bought { units, cost } => (
                 LineKind::Info,
                 format!(
-                    "You have purchased {units} {} for {cost} {currency}.",
-                    hw.name
+                    "You have purchased {units} {} for {}.",
+                    hw.name,
+                    content.coins(cost)
                 ),
             ),
             Outcome::Locked => (
@@ -357,7 +360,8 @@ impl<K: Kv> Session<K> {
                         hw.name, hw.price
                     ),
                     (_, Some(needed)) => format!(
-                        "You cannot afford that: it costs {needed} {currency} and you have {balance}."
+                        "You cannot afford that: it costs {} and you have {balance}.",
+                        content.coins(needed)
                     ),
                     (_, None) => {
                         format!("You cannot afford that many; you have {balance} {currency}.")

@@ -115,6 +115,8 @@ pub struct ChatRules {
 pub struct Rules {
     /// What the money is called.
     pub currency: String,
+    /// One unit of it.
+    pub coin: String,
     /// Ranks in order of promotion.
     pub ranks: Vec<Rank>,
     /// Hardware in shop order.
@@ -325,6 +327,16 @@ impl Content {
             .locations
             .iter()
             .find(|loc| loc.id.eq_ignore_ascii_case(id) || loc.name.eq_ignore_ascii_case(id))
+    }
+
+    /// `1 coin`, `5 coins`.
+    pub fn coins(&self, n: u64) -> String {
+        let unit = if n == 1 {
+            &self.rules.coin
+        } else {
+            &self.rules.currency
+        };
+        format!("{n} {unit}")
     }
 
     /// Display name of a location id; unknown ids are shown as they are.

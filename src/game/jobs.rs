@@ -164,7 +164,6 @@ async fn mine<K: Kv>(
     attempts: u64,
 ) -> JobEnd {
     let rules = &ctx.content.rules;
-    let currency = &rules.currency;
     for i in 1..=attempts {
         let text = format!("--- Mining bitcoin [{i}/{attempts}]... ---");
         ctx.line(LineKind::Event, text).await;
@@ -180,7 +179,7 @@ async fn mine<K: Kv>(
             let coins = rng.random_range(1..=power);
             match ctx.player.apply(Change::Mined(coins)).await {
                 Ok(_) => {
-                    let text = format!("Successfully mined {coins} {currency}!");
+                    let text = format!("Successfully mined {}!", ctx.content.coins(coins));
                     ctx.line(LineKind::Event, text).await;
                 }
                 Err(err) => {

@@ -139,8 +139,7 @@ pub fn diff(content: &Content, last: &World, now: &World, me: &str, now_ms: u64)
         let gift = |r: &PlayerRecord| r.gave.get(me).copied().unwrap_or(0);
         if gift(p) > gift(before) {
             let coins = gift(p) - gift(before);
-            let currency = &content.rules.currency;
-            lines.push(event(format!("{name} gave you {coins} {currency}.")));
+            lines.push(event(format!("{name} gave you {}.", content.coins(coins))));
         }
         let heard = before.chat.iter().map(|l| l.seq).max().unwrap_or(0);
         lines.extend(chat_lines(p, &name, &my_loc, |line| line.seq > heard));

@@ -140,16 +140,18 @@ impl<K: Kv> Session<K> {
             }
         };
         let shown = names::display_names(&world).remove(&to).unwrap_or_default();
-        let currency = self.ctx.content.rules.currency.clone();
         let outcome = self.ctx.player.apply(Change::Give { to, amount }).await?;
         let (kind, text) = match outcome {
             Outcome::Gave => (
                 LineKind::Info,
-                format!("You gave {amount} {currency} to {shown}."),
+                format!("You gave {} to {shown}.", self.ctx.content.coins(amount)),
             ),
             Outcome::Unaffordable { balance, .. } => (
                 LineKind::Error,
-                format!("You cannot give {amount} {currency}: you have {balance}."),
+                format!(
+                    "You cannot give {}: you have {balance}.",
+                    self.ctx.content.coins(amount)
+                ),
             ),
             _ => (LineKind::Error, format!("{shown} cannot receive coins.")),
         };
@@ -198,7 +200,9 @@ impl<K: Kv> Session<K> {
                 Ok(())
             }
             Err(KvError::Refused(why)) => {
-                let why = why.trim_start_matches("ERR ").to_owned();
+                // The server says "ERR join <addr>: <reason>": keep the reason.
+                let marker = format!("{addr}: ");
+                let why = why.rsplit_once(&marker).map_or(why.as_str(), |(_, r)| r);
                 let text = format!("Could not join {}: {why}", commands::shorten(addr));
                 self.ctx.reply(LineKind::Error, text).await
             }
