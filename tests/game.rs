@@ -141,3 +141,152 @@ async fn transcript_of_a_first_game() {
         ["Goodbye, alice. The world keeps your character until you come back."]
     );
 }
+
+#[tokio::test]
+async fn bad_input_never_crashes_a_command() {
+    let node = TestNode::start().await;
+    let (mut p, _) = Player::start(node.kv.clone(), options(Some("tester"), None, 1)).await;
+    let huge = "9".repeat(40);
+    let long = "ü".repeat(5000);
+    let nasty: Vec<String> = [
+        "mine -1", "mine 0", "mine 1 2 3", "mine x", "mine 1001", "buy", "buy cpu -1", "buy cpu 0",
+        "buy cpu 18446744073709551615", "buy cpu 18446744073709551616", "buy cpu 1 2",
+        "buy 🦀", "buy dark_matter max", "give", "give tester", "give ü 5", "give tester -5",
+        "give nobody 18446744073709551616", "move", "move 🦀 🦀", "say", "shout    ",
+        "help 💥", "solve 5", "join", "join a b", "join not-a-multiaddr", "\u{0}\u{7}",
+        "ｍｉｎｅ", "resign", "/etc/passwd", "p/x/name",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("mine {huge}"), format!("give tester {huge}"), long.clone(), format!("say {long}")])
+    .collect();
+    for input in &nasty {
+        let out = p.run_raw(input).await;
+        assert!(
+            out.iter().any(|(kind, _)| *kind == LineKind::Error),
+            "{input:?} should be refused with an error line, got {out:?}"
+        );
+        let stats = p.run("stats").await;
+        assert_eq!(stats.first().map(String::as_str), Some("Name: tester"), "after {input:?}");
+    }
+    // The same inside a battle.
+    p.run("solve").await;
+    for input in ["solve -1", "solve 99999999999999999999", "solve x", "mine 1", "give a 1"] {
+        let out = p.run_raw(input).await;
+        assert!(out.iter().any(|(kind, _)| *kind == LineKind::Error), "{input:?}: {out:?}");
+    }
+    assert_eq!(p.run("resign").await.len(), 1);
+    // Names are checked too.
+    let (mut q, _) = Player::start(node.kv.clone(), options(None, Some("other"), 2)).await;
+    for bad in ["a/b", "x#y", &"n".repeat(17), "\u{202e}"] {
+        let out = q.run_raw(bad).await;
+        assert!(out.iter().any(|(kind, _)| *kind == LineKind::Error), "{bad:?}: {out:?}");
+        assert_eq!(q.status.mode, Mode::Naming);
+    }
+    q.run("Zoë").await;
+    assert_eq!(q.status.name, "Zoë");
+}
+
+/// Alice and Bob, each in their own session, see each other's moves, chat, map and gifts
+/// without typing anything.
+async fn see_each_other(alice: &mut Player, bob: &mut Player) {
+    bob.run("say hi alice").await;
+    alice.wait_for_line(|l| l == "bob says: hi alice").await;
+    bob.run("move fence").await;
+    alice
+        .wait_for_line(|l| l == "--- bob leaves for The Fence. ---")
+        .await;
+    bob.run("say psst").await;
+    bob.run("shout HELLO").await;
+    alice.wait_for_line(|l| l == "bob shouts: HELLO").await;
+    assert!(
+        !alice.backlog.iter().any(|(_, l)| l.contains("psst")),
+        "a say at the Fence was heard on Gates 5"
+    );
+    alice
+        .run_until("map", |out| {
+            out.windows(2)
+                .any(|w| w[0] == "--- The Fence (fence) ---" && w[1] == "bob")
+        })
+        .await;
+    alice.run("move fence").await;
+    bob.wait_for_line(|l| l == "--- alice arrives here. ---").await;
+    let mined = bob.run("mine 10").await;
+    assert!(mined.iter().any(|l| l.starts_with("Successfully mined")), "{mined:?}");
+    assert_eq!(bob.run("give alice 1").await, ["You gave 1 coin to alice."]);
+    alice
+        .wait_for_line(|l| l == "--- bob gave you 1 coin. ---")
+        .await;
+    alice
+        .run_until("stats", |out| out.iter().any(|l| l == "Coins: 1"))
+        .await;
+    alice
+        .run_until("who", |out| out.first().map(String::as_str) == Some("Online now (2):"))
+        .await;
+}
+
+#[tokio::test]
+async fn two_players_on_one_node_see_each_other() {
+    let node = TestNode::start().await;
+    let (mut alice, _) =
+        Player::start(node.client().await, options(Some("alice"), Some("idalice"), 1)).await;
+    let (mut bob, _) =
+        Player::start(node.client().await, options(Some("bob"), Some("idbob"), 2)).await;
+    see_each_other(&mut alice, &mut bob).await;
+}
+
+#[tokio::test]
+async fn two_players_on_mirrored_nodes_see_each_other() {
+    let (a, b) = (TestNode::start().await, TestNode::start().await);
+    let owners = vec![
+        (a.node.peer_id().to_owned(), 0),
+        (b.node.peer_id().to_owned(), 1),
+    ];
+    let sync = mirror([a.client().await, b.client().await], owners);
+    let (mut alice, _) = Player::start(a.kv.clone(), options(Some("alice"), None, 1)).await;
+    let (mut bob, _) = Player::start(b.kv.clone(), options(Some("bob"), None, 2)).await;
+    see_each_other(&mut alice, &mut bob).await;
+    sync.abort();
+}
+
+#[tokio::test]
+#[ignore = "needs the p2p branch"]
+async fn two_players_on_connected_nodes_see_each_other() {
+    use cmud::node::{Node, NodeOptions};
+    use cmud::p2p::NetworkOptions;
+    let network = |join: Vec<libp2p::Multiaddr>| NetworkOptions {
+        world: "cmud".into(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        join,
+        mdns: false,
+        strict_listen: false,
+        max_clock_skew: Duration::from_secs(60),
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut opts_a = NodeOptions::local(dir_a.path().join("w"), 2);
+    opts_a.network = Some(network(vec![]));
+    let node_a = Node::start(opts_a).await.unwrap();
+    let start = tokio::time::Instant::now();
+    while node_a.shareable_addrs().is_empty() {
+        assert!(start.elapsed() < DEADLINE, "node A never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let join = node_a
+        .shareable_addrs()
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    let mut opts_b = NodeOptions::local(dir_b.path().join("w"), 2);
+    opts_b.network = Some(network(join));
+    let node_b = Node::start(opts_b).await.unwrap();
+    let kv_a = KvClient::connect(node_a.rpc_addr()).await.unwrap();
+    let kv_b = KvClient::connect(node_b.rpc_addr()).await.unwrap();
+    let (mut alice, _) = Player::start(kv_a, options(Some("alice"), None, 1)).await;
+    let (mut bob, _) = Player::start(kv_b, options(Some("bob"), None, 2)).await;
+    alice
+        .run_until("who", |out| out.first().map(String::as_str) == Some("Online now (2):"))
+        .await;
+    see_each_other(&mut alice, &mut bob).await;
+    node_a.shutdown().await;
+    node_b.shutdown().await;
+}
