@@ -290,3 +290,204 @@ async fn two_players_on_connected_nodes_see_each_other() {
     node_a.shutdown().await;
     node_b.shutdown().await;
 }
+
+/// Whether a settled view conserves coins: balances plus spending equal mining, which also
+/// means no balance went below zero (balances are clamped at zero).
+fn conserved(world: &World) -> bool {
+    let (held, mined) = ledger::total_coins(world);
+    held == mined
+}
+
+/// Waits until every client's view has stopped changing and shows every player's writes.
+async fn settled(kvs: &[KvClient], players: usize) -> Vec<World> {
+    let start = tokio::time::Instant::now();
+    let mut last: Vec<World> = Vec::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let mut now = Vec::new();
+        for kv in kvs {
+            now.push(world(kv).await);
+        }
+        let complete = now.iter().all(|w| w.characters().count() == players);
+        if complete && now == last && now.windows(2).all(|w| w[0] == w[1]) {
+            return now;
+        }
+        assert!(start.elapsed() < DEADLINE, "the views never settled");
+        last = now;
+    }
+}
+
+/// Random mining, buying and giving by every player at once, two streams per player (like a
+/// background `mine` and typed commands), driven by `seed`.
+async fn trade_randomly(handles: Vec<(String, PlayerHandle)>, seed: u64) {
+    let ids: Vec<String> = handles.iter().map(|(id, _)| id.clone()).collect();
+    let mut tasks = Vec::new();
+    for (i, (id, handle)) in handles.into_iter().enumerate() {
+        for stream in 0..2u64 {
+            let (ids, handle, id) = (ids.clone(), handle.clone(), id.clone());
+            let mut rng = StdRng::seed_from_u64(seed * 1000 + i as u64 * 10 + stream);
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..25 {
+                    let change = match rng.random_range(0..4) {
+                        0 => Change::Mined(rng.random_range(1..40)),
+                        1 => Change::Buy {
+                            hw: "cpu".into(),
+                            count: if rng.random() {
+                                Count::Max
+                            } else {
+                                Count::Exactly(rng.random_range(1..20))
+                            },
+                        },
+                        _ => {
+                            let to = ids[rng.random_range(0..ids.len())].clone();
+                            Change::Give {
+                                to,
+                                amount: rng.random_range(1..60),
+                            }
+                        }
+                    };
+                    handle.apply(change).await.unwrap();
+                    if rng.random_range(0..4) == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                id
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+async fn enter(kv: &KvClient, id: &str) -> PlayerHandle {
+    let clock = Arc::new(SystemClock);
+    let handle = PlayerHandle::spawn(kv.clone(), id.to_owned(), Content::embedded(), clock);
+    let name = format!("n{id}");
+    assert!(matches!(
+        handle.apply(Change::Enter { name }).await.unwrap(),
+        Outcome::Entered { created: true }
+    ));
+    handle
+}
+
+#[tokio::test]
+async fn no_interleaving_on_one_node_creates_or_destroys_coins() {
+    for seed in 0..6 {
+        let node = TestNode::start().await;
+        let mut handles = Vec::new();
+        for i in 0..3 {
+            // Each player on their own connection, so on different query actors.
+            let id = format!("p{i}");
+            handles.push((id.clone(), enter(&node.client().await, &id).await));
+        }
+        trade_randomly(handles, seed).await;
+        let views = settled(&[node.client().await, node.client().await], 3).await;
+        let w = &views[0];
+        assert!(conserved(w), "seed {seed}: {:?}", ledger::total_coins(w));
+        let spent: u64 = w.players.values().map(|p| p.spent).sum();
+        let cpus: u64 = w.players.values().map(|p| p.hardware["cpu"] - 1).sum();
+        assert_eq!(spent, cpus, "seed {seed}: every coin spent bought a cpu");
+        assert!(w.players.values().any(|p| !p.gave.is_empty()), "seed {seed}: no gifts");
+        node.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn no_interleaving_on_two_nodes_creates_or_destroys_coins() {
+    for seed in 0..4 {
+        let (a, b) = (TestNode::start().await, TestNode::start().await);
+        let ids = ["a0", "a1", "b0", "b1"];
+        let owners = ids
+            .iter()
+            .map(|id| (id.to_string(), usize::from(id.starts_with('b'))))
+            .collect();
+        let sync = mirror([a.client().await, b.client().await], owners);
+        let mut handles = Vec::new();
+        for id in ids {
+            let node = if id.starts_with('a') { &a } else { &b };
+            handles.push((id.to_owned(), enter(&node.client().await, id).await));
+        }
+        // Wait until everyone exists everywhere, so gifts find their recipients.
+        settled(&[a.client().await, b.client().await], 4).await;
+        trade_randomly(handles, seed).await;
+        let views = settled(&[a.client().await, b.client().await], 4).await;
+        assert!(conserved(&views[0]), "seed {seed}: {:?}", ledger::total_coins(&views[0]));
+        sync.abort();
+        a.stop().await;
+        b.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_progress_on_two_nodes_is_kept_and_simultaneous_finishers_are_promoted() {
+    let (a, b) = (TestNode::start().await, TestNode::start().await);
+    let owners = vec![("pa".to_owned(), 0), ("pb".to_owned(), 1)];
+    let sync = mirror([a.client().await, b.client().await], owners.clone());
+    let alice = enter(&a.kv, "pa").await;
+    let bob = enter(&b.kv, "pb").await;
+    settled(&[a.client().await, b.client().await], 2).await;
+    let work = |h: PlayerHandle| {
+        tokio::spawn(async move {
+            for _ in 0..30 {
+                let outcome = h.apply(Change::Work { rank: 0 }).await.unwrap();
+                assert!(matches!(outcome, Outcome::Progress { epoch: 1, .. }), "{outcome:?}");
+            }
+        })
+    };
+    let (ta, tb) = (work(alice.clone()), work(bob.clone()));
+    ta.await.unwrap();
+    tb.await.unwrap();
+    let content = Content::embedded();
+    for view in settled(&[a.client().await, b.client().await], 2).await {
+        let problem = ledger::problem(&content, &view, 0).unwrap();
+        assert_eq!((problem.epoch, problem.done), (1, 60), "progress was lost");
+    }
+    // Now both finish at once, each before seeing the other's last step.
+    sync.abort();
+    a.kv.put("p/pa/hw/cpu", "40").await.unwrap();
+    b.kv.put("p/pb/hw/cpu", "40").await.unwrap();
+    let (ra, rb) = tokio::join!(
+        alice.apply(Change::Work { rank: 0 }),
+        bob.apply(Change::Work { rank: 0 })
+    );
+    assert_eq!(ra.unwrap(), Outcome::Promoted { rank: 1 });
+    assert_eq!(rb.unwrap(), Outcome::Promoted { rank: 1 });
+    let sync = mirror([a.client().await, b.client().await], owners);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for view in settled(&[a.client().await, b.client().await], 2).await {
+        for id in ["pa", "pb"] {
+            assert_eq!(view.player(id).rank.as_deref(), Some("Masters"));
+            assert_eq!(view.player(id).solved["Undergraduate"], 1);
+        }
+        let problem = ledger::problem(&content, &view, 0).unwrap();
+        assert_eq!((problem.epoch, problem.done), (2, 0), "a new epoch starts");
+    }
+    sync.abort();
+}
+
+#[tokio::test]
+async fn a_character_survives_a_restart() {
+    let node = TestNode::start().await;
+    let id = node.node.peer_id().to_owned();
+    let (mut p, _) = Player::start(node.kv.clone(), options(Some("carol"), None, 3)).await;
+    p.run("mine 5").await;
+    p.run("buy cpu").await;
+    p.run("move bridge").await;
+    p.run("say remember me").await;
+    let before = p.run("stats").await;
+    p.quit().await;
+    let dir = node.stop().await;
+    let node = TestNode::start_in(dir).await;
+    assert_eq!(node.node.peer_id(), id, "the node identity is kept");
+    let (mut p, greeting) = Player::start(node.kv.clone(), options(None, None, 4)).await;
+    assert!(
+        greeting.iter().any(|l| l == "Welcome back, carol! Your replica kept your seat warm."),
+        "{greeting:?}"
+    );
+    assert_eq!(p.status.mode, Mode::Mining, "no name is asked again");
+    assert_eq!(p.run("stats").await, before);
+    assert!(before.contains(&"Location: Randy Pausch Bridge".to_owned()));
+    let w = world(&node.kv).await;
+    assert_eq!(w.player(&id).chat.last().unwrap().text, "remember me");
+}

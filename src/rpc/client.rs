@@ -8,7 +8,15 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
+use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
+
+/// How long a query may take before it fails. The `redis` crate's default (500 ms) is too
+/// short for a busy machine running several nodes (CI, tests): a slow answer from the local
+/// replica is still an answer.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a query to the replica failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +95,10 @@ impl KvClient {
     /// Connects to the RPC port at `addr`.
     pub async fn connect(addr: SocketAddr) -> Result<Self, KvError> {
         let client = redis::Client::open(format!("redis://{addr}/"))?;
-        let conn = client.get_multiplexed_async_connection().await?;
+        let config = AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
         Ok(KvClient { conn })
     }
 
