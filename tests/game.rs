@@ -8,7 +8,7 @@ mod harness;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cmud::game::clock::{InstantClock, SystemClock};
+use cmud::game::clock::SystemClock;
 use cmud::game::content::Content;
 use cmud::game::events::{Input, LineKind, Mode};
 use cmud::game::ledger;
@@ -35,7 +35,11 @@ async fn check_transcript(player: &mut Player, rows: &[(&str, &[&str])]) {
 async fn transcript_of_a_first_game() {
     let node = TestNode::start().await;
     let (mut alice, greeting) = Player::start(node.kv.clone(), options(None, None, 7)).await;
-    assert!(greeting.iter().any(|l| l.contains("What should the world call you")));
+    assert!(
+        greeting
+            .iter()
+            .any(|l| l.contains("What should the world call you"))
+    );
     assert_eq!(alice.status.mode, Mode::Naming);
     let named = alice.run("alice").await;
     assert!(named[0].starts_with("The autumn of 2010"), "{named:?}");
@@ -77,12 +81,18 @@ async fn transcript_of_a_first_game() {
                     "Successfully mined 1 coin!",
                 ],
             ),
-            ("buy cpu 2", &["You have purchased 2 Xeon CPUs for 2 coins."]),
+            (
+                "buy cpu 2",
+                &["You have purchased 2 Xeon CPUs for 2 coins."],
+            ),
             (
                 "buy gpu",
                 &["Nvidia GPUs are not sold to you yet: they unlock at Masters."],
             ),
-            ("buy cpu max", &["You have purchased 1 Xeon CPUs for 1 coin."]),
+            (
+                "buy cpu max",
+                &["You have purchased 1 Xeon CPUs for 1 coin."],
+            ),
             ("inv", &["Coins: 0", "  Xeon CPUs: 4", "Power: 4"]),
             ("move fence", &["You walk to The Fence."]),
             ("move fence", &["You are already at The Fence."]),
@@ -95,13 +105,28 @@ async fn transcript_of_a_first_game() {
             ),
             ("map", &["--- The Fence (fence) ---", "alice"]),
             ("say hello, world", &["You say: hello, world"]),
-            ("who", &["Online now (1):", "  alice - Undergraduate, The Fence"]),
-            ("top", &["Leaderboard:", "  1. alice - Undergraduate, 0 coins"]),
-            ("give alice 1", &["Giving coins to yourself changes nothing."]),
+            (
+                "who",
+                &["Online now (1):", "  alice - Undergraduate, The Fence"],
+            ),
+            (
+                "top",
+                &["Leaderboard:", "  1. alice - Undergraduate, 0 coins"],
+            ),
+            (
+                "give alice 1",
+                &["Giving coins to yourself changes nothing."],
+            ),
             ("give bob 1", &["There is no player called \"bob\"."]),
-            ("resign", &["`resign` only works inside a battle (`solve`)."]),
+            (
+                "resign",
+                &["`resign` only works inside a battle (`solve`)."],
+            ),
             ("stop", &["Nothing to stop."]),
-            ("help buy", &["buy <hardware> [n|max] - buys n units of hardware (default 1)"]),
+            (
+                "help buy",
+                &["buy <hardware> [n|max] - buys n units of hardware (default 1)"],
+            ),
         ],
     )
     .await;
@@ -149,16 +174,47 @@ async fn bad_input_never_crashes_a_command() {
     let huge = "9".repeat(40);
     let long = "ü".repeat(5000);
     let nasty: Vec<String> = [
-        "mine -1", "mine 0", "mine 1 2 3", "mine x", "mine 1001", "buy", "buy cpu -1", "buy cpu 0",
-        "buy cpu 18446744073709551615", "buy cpu 18446744073709551616", "buy cpu 1 2",
-        "buy 🦀", "buy dark_matter max", "give", "give tester", "give ü 5", "give tester -5",
-        "give nobody 18446744073709551616", "move", "move 🦀 🦀", "say", "shout    ",
-        "help 💥", "solve 5", "join", "join a b", "join not-a-multiaddr", "\u{0}\u{7}",
-        "ｍｉｎｅ", "resign", "/etc/passwd", "p/x/name",
+        "mine -1",
+        "mine 0",
+        "mine 1 2 3",
+        "mine x",
+        "mine 1001",
+        "buy",
+        "buy cpu -1",
+        "buy cpu 0",
+        "buy cpu 18446744073709551615",
+        "buy cpu 18446744073709551616",
+        "buy cpu 1 2",
+        "buy 🦀",
+        "buy dark_matter max",
+        "give",
+        "give tester",
+        "give ü 5",
+        "give tester -5",
+        "give nobody 18446744073709551616",
+        "move",
+        "move 🦀 🦀",
+        "say",
+        "shout    ",
+        "help 💥",
+        "solve 5",
+        "join",
+        "join a b",
+        "join not-a-multiaddr",
+        "\u{0}\u{7}",
+        "ｍｉｎｅ",
+        "resign",
+        "/etc/passwd",
+        "p/x/name",
     ]
     .iter()
     .map(|s| s.to_string())
-    .chain([format!("mine {huge}"), format!("give tester {huge}"), long.clone(), format!("say {long}")])
+    .chain([
+        format!("mine {huge}"),
+        format!("give tester {huge}"),
+        long.clone(),
+        format!("say {long}"),
+    ])
     .collect();
     for input in &nasty {
         let out = p.run_raw(input).await;
@@ -167,20 +223,36 @@ async fn bad_input_never_crashes_a_command() {
             "{input:?} should be refused with an error line, got {out:?}"
         );
         let stats = p.run("stats").await;
-        assert_eq!(stats.first().map(String::as_str), Some("Name: tester"), "after {input:?}");
+        assert_eq!(
+            stats.first().map(String::as_str),
+            Some("Name: tester"),
+            "after {input:?}"
+        );
     }
     // The same inside a battle.
     p.run("solve").await;
-    for input in ["solve -1", "solve 99999999999999999999", "solve x", "mine 1", "give a 1"] {
+    for input in [
+        "solve -1",
+        "solve 99999999999999999999",
+        "solve x",
+        "mine 1",
+        "give a 1",
+    ] {
         let out = p.run_raw(input).await;
-        assert!(out.iter().any(|(kind, _)| *kind == LineKind::Error), "{input:?}: {out:?}");
+        assert!(
+            out.iter().any(|(kind, _)| *kind == LineKind::Error),
+            "{input:?}: {out:?}"
+        );
     }
     assert_eq!(p.run("resign").await.len(), 1);
     // Names are checked too.
     let (mut q, _) = Player::start(node.kv.clone(), options(None, Some("other"), 2)).await;
     for bad in ["a/b", "x#y", &"n".repeat(17), "\u{202e}"] {
         let out = q.run_raw(bad).await;
-        assert!(out.iter().any(|(kind, _)| *kind == LineKind::Error), "{bad:?}: {out:?}");
+        assert!(
+            out.iter().any(|(kind, _)| *kind == LineKind::Error),
+            "{bad:?}: {out:?}"
+        );
         assert_eq!(q.status.mode, Mode::Naming);
     }
     q.run("Zoë").await;
@@ -210,9 +282,13 @@ async fn see_each_other(alice: &mut Player, bob: &mut Player) {
         })
         .await;
     alice.run("move fence").await;
-    bob.wait_for_line(|l| l == "--- alice arrives here. ---").await;
+    bob.wait_for_line(|l| l == "--- alice arrives here. ---")
+        .await;
     let mined = bob.run("mine 10").await;
-    assert!(mined.iter().any(|l| l.starts_with("Successfully mined")), "{mined:?}");
+    assert!(
+        mined.iter().any(|l| l.starts_with("Successfully mined")),
+        "{mined:?}"
+    );
     assert_eq!(bob.run("give alice 1").await, ["You gave 1 coin to alice."]);
     alice
         .wait_for_line(|l| l == "--- bob gave you 1 coin. ---")
@@ -221,15 +297,20 @@ async fn see_each_other(alice: &mut Player, bob: &mut Player) {
         .run_until("stats", |out| out.iter().any(|l| l == "Coins: 1"))
         .await;
     alice
-        .run_until("who", |out| out.first().map(String::as_str) == Some("Online now (2):"))
+        .run_until("who", |out| {
+            out.first().map(String::as_str) == Some("Online now (2):")
+        })
         .await;
 }
 
 #[tokio::test]
 async fn two_players_on_one_node_see_each_other() {
     let node = TestNode::start().await;
-    let (mut alice, _) =
-        Player::start(node.client().await, options(Some("alice"), Some("idalice"), 1)).await;
+    let (mut alice, _) = Player::start(
+        node.client().await,
+        options(Some("alice"), Some("idalice"), 1),
+    )
+    .await;
     let (mut bob, _) =
         Player::start(node.client().await, options(Some("bob"), Some("idbob"), 2)).await;
     see_each_other(&mut alice, &mut bob).await;
@@ -284,7 +365,9 @@ async fn two_players_on_connected_nodes_see_each_other() {
     let (mut alice, _) = Player::start(kv_a, options(Some("alice"), None, 1)).await;
     let (mut bob, _) = Player::start(kv_b, options(Some("bob"), None, 2)).await;
     alice
-        .run_until("who", |out| out.first().map(String::as_str) == Some("Online now (2):"))
+        .run_until("who", |out| {
+            out.first().map(String::as_str) == Some("Online now (2):")
+        })
         .await;
     see_each_other(&mut alice, &mut bob).await;
     node_a.shutdown().await;
@@ -388,7 +471,10 @@ async fn no_interleaving_on_one_node_creates_or_destroys_coins() {
         let spent: u64 = w.players.values().map(|p| p.spent).sum();
         let cpus: u64 = w.players.values().map(|p| p.hardware["cpu"] - 1).sum();
         assert_eq!(spent, cpus, "seed {seed}: every coin spent bought a cpu");
-        assert!(w.players.values().any(|p| !p.gave.is_empty()), "seed {seed}: no gifts");
+        assert!(
+            w.players.values().any(|p| !p.gave.is_empty()),
+            "seed {seed}: no gifts"
+        );
         node.stop().await;
     }
 }
@@ -412,7 +498,11 @@ async fn no_interleaving_on_two_nodes_creates_or_destroys_coins() {
         settled(&[a.client().await, b.client().await], 4).await;
         trade_randomly(handles, seed).await;
         let views = settled(&[a.client().await, b.client().await], 4).await;
-        assert!(conserved(&views[0]), "seed {seed}: {:?}", ledger::total_coins(&views[0]));
+        assert!(
+            conserved(&views[0]),
+            "seed {seed}: {:?}",
+            ledger::total_coins(&views[0])
+        );
         sync.abort();
         a.stop().await;
         b.stop().await;
@@ -431,7 +521,10 @@ async fn concurrent_progress_on_two_nodes_is_kept_and_simultaneous_finishers_are
         tokio::spawn(async move {
             for _ in 0..30 {
                 let outcome = h.apply(Change::Work { rank: 0 }).await.unwrap();
-                assert!(matches!(outcome, Outcome::Progress { epoch: 1, .. }), "{outcome:?}");
+                assert!(
+                    matches!(outcome, Outcome::Progress { epoch: 1, .. }),
+                    "{outcome:?}"
+                );
             }
         })
     };
@@ -482,7 +575,9 @@ async fn a_character_survives_a_restart() {
     assert_eq!(node.node.peer_id(), id, "the node identity is kept");
     let (mut p, greeting) = Player::start(node.kv.clone(), options(None, None, 4)).await;
     assert!(
-        greeting.iter().any(|l| l == "Welcome back, carol! Your replica kept your seat warm."),
+        greeting
+            .iter()
+            .any(|l| l == "Welcome back, carol! Your replica kept your seat warm."),
         "{greeting:?}"
     );
     assert_eq!(p.status.mode, Mode::Mining, "no name is asked again");
@@ -490,4 +585,146 @@ async fn a_character_survives_a_restart() {
     assert!(before.contains(&"Location: Randy Pausch Bridge".to_owned()));
     let w = world(&node.kv).await;
     assert_eq!(w.player(&id).chat.last().unwrap().text, "remember me");
+}
+
+#[tokio::test]
+async fn long_actions_leave_input_live_and_can_be_interrupted() {
+    let node = TestNode::start().await;
+    let mut opts = options(Some("dora"), None, 5);
+    opts.clock = Some(Arc::new(SystemClock));
+    opts.content = Some(content_with(&[
+        ("max_attempt_ms: 4000", "max_attempt_ms: 600000"),
+        ("max_step_ms: 4000", "max_step_ms: 600000"),
+    ]));
+    let (mut p, _) = Player::start(node.kv.clone(), opts).await;
+    p.inputs.send(Input::Line("mine 3".into())).await.unwrap();
+    p.wait_for_line(|l| l == "--- Mining bitcoin [1/3]... ---")
+        .await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(p.run("stats").await[0], "Name: dora");
+    assert_eq!(
+        p.run("mine").await,
+        ["You are busy mining: wait, or type `stop` (Esc) first."]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "input waited for mining"
+    );
+    p.inputs.send(Input::Interrupt).await.unwrap();
+    p.wait_for_line(|l| l == "Mining stopped after 0 of 3 attempts.")
+        .await;
+    p.wait_idle().await;
+    // A battle step, stopped with the `stop` command, then `resign`.
+    p.run("solve").await;
+    p.inputs.send(Input::Line("solve 2".into())).await.unwrap();
+    p.wait_for_line(|l| l == "--- Computing problem... ---")
+        .await;
+    assert_eq!(p.status.mode, Mode::Solving);
+    p.inputs.send(Input::Line("stop".into())).await.unwrap();
+    p.wait_for_line(|l| l == "Stopped after 0 of 2 steps.")
+        .await;
+    p.run("resign").await;
+    assert_eq!(p.status.mode, Mode::Mining);
+}
+
+#[tokio::test]
+async fn story_text_pauses_and_can_be_skipped() {
+    let node = TestNode::start().await;
+    let mut opts = options(Some("eve"), None, 6);
+    opts.no_pauses = false;
+    opts.clock = Some(Arc::new(SystemClock));
+    opts.content = Some(content_with(&[(
+        "story_pause_ms: 2000",
+        "story_pause_ms: 600000",
+    )]));
+    let (mut p, greeting) = Player::start(node.kv.clone(), opts).await;
+    let first = "The autumn of 2010. You have just enrolled at Carnegie Mellon as a computer science undergraduate.";
+    let last = "Your laptop has one CPU, a broken fan and no consensus algorithm. You start mining anyway.";
+    assert!(greeting.contains(&first.to_owned()) || p.wait_for_line(|l| l == first).await == first);
+    assert!(
+        !greeting.contains(&last.to_owned()),
+        "the story did not pause"
+    );
+    // Input is live during the story; Esc (Interrupt) tells the rest at once.
+    assert_eq!(p.run("stats").await.len(), 6);
+    p.inputs.send(Input::Interrupt).await.unwrap();
+    p.wait_for_line(|l| l == last).await;
+}
+
+#[tokio::test]
+async fn promotion_unlocks_hardware_and_breakdowns_restart_on_one_cpu() {
+    let node = TestNode::start().await;
+    let mut opts = options(Some("fay"), None, 8);
+    opts.content = Some(content_with(&[
+        ("problem: Some(100)", "problem: Some(3)"),
+        ("progress_percent: 80", "progress_percent: 100"),
+        ("break_percent: 15", "break_percent: 0"),
+    ]));
+    let (mut p, _) = Player::start(node.kv.clone(), opts).await;
+    p.run("solve").await;
+    let out = p.run("solve 10").await;
+    assert_eq!(
+        out[..5],
+        [
+            "--- Computing problem... ---",
+            "The problem has 2 remaining steps.",
+            "--- Computing problem... ---",
+            "The problem has 1 remaining steps.",
+            "--- Computing problem... ---",
+        ]
+    );
+    assert_eq!(out[5], "--- Promoted to Masters! ---");
+    assert_eq!(out.last().unwrap(), "(new machines added to your shop)");
+    assert_eq!(p.status.mode, Mode::Mining, "the battle is over");
+    assert_eq!(p.status.rank, "Masters");
+    let shop = p.run("shop").await;
+    assert!(shop.iter().any(|l| l.contains("Nvidia GPUs")), "{shop:?}");
+
+    // Breakdowns: every step breaks something until nothing is left.
+    let mut opts = options(Some("gus"), Some("gus"), 9);
+    opts.content = Some(content_with(&[
+        ("progress_percent: 80", "progress_percent: 0"),
+        ("break_percent: 15", "break_percent: 100"),
+    ]));
+    let (mut g, _) = Player::start(node.kv.clone(), opts).await;
+    g.run("mine 20").await;
+    g.run("buy cpu 5").await;
+    g.run("solve").await;
+    let out = g.run("solve 10").await;
+    assert_eq!(
+        out[1],
+        "Disaster! Your Xeon CPUs overheat: 1 of 6 still work."
+    );
+    assert_eq!(
+        out[3],
+        "Disaster! Your Xeon CPUs overheat: 0 of 1 still work."
+    );
+    assert!(out.contains(
+        &"You log in to a Hunt Library computer and start again on a single CPU.".to_owned()
+    ));
+    assert_eq!(g.status.mode, Mode::Mining);
+    assert_eq!(g.status.power, 1);
+}
+
+#[tokio::test]
+async fn shared_names_are_told_apart_and_gifts_accept_the_tag() {
+    let node = TestNode::start().await;
+    let (mut a, _) = Player::start(node.kv.clone(), options(Some("sam"), Some("id-aaa1"), 1)).await;
+    let (mut b, _) = Player::start(
+        node.client().await,
+        options(Some("sam"), Some("id-bbb2"), 2),
+    )
+    .await;
+    a.run("mine 10").await;
+    let out = a
+        .run_until("give sam 1", |out| out[0].starts_with("Several players"))
+        .await;
+    assert_eq!(out, ["Several players are called that: sam#aa1, sam#bb2."]);
+    assert_eq!(
+        a.run("give sam#bb2 1").await,
+        ["You gave 1 coin to sam#bb2."]
+    );
+    b.wait_for_line(|l| l == "--- sam#aa1 gave you 1 coin. ---")
+        .await;
+    b.run_until("stats", |out| out[0] == "Name: sam#bb2").await;
 }

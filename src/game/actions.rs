@@ -399,10 +399,7 @@ impl<K: Kv> Session<K> {
     }
 
     async fn quit(&mut self) {
-        if let Some(job) = self.job.take() {
-            let _ = job.cancel.send(true);
-            let _ = job.handle.await;
-        }
+        self.stop_job().await;
         let name = match self.world().await {
             Ok(world) => names::display_names(&world)
                 .remove(&self.ctx.id)

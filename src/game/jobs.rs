@@ -22,6 +22,10 @@ impl<K: Kv> Session<K> {
     /// Refuses a second long action while one runs; story text is cut short instead.
     async fn busy(&mut self) -> bool {
         self.finish_story().await;
+        if self.job.as_ref().is_some_and(|job| *job.cancel.borrow()) {
+            // Already told to stop: let it finish rather than refuse.
+            self.stop_job().await;
+        }
         let Some(job) = &self.job else { return false };
         let what = match job.kind {
             JobKind::Mining => "mining",
@@ -110,10 +114,7 @@ impl<K: Kv> Session<K> {
 
     /// `resign`: leaves the battle (stopping any step being computed).
     pub(super) async fn resign(&mut self) {
-        if let Some(job) = self.job.take() {
-            let _ = job.cancel.send(true);
-            let _ = job.handle.await;
-        }
+        self.stop_job().await;
         self.mode = Mode::Mining;
         self.battle_rank = None;
         let text = self.ctx.content.story.resign.clone();
@@ -190,7 +191,7 @@ async fn mine<K: Kv>(
         } else {
             ctx.line(LineKind::Event, "Didn't mine a coin.").await;
         }
-        let _ = tx.send(JobMsg::Refresh).await;
+        let _ = tx.try_send(JobMsg::Refresh);
         progress(&ctx, "Mining", i, attempts).await;
     }
     JobEnd::Finished
@@ -250,7 +251,7 @@ async fn battle<K: Kv>(
                 return JobEnd::Finished;
             }
         };
-        let _ = tx.send(JobMsg::Refresh).await;
+        let _ = tx.try_send(JobMsg::Refresh);
         if let Some(end) = report_step(&ctx, outcome, &mut epoch, &mut cancel).await {
             return end;
         }

@@ -99,52 +99,77 @@ pub fn diff(content: &Content, last: &World, now: &World, me: &str, now_ms: u64)
     let shown = names::display_names(now);
     let my_loc = now.player(me).loc.unwrap_or_default();
     let recent_ms = content.rules.chat.recent_secs.saturating_mul(1000);
-    let event = |text: String| Line::new(LineKind::Event, format!("--- {text} ---"));
     let mut lines = Vec::new();
     for p in now.characters().filter(|p| p.id != me) {
         let name = shown.get(&p.id).cloned().unwrap_or_default();
         let before = last.players.get(&p.id).filter(|b| b.exists());
         let Some(before) = before else {
+            // Someone new (or newly synced): their gifts to me count from zero, and only
+            // their recent chat is shown.
             if online(content, p, now_ms) {
                 lines.push(event(format!("{name} has joined the world.")));
             }
+            lines.extend(gift_line(content, &PlayerRecord::default(), p, &name, me));
             lines.extend(chat_lines(p, &name, &my_loc, |line| {
                 line.at_ms.saturating_add(recent_ms) >= now_ms
             }));
             continue;
         };
-        if before.name != p.name {
-            let old = before.name.clone().unwrap_or_default();
-            lines.push(event(format!("{old} is now known as {name}.")));
-        }
-        if before.loc != p.loc {
-            let to = p.loc.clone().unwrap_or_default();
-            let text = if to == my_loc {
-                format!("{name} arrives here.")
-            } else if before.loc.as_deref() == Some(my_loc.as_str()) {
-                format!("{name} leaves for {}.", content.location_name(&to))
-            } else {
-                format!("{name} walks to {}.", content.location_name(&to))
-            };
-            lines.push(event(text));
-        }
-        let (old_rank, new_rank) = (
-            ledger::rank_index(content, before),
-            ledger::rank_index(content, p),
-        );
-        if new_rank > old_rank {
-            let rank = &content.rank(new_rank).id;
-            lines.push(event(format!("{name} has been promoted to {rank}!")));
-        }
-        let gift = |r: &PlayerRecord| r.gave.get(me).copied().unwrap_or(0);
-        if gift(p) > gift(before) {
-            let coins = gift(p) - gift(before);
-            lines.push(event(format!("{name} gave you {}.", content.coins(coins))));
-        }
+        lines.extend(changes(content, before, p, &name, &my_loc));
+        lines.extend(gift_line(content, before, p, &name, me));
         let heard = before.chat.iter().map(|l| l.seq).max().unwrap_or(0);
         lines.extend(chat_lines(p, &name, &my_loc, |line| line.seq > heard));
     }
     lines
+}
+
+fn event(text: String) -> Line {
+    Line::new(LineKind::Event, format!("--- {text} ---"))
+}
+
+/// A known player's new name, location or rank.
+fn changes(
+    content: &Content,
+    before: &PlayerRecord,
+    p: &PlayerRecord,
+    name: &str,
+    my_loc: &str,
+) -> Vec<Line> {
+    let mut lines = Vec::new();
+    if before.name != p.name {
+        let old = before.name.clone().unwrap_or_default();
+        lines.push(event(format!("{old} is now known as {name}.")));
+    }
+    if before.loc != p.loc {
+        let to = p.loc.clone().unwrap_or_default();
+        let text = if to == my_loc {
+            format!("{name} arrives here.")
+        } else if before.loc.as_deref() == Some(my_loc) {
+            format!("{name} leaves for {}.", content.location_name(&to))
+        } else {
+            format!("{name} walks to {}.", content.location_name(&to))
+        };
+        lines.push(event(text));
+    }
+    let new_rank = ledger::rank_index(content, p);
+    if new_rank > ledger::rank_index(content, before) {
+        let rank = &content.rank(new_rank).id;
+        lines.push(event(format!("{name} has been promoted to {rank}!")));
+    }
+    lines
+}
+
+/// Coins `p` gave `me` since `before`.
+fn gift_line(
+    content: &Content,
+    before: &PlayerRecord,
+    p: &PlayerRecord,
+    name: &str,
+    me: &str,
+) -> Option<Line> {
+    let gift = |r: &PlayerRecord| r.gave.get(me).copied().unwrap_or(0);
+    let coins = gift(p).checked_sub(gift(before)).filter(|&c| c > 0)?;
+    Some(event(format!("{name} gave you {}.", content.coins(coins))))
 }
 
 fn chat_lines(

@@ -275,10 +275,7 @@ impl<K: Kv> Session<K> {
                 self.refresh_status().await;
             }
         }
-        if let Some(job) = self.job.take() {
-            let _ = job.cancel.send(true);
-            job.handle.abort();
-        }
+        self.stop_job().await;
         self.ctx.send(Event::Quit).await;
     }
 
@@ -313,17 +310,18 @@ impl<K: Kv> Session<K> {
         match msg {
             JobMsg::Refresh => {}
             JobMsg::Done(generation, end) => {
-                if self
-                    .job
-                    .as_ref()
-                    .is_some_and(|j| j.generation == generation)
-                {
-                    self.job = None;
+                // A job stopped by `stop_job` was already reported ended.
+                if self.job.as_ref().is_none_or(|j| j.generation != generation) {
+                    return;
                 }
+                self.job = None;
                 if end == JobEnd::BattleOver && self.mode == Mode::Solving {
                     self.mode = Mode::Mining;
                     self.battle_rank = None;
                 }
+                // The status first, so a front end sees the new prompt when the job ends.
+                self.refresh_status().await;
+                self.ctx.send(Event::Progress(None)).await;
             }
         }
     }
@@ -398,11 +396,9 @@ impl<K: Kv> Session<K> {
         let (cancel, cancel_rx) = watch::channel(false);
         let rng = StdRng::seed_from_u64(self.rng.random());
         let future = body(self.ctx.clone(), rng, cancel_rx, self.job_tx.clone());
-        let ctx = self.ctx.clone();
         let done_tx = self.job_tx.clone();
         let handle = tokio::spawn(async move {
             let end = future.await;
-            ctx.send(Event::Progress(None)).await;
             let _ = done_tx.send(JobMsg::Done(generation, end)).await;
         });
         self.job = Some(Job {
@@ -419,10 +415,17 @@ impl<K: Kv> Session<K> {
             .job
             .as_ref()
             .is_some_and(|job| job.kind == JobKind::Story)
-            && let Some(job) = self.job.take()
         {
+            self.stop_job().await;
+        }
+    }
+
+    /// Stops the running job, if any, and waits until it has.
+    pub async fn stop_job(&mut self) {
+        if let Some(job) = self.job.take() {
             let _ = job.cancel.send(true);
             let _ = job.handle.await;
+            self.ctx.send(Event::Progress(None)).await;
         }
     }
 

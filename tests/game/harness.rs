@@ -83,6 +83,8 @@ pub struct Player {
     pub backlog: Vec<(LineKind, String)>,
     /// Names chosen (Event::NameChosen).
     pub chosen: Vec<String>,
+    /// Whether a long action runs, as far as the events read so far say.
+    pub busy: bool,
     marks: u64,
 }
 
@@ -96,6 +98,7 @@ impl Player {
             status: Status::default(),
             backlog: Vec::new(),
             chosen: Vec::new(),
+            busy: false,
             marks: 0,
         };
         let greeting = player.run_raw("").await;
@@ -110,6 +113,7 @@ impl Player {
         match &event {
             Some(Event::Status(status)) => self.status = status.clone(),
             Some(Event::NameChosen(name)) => self.chosen.push(name.clone()),
+            Some(Event::Progress(progress)) => self.busy = progress.is_some(),
             _ => {}
         }
         event
@@ -121,7 +125,10 @@ impl Player {
         self.marks += 1;
         let mark = format!("# mark {}", self.marks);
         if !line.is_empty() {
-            self.inputs.send(Input::Line(line.to_owned())).await.unwrap();
+            self.inputs
+                .send(Input::Line(line.to_owned()))
+                .await
+                .unwrap();
         }
         self.inputs.send(Input::Line(mark.clone())).await.unwrap();
         let mut out = Vec::new();
@@ -131,7 +138,8 @@ impl Player {
             match self.next().await {
                 Some(Event::Line(l)) if l.kind == LineKind::Echo => marked |= l.text == mark,
                 Some(Event::Line(l)) => out.push((l.kind, l.text)),
-                Some(Event::Progress(p)) => busy = p.is_some(),
+                // Story text runs on by itself; mining and solving are waited for.
+                Some(Event::Progress(p)) => busy = p.is_some_and(|p| p.label != "Story"),
                 Some(Event::Quit) | None => break,
                 Some(_) => {}
             }
@@ -141,7 +149,11 @@ impl Player {
 
     /// Sends a line and returns its output's texts.
     pub async fn run(&mut self, line: &str) -> Vec<String> {
-        self.run_raw(line).await.into_iter().map(|(_, t)| t).collect()
+        self.run_raw(line)
+            .await
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
     }
 
     /// Waits until a line (from any command or from news) satisfies `wanted`.
@@ -159,15 +171,35 @@ impl Player {
         }
     }
 
+    /// Waits until no long action runs (lines that arrive meanwhile go to the backlog).
+    pub async fn wait_idle(&mut self) {
+        while self.busy {
+            match self.next().await {
+                Some(Event::Line(l)) if l.kind != LineKind::Echo => {
+                    self.backlog.push((l.kind, l.text))
+                }
+                Some(Event::Quit) | None => panic!("the session ended"),
+                Some(_) => {}
+            }
+        }
+    }
+
     /// Runs `line` until its output satisfies `wanted` (the world may take a moment to sync).
-    pub async fn run_until(&mut self, line: &str, wanted: impl Fn(&[String]) -> bool) -> Vec<String> {
+    pub async fn run_until(
+        &mut self,
+        line: &str,
+        wanted: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
         let start = tokio::time::Instant::now();
         loop {
             let out = self.run(line).await;
             if wanted(&out) {
                 return out;
             }
-            assert!(start.elapsed() < DEADLINE, "{line}: never got it; last: {out:?}");
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{line}: never got it; last: {out:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
