@@ -728,3 +728,133 @@ async fn shared_names_are_told_apart_and_gifts_accept_the_tag() {
         .await;
     b.run_until("stats", |out| out[0] == "Name: sam#bb2").await;
 }
+
+/// Runs `cmud --plain` on `dir` with `stdin`, returning (exit code, stdout, stderr).
+async fn plain(dir: &std::path::Path, extra: &[&str], stdin: &str) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    use tokio::process::Command;
+    let mut args = vec![
+        "--plain".to_owned(),
+        "--no-mdns".into(),
+        "--rpc-port".into(),
+        "0".into(),
+        "--actors".into(),
+        "2".into(),
+        "--listen".into(),
+        "/ip4/127.0.0.1/tcp/0".into(),
+        "--data-dir".into(),
+        dir.join("data").display().to_string(),
+        "--config".into(),
+        dir.join("config.ron").display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cmud"))
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let output = tokio::time::timeout(DEADLINE, child.wait_with_output())
+        .await
+        .expect("cmud --plain did not exit")
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn plain_transcript_asks_for_a_name_and_exits_zero_at_end_of_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = Content::embedded();
+    let story = &content.story;
+    let mut expected: Vec<String> = story.banner.clone();
+    expected.extend(story.ask_name.clone());
+    let rows: &[(&str, &[&str])] = &[
+        ("", &[]),
+        ("# a comment is ignored", &[]),
+        ("alice", &[]),
+        (
+            "stats",
+            &[
+                "Name: alice",
+                "Rank: Undergraduate",
+                "Location: Gates 5th Floor",
+                "Coins: 0",
+                "Power: 1",
+                "Problem: 100 of 100 steps remaining",
+            ],
+        ),
+        ("move fence", &["You walk to The Fence."]),
+        ("map", &["--- The Fence (fence) ---", "alice"]),
+        ("say hi", &["You say: hi"]),
+        (
+            "buy gpu",
+            &["Nvidia GPUs are not sold to you yet: they unlock at Masters."],
+        ),
+        (
+            "mine -1",
+            &["The number of attempts must be a whole number from 1 to 1000, not \"-1\"."],
+        ),
+        (
+            "frobnicate",
+            &["Unknown command \"frobnicate\". Type `help` for the list."],
+        ),
+    ];
+    let mut stdin = String::new();
+    for (input, output) in rows {
+        stdin.push_str(input);
+        stdin.push('\n');
+        if *input == "alice" {
+            expected.extend(story.intro.clone());
+        }
+        expected.extend(output.iter().map(|s| s.to_string()));
+    }
+    expected.push("Goodbye, alice. The world keeps your character until you come back.".into());
+    let (code, stdout, stderr) = plain(dir.path(), &[], &stdin).await;
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let got: Vec<&str> = stdout.lines().collect();
+    assert_eq!(got, expected, "stderr: {stderr}");
+    let profile = std::fs::read_to_string(dir.path().join("profile.ron")).unwrap();
+    assert!(profile.contains("\"alice\""), "{profile}");
+
+    // The name is remembered; `quit` ends the game before the rest of the input; a script
+    // waits for mining before its next command.
+    let (code, stdout, stderr) = plain(dir.path(), &[], "mine 1\nstats\nquit\nstats\n").await;
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert!(stdout.contains("Welcome back, alice!"), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let mined = lines
+        .iter()
+        .position(|l| l.starts_with("Successfully mined") || *l == "Didn't mine a coin.")
+        .expect("a mining result");
+    let named: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i] == "Name: alice")
+        .collect();
+    assert_eq!(
+        named.len(),
+        2,
+        "once on entering, once for `stats`: {stdout}"
+    );
+    assert!(
+        named[1] > mined,
+        "stats ran before mining finished: {stdout}"
+    );
+    assert!(lines.last().unwrap().starts_with("Goodbye, alice."));
+}
+
+#[tokio::test]
+async fn plain_takes_the_name_from_the_flag_and_refuses_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, _) = plain(dir.path(), &["--name", "a/b"], "bob\nstats\n").await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("Cannot play as \"a/b\""), "{stdout}");
+    assert!(stdout.contains("Name: bob"), "{stdout}");
+}
