@@ -24,4 +24,6 @@ pub mod news;
 pub mod player;
 pub mod schema;
 pub mod session;
+#[cfg(test)]
+mod sim_tests;
 mod social;
