@@ -10,7 +10,7 @@ use super::content::fill;
 use super::events::{Event, LineKind, Mode};
 use super::ledger;
 use super::names;
-use super::player::{Change, Count, Outcome};
+use super::player::{Change, Outcome};
 use super::schema::World;
 use super::session::Session;
 use crate::rpc::{Kv, KvError};
@@ -35,6 +35,12 @@ impl<K: Kv> Session<K> {
         };
         let wanted = self.wanted_name.take();
         let max = self.ctx.content.rules.max_name_chars;
+        if wanted.is_none()
+            && let Some(name) = &stored
+        {
+            // The world knows this player but the front end did not: let it remember.
+            self.ctx.send(Event::NameChosen(name.clone())).await;
+        }
         match wanted.or(stored) {
             Some(name) => match names::validate(&name, max) {
                 Ok(()) => self.enter(name).await,
@@ -264,137 +270,6 @@ impl<K: Kv> Session<K> {
         self.ctx.player.apply(Change::Move(loc.id.clone())).await?;
         let text = format!("You walk to {}.", loc.name);
         self.ctx.line(LineKind::Info, text).await;
-        Ok(())
-    }
-
-    async fn shop(&mut self) -> Result<(), KvError> {
-        let world = self.world().await?;
-        let rank = self.my_rank(&world);
-        let content = &self.ctx.content;
-        let mut lines = vec!["The shop sells:".to_owned()];
-        for hw in content.rules.hardware.iter() {
-            if content.unlocked(hw, rank) {
-                lines.push(format!(
-                    "  {:<12} {:<24} {} each, power {}",
-                    hw.id,
-                    hw.name,
-                    content.coins(hw.price),
-                    hw.power
-                ));
-            }
-        }
-        if content
-            .rules
-            .hardware
-            .iter()
-            .any(|hw| !content.unlocked(hw, rank))
-        {
-            lines.push("More machines arrive with each promotion.".to_owned());
-        }
-        for text in lines {
-            self.ctx.line(LineKind::Info, text).await;
-        }
-        Ok(())
-    }
-
-    async fn buy(&mut self, rest: &str) -> Result<(), KvError> {
-        let args: Vec<&str> = rest.split_whitespace().collect();
-        let usage = "Usage: buy <hardware> [n|max], for example `buy cpu 3`.";
-        let (hw_name, count) = match args.as_slice() {
-            [hw] => (*hw, Ok(Count::Exactly(1))),
-            [hw, n] if n.eq_ignore_ascii_case("max") => (*hw, Ok(Count::Max)),
-            [hw, n] => (
-                *hw,
-                commands::count(n, "The number to buy", u64::MAX).map(Count::Exactly),
-            ),
-            _ => return self.ctx.reply(LineKind::Error, usage).await,
-        };
-        let count = match count {
-            Ok(count) => count,
-            Err(why) => return self.ctx.reply(LineKind::Error, why).await,
-        };
-        let content = self.ctx.content.clone();
-        let Some(hw) = content.hardware(hw_name) else {
-            let world = self.world().await?;
-            let rank = self.my_rank(&world);
-            let sold: Vec<&str> = content
-                .rules
-                .hardware
-                .iter()
-                .filter(|hw| content.unlocked(hw, rank))
-                .map(|hw| hw.id.as_str())
-                .collect();
-            let text = format!(
-                "Unknown hardware {:?}. The shop sells: {}.",
-                commands::shorten(hw_name),
-                sold.join(", ")
-            );
-            return self.ctx.reply(LineKind::Error, text).await;
-        };
-        let change = Change::Buy {
-            hw: hw.id.clone(),
-            count,
-        };
-        let currency = &content.rules.currency;
-        let (kind, text) = match self.ctx.player.apply(change).await? {
-            Outcome::Bought { units, cost } => (
-                LineKind::Info,
-                format!(
-                    "You have purchased {units} {} for {}.",
-                    hw.name,
-                    content.coins(cost)
-                ),
-            ),
-            Outcome::Locked => (
-                LineKind::Error,
-                format!(
-                    "{} are not sold to you yet: they unlock at {}.",
-                    hw.name, hw.unlocked_at
-                ),
-            ),
-            Outcome::Unaffordable { needed, balance } => (
-                LineKind::Error,
-                match (count, needed) {
-                    (Count::Max, _) => format!(
-                        "You cannot afford a single one of the {} ({} {currency} each); you have {balance}.",
-                        hw.name, hw.price
-                    ),
-                    (_, Some(needed)) => format!(
-                        "You cannot afford that: it costs {} and you have {balance}.",
-                        content.coins(needed)
-                    ),
-                    (_, None) => {
-                        format!("You cannot afford that many; you have {balance} {currency}.")
-                    }
-                },
-            ),
-            other => (LineKind::Error, format!("The shop is confused: {other:?}")),
-        };
-        self.ctx.line(kind, text).await;
-        Ok(())
-    }
-
-    /// `inv`.
-    pub(super) async fn inventory(&mut self) -> Result<(), KvError> {
-        let world = self.world().await?;
-        let content = &self.ctx.content;
-        let me = world.player(&self.ctx.id);
-        let rank = self.my_rank(&world);
-        let mut lines = vec![format!(
-            "{}: {}",
-            capitalise(&content.rules.currency),
-            ledger::balance(&world, &self.ctx.id)
-        )];
-        for hw in &content.rules.hardware {
-            let owned = me.hardware.get(&hw.id).copied().unwrap_or(0);
-            if content.unlocked(hw, rank) || owned > 0 {
-                lines.push(format!("  {}: {owned}", hw.name));
-            }
-        }
-        lines.push(format!("Power: {}", ledger::power(content, &me)));
-        for text in lines {
-            self.ctx.line(LineKind::Info, text).await;
-        }
         Ok(())
     }
 

@@ -221,6 +221,13 @@ impl Content {
     }
 
     fn check(&self) -> Result<(), ContentError> {
+        self.check_ids()?;
+        self.check_ranks()?;
+        self.check_numbers()
+    }
+
+    /// Every id is one word, without '/', and used once.
+    fn check_ids(&self) -> Result<(), ContentError> {
         let bad = |msg: String| Err(ContentError::Invalid(msg));
         let r = &self.rules;
         if r.ranks.is_empty() || r.hardware.is_empty() || r.locations.is_empty() {
@@ -241,6 +248,13 @@ impl Content {
                 return bad(format!("id {id:?} is used twice"));
             }
         }
+        Ok(())
+    }
+
+    /// Every rank but the last has a problem, and the story text for it.
+    fn check_ranks(&self) -> Result<(), ContentError> {
+        let bad = |msg: String| Err(ContentError::Invalid(msg));
+        let r = &self.rules;
         let last = r.ranks.len() - 1;
         for (i, rank) in r.ranks.iter().enumerate() {
             match (rank.problem, i == last) {
@@ -257,6 +271,13 @@ impl Content {
                 return bad(format!("story: no promotion text for {}", rank.id));
             }
         }
+        Ok(())
+    }
+
+    /// Hardware, start, and the numbers of play make sense.
+    fn check_numbers(&self) -> Result<(), ContentError> {
+        let bad = |msg: String| Err(ContentError::Invalid(msg));
+        let r = &self.rules;
         for hw in &r.hardware {
             if hw.price == 0 || hw.power == 0 {
                 return bad(format!(
@@ -285,7 +306,9 @@ impl Content {
             return bad("new players need some hardware".into());
         }
         let s = &r.solving;
-        if r.mining.success_percent > 100 || s.progress_percent + s.break_percent > 100 {
+        if r.mining.success_percent > 100
+            || s.progress_percent.saturating_add(s.break_percent) > 100
+        {
             return bad("percentages must not add up to more than 100".into());
         }
         if s.break_divisor < 2 || r.chat.ring == 0 || r.max_name_chars == 0 || r.poll_ms == 0 {

@@ -11,11 +11,12 @@ use tokio::sync::{mpsc, watch};
 
 use super::commands;
 use super::content::Content;
+use super::ctx::Ctx;
 use super::events::{Event, LineKind, Mode, Progress};
 use super::ledger;
 use super::player::{Change, Outcome};
 use super::schema::World;
-use super::session::{Ctx, JobEnd, JobKind, JobMsg, Session};
+use super::session::{JobEnd, JobKind, JobMsg, Session};
 use crate::rpc::Kv;
 
 impl<K: Kv> Session<K> {
@@ -209,7 +210,11 @@ fn roll(rng: &mut StdRng, content: &Content) -> Roll {
     let roll = rng.random_range(0..100);
     if roll < solving.progress_percent {
         Roll::Progress
-    } else if roll < solving.progress_percent + solving.break_percent {
+    } else if roll
+        < solving
+            .progress_percent
+            .saturating_add(solving.break_percent)
+    {
         Roll::Break
     } else {
         Roll::Stuck
@@ -283,25 +288,7 @@ async fn report_step<K: Kv>(
             None
         }
         Outcome::Promoted { rank } => {
-            let new_rank = content.rank(rank).id.clone();
-            ctx.line(LineKind::Event, format!("--- Promoted to {new_rank}! ---"))
-                .await;
-            let lines = content
-                .story
-                .promotions
-                .get(&new_rank)
-                .cloned()
-                .unwrap_or_default();
-            ctx.story(&lines, cancel).await;
-            if content
-                .rules
-                .hardware
-                .iter()
-                .any(|hw| hw.unlocked_at == new_rank)
-            {
-                ctx.line(LineKind::Story, content.story.new_machines.clone())
-                    .await;
-            }
+            promoted(ctx, rank, cancel).await;
             Some(JobEnd::BattleOver)
         }
         Outcome::Broke {
@@ -329,5 +316,29 @@ async fn report_step<K: Kv>(
             ctx.line(LineKind::Event, text).await;
             Some(JobEnd::BattleOver)
         }
+    }
+}
+
+/// Tells a promotion to rank `rank`.
+async fn promoted<K: Kv>(ctx: &Ctx<K>, rank: usize, cancel: &mut watch::Receiver<bool>) {
+    let content = &ctx.content;
+    let new_rank = content.rank(rank).id.clone();
+    ctx.line(LineKind::Event, format!("--- Promoted to {new_rank}! ---"))
+        .await;
+    let lines = content
+        .story
+        .promotions
+        .get(&new_rank)
+        .cloned()
+        .unwrap_or_default();
+    ctx.story(&lines, cancel).await;
+    let unlocks = content
+        .rules
+        .hardware
+        .iter()
+        .any(|hw| hw.unlocked_at == new_rank);
+    if unlocks {
+        ctx.line(LineKind::Story, content.story.new_machines.clone())
+            .await;
     }
 }

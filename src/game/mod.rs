@@ -16,6 +16,7 @@ mod actions;
 pub mod clock;
 pub mod commands;
 pub mod content;
+mod ctx;
 pub mod events;
 mod jobs;
 pub mod ledger;
@@ -24,6 +25,7 @@ pub mod news;
 pub mod player;
 pub mod schema;
 pub mod session;
+mod shop;
 #[cfg(test)]
 mod sim_tests;
 mod social;

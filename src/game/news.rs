@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 
 use super::content::Content;
+use super::ctx::Ctx;
 use super::events::{Line, LineKind, Mode, Presence, Status, SyncState};
 use super::ledger;
 use super::names;
 use super::schema::{PlayerRecord, Scope, World};
-use super::session::Ctx;
 use crate::rpc::{Kv, KvError};
 
 /// The last look at the world.
