@@ -581,7 +581,11 @@ async fn a_character_survives_a_restart() {
         "{greeting:?}"
     );
     assert_eq!(p.status.mode, Mode::Mining, "no name is asked again");
-    assert_eq!(p.chosen, ["carol"], "the front end is told the name to remember");
+    assert_eq!(
+        p.chosen,
+        ["carol"],
+        "the front end is told the name to remember"
+    );
     assert_eq!(p.run("stats").await, before);
     assert!(before.contains(&"Location: Randy Pausch Bridge".to_owned()));
     let w = world(&node.kv).await;

@@ -61,6 +61,8 @@ struct Repl {
     eof: bool,
     /// Whether `quit` was sent.
     quit_sent: bool,
+    /// Whether the prompt is the last thing on the screen (a terminal only).
+    prompt_visible: bool,
 }
 
 impl Repl {
@@ -92,6 +94,7 @@ where
         busy: false,
         eof: false,
         quit_sent: false,
+        prompt_visible: false,
     };
     // The first mark's echo comes once the greeting is done.
     let _ = inputs.send(Input::Line(SYNC_MARK.to_owned())).await;
@@ -106,6 +109,7 @@ where
                     let _ = inputs.send(Input::Line(line)).await;
                     let _ = inputs.send(Input::Line(SYNC_MARK.to_owned())).await;
                     repl.unacknowledged += 1;
+                    repl.prompt_visible = false;
                 }
                 buf.clear();
             }
@@ -114,6 +118,14 @@ where
                 remember(&event);
                 if !show(&mut repl, &event, out)? {
                     return Ok(());
+                }
+                // Background news (chat, gifts) printed over the prompt: show it again.
+                if repl.interactive && !repl.prompt_visible && repl.unacknowledged == 0
+                    && !repl.eof && events.is_empty()
+                {
+                    write!(out, "{}", repl.mode.prompt())?;
+                    out.flush()?;
+                    repl.prompt_visible = true;
                 }
             }
             _ = tokio::signal::ctrl_c(), if repl.interactive => {
@@ -139,10 +151,18 @@ fn show<W: Write>(repl: &mut Repl, event: &Event, out: &mut W) -> std::io::Resul
                 repl.unacknowledged = repl.unacknowledged.saturating_sub(1);
                 if repl.interactive && repl.unacknowledged == 0 && !repl.eof {
                     write!(out, "{}", repl.mode.prompt())?;
+                    repl.prompt_visible = true;
                 }
             }
         }
-        Event::Line(line) => writeln!(out, "{}", line.text)?,
+        Event::Line(line) => {
+            if repl.prompt_visible {
+                // Start below the prompt rather than after it.
+                writeln!(out)?;
+                repl.prompt_visible = false;
+            }
+            writeln!(out, "{}", line.text)?;
+        }
         Event::Status(status) => repl.mode = status.mode,
         Event::Progress(progress) => repl.busy = progress.is_some(),
         Event::Quit => {
