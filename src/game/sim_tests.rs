@@ -179,3 +179,27 @@ proptest! {
         runtime.block_on(play(ops))?;
     }
 }
+
+#[tokio::test]
+async fn chat_is_a_ring_so_the_world_does_not_grow() {
+    let kv = MemKv::default();
+    let content = Content::embedded();
+    let clock = Arc::new(InstantClock::new(0));
+    let handle = PlayerHandle::spawn(kv.clone(), "talker".into(), content.clone(), clock);
+    let name = "talker".to_owned();
+    handle.apply(Change::Enter { name }).await.unwrap();
+    for i in 1..=150u64 {
+        let change = Change::Chat {
+            scope: super::schema::Scope::Shout,
+            text: format!("line {i}"),
+        };
+        handle.apply(change).await.unwrap();
+    }
+    let world = World::from_pairs(kv.list("p/").await.unwrap());
+    let chat = &world.player("talker").chat;
+    let ring = usize::try_from(content.rules.chat.ring).unwrap();
+    assert_eq!(chat.len(), ring);
+    assert_eq!(chat.last().unwrap().text, "line 150");
+    assert_eq!(chat.first().unwrap().seq, 150 - content.rules.chat.ring + 1);
+    assert_eq!(kv.list("p/talker/chat/").await.unwrap().len(), ring);
+}
