@@ -863,3 +863,31 @@ async fn plain_takes_the_name_from_the_flag_and_refuses_a_bad_one() {
     assert!(stdout.contains("Cannot play as \"a/b\""), "{stdout}");
     assert!(stdout.contains("Name: bob"), "{stdout}");
 }
+
+#[tokio::test]
+async fn players_without_a_recent_heartbeat_are_offline() {
+    let node = TestNode::start().await;
+    let clock = Arc::new(cmud::game::clock::InstantClock::starting_now());
+    let mut opts = options(Some("hal"), Some("idhal"), 1);
+    opts.clock = Some(clock.clone());
+    let (mut hal, _) = Player::start(node.kv.clone(), opts).await;
+    let (mut ivy, _) =
+        Player::start(node.client().await, options(Some("ivy"), Some("idivy"), 2)).await;
+    hal.run_until("who", |out| out[0] == "Online now (2):")
+        .await;
+    // Forty seconds later by hal's clock, ivy's heartbeat (every 10 s) is too old.
+    clock.advance(Duration::from_secs(40));
+    assert_eq!(
+        hal.run("who").await,
+        ["Online now (1):", "  hal - Undergraduate, Gates 5th Floor"]
+    );
+    assert_eq!(
+        hal.run("map").await,
+        ["--- Gates 5th Floor (5) ---", "hal, ivy (offline)"]
+    );
+    assert!(
+        ivy.run("who")
+            .await
+            .contains(&"  hal - Undergraduate, Gates 5th Floor".to_owned())
+    );
+}

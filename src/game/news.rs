@@ -63,7 +63,7 @@ impl News {
             clock_offset_ms: offset,
             clock_warning: offset > content.rules.clock_warning_ms,
             mode,
-            players: presence(content, &world, ctx.clock.now_ms()),
+            players: presence(content, &world, ctx.clock.now_ms(), &ctx.id),
         })
     }
 }
@@ -74,8 +74,8 @@ pub fn online(content: &Content, player: &PlayerRecord, now_ms: u64) -> bool {
     player.seen_ms.saturating_add(window) >= now_ms
 }
 
-/// Every character, online first, then by name.
-pub fn presence(content: &Content, world: &World, now_ms: u64) -> Vec<Presence> {
+/// Every character, online first, then by name. Player `me` is playing, so online.
+pub fn presence(content: &Content, world: &World, now_ms: u64, me: &str) -> Vec<Presence> {
     let shown = names::display_names(world);
     let mut players: Vec<Presence> = world
         .characters()
@@ -85,7 +85,7 @@ pub fn presence(content: &Content, world: &World, now_ms: u64) -> Vec<Presence> 
                 .location_name(p.loc.as_deref().unwrap_or_default())
                 .to_owned(),
             rank: content.rank(ledger::rank_index(content, p)).id.clone(),
-            online: online(content, p, now_ms),
+            online: p.id == me || online(content, p, now_ms),
         })
         .collect();
     players.sort_by(|a, b| {

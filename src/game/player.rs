@@ -5,7 +5,7 @@
 //! Owns the checks that guard coins (affordability, gifts) because they must be made in the
 //! same step as the write. It does not format text: it answers with an [`Outcome`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -386,13 +386,20 @@ impl<K: Kv> PlayerTask<K> {
         })
     }
 
+    /// Nothing is left after breaking `hw` (empty if nothing was owned at all): the player
+    /// starts again on the start hardware.
     async fn restart(&mut self, hw: String, before: u64) -> Result<Outcome, KvError> {
-        let mut writes = vec![(self.key(&field::hardware(&hw)), "0".to_owned())];
-        writes.retain(|_| !hw.is_empty());
-        for (start, units) in &self.content.rules.start_hardware {
-            writes.retain(|(key, _)| *key != self.key(&field::hardware(start)));
-            writes.push((self.key(&field::hardware(start)), units.to_string()));
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        if !hw.is_empty() {
+            counts.insert(&hw, 0);
         }
+        for (start, units) in &self.content.rules.start_hardware {
+            counts.insert(start, *units);
+        }
+        let writes: Vec<(String, String)> = counts
+            .into_iter()
+            .map(|(id, n)| (self.key(&field::hardware(id)), n.to_string()))
+            .collect();
         self.kv.put_many(&writes).await?;
         Ok(Outcome::Broke {
             hw,

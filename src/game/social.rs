@@ -24,7 +24,7 @@ impl<K: Kv> Session<K> {
                 .filter(|p| p.loc.as_deref() == Some(loc.id.as_str()))
                 .map(|p| {
                     let name = shown.get(&p.id).cloned().unwrap_or_default();
-                    if news::online(&content, p, now) {
+                    if p.id == self.ctx.id || news::online(&content, p, now) {
                         name
                     } else {
                         format!("{name} (offline)")
@@ -47,10 +47,15 @@ impl<K: Kv> Session<K> {
     /// `who`: the players online now.
     pub(super) async fn who(&mut self) -> Result<(), KvError> {
         let world = self.world().await?;
-        let online: Vec<_> = news::presence(&self.ctx.content, &world, self.ctx.clock.now_ms())
-            .into_iter()
-            .filter(|p| p.online)
-            .collect();
+        let online: Vec<_> = news::presence(
+            &self.ctx.content,
+            &world,
+            self.ctx.clock.now_ms(),
+            &self.ctx.id,
+        )
+        .into_iter()
+        .filter(|p| p.online)
+        .collect();
         let title = format!("Online now ({}):", online.len());
         self.ctx.line(LineKind::Info, title).await;
         for p in online {
