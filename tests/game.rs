@@ -333,33 +333,42 @@ async fn two_players_on_mirrored_nodes_see_each_other() {
 #[tokio::test]
 #[ignore = "needs the p2p branch"]
 async fn two_players_on_connected_nodes_see_each_other() {
-    use cmud::node::{Node, NodeOptions};
-    use cmud::p2p::NetworkOptions;
-    let network = |join: Vec<libp2p::Multiaddr>| NetworkOptions {
-        world: "cmud".into(),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        join,
-        mdns: false,
-        strict_listen: false,
-        max_clock_skew: Duration::from_secs(60),
+    use cmud::node::Node;
+    // Settings come from the command line, as `cmud --join ...` would make them, so this
+    // test keeps compiling whatever fields the network's options gain.
+    let settings = |dir: &std::path::Path, join: &[String]| {
+        let mut args = vec![
+            "cmud".to_owned(),
+            "--no-mdns".into(),
+            "--rpc-port".into(),
+            "0".into(),
+            "--actors".into(),
+            "2".into(),
+            "--listen".into(),
+            "/ip4/127.0.0.1/tcp/0".into(),
+            "--data-dir".into(),
+            dir.join("data").display().to_string(),
+            "--config".into(),
+            dir.join("config.ron").display().to_string(),
+        ];
+        for addr in join {
+            args.extend(["--join".to_owned(), addr.clone()]);
+        }
+        <cmud::cli::Cli as clap::Parser>::parse_from(args)
+            .settings()
+            .unwrap()
+            .node
     };
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut opts_a = NodeOptions::local(dir_a.path().join("w"), 2);
-    opts_a.network = Some(network(vec![]));
-    let node_a = Node::start(opts_a).await.unwrap();
+    let node_a = Node::start(settings(dir_a.path(), &[])).await.unwrap();
     let start = tokio::time::Instant::now();
     while node_a.shareable_addrs().is_empty() {
         assert!(start.elapsed() < DEADLINE, "node A never listened");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let join = node_a
-        .shareable_addrs()
-        .iter()
-        .map(|a| a.parse().unwrap())
-        .collect();
-    let mut opts_b = NodeOptions::local(dir_b.path().join("w"), 2);
-    opts_b.network = Some(network(join));
-    let node_b = Node::start(opts_b).await.unwrap();
+    let node_b = Node::start(settings(dir_b.path(), &node_a.shareable_addrs()))
+        .await
+        .unwrap();
     let kv_a = KvClient::connect(node_a.rpc_addr()).await.unwrap();
     let kv_b = KvClient::connect(node_b.rpc_addr()).await.unwrap();
     let (mut alice, _) = Player::start(kv_a, options(Some("alice"), None, 1)).await;
