@@ -367,10 +367,10 @@ impl<K: Kv> PlayerTask<K> {
         let index = usize::try_from(pick % owned.len() as u64).unwrap_or(0);
         let (hw, before) = owned[index];
         let after = before / self.content.rules.solving.break_divisor;
-        let left: u64 = owned
+        let left = owned
             .iter()
             .map(|&(id, n)| if id == hw { after } else { n })
-            .sum();
+            .fold(0u64, u64::saturating_add);
         if left == 0 {
             return self.restart(hw.to_owned(), before).await;
         }

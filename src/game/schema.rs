@@ -35,6 +35,22 @@ pub fn key(id: &str, field: &str) -> String {
     format!("{PLAYERS_PREFIX}{id}/{field}")
 }
 
+/// Longest name, rank or location read from the world, in characters.
+const MAX_FIELD_CHARS: usize = 64;
+
+/// Longest chat line read from the world, in characters.
+const MAX_CHAT_CHARS: usize = 1000;
+
+/// Text from the world made safe to show: peers are untrusted, so control characters
+/// (terminal escape sequences, newlines) are dropped and the length is capped.
+pub fn shown_text(value: &str, max_chars: usize) -> String {
+    value
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(max_chars)
+        .collect()
+}
+
 /// Field names (the part after `p/<id>/`).
 pub mod field {
     /// Display name.
@@ -117,7 +133,7 @@ impl ChatLine {
             "shout" => Scope::Shout,
             other => Scope::Say(other.strip_prefix("say:")?.to_owned()),
         };
-        let text = parts.next()?.to_owned();
+        let text = shown_text(parts.next()?, MAX_CHAT_CHARS);
         Some(ChatLine {
             seq,
             at_ms,
@@ -161,9 +177,9 @@ impl PlayerRecord {
         let number = || value.trim().parse::<u64>().ok();
         let (head, rest) = field.split_once('/').unwrap_or((field, ""));
         match (head, rest) {
-            (field::NAME, "") => self.name = Some(value.to_owned()),
-            (field::RANK, "") => self.rank = Some(value.to_owned()),
-            (field::LOC, "") => self.loc = Some(value.to_owned()),
+            (field::NAME, "") => self.name = Some(shown_text(value, MAX_FIELD_CHARS)),
+            (field::RANK, "") => self.rank = Some(shown_text(value, MAX_FIELD_CHARS)),
+            (field::LOC, "") => self.loc = Some(shown_text(value, MAX_FIELD_CHARS)),
             (field::MINED, "") => self.mined = number().unwrap_or(0),
             (field::SPENT, "") => self.spent = number().unwrap_or(0),
             (field::SEEN, "") => self.seen_ms = number().unwrap_or(0),
@@ -223,7 +239,8 @@ impl World {
             let Some((id, field)) = rest.split_once('/') else {
                 continue;
             };
-            if id.is_empty() {
+            // Ids are peer ids (base58); one with control characters is a peer's mischief.
+            if id.is_empty() || id.chars().any(char::is_control) {
                 continue;
             }
             let record = players
@@ -302,12 +319,22 @@ mod tests {
             ("p/A/chat/3", "nonsense"),
             ("p//name", "ghost"),
             ("p/A", "no field"),
+            ("p/B/name", "evil\u{1b}[2J\nname"),
+            ("p/B/chat/1", "1|2|shout|\u{1b}]0;pwned\u{7}hi"),
             ("q/A/name", "elsewhere"),
+            ("p/\u{1b}[31m/name", "escape in the id"),
         ]));
         let a = world.player("A");
         assert_eq!(a.mined, 0);
         assert!(a.hardware.is_empty() && a.work.is_empty() && a.chat.is_empty());
-        assert_eq!(world.players.len(), 1);
+        assert_eq!(world.players.len(), 2);
+        let b = world.player("B");
+        assert_eq!(
+            b.name.as_deref(),
+            Some("evil[2Jname"),
+            "no escape reaches a terminal"
+        );
+        assert_eq!(b.chat[0].text, "]0;pwnedhi");
     }
 
     #[test]
