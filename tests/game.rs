@@ -124,6 +124,14 @@ async fn transcript_of_a_first_game() {
             ),
             ("stop", &["Nothing to stop."]),
             (
+                "addr",
+                &["This node is not listening on the network yet, so nobody can join it."],
+            ),
+            (
+                "join /ip4/127.0.0.1/tcp/9",
+                &["Could not join /ip4/127.0.0.1/tcp/9: this node runs without a network"],
+            ),
+            (
                 "help buy",
                 &["buy <hardware> [n|max] - buys n units of hardware (default 1)"],
             ),

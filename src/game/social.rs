@@ -169,7 +169,7 @@ impl<K: Kv> Session<K> {
         let addrs = match self.ctx.kv.addrs().await {
             Ok(addrs) => addrs,
             Err(KvError::Refused(why)) => {
-                let text = format!("This node has no network: {why}");
+                let text = format!("No address to share: {}.", refusal(&why));
                 return self.ctx.reply(LineKind::Error, text).await;
             }
             Err(err) => return Err(err),
@@ -207,11 +207,20 @@ impl<K: Kv> Session<K> {
             Err(KvError::Refused(why)) => {
                 // The server says "ERR join <addr>: <reason>": keep the reason.
                 let marker = format!("{addr}: ");
-                let why = why.rsplit_once(&marker).map_or(why.as_str(), |(_, r)| r);
+                let why = refusal(&why);
+                let why = why.rsplit_once(&marker).map_or(why, |(_, r)| r);
                 let text = format!("Could not join {}: {why}", commands::shorten(addr));
                 self.ctx.reply(LineKind::Error, text).await
             }
             Err(err) => Err(err),
         }
     }
+}
+
+/// The replica's reason for refusing, without the protocol's prefixes
+/// (`ResponseError: `, `ERR `).
+fn refusal(why: &str) -> &str {
+    let why = why.trim();
+    let why = why.strip_prefix("ResponseError: ").unwrap_or(why);
+    why.strip_prefix("ERR ").unwrap_or(why)
 }
