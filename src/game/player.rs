@@ -132,8 +132,11 @@ pub enum Outcome {
     },
 }
 
+/// A change and where its outcome goes.
 struct Request {
+    /// What to do.
     change: Change,
+    /// Who waits for the outcome.
     reply: oneshot::Sender<Result<Outcome, KvError>>,
 }
 
@@ -177,10 +180,15 @@ impl PlayerHandle {
     }
 }
 
+/// The task's state: what it needs to read and write the player's keys.
 struct PlayerTask<K> {
+    /// The replica.
     kv: K,
+    /// The player's id (all writes are under `p/<id>/`).
     id: String,
+    /// Prices, unlocks, problem sizes.
     content: Arc<Content>,
+    /// Heartbeat and chat times.
     clock: Arc<dyn Clock>,
     /// The highest value this task wrote to each of its counters: a read of the replica can
     /// never take a counter backwards, even if it were stale.
