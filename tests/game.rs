@@ -908,3 +908,44 @@ async fn players_without_a_recent_heartbeat_are_offline() {
             .contains(&"  hal - Undergraduate, Gates 5th Floor".to_owned())
     );
 }
+
+#[tokio::test]
+async fn a_problem_finished_by_someone_else_starts_over_for_the_others() {
+    let node = TestNode::start().await;
+    let content = content_with(&[
+        ("problem: Some(100)", "problem: Some(4)"),
+        ("progress_percent: 80", "progress_percent: 100"),
+        ("break_percent: 15", "break_percent: 0"),
+    ]);
+    let mut opts = options(Some("alice"), Some("ida"), 1);
+    opts.content = Some(content.clone());
+    let (mut alice, _) = Player::start(node.client().await, opts).await;
+    let mut opts = options(Some("bob"), Some("idb"), 2);
+    opts.content = Some(content);
+    let (mut bob, _) = Player::start(node.client().await, opts).await;
+    alice.run("solve").await;
+    assert_eq!(
+        alice.run("solve").await,
+        [
+            "--- Computing problem... ---",
+            "The problem has 3 remaining steps."
+        ]
+    );
+    bob.run("solve").await;
+    let out = bob.run("solve 10").await;
+    assert!(
+        out.contains(&"--- Promoted to Masters! ---".to_owned()),
+        "{out:?}"
+    );
+    alice
+        .run_until("top", |out| out.iter().any(|l| l.contains("bob - Masters")))
+        .await;
+    assert_eq!(
+        alice.run("solve").await,
+        [
+            "--- Computing problem... ---",
+            "Someone else finished this problem first: it starts over.",
+            "The problem has 3 remaining steps."
+        ]
+    );
+}

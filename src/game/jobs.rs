@@ -3,6 +3,7 @@
 //! waits a random time on the game's clock and can be interrupted.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
@@ -80,6 +81,7 @@ impl<K: Kv> Session<K> {
         };
         self.mode = Mode::Solving;
         self.battle_rank = Some(rank);
+        self.battle_epoch.store(problem.epoch, Ordering::Relaxed);
         let mut lines = content
             .story
             .problems
@@ -107,8 +109,9 @@ impl<K: Kv> Session<K> {
             return;
         }
         let rank = self.battle_rank.unwrap_or(0);
+        let epoch = self.battle_epoch.clone();
         self.start_job(JobKind::Solving, steps, move |ctx, rng, cancel, tx| {
-            battle(ctx, rng, cancel, tx, rank, steps)
+            battle(ctx, rng, cancel, tx, (rank, epoch), steps)
         })
         .await;
     }
@@ -226,10 +229,9 @@ async fn battle<K: Kv>(
     mut rng: StdRng,
     mut cancel: watch::Receiver<bool>,
     tx: mpsc::Sender<JobMsg>,
-    rank: usize,
+    (rank, epoch): (usize, Arc<AtomicU64>),
     steps: u64,
 ) -> JobEnd {
-    let mut epoch = None;
     for i in 1..=steps {
         ctx.line(LineKind::Event, "--- Computing problem... ---")
             .await;
@@ -257,7 +259,7 @@ async fn battle<K: Kv>(
             }
         };
         let _ = tx.try_send(JobMsg::Refresh);
-        if let Some(end) = report_step(&ctx, outcome, &mut epoch, &mut cancel).await {
+        if let Some(end) = report_step(&ctx, outcome, &epoch, &mut cancel).await {
             return end;
         }
         progress(&ctx, "Solving", i, steps).await;
@@ -269,7 +271,7 @@ async fn battle<K: Kv>(
 async fn report_step<K: Kv>(
     ctx: &Ctx<K>,
     outcome: Outcome,
-    epoch: &mut Option<u64>,
+    epoch: &AtomicU64,
     cancel: &mut watch::Receiver<bool>,
 ) -> Option<JobEnd> {
     let content = &ctx.content;
@@ -278,11 +280,11 @@ async fn report_step<K: Kv>(
             epoch: now,
             remaining,
         } => {
-            if epoch.is_some_and(|before| before != now) {
+            let before = epoch.swap(now, Ordering::Relaxed);
+            if before != 0 && before != now {
                 let text = "Someone else finished this problem first: it starts over.";
                 ctx.line(LineKind::Event, text).await;
             }
-            *epoch = Some(now);
             let text = format!("The problem has {remaining} remaining steps.");
             ctx.line(LineKind::Event, text).await;
             None

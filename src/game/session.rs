@@ -7,6 +7,7 @@
 //! world for news (`news`) and keeps the heartbeat fresh.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -115,6 +116,9 @@ pub(super) struct Session<K> {
     pub mode: Mode,
     /// The rank of the battle being fought, if any.
     pub battle_rank: Option<usize>,
+    /// The epoch of the battle's problem last seen (0 before any), shared with battle jobs so
+    /// the player hears when someone else finished the problem first.
+    pub battle_epoch: Arc<AtomicU64>,
     /// The random source (jobs get their own, seeded from it).
     pub rng: StdRng,
     /// The running long action.
@@ -173,6 +177,7 @@ impl<K: Kv> Session<K> {
             }),
             mode: Mode::Naming,
             battle_rank: None,
+            battle_epoch: Arc::new(AtomicU64::new(0)),
             rng,
             job: None,
             next_generation: 0,
