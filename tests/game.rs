@@ -265,6 +265,10 @@ async fn bad_input_never_crashes_a_command() {
     }
     q.run("Zoë").await;
     assert_eq!(q.status.name, "Zoë");
+    // `quit` at the name prompt leaves without creating a character.
+    let (r, _) = Player::start(node.kv.clone(), options(None, Some("undecided"), 3)).await;
+    assert_eq!(r.quit().await, ["Goodbye."]);
+    assert!(!world(&node.kv).await.player("undecided").exists());
 }
 
 /// Alice and Bob, each in their own session, see each other's moves, chat, map and gifts

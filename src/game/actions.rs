@@ -281,13 +281,12 @@ impl<K: Kv> Session<K> {
                 .unwrap_or_default(),
             Err(_) => String::new(),
         };
-        let text = fill(&self.ctx.content.story.farewell, &[("name", &name)]);
-        self.ctx
-            .line(
-                LineKind::Story,
-                text.replace(",  ", ", ").replace(", .", "."),
-            )
-            .await;
+        let text = if name.is_empty() {
+            "Goodbye.".to_owned() // No character was made.
+        } else {
+            fill(&self.ctx.content.story.farewell, &[("name", &name)])
+        };
+        self.ctx.line(LineKind::Story, text).await;
         self.quitting = true;
     }
 }

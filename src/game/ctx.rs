@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::clock::Clock;
 use super::content::Content;
-use super::events::{Event, Line, LineKind};
+use super::events::{Event, Line, LineKind, Progress};
 use super::player::PlayerHandle;
 use crate::rpc::{Kv, KvError};
 
@@ -69,11 +69,24 @@ impl<K: Kv> Ctx<K> {
     }
 
     /// Tells the story: lines with a pause after each, or all at once if pauses are off or the
-    /// player skips (cancel).
-    pub async fn story(&self, lines: &[String], cancel: &mut watch::Receiver<bool>) {
+    /// player skips (cancel). With a `progress` label, progress is reported line by line.
+    pub async fn story(
+        &self,
+        lines: &[String],
+        cancel: &mut watch::Receiver<bool>,
+        progress: Option<&str>,
+    ) {
         let pause = Duration::from_millis(self.content.rules.story_pause_ms);
         for (i, text) in lines.iter().enumerate() {
             self.line(LineKind::Story, text.clone()).await;
+            if let Some(label) = progress {
+                let progress = Progress {
+                    label: label.to_owned(),
+                    done: i as u64 + 1,
+                    total: lines.len() as u64,
+                };
+                self.send(Event::Progress(Some(progress))).await;
+            }
             if !self.no_pauses && i + 1 < lines.len() {
                 self.pause(pause, cancel).await;
             }

@@ -308,7 +308,8 @@ async fn report_step<K: Kv>(
                 ctx.line(LineKind::Event, text).await;
             }
             if restarted {
-                ctx.story(&content.story.out_of_hardware, cancel).await;
+                ctx.story(&content.story.out_of_hardware, cancel, None)
+                    .await;
                 return Some(JobEnd::BattleOver);
             }
             None
@@ -333,7 +334,7 @@ async fn promoted<K: Kv>(ctx: &Ctx<K>, rank: usize, cancel: &mut watch::Receiver
         .get(&new_rank)
         .cloned()
         .unwrap_or_default();
-    ctx.story(&lines, cancel).await;
+    ctx.story(&lines, cancel, None).await;
     let unlocks = content
         .rules
         .hardware

@@ -381,7 +381,7 @@ impl<K: Kv> Session<K> {
             JobKind::Story,
             total,
             move |ctx, _, mut cancel, _| async move {
-                ctx.story(&lines, &mut cancel).await;
+                ctx.story(&lines, &mut cancel, Some("Story")).await;
                 JobEnd::Finished
             },
         )
