@@ -1,6 +1,31 @@
 //! The game: CMUD's rules as stateless logic over the replica (see `events` for the contract
-//! with front ends). Owns no state of its own: every command becomes queries through a
-//! [`crate::rpc::Kv`].
+//! with front ends). Owns no world state of its own: every command becomes queries through a
+//! [`crate::rpc::Kv`], so any number of players on any number of nodes share one world.
+//!
+//! - [`content`]: rules and story from `assets/*.ron`.
+//! - [`schema`]: the key schema under `p/<player-id>/` and the snapshot read back from it.
+//! - [`ledger`]: balances, power and problem progress, summed from monotonic counters.
+//! - [`names`]: display names, disambiguation, lookup.
+//! - [`player`]: the player's single mutation task.
+//! - [`commands`]: the command table and argument parsing.
+//! - [`session`]: one player's session (inputs in, events out), with its instant commands,
+//!   background jobs and news in private modules.
+//! - [`clock`]: the game's clock, a parameter for deterministic tests.
 
+mod actions;
+pub mod clock;
+pub mod commands;
+pub mod content;
+mod ctx;
 pub mod events;
+mod jobs;
+pub mod ledger;
+pub mod names;
+pub mod news;
+pub mod player;
+pub mod schema;
 pub mod session;
+mod shop;
+#[cfg(test)]
+mod sim_tests;
+mod social;

@@ -1,9 +1,176 @@
-//! The plain front end: the game as a line REPL on stdin/stdout.
+//! The plain front end: the game as a line REPL on stdin/stdout, for scripts, pipes and screen
+//! readers, with its embedded node.
+//!
+//! Reads commands line by line and prints the game's lines as they come, background chat
+//! included; story text has no pauses. On a terminal it shows the prompt after each command
+//! and Ctrl-C interrupts a long action. When stdin is not a terminal (a script), there are no
+//! prompts and each command waits for the previous one's long action (`mine 5`) to finish, so
+//! a script reads like a transcript. Exits on `quit` or end of input, once the node has
+//! flushed the world to disk. Node addresses go to stderr; stdout is the game's.
+
+use std::io::{IsTerminal, Write};
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
 
 use crate::cli::Settings;
+use crate::game::events::{Event, Input, LineKind, Mode};
+use crate::game::session::{self, SessionOptions};
+use crate::tui::embed;
+
+/// The comment line the front end sends after each command: its echo says the command has
+/// been handled (the game ignores lines starting with `#`).
+const SYNC_MARK: &str = "# plain: ready";
 
 /// Runs the game as a plain REPL with an embedded node.
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let _ = settings;
-    anyhow::bail!("the plain front end is not built yet; run with --server-only")
+pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
+    let (node, kv) = embed::start_node(&settings).await?;
+    let options = SessionOptions {
+        name: settings.name.clone(),
+        no_pauses: true,
+        ..SessionOptions::default()
+    };
+    let (inputs, events) = session::spawn(kv, options);
+    let interactive = std::io::stdin().is_terminal();
+    let stdin = BufReader::new(tokio::io::stdin());
+    let mut stdout = std::io::stdout();
+    let result = drive(
+        inputs,
+        events,
+        stdin,
+        &mut stdout,
+        interactive,
+        &mut |event| embed::remember(&mut settings, event),
+    )
+    .await;
+    node.shutdown().await;
+    result.map_err(Into::into)
+}
+
+/// Where the REPL stands.
+struct Repl {
+    /// Whether prompts are shown and input is passed on at once (a terminal).
+    interactive: bool,
+    /// The game's current prompt.
+    mode: Mode,
+    /// Sync marks sent whose echo has not come back yet.
+    unacknowledged: usize,
+    /// Whether a long action runs.
+    busy: bool,
+    /// Whether stdin has ended.
+    eof: bool,
+    /// Whether `quit` was sent.
+    quit_sent: bool,
+    /// Whether the prompt is the last thing on the screen (a terminal only).
+    prompt_visible: bool,
+}
+
+impl Repl {
+    /// Whether the next line of input may be read now.
+    fn ready_for_input(&self) -> bool {
+        !self.eof && (self.interactive || (self.unacknowledged == 0 && !self.busy))
+    }
+}
+
+/// Runs the REPL: lines from `reader` go to the game, its events are written to `out`, and
+/// `remember` sees every event (to keep a chosen name in the profile). Returns when the game
+/// quits.
+pub async fn drive<R, W>(
+    inputs: mpsc::Sender<Input>,
+    mut events: mpsc::Receiver<Event>,
+    mut reader: R,
+    out: &mut W,
+    interactive: bool,
+    remember: &mut dyn FnMut(&Event),
+) -> std::io::Result<()>
+where
+    R: AsyncBufRead + Unpin,
+    W: Write,
+{
+    let mut repl = Repl {
+        interactive,
+        mode: Mode::Naming,
+        unacknowledged: 1,
+        busy: false,
+        eof: false,
+        quit_sent: false,
+        prompt_visible: false,
+    };
+    // The first mark's echo comes once the greeting is done.
+    let _ = inputs.send(Input::Line(SYNC_MARK.to_owned())).await;
+    let mut buf = Vec::new();
+    loop {
+        tokio::select! {
+            read = reader.read_until(b'\n', &mut buf), if repl.ready_for_input() => {
+                if read? == 0 {
+                    repl.eof = true;
+                } else {
+                    let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_owned();
+                    let _ = inputs.send(Input::Line(line)).await;
+                    let _ = inputs.send(Input::Line(SYNC_MARK.to_owned())).await;
+                    repl.unacknowledged += 1;
+                    repl.prompt_visible = false;
+                }
+                buf.clear();
+            }
+            event = events.recv() => {
+                let Some(event) = event else { return Ok(()) };
+                remember(&event);
+                if !show(&mut repl, &event, out)? {
+                    return Ok(());
+                }
+                // Background news (chat, gifts) printed over the prompt: show it again.
+                if repl.interactive && !repl.prompt_visible && repl.unacknowledged == 0
+                    && !repl.eof && events.is_empty()
+                {
+                    write!(out, "{}", repl.mode.prompt())?;
+                    out.flush()?;
+                    repl.prompt_visible = true;
+                }
+            }
+            _ = tokio::signal::ctrl_c(), if repl.interactive => {
+                let input = if repl.busy { Input::Interrupt } else { Input::Line("quit".into()) };
+                let _ = inputs.send(input).await;
+            }
+        }
+        if repl.eof
+            && !repl.quit_sent
+            && (repl.interactive || repl.unacknowledged == 0 && !repl.busy)
+        {
+            repl.quit_sent = true;
+            let _ = inputs.send(Input::Line("quit".to_owned())).await;
+        }
+    }
+}
+
+/// Writes one event; returns false when the game has quit.
+fn show<W: Write>(repl: &mut Repl, event: &Event, out: &mut W) -> std::io::Result<bool> {
+    match event {
+        Event::Line(line) if line.kind == LineKind::Echo => {
+            if line.text == SYNC_MARK {
+                repl.unacknowledged = repl.unacknowledged.saturating_sub(1);
+                if repl.interactive && repl.unacknowledged == 0 && !repl.eof {
+                    write!(out, "{}", repl.mode.prompt())?;
+                    repl.prompt_visible = true;
+                }
+            }
+        }
+        Event::Line(line) => {
+            if repl.prompt_visible {
+                // Start below the prompt rather than after it.
+                writeln!(out)?;
+                repl.prompt_visible = false;
+            }
+            writeln!(out, "{}", line.text)?;
+        }
+        Event::Status(status) => repl.mode = status.mode,
+        Event::Progress(progress) => repl.busy = progress.is_some(),
+        Event::Quit => {
+            out.flush()?;
+            return Ok(false);
+        }
+        Event::NameChosen(_) | Event::PeerJoined(_) => {}
+    }
+    out.flush()?;
+    Ok(true)
 }

@@ -1,0 +1,153 @@
+//! What the counters add up to: balances, computing power, ranks and the shared progress on
+//! each rank's problem. Pure functions over a [`World`] snapshot; nothing here writes.
+//!
+//! A balance is `mined - spent - sum(gave) + sum over others of their gave/<me>`: every term
+//! is a counter that only grows and has one writer, so no interleaving of writes on any
+//! number of replicas can create coins; the sum over all players of balance plus spent is
+//! always the sum of mined (see [`total_coins`]).
+
+use super::content::Content;
+use super::schema::{PlayerRecord, World};
+
+/// Coins `id` can spend, as far as this snapshot knows. Gifts not yet replicated here are not
+/// counted, so the true balance is never below this.
+pub fn balance(world: &World, id: &str) -> u64 {
+    let me = world.player(id);
+    let given: u128 = me.gave.values().map(|&n| u128::from(n)).sum();
+    let received: u128 = world
+        .players
+        .values()
+        .filter(|p| p.id != id)
+        .filter_map(|p| p.gave.get(id))
+        .map(|&n| u128::from(n))
+        .sum();
+    let credit = u128::from(me.mined) + received;
+    let debit = u128::from(me.spent) + given;
+    u64::try_from(credit.saturating_sub(debit)).unwrap_or(u64::MAX)
+}
+
+/// Sum of balances and of spent coins over every player, and the sum of coins mined: the two
+/// are equal in every consistent snapshot (the conservation law the tests check).
+pub fn total_coins(world: &World) -> (u128, u128) {
+    let held: u128 = world
+        .players
+        .keys()
+        .map(|id| u128::from(balance(world, id)) + u128::from(world.players[id].spent))
+        .sum();
+    let mined = world.players.values().map(|p| u128::from(p.mined)).sum();
+    (held, mined)
+}
+
+/// Total computing power of a player's hardware.
+pub fn power(content: &Content, player: &PlayerRecord) -> u64 {
+    player
+        .hardware
+        .iter()
+        .filter_map(|(id, &n)| Some(content.hardware(id)?.power.saturating_mul(n)))
+        .fold(0u64, u64::saturating_add)
+}
+
+/// A player's rank index (unknown ranks count as the first).
+pub fn rank_index(content: &Content, player: &PlayerRecord) -> usize {
+    player
+        .rank
+        .as_deref()
+        .and_then(|rank| content.rank_index(rank))
+        .unwrap_or(0)
+}
+
+/// Where a rank's shared problem stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The rank id.
+    pub rank: String,
+    /// The current epoch: one more than the highest epoch anyone finished.
+    pub epoch: u64,
+    /// Size in steps.
+    pub size: u64,
+    /// Steps done by everyone on this epoch.
+    pub done: u64,
+}
+
+impl Problem {
+    /// Steps still to do.
+    pub fn remaining(&self) -> u64 {
+        self.size.saturating_sub(self.done)
+    }
+}
+
+/// The current state of rank `rank_index`'s problem, or `None` for a rank without one.
+pub fn problem(content: &Content, world: &World, rank_index: usize) -> Option<Problem> {
+    let rank = content.rank(rank_index);
+    let size = rank.problem?;
+    let epoch = world
+        .players
+        .values()
+        .filter_map(|p| p.solved.get(&rank.id))
+        .max()
+        .map_or(1, |highest| highest.saturating_add(1));
+    let key = (rank.id.clone(), epoch);
+    let done = world
+        .players
+        .values()
+        .filter_map(|p| p.work.get(&key))
+        .fold(0u64, |sum, &n| sum.saturating_add(n));
+    Some(Problem {
+        rank: rank.id.clone(),
+        epoch,
+        size,
+        done,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::game::schema::World;
+
+    fn world(items: &[(&str, &str)]) -> World {
+        World::from_pairs(items.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn balance_counts_gifts_both_ways() {
+        let w = world(&[
+            ("p/A/mined", "100"),
+            ("p/A/spent", "10"),
+            ("p/A/gave/B", "30"),
+            ("p/B/mined", "5"),
+            ("p/B/gave/A", "2"),
+        ]);
+        assert_eq!(balance(&w, "A"), 62);
+        assert_eq!(balance(&w, "B"), 33);
+        assert_eq!(total_coins(&w), (105, 105));
+    }
+
+    #[test]
+    fn the_epoch_follows_the_highest_solve_and_sums_everyones_work() {
+        let content = Content::embedded();
+        let w = world(&[
+            ("p/A/work/Undergraduate/1", "100"),
+            ("p/A/solved/Undergraduate", "1"),
+            ("p/B/work/Undergraduate/2", "30"),
+            ("p/C/work/Undergraduate/2", "50"),
+            ("p/C/work/Undergraduate/1", "7"),
+        ]);
+        let p = problem(&content, &w, 0).unwrap();
+        assert_eq!((p.epoch, p.done, p.remaining()), (2, 80, 20));
+        assert!(problem(&content, &w, 5).is_none());
+    }
+
+    #[test]
+    fn power_ignores_unknown_hardware_and_saturates() {
+        let content = Content::embedded();
+        let w = world(&[
+            ("p/A/hw/cpu", "3"),
+            ("p/A/hw/gpu", "2"),
+            ("p/A/hw/toaster", "9"),
+        ]);
+        assert_eq!(power(&content, &w.player("A")), 23);
+        let huge = world(&[("p/A/hw/dark_matter", &u64::MAX.to_string())]);
+        assert_eq!(power(&content, &huge.player("A")), u64::MAX);
+    }
+}

@@ -1,0 +1,166 @@
+//! Display names: which names are allowed, how two players with the same name are told apart
+//! (`alice#3kq`, a piece of the end of their ids), and how a typed name finds a player.
+//!
+//! A name is only a field (`p/<id>/name`): it never decides which character is whose.
+
+use std::collections::BTreeMap;
+
+use super::schema::World;
+
+/// Shortest id tail used to tell players with the same name apart.
+const MIN_TAG_CHARS: usize = 3;
+
+/// Checks a chosen name: 1 to `max_chars` letters, digits, `_` or `-`.
+pub fn validate(name: &str, max_chars: usize) -> Result<(), String> {
+    let count = name.chars().count();
+    if count == 0 {
+        return Err("A name needs at least one character.".to_owned());
+    }
+    if count > max_chars {
+        return Err(format!("A name has at most {max_chars} characters."));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(format!(
+            "A name may hold only letters, digits, _ and - (not {bad:?})."
+        ));
+    }
+    Ok(())
+}
+
+/// The name every player is shown under: their name, or `name#tag` when several share it.
+/// Players without a name are left out.
+pub fn display_names(world: &World) -> BTreeMap<String, String> {
+    let mut by_name: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for p in world.characters() {
+        if let Some(name) = &p.name {
+            by_name
+                .entry(name.to_lowercase())
+                .or_default()
+                .push(p.id.as_str());
+        }
+    }
+    let mut shown = BTreeMap::new();
+    for ids in by_name.values() {
+        let tag_len = if ids.len() == 1 {
+            0
+        } else {
+            shortest_unique_tail(ids)
+        };
+        for id in ids {
+            let name = world.players[*id].name.clone().unwrap_or_default();
+            let shown_name = if tag_len == 0 {
+                name
+            } else {
+                format!("{name}#{}", tail(id, tag_len))
+            };
+            shown.insert((*id).to_owned(), shown_name);
+        }
+    }
+    shown
+}
+
+fn tail(id: &str, chars: usize) -> String {
+    let skip = id.chars().count().saturating_sub(chars);
+    id.chars().skip(skip).collect()
+}
+
+fn shortest_unique_tail(ids: &[&str]) -> usize {
+    let longest = ids.iter().map(|id| id.chars().count()).max().unwrap_or(0);
+    (MIN_TAG_CHARS..=longest.max(MIN_TAG_CHARS))
+        .find(|&n| {
+            let mut tails: Vec<String> = ids.iter().map(|id| tail(id, n)).collect();
+            tails.sort();
+            tails.dedup();
+            tails.len() == ids.len()
+        })
+        .unwrap_or(longest.max(MIN_TAG_CHARS))
+}
+
+/// What a typed player name matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Exactly this player.
+    One(String),
+    /// Several players share the name: these are the forms to type instead.
+    Ambiguous(Vec<String>),
+    /// No player by that name.
+    None,
+}
+
+/// Finds the player a typed name means: a display name (`alice`, `alice#3kq`), or a plain
+/// name with a tag that is any unique piece of the end of the id.
+pub fn find(world: &World, typed: &str) -> Found {
+    let shown = display_names(world);
+    let typed_lower = typed.to_lowercase();
+    if let Some((id, _)) = shown
+        .iter()
+        .find(|(_, name)| name.to_lowercase() == typed_lower)
+    {
+        return Found::One(id.clone());
+    }
+    let (name, tag) = match typed.split_once('#') {
+        Some((name, tag)) => (name.to_lowercase(), Some(tag)),
+        None => (typed_lower, None),
+    };
+    let matches: Vec<&String> = shown
+        .keys()
+        .filter(|id| {
+            let stored = world.players[*id].name.as_deref().unwrap_or_default();
+            stored.to_lowercase() == name && tag.is_none_or(|tag| id.ends_with(tag))
+        })
+        .collect();
+    match matches.as_slice() {
+        [] => Found::None,
+        [one] => Found::One((*one).clone()),
+        many => Found::Ambiguous(many.iter().map(|id| shown[*id].clone()).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn world(items: &[(&str, &str)]) -> World {
+        World::from_pairs(items.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate("alice", 16).is_ok());
+        assert!(validate("Zoë_2-b", 16).is_ok());
+        assert!(validate("", 16).is_err());
+        assert!(validate("a/b", 16).is_err());
+        assert!(validate("a b", 16).is_err());
+        assert!(validate("alice#1", 16).is_err());
+        assert!(validate(&"x".repeat(17), 16).is_err());
+    }
+
+    #[test]
+    fn shared_names_are_told_apart_and_found() {
+        let w = world(&[
+            ("p/12D3KooWaaa3kq/name", "alice"),
+            ("p/12D3KooWbbbx7z/name", "alice"),
+            ("p/12D3KooWccc111/name", "bob"),
+        ]);
+        let shown = display_names(&w);
+        assert_eq!(shown["12D3KooWaaa3kq"], "alice#3kq");
+        assert_eq!(shown["12D3KooWbbbx7z"], "alice#x7z");
+        assert_eq!(shown["12D3KooWccc111"], "bob");
+        assert_eq!(find(&w, "alice#3kq"), Found::One("12D3KooWaaa3kq".into()));
+        assert_eq!(find(&w, "BOB"), Found::One("12D3KooWccc111".into()));
+        assert!(matches!(find(&w, "alice"), Found::Ambiguous(v) if v.len() == 2));
+        assert_eq!(find(&w, "carol"), Found::None);
+        assert_eq!(find(&w, "alice#zzz"), Found::None);
+    }
+
+    #[test]
+    fn same_tails_grow_until_unique() {
+        let w = world(&[("p/xx1abc/name", "a"), ("p/yy2abc/name", "a")]);
+        let shown = display_names(&w);
+        assert_eq!(shown["xx1abc"], "a#1abc");
+        assert_eq!(shown["yy2abc"], "a#2abc");
+    }
+}

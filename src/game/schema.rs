@@ -1,0 +1,350 @@
+//! The key schema: where a player's state lives in the replicated LWW store, and how a `List`
+//! of `p/` is read back into a [`World`] snapshot.
+//!
+//! Every key a player writes is under `p/<player-id>/`, so no two nodes ever write the same
+//! key. Counters only grow; a balance is a sum over counters (see `ledger`). Values are plain
+//! decimal text so `redis-cli` shows them as they are. Values written by peers are untrusted:
+//! anything that does not parse is ignored, never a panic.
+//!
+//! | key | value |
+//! |---|---|
+//! | `p/<id>/name` | display name |
+//! | `p/<id>/rank` | rank id (`Undergraduate` ...) |
+//! | `p/<id>/loc` | location id (`fence`, `bridge`, `1`..`9`) |
+//! | `p/<id>/hw/<hw>` | units owned of a hardware kind |
+//! | `p/<id>/mined` | coins ever mined (monotonic) |
+//! | `p/<id>/spent` | coins ever spent in the shop (monotonic) |
+//! | `p/<id>/gave/<recipient-id>` | coins ever given to that player (monotonic) |
+//! | `p/<id>/work/<rank>/<epoch>` | steps this player did on that epoch of the rank's problem |
+//! | `p/<id>/solved/<rank>` | the epoch of that rank's problem this player finished |
+//! | `p/<id>/seen` | heartbeat, milliseconds since the Unix epoch |
+//! | `p/<id>/chat/<n mod ring>` | `seq|millis|scope|text`, scope `say:<loc>` or `shout` |
+
+use std::collections::BTreeMap;
+
+/// Prefix of every player's keys.
+pub const PLAYERS_PREFIX: &str = "p/";
+
+/// The prefix of one player's keys.
+pub fn player_prefix(id: &str) -> String {
+    format!("{PLAYERS_PREFIX}{id}/")
+}
+
+/// The key of a field of a player (`p/<id>/<field>`).
+pub fn key(id: &str, field: &str) -> String {
+    format!("{PLAYERS_PREFIX}{id}/{field}")
+}
+
+/// Longest name, rank or location read from the world, in characters.
+const MAX_FIELD_CHARS: usize = 64;
+
+/// Longest chat line read from the world, in characters.
+const MAX_CHAT_CHARS: usize = 1000;
+
+/// Text from the world made safe to show: peers are untrusted, so control characters
+/// (terminal escape sequences, newlines) are dropped and the length is capped.
+pub fn shown_text(value: &str, max_chars: usize) -> String {
+    value
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(max_chars)
+        .collect()
+}
+
+/// Field names (the part after `p/<id>/`).
+pub mod field {
+    /// Display name.
+    pub const NAME: &str = "name";
+    /// Rank id.
+    pub const RANK: &str = "rank";
+    /// Location id.
+    pub const LOC: &str = "loc";
+    /// Coins ever mined.
+    pub const MINED: &str = "mined";
+    /// Coins ever spent.
+    pub const SPENT: &str = "spent";
+    /// Heartbeat.
+    pub const SEEN: &str = "seen";
+
+    /// `hw/<hw>`.
+    pub fn hardware(hw: &str) -> String {
+        format!("hw/{hw}")
+    }
+
+    /// `gave/<recipient>`.
+    pub fn gave(recipient: &str) -> String {
+        format!("gave/{recipient}")
+    }
+
+    /// `work/<rank>/<epoch>`.
+    pub fn work(rank: &str, epoch: u64) -> String {
+        format!("work/{rank}/{epoch}")
+    }
+
+    /// `solved/<rank>`.
+    pub fn solved(rank: &str) -> String {
+        format!("solved/{rank}")
+    }
+
+    /// `chat/<slot>`.
+    pub fn chat(slot: u64) -> String {
+        format!("chat/{slot}")
+    }
+}
+
+/// Whether a chat line was said in a room or shouted to everyone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Heard by players at this location.
+    Say(String),
+    /// Heard by everyone.
+    Shout,
+}
+
+/// One line of a player's chat ring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatLine {
+    /// The player's running line number (the ring slot is `seq mod ring`).
+    pub seq: u64,
+    /// When it was said, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Who may hear it.
+    pub scope: Scope,
+    /// What was said.
+    pub text: String,
+}
+
+impl ChatLine {
+    /// The stored form, `seq|millis|scope|text`.
+    pub fn encode(&self) -> String {
+        let scope = match &self.scope {
+            Scope::Say(loc) => format!("say:{loc}"),
+            Scope::Shout => "shout".to_owned(),
+        };
+        format!("{}|{}|{}|{}", self.seq, self.at_ms, scope, self.text)
+    }
+
+    /// Reads the stored form; `None` if it is malformed.
+    pub fn decode(value: &str) -> Option<ChatLine> {
+        let mut parts = value.splitn(4, '|');
+        let seq = parts.next()?.parse().ok()?;
+        let at_ms = parts.next()?.parse().ok()?;
+        let scope = match parts.next()? {
+            "shout" => Scope::Shout,
+            other => Scope::Say(other.strip_prefix("say:")?.to_owned()),
+        };
+        let text = shown_text(parts.next()?, MAX_CHAT_CHARS);
+        Some(ChatLine {
+            seq,
+            at_ms,
+            scope,
+            text,
+        })
+    }
+}
+
+/// Everything stored under one player's prefix.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlayerRecord {
+    /// The player id (the node's peer id).
+    pub id: String,
+    /// Display name, if set.
+    pub name: Option<String>,
+    /// Rank id, as stored.
+    pub rank: Option<String>,
+    /// Location id, as stored.
+    pub loc: Option<String>,
+    /// Units per hardware id.
+    pub hardware: BTreeMap<String, u64>,
+    /// Coins ever mined.
+    pub mined: u64,
+    /// Coins ever spent.
+    pub spent: u64,
+    /// Coins ever given, per recipient id.
+    pub gave: BTreeMap<String, u64>,
+    /// Steps done, per (rank id, epoch).
+    pub work: BTreeMap<(String, u64), u64>,
+    /// Epoch finished, per rank id.
+    pub solved: BTreeMap<String, u64>,
+    /// Last heartbeat, in milliseconds.
+    pub seen_ms: u64,
+    /// The chat ring, in `seq` order.
+    pub chat: Vec<ChatLine>,
+}
+
+impl PlayerRecord {
+    fn set(&mut self, field: &str, value: &str) {
+        let number = || value.trim().parse::<u64>().ok();
+        let (head, rest) = field.split_once('/').unwrap_or((field, ""));
+        match (head, rest) {
+            (field::NAME, "") => self.name = Some(shown_text(value, MAX_FIELD_CHARS)),
+            (field::RANK, "") => self.rank = Some(shown_text(value, MAX_FIELD_CHARS)),
+            (field::LOC, "") => self.loc = Some(shown_text(value, MAX_FIELD_CHARS)),
+            (field::MINED, "") => self.mined = number().unwrap_or(0),
+            (field::SPENT, "") => self.spent = number().unwrap_or(0),
+            (field::SEEN, "") => self.seen_ms = number().unwrap_or(0),
+            ("hw", hw) if !hw.is_empty() => {
+                if let Some(n) = number() {
+                    self.hardware.insert(hw.to_owned(), n);
+                }
+            }
+            ("gave", to) if !to.is_empty() => {
+                if let Some(n) = number() {
+                    self.gave.insert(to.to_owned(), n);
+                }
+            }
+            ("work", rest) => {
+                let parsed = rest
+                    .split_once('/')
+                    .and_then(|(rank, epoch)| Some((rank, epoch.parse::<u64>().ok()?)));
+                if let (Some((rank, epoch)), Some(n)) = (parsed, number()) {
+                    self.work.insert((rank.to_owned(), epoch), n);
+                }
+            }
+            ("solved", rank) if !rank.is_empty() => {
+                if let Some(n) = number() {
+                    self.solved.insert(rank.to_owned(), n);
+                }
+            }
+            ("chat", _) => {
+                if let Some(line) = ChatLine::decode(value) {
+                    self.chat.push(line);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the character exists (has a name).
+    pub fn exists(&self) -> bool {
+        self.name.is_some()
+    }
+}
+
+/// A snapshot of every player in the world, as one `List p/` returned it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct World {
+    /// Players by id.
+    pub players: BTreeMap<String, PlayerRecord>,
+}
+
+impl World {
+    /// Builds the snapshot from `List p/` pairs; keys outside the schema are ignored.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> World {
+        let mut players: BTreeMap<String, PlayerRecord> = BTreeMap::new();
+        for (key, value) in pairs {
+            let Some(rest) = key.strip_prefix(PLAYERS_PREFIX) else {
+                continue;
+            };
+            let Some((id, field)) = rest.split_once('/') else {
+                continue;
+            };
+            // Ids are peer ids (base58); one with control characters is a peer's mischief.
+            if id.is_empty() || id.chars().any(char::is_control) {
+                continue;
+            }
+            let record = players
+                .entry(id.to_owned())
+                .or_insert_with(|| PlayerRecord {
+                    id: id.to_owned(),
+                    ..PlayerRecord::default()
+                });
+            record.set(field, &value);
+        }
+        for record in players.values_mut() {
+            record.chat.sort_by_key(|line| line.seq);
+        }
+        World { players }
+    }
+
+    /// One player's record, or an empty one.
+    pub fn player(&self, id: &str) -> PlayerRecord {
+        self.players
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| PlayerRecord {
+                id: id.to_owned(),
+                ..PlayerRecord::default()
+            })
+    }
+
+    /// Players whose character exists.
+    pub fn characters(&self) -> impl Iterator<Item = &PlayerRecord> {
+        self.players.values().filter(|p| p.exists())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_list_reads_back_into_records() {
+        let world = World::from_pairs(pairs(&[
+            ("p/A/name", "alice"),
+            ("p/A/mined", "12"),
+            ("p/A/hw/cpu", "3"),
+            ("p/A/gave/B", "4"),
+            ("p/A/work/Undergraduate/1", "40"),
+            ("p/A/solved/Masters", "2"),
+            ("p/A/chat/1", "1|99|say:5|hi | there"),
+            ("p/A/chat/0", "64|100|shout|later"),
+            ("p/B/name", "bob"),
+        ]));
+        let a = world.player("A");
+        assert_eq!(a.name.as_deref(), Some("alice"));
+        assert_eq!(a.mined, 12);
+        assert_eq!(a.hardware["cpu"], 3);
+        assert_eq!(a.gave["B"], 4);
+        assert_eq!(a.work[&("Undergraduate".to_owned(), 1)], 40);
+        assert_eq!(a.solved["Masters"], 2);
+        assert_eq!(a.chat[0].text, "hi | there");
+        assert_eq!(a.chat[1].scope, Scope::Shout);
+        assert_eq!(world.characters().count(), 2);
+    }
+
+    #[test]
+    fn garbage_from_peers_is_ignored() {
+        let world = World::from_pairs(pairs(&[
+            ("p/A/mined", "-5"),
+            ("p/A/hw/cpu", "99999999999999999999999"),
+            ("p/A/work/x", "1"),
+            ("p/A/chat/3", "nonsense"),
+            ("p//name", "ghost"),
+            ("p/A", "no field"),
+            ("p/B/name", "evil\u{1b}[2J\nname"),
+            ("p/B/chat/1", "1|2|shout|\u{1b}]0;pwned\u{7}hi"),
+            ("q/A/name", "elsewhere"),
+            ("p/\u{1b}[31m/name", "escape in the id"),
+        ]));
+        let a = world.player("A");
+        assert_eq!(a.mined, 0);
+        assert!(a.hardware.is_empty() && a.work.is_empty() && a.chat.is_empty());
+        assert_eq!(world.players.len(), 2);
+        let b = world.player("B");
+        assert_eq!(
+            b.name.as_deref(),
+            Some("evil[2Jname"),
+            "no escape reaches a terminal"
+        );
+        assert_eq!(b.chat[0].text, "]0;pwnedhi");
+    }
+
+    #[test]
+    fn chat_lines_round_trip() {
+        let line = ChatLine {
+            seq: 7,
+            at_ms: 1234,
+            scope: Scope::Say("fence".into()),
+            text: "a|b ü".into(),
+        };
+        assert_eq!(ChatLine::decode(&line.encode()), Some(line));
+    }
+}

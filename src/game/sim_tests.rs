@@ -1,0 +1,205 @@
+//! Property test of the coin rules over simulated replicas: players on several in-memory
+//! replicas mine, buy and give in a generated order, and replicas sync each player's keys
+//! from the player's home in a generated order too. Whatever the order, a player's own
+//! replica never shows them in debt, and once everything is synced every replica agrees that
+//! balances plus spending equal mining.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use proptest::prelude::*;
+
+use super::clock::InstantClock;
+use super::content::Content;
+use super::ledger;
+use super::player::{Change, Count, PlayerHandle};
+use super::schema::World;
+use crate::rpc::{Kv, KvError, PeerInfo};
+
+/// An in-memory replica.
+#[derive(Clone, Default)]
+struct MemKv(Arc<Mutex<BTreeMap<String, String>>>);
+
+impl MemKv {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        // A poisoned lock only follows a panic in another test thread.
+        self.0.lock().unwrap()
+    }
+}
+
+impl Kv for MemKv {
+    async fn get(&self, key: &str) -> Result<Option<String>, KvError> {
+        Ok(self.map().get(key).cloned())
+    }
+    async fn put(&self, key: &str, value: &str) -> Result<(), KvError> {
+        self.map().insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+    async fn put_many(&self, pairs: &[(String, String)]) -> Result<(), KvError> {
+        self.map().extend(pairs.iter().cloned());
+        Ok(())
+    }
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.map().remove(key);
+        Ok(())
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, KvError> {
+        let map = self.map();
+        Ok(map
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+    async fn info(&self) -> Result<BTreeMap<String, String>, KvError> {
+        Ok(BTreeMap::new())
+    }
+    async fn addrs(&self) -> Result<Vec<String>, KvError> {
+        Ok(Vec::new())
+    }
+    async fn peers(&self) -> Result<Vec<PeerInfo>, KvError> {
+        Ok(Vec::new())
+    }
+    async fn join(&self, _: &str) -> Result<(), KvError> {
+        Err(KvError::Refused("no network".into()))
+    }
+}
+
+/// Players 0..PLAYERS; player p lives on replica p % REPLICAS.
+const PLAYERS: usize = 4;
+const REPLICAS: usize = 2;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Mine(usize, u64),
+    Buy(usize, Option<u64>),
+    Give(usize, usize, u64),
+    /// Copies player p's keys from their home replica to replica r.
+    Sync(usize, usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let p = 0..PLAYERS;
+    prop_oneof![
+        (p.clone(), 1..50u64).prop_map(|(p, n)| Op::Mine(p, n)),
+        (p.clone(), proptest::option::of(1..30u64)).prop_map(|(p, n)| Op::Buy(p, n)),
+        (p.clone(), 0..PLAYERS, 1..80u64).prop_map(|(p, to, n)| Op::Give(p, to, n)),
+        (p, 0..REPLICAS).prop_map(|(p, r)| Op::Sync(p, r)),
+    ]
+}
+
+fn id(p: usize) -> String {
+    format!("player{p}")
+}
+
+fn sync(replicas: &[MemKv], p: usize, to: usize) {
+    let prefix = format!("p/{}/", id(p));
+    let from = replicas[p % REPLICAS].map().clone();
+    let mut target = replicas[to].map();
+    for (k, v) in from
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+    {
+        target.insert(k.clone(), v.clone());
+    }
+}
+
+/// Credit minus debit of `p` in `world`, without clamping.
+fn raw_balance(world: &World, p: &str) -> i128 {
+    let me = world.player(p);
+    let given: i128 = me.gave.values().map(|&n| i128::from(n)).sum();
+    let received: i128 = world
+        .players
+        .values()
+        .filter(|o| o.id != p)
+        .filter_map(|o| o.gave.get(p))
+        .map(|&n| i128::from(n))
+        .sum();
+    i128::from(me.mined) + received - i128::from(me.spent) - given
+}
+
+async fn play(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let replicas: Vec<MemKv> = (0..REPLICAS).map(|_| MemKv::default()).collect();
+    let content = Content::embedded();
+    let clock = Arc::new(InstantClock::new(0));
+    let mut handles = Vec::new();
+    for p in 0..PLAYERS {
+        let kv = replicas[p % REPLICAS].clone();
+        let handle = PlayerHandle::spawn(kv, id(p), content.clone(), clock.clone());
+        let name = format!("n{p}");
+        handle.apply(Change::Enter { name }).await.unwrap();
+        handles.push(handle);
+    }
+    for p in 0..PLAYERS {
+        for r in 0..REPLICAS {
+            sync(&replicas, p, r);
+        }
+    }
+    for op in ops {
+        let (player, change) = match op {
+            Op::Mine(p, n) => (p, Change::Mined(n)),
+            Op::Buy(p, n) => {
+                let count = n.map_or(Count::Max, Count::Exactly);
+                let hw = "cpu".to_owned();
+                (p, Change::Buy { hw, count })
+            }
+            Op::Give(p, to, amount) => (p, Change::Give { to: id(to), amount }),
+            Op::Sync(p, r) => {
+                sync(&replicas, p, r);
+                continue;
+            }
+        };
+        handles[player].apply(change).await.unwrap();
+        let home = World::from_pairs(replicas[player % REPLICAS].list("p/").await.unwrap());
+        prop_assert!(
+            raw_balance(&home, &id(player)) >= 0,
+            "player {player} in debt"
+        );
+    }
+    for p in 0..PLAYERS {
+        for r in 0..REPLICAS {
+            sync(&replicas, p, r);
+        }
+    }
+    let first = World::from_pairs(replicas[0].list("p/").await.unwrap());
+    for replica in &replicas {
+        let world = World::from_pairs(replica.list("p/").await.unwrap());
+        prop_assert_eq!(&world, &first, "replicas disagree after a full sync");
+    }
+    let (held, mined) = ledger::total_coins(&first);
+    prop_assert_eq!(held, mined, "coins were created or destroyed");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+    #[test]
+    fn no_order_of_trades_and_syncs_creates_or_destroys_coins(ops in proptest::collection::vec(op(), 0..80)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(play(ops))?;
+    }
+}
+
+#[tokio::test]
+async fn chat_is_a_ring_so_the_world_does_not_grow() {
+    let kv = MemKv::default();
+    let content = Content::embedded();
+    let clock = Arc::new(InstantClock::new(0));
+    let handle = PlayerHandle::spawn(kv.clone(), "talker".into(), content.clone(), clock);
+    let name = "talker".to_owned();
+    handle.apply(Change::Enter { name }).await.unwrap();
+    for i in 1..=150u64 {
+        let change = Change::Chat {
+            scope: super::schema::Scope::Shout,
+            text: format!("line {i}"),
+        };
+        handle.apply(change).await.unwrap();
+    }
+    let world = World::from_pairs(kv.list("p/").await.unwrap());
+    let chat = &world.player("talker").chat;
+    let ring = usize::try_from(content.rules.chat.ring).unwrap();
+    assert_eq!(chat.len(), ring);
+    assert_eq!(chat.last().unwrap().text, "line 150");
+    assert_eq!(chat.first().unwrap().seq, 150 - content.rules.chat.ring + 1);
+    assert_eq!(kv.list("p/talker/chat/").await.unwrap().len(), ring);
+}

@@ -1,0 +1,248 @@
+//! Test helpers for the game: real nodes, sessions driven like a front end would, and a
+//! mirror that keeps two network-less nodes in sync the way the network will (each player's
+//! keys copied from their own node only, so the copies never conflict).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cmud::game::clock::InstantClock;
+use cmud::game::content::{Content, RULES_RON, STORY_RON};
+use cmud::game::events::{Event, Input, LineKind, Status};
+use cmud::game::session::{self, SessionOptions};
+use cmud::node::{Node, NodeOptions};
+use cmud::rpc::{Kv, KvClient};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Long enough for anything on a loaded CI machine; tests wait for events, not for time.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A node with no network in a temporary folder, and a client on it.
+pub struct TestNode {
+    pub node: Node,
+    pub kv: KvClient,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    pub async fn start() -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir) -> TestNode {
+        let node = Node::start(NodeOptions::local(dir.path().join("world"), 2))
+            .await
+            .unwrap();
+        let kv = KvClient::connect(node.rpc_addr()).await.unwrap();
+        TestNode { node, kv, dir }
+    }
+
+    /// A fresh client (another connection, maybe on another query actor).
+    pub async fn client(&self) -> KvClient {
+        KvClient::connect(self.node.rpc_addr()).await.unwrap()
+    }
+
+    /// Stops the node and hands back its folder.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.node.shutdown().await;
+        self.dir
+    }
+}
+
+/// Rules with some numbers changed, for tests.
+pub fn content_with(changes: &[(&str, &str)]) -> Arc<Content> {
+    let mut rules = RULES_RON.to_owned();
+    for (from, to) in changes {
+        assert!(rules.contains(from), "rules.ron has no {from:?}");
+        rules = rules.replace(from, to);
+    }
+    Arc::new(Content::parse(&rules, STORY_RON).unwrap())
+}
+
+/// Options for a deterministic session: seeded, instant pauses.
+pub fn options(name: Option<&str>, player_id: Option<&str>, seed: u64) -> SessionOptions {
+    SessionOptions {
+        name: name.map(str::to_owned),
+        no_pauses: true,
+        seed: Some(seed),
+        clock: Some(Arc::new(InstantClock::starting_now())),
+        player_id: player_id.map(str::to_owned),
+        content: None,
+    }
+}
+
+/// A session driven like a front end drives it.
+pub struct Player {
+    pub inputs: mpsc::Sender<Input>,
+    pub events: mpsc::Receiver<Event>,
+    /// The latest status.
+    pub status: Status,
+    /// Lines that arrived while waiting for something else (news).
+    pub backlog: Vec<(LineKind, String)>,
+    /// Names chosen (Event::NameChosen).
+    pub chosen: Vec<String>,
+    /// Whether a long action runs, as far as the events read so far say.
+    pub busy: bool,
+    marks: u64,
+}
+
+impl Player {
+    /// Starts a session and waits for its greeting; returns it with the greeting's lines.
+    pub async fn start<K: Kv>(kv: K, options: SessionOptions) -> (Player, Vec<String>) {
+        let (inputs, events) = session::spawn(kv, options);
+        let mut player = Player {
+            inputs,
+            events,
+            status: Status::default(),
+            backlog: Vec::new(),
+            chosen: Vec::new(),
+            busy: false,
+            marks: 0,
+        };
+        let greeting = player.run_raw("").await;
+        (player, greeting.into_iter().map(|(_, t)| t).collect())
+    }
+
+    /// The next event, or a panic after the deadline.
+    pub async fn next(&mut self) -> Option<Event> {
+        let event = tokio::time::timeout(DEADLINE, self.events.recv())
+            .await
+            .expect("the session went quiet");
+        match &event {
+            Some(Event::Status(status)) => self.status = status.clone(),
+            Some(Event::NameChosen(name)) => self.chosen.push(name.clone()),
+            Some(Event::Progress(progress)) => self.busy = progress.is_some(),
+            _ => {}
+        }
+        event
+    }
+
+    /// Sends a line and returns its output (kind and text, echoes left out): everything up
+    /// to a comment mark sent after it, and, if it started a long action, up to its end.
+    pub async fn run_raw(&mut self, line: &str) -> Vec<(LineKind, String)> {
+        self.marks += 1;
+        let mark = format!("# mark {}", self.marks);
+        if !line.is_empty() {
+            self.inputs
+                .send(Input::Line(line.to_owned()))
+                .await
+                .unwrap();
+        }
+        self.inputs.send(Input::Line(mark.clone())).await.unwrap();
+        let mut out = Vec::new();
+        let mut busy = false;
+        let mut marked = false;
+        while !marked || busy {
+            match self.next().await {
+                Some(Event::Line(l)) if l.kind == LineKind::Echo => marked |= l.text == mark,
+                Some(Event::Line(l)) => out.push((l.kind, l.text)),
+                // Story text runs on by itself; mining and solving are waited for.
+                Some(Event::Progress(p)) => busy = p.is_some_and(|p| p.label != "Story"),
+                Some(Event::Quit) | None => break,
+                Some(_) => {}
+            }
+        }
+        out
+    }
+
+    /// Sends a line and returns its output's texts.
+    pub async fn run(&mut self, line: &str) -> Vec<String> {
+        self.run_raw(line)
+            .await
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
+    }
+
+    /// Waits until a line (from any command or from news) satisfies `wanted`.
+    pub async fn wait_for_line(&mut self, wanted: impl Fn(&str) -> bool) -> String {
+        if let Some(i) = self.backlog.iter().position(|(_, t)| wanted(t)) {
+            return self.backlog.remove(i).1;
+        }
+        loop {
+            match self.next().await {
+                Some(Event::Line(l)) if wanted(&l.text) => return l.text,
+                Some(Event::Line(l)) => self.backlog.push((l.kind, l.text)),
+                Some(Event::Quit) | None => panic!("the session ended"),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Waits until no long action runs (lines that arrive meanwhile go to the backlog).
+    pub async fn wait_idle(&mut self) {
+        while self.busy {
+            match self.next().await {
+                Some(Event::Line(l)) if l.kind != LineKind::Echo => {
+                    self.backlog.push((l.kind, l.text))
+                }
+                Some(Event::Quit) | None => panic!("the session ended"),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Runs `line` until its output satisfies `wanted` (the world may take a moment to sync).
+    pub async fn run_until(
+        &mut self,
+        line: &str,
+        wanted: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let start = tokio::time::Instant::now();
+        loop {
+            let out = self.run(line).await;
+            if wanted(&out) {
+                return out;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{line}: never got it; last: {out:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Quits and waits for the session to end.
+    pub async fn quit(mut self) -> Vec<String> {
+        self.inputs.send(Input::Line("quit".into())).await.unwrap();
+        let mut out = Vec::new();
+        loop {
+            match self.next().await {
+                Some(Event::Line(l)) if l.kind != LineKind::Echo => out.push(l.text),
+                Some(Event::Quit) | None => return out,
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Copies each player's keys from the node they play on to the other node, every 50 ms: the
+/// network's job, done by hand for nodes without one. `owners` maps a player id to the index
+/// (0 or 1) of their node.
+pub fn mirror(kvs: [KvClient; 2], owners: Vec<(String, usize)>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut copied: HashMap<String, String> = HashMap::new();
+        loop {
+            for (id, home) in &owners {
+                let prefix = format!("p/{id}/");
+                let Ok(pairs) = kvs[*home].list(&prefix).await else {
+                    return;
+                };
+                let changed: Vec<(String, String)> = pairs
+                    .into_iter()
+                    .filter(|(k, v)| copied.get(k) != Some(v))
+                    .collect();
+                if changed.is_empty() {
+                    continue;
+                }
+                if kvs[1 - home].put_many(&changed).await.is_err() {
+                    return;
+                }
+                copied.extend(changed);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
