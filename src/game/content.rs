@@ -141,7 +141,8 @@ pub struct Rules {
     pub story_pause_ms: u64,
     /// How often the session looks at the world for news, in milliseconds.
     pub poll_ms: u64,
-    /// Clock offset to a peer that earns a warning, in milliseconds.
+    /// Clock offset to a peer that earns a warning, in milliseconds, when the node does not
+    /// report its `max_clock_skew_ms` (the warning is then at half of that).
     pub clock_warning_ms: i64,
     /// Players shown by `top`.
     pub top_size: usize,

@@ -47,6 +47,12 @@ impl News {
             (_, n) => SyncState::Pending(n),
         };
         let offset = number("clock_offset_ms").saturating_abs();
+        // The node skips peers' entries past `max_clock_skew`: warn at half of it, as the
+        // node's log does. An older node without the field gets the rules' threshold.
+        let warn_at = match number("max_clock_skew_ms") {
+            0 => ctx.content.rules.clock_warning_ms,
+            skew => skew / 2,
+        };
         let content = &ctx.content;
         let me = world.player(&ctx.id);
         let shown = names::display_names(&world);
@@ -61,7 +67,7 @@ impl News {
             peers,
             sync,
             clock_offset_ms: offset,
-            clock_warning: offset > content.rules.clock_warning_ms,
+            clock_warning: offset > warn_at,
             mode,
             players: presence(content, &world, ctx.clock.now_ms(), &ctx.id),
         })

@@ -317,10 +317,11 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
     );
     let _ = write!(
         out,
-        "\r\n# Replication\r\nlisten_addrs:{}\r\nconnected_peers:{}\r\nclock_offset_ms:{}\r\nsync_pending_entries:{}\r\n",
+        "\r\n# Replication\r\nlisten_addrs:{}\r\nconnected_peers:{}\r\nclock_offset_ms:{}\r\nmax_clock_skew_ms:{}\r\nsync_pending_entries:{}\r\n",
         node.listen_addrs().join(","),
         remote.connected_peers.load(Relaxed),
         remote.clock_offset_ms.load(Relaxed),
+        actor.limits().max_clock_skew.as_millis(),
         load(&remote.pending_entries),
     );
     let _ = write!(
