@@ -127,6 +127,7 @@ impl Cli {
         };
         let world = self.world.clone().unwrap_or_else(|| config.world.clone());
         config::validate_world(&world).map_err(SettingsError::Invalid)?;
+        config.validate_limits().map_err(SettingsError::Invalid)?;
 
         let listen = if self.listen.is_empty() {
             parse_addrs("listen", &config.listen)?
@@ -148,10 +149,11 @@ impl Cli {
             .or(config.actors)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .clamp(1, 256);
-        let max_clock_skew = Duration::from_secs(config.max_clock_skew_secs.max(1));
         let limits = Limits {
-            max_clock_skew,
-            ..Limits::default()
+            max_key_bytes: config.max_key_bytes,
+            max_value_bytes: config.max_value_bytes,
+            max_args: config.max_args,
+            max_clock_skew: Duration::from_secs(config.max_clock_skew_secs.max(1)),
         };
         let server_only = front_end == FrontEnd::ServerOnly;
         let node = NodeOptions {
@@ -168,7 +170,7 @@ impl Cli {
                 join,
                 mdns: config.mdns && !self.no_mdns,
                 strict_listen: server_only,
-                max_clock_skew,
+                limits,
                 discovery: true,
             }),
         };

@@ -71,6 +71,12 @@ pub struct Config {
     pub mdns: bool,
     /// Largest accepted clock lead of a peer's entries, in seconds.
     pub max_clock_skew_secs: u64,
+    /// Largest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes.
+    pub max_value_bytes: usize,
+    /// Most arguments in one RPC command.
+    pub max_args: usize,
     /// Where world folders live; `None` uses the platform data directory.
     pub data_dir: Option<PathBuf>,
 }
@@ -92,6 +98,9 @@ impl Default for Config {
             peers: Vec::new(),
             mdns: true,
             max_clock_skew_secs: 60,
+            max_key_bytes: 1024,
+            max_value_bytes: 32 * 1024,
+            max_args: 1024,
             data_dir: None,
         }
     }
@@ -101,6 +110,28 @@ impl Config {
     /// The clock skew limit as a duration.
     pub fn max_clock_skew(&self) -> Duration {
         Duration::from_secs(self.max_clock_skew_secs)
+    }
+
+    /// Checks the size limits are usable: a node with a zero or absurd limit could not play.
+    pub fn validate_limits(&self) -> Result<(), String> {
+        let check = |name: &str, value: usize, range: std::ops::RangeInclusive<usize>| {
+            if range.contains(&value) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{name} in config.ron is {value}; it must be from {} to {}",
+                    range.start(),
+                    range.end()
+                ))
+            }
+        };
+        check("max_key_bytes", self.max_key_bytes, 64..=64 * 1024)?;
+        check(
+            "max_value_bytes",
+            self.max_value_bytes,
+            1024..=16 * 1024 * 1024,
+        )?;
+        check("max_args", self.max_args, 16..=64 * 1024)
     }
 
     /// Reads `path`, first writing the commented defaults there if it does not exist.
@@ -304,6 +335,22 @@ mod tests {
         assert!(!profile.add_peer("/ip4/127.0.0.1/tcp/1"));
         profile.save(&path).unwrap();
         assert_eq!(Profile::load(&path).unwrap(), profile);
+    }
+
+    #[test]
+    fn limits_must_be_usable() {
+        assert!(Config::default().validate_limits().is_ok());
+        let zero_value = Config {
+            max_value_bytes: 0,
+            ..Config::default()
+        };
+        let err = zero_value.validate_limits().unwrap_err();
+        assert!(err.contains("max_value_bytes"), "{err}");
+        let few_args = Config {
+            max_args: 2,
+            ..Config::default()
+        };
+        assert!(few_args.validate_limits().is_err());
     }
 
     #[test]

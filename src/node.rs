@@ -144,7 +144,8 @@ impl Node {
         let stats = Arc::new(Stats::new(actors));
 
         let (network, outbound) = match options.network.clone() {
-            Some(net_options) => {
+            Some(mut net_options) => {
+                net_options.limits = options.limits;
                 let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
                 let handle = p2p::start(NetworkSetup {
                     keypair,
@@ -279,6 +280,7 @@ fn frame_limits(limits: &Limits) -> FrameLimits {
     let largest = limits.max_value_bytes.max(limits.max_key_bytes);
     let defaults = FrameLimits::default();
     FrameLimits {
+        max_args: limits.max_args,
         max_arg_bytes: largest.saturating_mul(2),
         max_frame_bytes: defaults.max_frame_bytes.max(largest.saturating_mul(4)),
         ..defaults

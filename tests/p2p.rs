@@ -529,7 +529,6 @@ async fn an_entry_from_the_future_is_delayed_not_lost() {
     let dir = tempfile::tempdir().unwrap();
     let mut options = harness::options(&dir, 1, vec![b.addr()], false);
     options.limits.max_clock_skew = Duration::from_secs(1);
-    options.network.as_mut().unwrap().max_clock_skew = Duration::from_secs(1);
     let a = harness::TestNode::start_with(dir, options).await;
     wait_connected(&a, 1).await;
 

@@ -625,3 +625,31 @@ fn sigterm_flushes_and_a_second_cmud_on_the_same_world_is_refused() {
     let reply = raw(server.rpc_addr(), b"GET last\r\nQUIT\r\n", usize::MAX);
     assert_eq!(reply, b"$5\r\nwords\r\n+OK\r\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_limits_are_the_ones_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = NodeOptions::local(dir.path().join("cmud"), 1);
+    options.limits.max_key_bytes = 8;
+    options.limits.max_value_bytes = 16;
+    options.limits.max_args = 5;
+    let node = Node::start(options).await.unwrap();
+    let addr = node.rpc_addr();
+    let reply = raw(
+        addr,
+        b"SET key567890 v\r\nSET k 0123456789abcdefX\r\nSET k 0123456789abcdef\r\nMSET a 1 b 2 c 3\r\nGET k\r\nQUIT\r\n",
+        usize::MAX,
+    );
+    let reply = String::from_utf8_lossy(&reply);
+    let lines: Vec<&str> = reply.split("\r\n").collect();
+    assert!(lines[0].contains("key is longer than 8 bytes"), "{reply}");
+    assert!(
+        lines[1].contains("value is longer than 16 bytes"),
+        "{reply}"
+    );
+    assert_eq!(lines[2], "+OK", "{reply}");
+    // Seven arguments are over max_args: a protocol error that closes the connection.
+    assert!(lines[3].starts_with("-ERR Protocol error"), "{reply}");
+    assert_eq!(lines.len(), 5, "nothing after the protocol error: {reply}");
+    node.shutdown().await;
+}

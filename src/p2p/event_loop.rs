@@ -111,10 +111,7 @@ impl EventLoop {
     /// Builds the loop from its setup; [`EventLoop::run`] drives it.
     pub(super) fn new(setup: Setup) -> Self {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
-        let limits = Limits {
-            max_clock_skew: setup.options.max_clock_skew,
-            ..Limits::default()
-        };
+        let limits = setup.options.limits;
         let mut this = EventLoop {
             topic: puts_topic(&setup.options.world),
             world_key: RecordKey::new(&format!("cmud/{}", setup.options.world)),
@@ -340,7 +337,7 @@ impl EventLoop {
             return;
         }
         self.offsets.insert(peer, offset_ms);
-        let half_skew = (self.options.max_clock_skew.as_millis() / 2) as u64;
+        let half_skew = (self.options.limits.max_clock_skew.as_millis() / 2) as u64;
         if offset_ms.unsigned_abs() > half_skew {
             if self.offset_warned.insert(peer) {
                 tracing::warn!(

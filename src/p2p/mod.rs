@@ -37,9 +37,9 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::store::Batch;
 use crate::store::gateway::GatewayHandle;
 use crate::store::stats::Stats;
+use crate::store::{Batch, Limits};
 
 use behaviour::Behaviour;
 use event_loop::EventLoop;
@@ -92,8 +92,11 @@ pub struct NetworkOptions {
     pub mdns: bool,
     /// Whether a taken port is an error (a host) or falls back to a free one (a player).
     pub strict_listen: bool,
-    /// Clock skew limit, for offset warnings.
-    pub max_clock_skew: Duration,
+    /// Key, value and clock-skew limits peers' entries are checked against. [`Node::start`]
+    /// sets them to the node's own, so the RPC port and the network agree.
+    ///
+    /// [`Node::start`]: crate::node::Node::start
+    pub limits: Limits,
     /// Whether peers are found beyond the joined ones (listen addresses shared by identify,
     /// Kademlia provider lookups). On for real use; tests that route every byte through a
     /// proxy turn it off so nobody learns a direct address.

@@ -15,6 +15,8 @@ pub struct Limits {
     pub max_key_bytes: usize,
     /// Largest value accepted, in bytes.
     pub max_value_bytes: usize,
+    /// Most arguments one RPC command may have.
+    pub max_args: usize,
     /// How far in the future (by our wall clock) a version may be and still be merged.
     pub max_clock_skew: Duration,
 }
@@ -24,6 +26,7 @@ impl Default for Limits {
         Limits {
             max_key_bytes: 1024,
             max_value_bytes: 32 * 1024,
+            max_args: 1024,
             max_clock_skew: Duration::from_secs(60),
         }
     }

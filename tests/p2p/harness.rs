@@ -7,6 +7,7 @@ use std::time::Duration;
 use cmud::node::{Node, NodeOptions};
 use cmud::p2p::NetworkOptions;
 use cmud::rpc::client::parse_info;
+use cmud::store::Limits;
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use redis::aio::MultiplexedConnection;
@@ -39,7 +40,7 @@ pub fn options(dir: &TempDir, actors: usize, join: Vec<Multiaddr>, discovery: bo
         join,
         mdns: false,
         strict_listen: false,
-        max_clock_skew: Duration::from_secs(60),
+        limits: Limits::default(),
         discovery,
     });
     options
