@@ -104,6 +104,14 @@ fn raw(addr: SocketAddr, request: &[u8], expect: usize) -> Vec<u8> {
     reply
 }
 
+/// Sends `request` on a fresh connection, reads until the server closes it, and splits the
+/// replies into lines (for error replies, which are one line each).
+fn raw_lines(addr: SocketAddr, request: &[u8]) -> (String, Vec<String>) {
+    let reply = String::from_utf8_lossy(&raw(addr, request, usize::MAX)).into_owned();
+    let lines = reply.split("\r\n").map(str::to_owned).collect();
+    (reply, lines)
+}
+
 /// Whether the server closed `stream` (reads end) within the deadline.
 fn closed_by_server(stream: &mut TcpStream) -> bool {
     stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
@@ -298,13 +306,7 @@ async fn bad_input_gets_errors_and_never_hurts_the_node() {
     let addr = node.rpc_addr();
 
     // Unknown command and wrong arity: an error, and the connection stays.
-    let reply = raw(
-        addr,
-        b"FLY me\r\nGET\r\nSET a\r\nPING\r\nQUIT\r\n",
-        usize::MAX,
-    );
-    let reply = String::from_utf8_lossy(&reply);
-    let lines: Vec<&str> = reply.split("\r\n").collect();
+    let (reply, lines) = raw_lines(addr, b"FLY me\r\nGET\r\nSET a\r\nPING\r\nQUIT\r\n");
     assert!(lines[0].starts_with("-ERR unknown command"), "{reply}");
     assert!(
         lines[1].starts_with("-ERR wrong number of arguments"),
@@ -635,13 +637,10 @@ async fn configured_limits_are_the_ones_enforced() {
     options.limits.max_args = 5;
     let node = Node::start(options).await.unwrap();
     let addr = node.rpc_addr();
-    let reply = raw(
+    let (reply, lines) = raw_lines(
         addr,
         b"SET key567890 v\r\nSET k 0123456789abcdefX\r\nSET k 0123456789abcdef\r\nMSET a 1 b 2 c 3\r\nGET k\r\nQUIT\r\n",
-        usize::MAX,
     );
-    let reply = String::from_utf8_lossy(&reply);
-    let lines: Vec<&str> = reply.split("\r\n").collect();
     assert!(lines[0].contains("key is longer than 8 bytes"), "{reply}");
     assert!(
         lines[1].contains("value is longer than 16 bytes"),
