@@ -663,3 +663,77 @@ async fn a_node_of_another_world_gets_nothing() {
     assert_eq!(got, None, "another world's node received our entries");
     other.shutdown().await;
 }
+
+// ---- Decoding peers' messages --------------------------------------------------------------
+
+/// The largest single allocation made by the current thread, so a test can tell what decoding
+/// a peer's message made this node reserve.
+mod alloc_meter {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static LARGEST: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// The system allocator, noting each thread's largest allocation.
+    pub struct Meter;
+
+    fn note(size: usize) {
+        let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+    }
+
+    // SAFETY: every call is forwarded unchanged to the system allocator.
+    unsafe impl GlobalAlloc for Meter {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note(new_size);
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    /// Runs `f` and returns its result with the largest allocation this thread made meanwhile.
+    pub fn largest_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        LARGEST.with(|largest| largest.set(0));
+        let result = f();
+        (result, LARGEST.with(Cell::get))
+    }
+}
+
+#[global_allocator]
+static ALLOC: alloc_meter::Meter = alloc_meter::Meter;
+
+#[test]
+fn a_claimed_frame_length_reserves_nothing_before_the_bytes_arrive() {
+    use libp2p::request_response::Codec;
+
+    // A peer claims a request of 4 MiB (the limit) and sends 16 bytes of it.
+    let claimed = cmud::p2p::wire::MAX_REQUEST_BYTES as u32;
+    let mut frame = claimed.to_be_bytes().to_vec();
+    frame.extend_from_slice(&[0u8; 16]);
+    let mut stream = futures::io::Cursor::new(frame);
+    let mut codec = cmud::p2p::wire::SyncCodec;
+    let (result, largest) = alloc_meter::largest_during(|| {
+        futures::executor::block_on(
+            codec.read_request(&cmud::p2p::wire::SYNC_PROTOCOL, &mut stream),
+        )
+    });
+    assert!(result.is_err(), "a truncated frame decoded");
+    assert!(
+        largest < 64 * 1024,
+        "reading 20 bytes of a frame allocated {largest} bytes"
+    );
+}

@@ -188,8 +188,13 @@ where
             WireError::TooLarge(len),
         ));
     }
-    let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf).await?;
+    // The buffer grows as bytes arrive: the length is only the peer's claim, and reserving it
+    // up front would let a peer make us hold megabytes per stream for four bytes sent.
+    let mut buf = Vec::new();
+    (&mut *io).take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(buf)
 }
 
