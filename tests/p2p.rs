@@ -737,3 +737,70 @@ fn a_claimed_frame_length_reserves_nothing_before_the_bytes_arrive() {
         "reading 20 bytes of a frame allocated {largest} bytes"
     );
 }
+
+/// A crafted peer that dials `target` and answers every sync request it gets with `answer`.
+/// Returns the task (abort it to stop) and the number of requests received so far.
+fn spawn_crafted_responder(
+    target: libp2p::Multiaddr,
+    answer: impl Fn(&cmud::p2p::wire::SyncRequest) -> cmud::p2p::wire::SyncResponse + Send + 'static,
+) -> (
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use futures::StreamExt;
+    use libp2p::request_response::{Event, Message};
+    use libp2p::swarm::SwarmEvent;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let mut swarm = cmud::p2p::behaviour::build_swarm(keypair, false, true).unwrap();
+    swarm.dial(target).unwrap();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = requests.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(cmud::p2p::behaviour::BehaviourEvent::Sync(
+                Event::Message {
+                    message:
+                        Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                },
+            )) = swarm.select_next_some().await
+            {
+                counter.fetch_add(1, Relaxed);
+                let _ = swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, answer(&request));
+            }
+        }
+    });
+    (task, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_sync_cursor_stands_still_cannot_keep_a_node_asking() {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let node = TestNode::start(1, vec![], false).await;
+    let (crafted, requests) =
+        spawn_crafted_responder(node.addr(), |_| cmud::p2p::wire::SyncResponse::Page {
+            format: cmud::p2p::wire::FORMAT_VERSION,
+            entries: vec![],
+            next: Some(bytes::Bytes::from_static(b"k")),
+            total: 0,
+            sent_ms: cmud::store::clock::wall_millis(),
+        });
+    wait_until("the node to ask the crafted peer", SETTLE, || async {
+        requests.load(Relaxed) >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Two requests per exchange (the first page, then the page at "k"); in 2 s at most the
+    // exchange on connecting and one anti-entropy round.
+    let asked = requests.load(Relaxed);
+    assert!(asked <= 4, "the node asked {asked} times in 2 s");
+    crafted.abort();
+}
