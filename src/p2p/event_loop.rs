@@ -93,13 +93,13 @@ pub(super) struct EventLoop {
     pub(super) pending_joins: HashMap<ConnectionId, oneshot::Sender<Result<(), P2pError>>>,
     /// Running bootstrap / anti-entropy exchanges, by peer.
     pub(super) sessions: HashMap<PeerId, Session>,
-    /// Peers of another world, format or program: never synced with again.
+    /// Connected peers of another world, format or program: not synced with while connected.
     pub(super) foreign: HashSet<PeerId>,
     /// Last clock offset seen per peer (their clock minus ours), in milliseconds.
     pub(super) offsets: HashMap<PeerId, i64>,
-    /// Peers whose clock offset has been warned about.
+    /// Connected peers whose clock offset has been warned about.
     pub(super) offset_warned: HashSet<PeerId>,
-    /// Peers whose bad batches have been logged (logged once each).
+    /// Connected peers whose bad batches have been logged (logged once each).
     pub(super) bad_logged: HashSet<PeerId>,
     /// Local entries nobody could be told about yet (no subscriber), latest per key.
     pub(super) held: HashMap<Key, Entry>,
@@ -255,7 +255,12 @@ impl EventLoop {
                 if num_established == 0 {
                     tracing::info!(peer = %peer_id, cause = ?cause, "peer disconnected");
                     self.peers.remove(&peer_id);
+                    // Per-peer state goes with the peer, or peers coming and going under fresh
+                    // identities would grow it without bound.
                     self.offsets.remove(&peer_id);
+                    self.offset_warned.remove(&peer_id);
+                    self.bad_logged.remove(&peer_id);
+                    self.foreign.remove(&peer_id);
                     self.update_clock_offset();
                     self.redial.disconnected(peer_id);
                 }

@@ -136,7 +136,7 @@ impl EventLoop {
                         let gateway = self.gateway.clone();
                         tokio::spawn(async move { gateway.remote_entries(batch.entries).await });
                     }
-                    Err(reason) => self.rejected(author, &reason),
+                    Err(reason) => self.rejected(propagation_source, author, &reason),
                 }
             }
             gossipsub::Event::Subscribed { peer_id, topic } if topic == self.topic.hash() => {
@@ -178,12 +178,15 @@ impl EventLoop {
         Ok(batch)
     }
 
-    fn rejected(&mut self, peer: PeerId, reason: &str) {
+    /// Counts and logs a rejected batch. Logged once per connected peer that sent it (not per
+    /// author: a peer can sign each message with a fresh key, and a set of authors would grow
+    /// without bound); the event loop forgets the peer when it disconnects.
+    fn rejected(&mut self, peer: PeerId, author: PeerId, reason: &str) {
         self.stats.remote.rejected_batches.fetch_add(1, Relaxed);
         if self.bad_logged.insert(peer) {
-            tracing::warn!(%peer, reason, "rejected a bad batch from a peer (further ones from it are counted in INFO, not logged)");
+            tracing::warn!(%peer, %author, reason, "rejected a bad batch from a peer (further ones from it are counted in INFO, not logged)");
         } else {
-            tracing::debug!(%peer, reason, "rejected a bad batch");
+            tracing::debug!(%peer, %author, reason, "rejected a bad batch");
         }
     }
 }
