@@ -804,3 +804,26 @@ async fn a_peer_whose_sync_cursor_stands_still_cannot_keep_a_node_asking() {
     assert!(asked <= 4, "the node asked {asked} times in 2 s");
     crafted.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_joined_without_a_peer_id_is_redialled_whoever_listens_there() {
+    let a = TestNode::start(1, vec![], false).await;
+    let plain: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", a.socket_addr().port())
+        .parse()
+        .unwrap();
+    let b = TestNode::start(1, vec![plain.clone()], false).await;
+    wait_connected(&b, 1).await;
+    a.stop().await;
+    wait_until("b to notice the host is gone", SETTLE, || async {
+        b.info_u64("connected_peers").await == 0
+    })
+    .await;
+    // The host comes back at the same address with a new identity (a fresh data folder).
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = harness::options(&dir, 1, vec![], false);
+    let network = options.network.as_mut().unwrap();
+    network.listen = vec![plain];
+    network.strict_listen = true;
+    let host = TestNode::start_with(dir, options).await;
+    wait_connected(&host, 1).await;
+}
