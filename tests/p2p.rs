@@ -827,3 +827,16 @@ async fn an_address_joined_without_a_peer_id_is_redialled_whoever_listens_there(
     let host = TestNode::start_with(dir, options).await;
     wait_connected(&host, 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_puts_before_a_node_stops_reach_its_peers() {
+    let a = TestNode::start(1, vec![], false).await;
+    let b = TestNode::start(1, vec![a.addr()], false).await;
+    wait_connected(&a, 1).await;
+    a.set(0, "warmup", "1").await;
+    wait_everywhere(&[&a, &b], "warmup", "1", SETTLE).await;
+    // A player's last command, then quit at once: b must not wait for a to come back.
+    a.set(0, "last-words", "bye").await;
+    a.stop().await;
+    wait_everywhere(&[&b], "last-words", "bye", Duration::from_secs(5)).await;
+}

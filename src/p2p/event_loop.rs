@@ -27,6 +27,9 @@ use crate::store::gateway::GatewayHandle;
 use crate::store::stats::Stats;
 use crate::store::{Batch, Entry, Key, Limits};
 
+/// How long a stopping node keeps its connections up so its last batches leave.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
+
 /// How often due re-dials are checked.
 const REDIAL_TICK: Duration = Duration::from_millis(250);
 
@@ -171,6 +174,7 @@ impl EventLoop {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown(done)) => {
+                        self.publish_last().await;
                         let _ = done.send(());
                         break;
                     }
@@ -189,6 +193,24 @@ impl EventLoop {
         }
         self.stats.remote.connected_peers.store(0, Relaxed);
         tracing::debug!("network stopped");
+    }
+
+    /// Publishes the batches still queued (the node stops its store first, so they are its
+    /// last Puts) and drives the swarm a moment so they leave before connections close.
+    async fn publish_last(&mut self) {
+        let mut batches = Vec::new();
+        if let Some(outbound) = &mut self.outbound {
+            while let Ok(batch) = outbound.try_recv() {
+                batches.push(batch);
+            }
+        }
+        if !self.publish_together(&batches) {
+            return;
+        }
+        let until = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while let Ok(event) = tokio::time::timeout_at(until, self.swarm.select_next_some()).await {
+            self.on_swarm_event(event);
+        }
     }
 
     fn on_command(&mut self, command: Command) {

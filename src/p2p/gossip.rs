@@ -53,6 +53,21 @@ impl EventLoop {
         }
     }
 
+    /// Publishes `batches` and anything held back as one batch (the last ones queued when the
+    /// node stops). Returns whether there was anything to publish and anyone to tell.
+    pub(super) fn publish_together(&mut self, batches: &[Batch]) -> bool {
+        for batch in batches {
+            for (key, entry) in batch.iter() {
+                hold(&mut self.held, key.clone(), entry.clone());
+            }
+        }
+        if self.held.is_empty() || !self.anyone_subscribed() {
+            return false;
+        }
+        self.publish_held();
+        true
+    }
+
     fn publish_entries(&mut self, entries: Vec<KeyedEntry>) {
         let messages = match wire::encode_batches(&self.options.world, wall_millis(), &entries) {
             Ok(messages) => messages,
