@@ -169,13 +169,14 @@ impl EventLoop {
         anti_entropy.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut discovery = interval(DISCOVERY_PERIOD);
         discovery.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut stopped = None;
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown(done)) => {
                         self.publish_last().await;
-                        let _ = done.send(());
+                        stopped = Some(done);
                         break;
                     }
                     Some(command) => self.on_command(command),
@@ -192,7 +193,13 @@ impl EventLoop {
             }
         }
         self.stats.remote.connected_peers.store(0, Relaxed);
+        // Connections and listeners close with the swarm: only then is the caller told, so a
+        // node started next on the same port finds it free.
+        drop(self);
         tracing::debug!("network stopped");
+        if let Some(done) = stopped {
+            let _ = done.send(());
+        }
     }
 
     /// Publishes the batches still queued (the node stops its store first, so they are its
