@@ -108,6 +108,8 @@ pub(super) struct EventLoop {
     pub(super) held: HashMap<Key, Entry>,
     /// Whether the DHT has been bootstrapped (after the first connection).
     pub(super) kad_bootstrapped: bool,
+    /// When a gossip message was last published (shutdown lets a recent one leave).
+    pub(super) last_published: Option<tokio::time::Instant>,
 }
 
 impl EventLoop {
@@ -138,6 +140,7 @@ impl EventLoop {
             bad_logged: HashSet::new(),
             held: HashMap::new(),
             kad_bootstrapped: false,
+            last_published: None,
             options: setup.options,
         };
         for addr in this.options.join.clone() {
@@ -211,7 +214,11 @@ impl EventLoop {
                 batches.push(batch);
             }
         }
-        if !self.publish_together(&batches) {
+        let published = self.publish_together(&batches);
+        let recent = self
+            .last_published
+            .is_some_and(|at| at.elapsed() < SHUTDOWN_GRACE);
+        if !published && !recent {
             return;
         }
         let until = tokio::time::Instant::now() + SHUTDOWN_GRACE;

@@ -86,6 +86,7 @@ impl EventLoop {
                 .publish(self.topic.clone(), message)
             {
                 Ok(_) => {
+                    self.last_published = Some(tokio::time::Instant::now());
                     remote.messages_sent.fetch_add(1, Relaxed);
                     remote.bytes_sent.fetch_add(bytes, Relaxed);
                 }
