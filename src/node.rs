@@ -228,14 +228,17 @@ impl Node {
         &self.stats
     }
 
-    /// Stops accepting, stops the network, flushes every actor and commits to disk.
+    /// Stops accepting, flushes every actor and commits to disk, then stops the network.
     pub async fn shutdown(self) {
         let _ = self.stop_accepting.send(true);
         let _ = self.acceptor.await;
+        // The store first: its last Puts reach the network's queue, and the network publishes
+        // them before it stops. The other way round they reached no peer until this node
+        // came back.
+        self.store.shutdown().await;
         if let Some(network) = &self.network {
             network.shutdown().await;
         }
-        self.store.shutdown().await;
     }
 }
 

@@ -663,3 +663,180 @@ async fn a_node_of_another_world_gets_nothing() {
     assert_eq!(got, None, "another world's node received our entries");
     other.shutdown().await;
 }
+
+// ---- Decoding peers' messages --------------------------------------------------------------
+
+/// The largest single allocation made by the current thread, so a test can tell what decoding
+/// a peer's message made this node reserve.
+mod alloc_meter {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static LARGEST: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// The system allocator, noting each thread's largest allocation.
+    pub struct Meter;
+
+    fn note(size: usize) {
+        let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+    }
+
+    // SAFETY: every call is forwarded unchanged to the system allocator.
+    unsafe impl GlobalAlloc for Meter {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note(new_size);
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    /// Runs `f` and returns its result with the largest allocation this thread made meanwhile.
+    pub fn largest_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        LARGEST.with(|largest| largest.set(0));
+        let result = f();
+        (result, LARGEST.with(Cell::get))
+    }
+}
+
+#[global_allocator]
+static ALLOC: alloc_meter::Meter = alloc_meter::Meter;
+
+#[test]
+fn a_claimed_frame_length_reserves_nothing_before_the_bytes_arrive() {
+    use libp2p::request_response::Codec;
+
+    // A peer claims a request of 4 MiB (the limit) and sends 16 bytes of it.
+    let claimed = cmud::p2p::wire::MAX_REQUEST_BYTES as u32;
+    let mut frame = claimed.to_be_bytes().to_vec();
+    frame.extend_from_slice(&[0u8; 16]);
+    let mut stream = futures::io::Cursor::new(frame);
+    let mut codec = cmud::p2p::wire::SyncCodec;
+    let (result, largest) = alloc_meter::largest_during(|| {
+        futures::executor::block_on(
+            codec.read_request(&cmud::p2p::wire::SYNC_PROTOCOL, &mut stream),
+        )
+    });
+    assert!(result.is_err(), "a truncated frame decoded");
+    assert!(
+        largest < 64 * 1024,
+        "reading 20 bytes of a frame allocated {largest} bytes"
+    );
+}
+
+/// A crafted peer that dials `target` and answers every sync request it gets with `answer`.
+/// Returns the task (abort it to stop) and the number of requests received so far.
+fn spawn_crafted_responder(
+    target: libp2p::Multiaddr,
+    answer: impl Fn(&cmud::p2p::wire::SyncRequest) -> cmud::p2p::wire::SyncResponse + Send + 'static,
+) -> (
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use futures::StreamExt;
+    use libp2p::request_response::{Event, Message};
+    use libp2p::swarm::SwarmEvent;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let mut swarm = cmud::p2p::behaviour::build_swarm(keypair, false, true).unwrap();
+    swarm.dial(target).unwrap();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = requests.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(cmud::p2p::behaviour::BehaviourEvent::Sync(
+                Event::Message {
+                    message:
+                        Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                },
+            )) = swarm.select_next_some().await
+            {
+                counter.fetch_add(1, Relaxed);
+                let _ = swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, answer(&request));
+            }
+        }
+    });
+    (task, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_sync_cursor_stands_still_cannot_keep_a_node_asking() {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let node = TestNode::start(1, vec![], false).await;
+    let (crafted, requests) =
+        spawn_crafted_responder(node.addr(), |_| cmud::p2p::wire::SyncResponse::Page {
+            format: cmud::p2p::wire::FORMAT_VERSION,
+            entries: vec![],
+            next: Some(bytes::Bytes::from_static(b"k")),
+            total: 0,
+            sent_ms: cmud::store::clock::wall_millis(),
+        });
+    wait_until("the node to ask the crafted peer", SETTLE, || async {
+        requests.load(Relaxed) >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Two requests per exchange (the first page, then the page at "k"); in 2 s at most the
+    // exchange on connecting and one anti-entropy round.
+    let asked = requests.load(Relaxed);
+    assert!(asked <= 4, "the node asked {asked} times in 2 s");
+    crafted.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_joined_without_a_peer_id_is_redialled_whoever_listens_there() {
+    let a = TestNode::start(1, vec![], false).await;
+    let plain: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", a.socket_addr().port())
+        .parse()
+        .unwrap();
+    let b = TestNode::start(1, vec![plain.clone()], false).await;
+    wait_connected(&b, 1).await;
+    a.stop().await;
+    wait_until("b to notice the host is gone", SETTLE, || async {
+        b.info_u64("connected_peers").await == 0
+    })
+    .await;
+    // The host comes back at the same address with a new identity (a fresh data folder).
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = harness::options(&dir, 1, vec![], false);
+    let network = options.network.as_mut().unwrap();
+    network.listen = vec![plain];
+    network.strict_listen = true;
+    let host = TestNode::start_with(dir, options).await;
+    wait_connected(&host, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_puts_before_a_node_stops_reach_its_peers() {
+    let a = TestNode::start(1, vec![], false).await;
+    let b = TestNode::start(1, vec![a.addr()], false).await;
+    wait_connected(&a, 1).await;
+    a.set(0, "warmup", "1").await;
+    wait_everywhere(&[&a, &b], "warmup", "1", SETTLE).await;
+    // A player's last command, then quit at once: b must not wait for a to come back.
+    a.set(0, "last-words", "bye").await;
+    a.stop().await;
+    wait_everywhere(&[&b], "last-words", "bye", Duration::from_secs(5)).await;
+}

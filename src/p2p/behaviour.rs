@@ -29,6 +29,11 @@ pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a sync request may take before it fails.
 pub const SYNC_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Sync streams open at once on one connection, in both directions. An honest peer has one
+/// request in flight each way; each inbound one holds a frame being read and a gateway read
+/// being served, so libp2p's default of 100 let one connection queue 100 full-replica scans.
+const MAX_SYNC_STREAMS: usize = 8;
+
 /// How often mDNS asks the LAN for cmud nodes.
 const MDNS_QUERY_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -136,7 +141,9 @@ pub fn behaviour(
     let sync = request_response::Behaviour::with_codec(
         SyncCodec,
         [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
-        request_response::Config::default().with_request_timeout(SYNC_REQUEST_TIMEOUT),
+        request_response::Config::default()
+            .with_request_timeout(SYNC_REQUEST_TIMEOUT)
+            .with_max_concurrent_streams(MAX_SYNC_STREAMS),
     );
     Ok(Behaviour {
         limits: connection_limits::Behaviour::new(limits),

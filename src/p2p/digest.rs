@@ -118,6 +118,11 @@ pub fn serve_page(
             },
         );
     }
+    // An honest digest is in strictly increasing key order; keep only ranges that are, so each
+    // key is scanned once per request. A crafted digest repeating the same span over and over
+    // would otherwise rescan (and resend) it once per repetition: thousands of full scans of
+    // the gateway's replica for one small request.
+    ranges.dedup_by(|later, earlier| later.lower <= earlier.lower);
     let ranges = ranges_from(&ranges, from);
     let mut page = Page::default();
     let mut page_bytes = 0;
@@ -129,7 +134,7 @@ pub fn serve_page(
             upper.map_or(Bound::Unbounded, Bound::Excluded),
         );
         if upper.is_some_and(|upper| *upper <= range.lower) {
-            continue; // Out of order or empty: a peer's malformed digest, skipped.
+            continue; // Cannot happen after the dedup above; `BTreeMap::range` would panic.
         }
         let (count, fingerprint) =
             map.range::<Bytes, _>(bounds)
@@ -254,6 +259,26 @@ mod tests {
             page.entries.len()
         );
         assert!(page.entries.iter().any(|(k, _)| k == "k0500"));
+    }
+
+    #[test]
+    fn ranges_out_of_order_send_each_entry_once() {
+        let items: Vec<_> = (0..100).map(|i| (format!("k{i:03}"), 5, "a")).collect();
+        let map = map_of(&items);
+        // A crafted digest: the same span again and again, each time claiming it is empty.
+        let ranges: Vec<_> = (0..2000)
+            .map(|i| RangeDigest {
+                lower: Bytes::from(if i % 2 == 0 { "" } else { "z" }),
+                count: 0,
+                fingerprint: 0,
+            })
+            .collect();
+        let page = serve_page(&map, &ranges, None);
+        let mut keys: Vec<_> = page.entries.iter().map(|(key, _)| key.clone()).collect();
+        let sent = keys.len();
+        keys.dedup();
+        assert_eq!(sent, keys.len(), "entries sent more than once");
+        assert_eq!(keys.len(), map.len());
     }
 
     proptest! {

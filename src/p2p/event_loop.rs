@@ -27,6 +27,9 @@ use crate::store::gateway::GatewayHandle;
 use crate::store::stats::Stats;
 use crate::store::{Batch, Entry, Key, Limits};
 
+/// How long a stopping node keeps its connections up so its last batches leave.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
+
 /// How often due re-dials are checked.
 const REDIAL_TICK: Duration = Duration::from_millis(250);
 
@@ -93,18 +96,20 @@ pub(super) struct EventLoop {
     pub(super) pending_joins: HashMap<ConnectionId, oneshot::Sender<Result<(), P2pError>>>,
     /// Running bootstrap / anti-entropy exchanges, by peer.
     pub(super) sessions: HashMap<PeerId, Session>,
-    /// Peers of another world, format or program: never synced with again.
+    /// Connected peers of another world, format or program: not synced with while connected.
     pub(super) foreign: HashSet<PeerId>,
     /// Last clock offset seen per peer (their clock minus ours), in milliseconds.
     pub(super) offsets: HashMap<PeerId, i64>,
-    /// Peers whose clock offset has been warned about.
+    /// Connected peers whose clock offset has been warned about.
     pub(super) offset_warned: HashSet<PeerId>,
-    /// Peers whose bad batches have been logged (logged once each).
+    /// Connected peers whose bad batches have been logged (logged once each).
     pub(super) bad_logged: HashSet<PeerId>,
     /// Local entries nobody could be told about yet (no subscriber), latest per key.
     pub(super) held: HashMap<Key, Entry>,
     /// Whether the DHT has been bootstrapped (after the first connection).
     pub(super) kad_bootstrapped: bool,
+    /// When a gossip message was last published (shutdown lets a recent one leave).
+    pub(super) last_published: Option<tokio::time::Instant>,
 }
 
 impl EventLoop {
@@ -135,6 +140,7 @@ impl EventLoop {
             bad_logged: HashSet::new(),
             held: HashMap::new(),
             kad_bootstrapped: false,
+            last_published: None,
             options: setup.options,
         };
         for addr in this.options.join.clone() {
@@ -166,12 +172,14 @@ impl EventLoop {
         anti_entropy.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut discovery = interval(DISCOVERY_PERIOD);
         discovery.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut stopped = None;
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown(done)) => {
-                        let _ = done.send(());
+                        self.publish_last().await;
+                        stopped = Some(done);
                         break;
                     }
                     Some(command) => self.on_command(command),
@@ -188,7 +196,35 @@ impl EventLoop {
             }
         }
         self.stats.remote.connected_peers.store(0, Relaxed);
+        // Connections and listeners close with the swarm: only then is the caller told, so a
+        // node started next on the same port finds it free.
+        drop(self);
         tracing::debug!("network stopped");
+        if let Some(done) = stopped {
+            let _ = done.send(());
+        }
+    }
+
+    /// Publishes the batches still queued (the node stops its store first, so they are its
+    /// last Puts) and drives the swarm a moment so they leave before connections close.
+    async fn publish_last(&mut self) {
+        let mut batches = Vec::new();
+        if let Some(outbound) = &mut self.outbound {
+            while let Ok(batch) = outbound.try_recv() {
+                batches.push(batch);
+            }
+        }
+        let published = self.publish_together(&batches);
+        let recent = self
+            .last_published
+            .is_some_and(|at| at.elapsed() < SHUTDOWN_GRACE);
+        if !published && !recent {
+            return;
+        }
+        let until = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while let Ok(event) = tokio::time::timeout_at(until, self.swarm.select_next_some()).await {
+            self.on_swarm_event(event);
+        }
     }
 
     fn on_command(&mut self, command: Command) {
@@ -255,7 +291,12 @@ impl EventLoop {
                 if num_established == 0 {
                     tracing::info!(peer = %peer_id, cause = ?cause, "peer disconnected");
                     self.peers.remove(&peer_id);
+                    // Per-peer state goes with the peer, or peers coming and going under fresh
+                    // identities would grow it without bound.
                     self.offsets.remove(&peer_id);
+                    self.offset_warned.remove(&peer_id);
+                    self.bad_logged.remove(&peer_id);
+                    self.foreign.remove(&peer_id);
                     self.update_clock_offset();
                     self.redial.disconnected(peer_id);
                 }

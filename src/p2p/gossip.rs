@@ -53,6 +53,21 @@ impl EventLoop {
         }
     }
 
+    /// Publishes `batches` and anything held back as one batch (the last ones queued when the
+    /// node stops). Returns whether there was anything to publish and anyone to tell.
+    pub(super) fn publish_together(&mut self, batches: &[Batch]) -> bool {
+        for batch in batches {
+            for (key, entry) in batch.iter() {
+                hold(&mut self.held, key.clone(), entry.clone());
+            }
+        }
+        if self.held.is_empty() || !self.anyone_subscribed() {
+            return false;
+        }
+        self.publish_held();
+        true
+    }
+
     fn publish_entries(&mut self, entries: Vec<KeyedEntry>) {
         let messages = match wire::encode_batches(&self.options.world, wall_millis(), &entries) {
             Ok(messages) => messages,
@@ -71,6 +86,7 @@ impl EventLoop {
                 .publish(self.topic.clone(), message)
             {
                 Ok(_) => {
+                    self.last_published = Some(tokio::time::Instant::now());
                     remote.messages_sent.fetch_add(1, Relaxed);
                     remote.bytes_sent.fetch_add(bytes, Relaxed);
                 }
@@ -136,7 +152,7 @@ impl EventLoop {
                         let gateway = self.gateway.clone();
                         tokio::spawn(async move { gateway.remote_entries(batch.entries).await });
                     }
-                    Err(reason) => self.rejected(author, &reason),
+                    Err(reason) => self.rejected(propagation_source, author, &reason),
                 }
             }
             gossipsub::Event::Subscribed { peer_id, topic } if topic == self.topic.hash() => {
@@ -178,12 +194,15 @@ impl EventLoop {
         Ok(batch)
     }
 
-    fn rejected(&mut self, peer: PeerId, reason: &str) {
+    /// Counts and logs a rejected batch. Logged once per connected peer that sent it (not per
+    /// author: a peer can sign each message with a fresh key, and a set of authors would grow
+    /// without bound); the event loop forgets the peer when it disconnects.
+    fn rejected(&mut self, peer: PeerId, author: PeerId, reason: &str) {
         self.stats.remote.rejected_batches.fetch_add(1, Relaxed);
         if self.bad_logged.insert(peer) {
-            tracing::warn!(%peer, reason, "rejected a bad batch from a peer (further ones from it are counted in INFO, not logged)");
+            tracing::warn!(%peer, %author, reason, "rejected a bad batch from a peer (further ones from it are counted in INFO, not logged)");
         } else {
-            tracing::debug!(%peer, reason, "rejected a bad batch");
+            tracing::debug!(%peer, %author, reason, "rejected a bad batch");
         }
     }
 }

@@ -21,7 +21,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
 struct Joined {
     /// Where to dial.
     addr: Multiaddr,
-    /// The peer there, once known (from the address or the first connection).
+    /// The peer the address names (`/p2p/...`), if it names one: dials insist on it.
+    named: Option<PeerId>,
+    /// The peer there, once known (from the address or the latest connection).
     peer: Option<PeerId>,
     /// The dial in flight, if any.
     dialing: Option<ConnectionId>,
@@ -48,6 +50,7 @@ impl Redial {
         }
         self.joined.push(Joined {
             addr,
+            named: peer,
             peer,
             dialing: None,
             connected: false,
@@ -57,12 +60,16 @@ impl Redial {
         true
     }
 
-    /// Addresses due for a dial now (not connected, not dialling), with their peers.
+    /// Addresses due for a dial now (not connected, not dialling), with the peers they name.
+    ///
+    /// An address joined without a peer id is dialled as such, not as the peer last found
+    /// there: a host that comes back with a new identity (a fresh data folder) would otherwise
+    /// fail every re-dial as the wrong peer, for ever.
     pub fn due(&self, now: Instant) -> Vec<(Multiaddr, Option<PeerId>)> {
         self.joined
             .iter()
             .filter(|j| !j.connected && j.dialing.is_none() && j.due.is_some_and(|due| due <= now))
-            .map(|j| (j.addr.clone(), j.peer))
+            .map(|j| (j.addr.clone(), j.named))
             .collect()
     }
 
@@ -153,6 +160,10 @@ mod tests {
             "connected"
         );
         redial.disconnected(peer);
-        assert_eq!(redial.due(Instant::now() + FIRST_BACKOFF).len(), 1);
+        assert_eq!(
+            redial.due(Instant::now() + FIRST_BACKOFF),
+            vec![(addr, None)],
+            "re-dialled as the address, not as the peer last found there"
+        );
     }
 }

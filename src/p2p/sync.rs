@@ -54,6 +54,8 @@ pub(super) struct Session {
     ranges: Vec<RangeDigest>,
     /// The request in flight.
     request: Option<OutboundRequestId>,
+    /// Where the request in flight resumes (`None` for the first page).
+    from: Option<Bytes>,
     /// Entries received so far.
     received: u64,
     /// Entries the peer holds.
@@ -73,6 +75,7 @@ impl EventLoop {
             Session {
                 ranges: Vec::new(),
                 request: None,
+                from: None,
                 received: 0,
                 total: 0,
                 started: Instant::now(),
@@ -138,8 +141,9 @@ impl EventLoop {
             format: FORMAT_VERSION,
             world: self.options.world.clone(),
             ranges: ranges_from(&session.ranges, from.as_ref()),
-            from,
+            from: from.clone(),
         };
+        session.from = from;
         session.request = Some(self.swarm.behaviour_mut().sync.send_request(&peer, request));
     }
 
@@ -316,6 +320,15 @@ impl EventLoop {
     ) {
         let Some(session) = self.sessions.get_mut(&peer) else {
             return;
+        };
+        // An honest responder's cursor moves forward with every page; one that does not (a
+        // broken or hostile peer) would keep us asking for the same page forever.
+        let next = match next {
+            Some(next) if session.from.as_ref().is_some_and(|from| next <= *from) => {
+                tracing::warn!(%peer, "a peer's sync cursor went backwards; ending the exchange");
+                None
+            }
+            next => next,
         };
         let bytes: usize = entries.iter().map(entry_bytes).sum();
         self.stats

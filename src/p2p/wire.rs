@@ -29,8 +29,10 @@ pub const BATCH_TARGET_BYTES: usize = 128 * 1024;
 /// Largest sync request accepted (a digest of a large world).
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
-/// Largest sync response accepted (one page, well over [`PAGE_TARGET_BYTES`]).
-pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+/// Largest sync response accepted: one page, which is about [`PAGE_TARGET_BYTES`] or a single
+/// entry, and an entry may be as large as `config.ron` allows (values up to 16 MiB). A smaller
+/// cap would refuse such a page every time and stall every exchange at it for good.
+pub const MAX_RESPONSE_BYTES: usize = 20 * 1024 * 1024;
 
 /// Target size of the entries in one bootstrap page.
 pub const PAGE_TARGET_BYTES: usize = 256 * 1024;
@@ -188,8 +190,13 @@ where
             WireError::TooLarge(len),
         ));
     }
-    let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf).await?;
+    // The buffer grows as bytes arrive: the length is only the peer's claim, and reserving it
+    // up front would let a peer make us hold megabytes per stream for four bytes sent.
+    let mut buf = Vec::new();
+    (&mut *io).take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(buf)
 }
 
@@ -315,6 +322,47 @@ mod tests {
             );
         }
         assert_eq!(back, entries);
+    }
+
+    #[test]
+    fn a_page_of_the_largest_entry_the_config_allows_is_accepted() {
+        use crate::config::Config;
+        use crate::store::validate::{MAX_NODE_ID_BYTES, MAX_SIGNATURE_BYTES};
+
+        let mut config = Config {
+            max_key_bytes: 64 * 1024,
+            max_value_bytes: 16 * 1024 * 1024,
+            ..Config::default()
+        };
+        assert!(config.validate_limits().is_ok());
+        config.max_value_bytes += 1;
+        assert!(config.validate_limits().is_err(), "larger values allowed");
+        config.max_value_bytes -= 1;
+        config.max_key_bytes += 1;
+        assert!(config.validate_limits().is_err(), "larger keys allowed");
+
+        // A page holds at least one entry, however large, so it must fit a response.
+        let version = Version {
+            millis: u64::MAX,
+            counter: u32::MAX,
+            node: NodeId::new("n".repeat(MAX_NODE_ID_BYTES)),
+            actor: u16::MAX,
+        };
+        let mut entry = Entry::value(version, Bytes::from(vec![1u8; 16 * 1024 * 1024]));
+        entry.signature = Some(Bytes::from(vec![2u8; MAX_SIGNATURE_BYTES]));
+        let page = SyncResponse::Page {
+            format: FORMAT_VERSION,
+            entries: vec![(Bytes::from(vec![3u8; 64 * 1024]), entry)],
+            next: Some(Bytes::from(vec![4u8; 64 * 1024])),
+            total: u64::MAX,
+            sent_ms: u64::MAX,
+        };
+        let bytes = encode(&page).unwrap();
+        assert!(
+            bytes.len() <= MAX_RESPONSE_BYTES,
+            "a page of {} bytes is refused by its requester",
+            bytes.len()
+        );
     }
 
     #[test]
