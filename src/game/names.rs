@@ -10,6 +10,12 @@ use super::schema::World;
 /// Shortest id tail used to tell players with the same name apart.
 const MIN_TAG_CHARS: usize = 3;
 
+/// Whether a name may hold this character (a letter, a digit, `_` or `-`): never `#`, which
+/// tells apart players who share a name, nor spaces, which split commands.
+pub fn is_name_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_' || c == '-'
+}
+
 /// Checks a chosen name: 1 to `max_chars` letters, digits, `_` or `-`.
 pub fn validate(name: &str, max_chars: usize) -> Result<(), String> {
     let count = name.chars().count();
@@ -19,10 +25,7 @@ pub fn validate(name: &str, max_chars: usize) -> Result<(), String> {
     if count > max_chars {
         return Err(format!("A name has at most {max_chars} characters."));
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_alphanumeric() || *c == '_' || *c == '-'))
-    {
+    if let Some(bad) = name.chars().find(|&c| !is_name_char(c)) {
         return Err(format!(
             "A name may hold only letters, digits, _ and - (not {bad:?})."
         ));
@@ -154,6 +157,27 @@ mod tests {
         assert!(matches!(find(&w, "alice"), Found::Ambiguous(v) if v.len() == 2));
         assert_eq!(find(&w, "carol"), Found::None);
         assert_eq!(find(&w, "alice#zzz"), Found::None);
+    }
+
+    #[test]
+    fn a_peer_cannot_take_anothers_tagged_name() {
+        // Names are written by their players, so a peer may store one the game would refuse,
+        // such as the tagged form another player is shown under.
+        let w = world(&[
+            ("p/id-aaa1/name", "sam"),
+            ("p/id-bbb2/name", "sam"),
+            ("p/id-attacker/name", "sam#bb2"),
+            ("p/id-spaces/name", "give me 5"),
+            ("p/id-nothing/name", "#/ !"),
+        ]);
+        assert_eq!(find(&w, "sam#bb2"), Found::One("id-bbb2".into()));
+        let shown = display_names(&w);
+        assert!(shown.values().all(|name| {
+            let (plain, _) = name.split_once('#').unwrap_or((name, ""));
+            validate(plain, 64).is_ok()
+        }));
+        assert_eq!(shown["id-spaces"], "giveme5");
+        assert!(!w.player("id-nothing").exists());
     }
 
     #[test]
