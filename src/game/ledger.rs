@@ -6,6 +6,8 @@
 //! number of replicas can create coins; the sum over all players of balance plus spent is
 //! always the sum of mined (see [`total_coins`]).
 
+use std::collections::BTreeSet;
+
 use super::content::Content;
 use super::schema::{PlayerRecord, World};
 
@@ -80,12 +82,22 @@ impl Problem {
 pub fn problem(content: &Content, world: &World, rank_index: usize) -> Option<Problem> {
     let rank = content.rank(rank_index);
     let size = rank.problem?;
-    let epoch = world
+    // The first epoch nobody has finished. Honest play finishes epochs in order (a claim is
+    // only made on the epoch after the claims its writer saw), so this is one more than the
+    // highest claim; but a peer's claim of an absurd epoch (u64::MAX saturates, so that epoch
+    // would stay finished and promote everyone at once for good) is not believed.
+    let claims: BTreeSet<u64> = world
         .players
         .values()
-        .filter_map(|p| p.solved.get(&rank.id))
-        .max()
-        .map_or(1, |highest| highest.saturating_add(1));
+        .filter_map(|p| p.solved.get(&rank.id).copied())
+        .collect();
+    let mut epoch = 1u64;
+    for &claim in claims.range(1..) {
+        if claim != epoch {
+            break;
+        }
+        epoch += 1; // At most one per player: cannot overflow.
+    }
     let key = (rank.id.clone(), epoch);
     let done = world
         .players
@@ -136,6 +148,29 @@ mod tests {
         let p = problem(&content, &w, 0).unwrap();
         assert_eq!((p.epoch, p.done, p.remaining()), (2, 80, 20));
         assert!(problem(&content, &w, 5).is_none());
+    }
+
+    #[test]
+    fn an_absurd_solve_claim_does_not_end_a_problem_for_good() {
+        let content = Content::embedded();
+        // A peer claims the last possible epoch; a player then finishes epoch 1 honestly.
+        let max = u64::MAX.to_string();
+        let w = world(&[
+            ("p/X/solved/Undergraduate", &max),
+            ("p/A/work/Undergraduate/1", "100"),
+            ("p/A/solved/Undergraduate", "1"),
+            ("p/B/work/Undergraduate/2", "30"),
+        ]);
+        let p = problem(&content, &w, 0).unwrap();
+        assert_eq!((p.epoch, p.done, p.remaining()), (2, 30, 70));
+        // Claims that skip epochs are not believed either; claims of the same epoch are.
+        let w = world(&[
+            ("p/A/solved/Masters", "1"),
+            ("p/B/solved/Masters", "1"),
+            ("p/C/solved/Masters", "2"),
+            ("p/X/solved/Masters", "7"),
+        ]);
+        assert_eq!(problem(&content, &w, 1).unwrap().epoch, 3);
     }
 
     #[test]
