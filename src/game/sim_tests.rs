@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use super::clock::InstantClock;
 use super::content::Content;
 use super::ledger;
-use super::player::{Change, Count, PlayerHandle};
+use super::player::{Change, Count, Outcome, PlayerHandle};
 use super::schema::World;
 use crate::rpc::{Kv, KvError, PeerInfo};
 
@@ -202,4 +202,60 @@ async fn chat_is_a_ring_so_the_world_does_not_grow() {
     assert_eq!(chat.last().unwrap().text, "line 150");
     assert_eq!(chat.first().unwrap().seq, 150 - content.rules.chat.ring + 1);
     assert_eq!(kv.list("p/talker/chat/").await.unwrap().len(), ring);
+}
+
+#[tokio::test]
+async fn counters_never_saturate_into_free_coins() {
+    // Two peers each claim to have given `me` u64::MAX coins: absurd, but any peer can write
+    // its own counters. Whatever the balance, every coin paid or given must be counted.
+    let kv = MemKv::default();
+    let content = Content::embedded();
+    let clock = Arc::new(InstantClock::new(0));
+    let handle = PlayerHandle::spawn(kv.clone(), "me".into(), content, clock);
+    let name = "me".to_owned();
+    handle.apply(Change::Enter { name }).await.unwrap();
+    let max = u64::MAX.to_string();
+    for (key, value) in [
+        ("p/rich1/name", "rich1"),
+        ("p/rich1/gave/me", max.as_str()),
+        ("p/rich2/name", "rich2"),
+        ("p/rich2/gave/me", max.as_str()),
+    ] {
+        kv.put(key, value).await.unwrap();
+    }
+    let (mut paid, mut units_bought) = (0u128, 0u128);
+    for count in [Count::Max, Count::Max, Count::Exactly(5)] {
+        let hw = "cpu".to_owned();
+        if let Outcome::Bought { units, cost } =
+            handle.apply(Change::Buy { hw, count }).await.unwrap()
+        {
+            paid += u128::from(cost);
+            units_bought += u128::from(units);
+        }
+    }
+    let mut gave: u128 = 0;
+    for _ in 0..3 {
+        let to = "rich1".to_owned();
+        let amount = u64::MAX / 2;
+        if handle.apply(Change::Give { to, amount }).await.unwrap() == Outcome::Gave {
+            gave += u128::from(amount);
+        }
+    }
+    let world = World::from_pairs(kv.list("p/").await.unwrap());
+    let me = world.player("me");
+    assert_eq!(
+        u128::from(me.spent),
+        paid,
+        "a purchase was not fully paid for"
+    );
+    assert_eq!(
+        u128::from(me.gave["rich1"]),
+        gave,
+        "a gift was not fully counted"
+    );
+    assert_eq!(
+        u128::from(me.hardware["cpu"]),
+        1 + units_bought,
+        "hardware bought was lost"
+    );
 }
