@@ -6,7 +6,7 @@
 //! number of replicas can create coins; the sum over all players of balance plus spent is
 //! always the sum of mined (see [`total_coins`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::content::Content;
 use super::schema::{PlayerRecord, World};
@@ -15,7 +15,6 @@ use super::schema::{PlayerRecord, World};
 /// counted, so the true balance is never below this.
 pub fn balance(world: &World, id: &str) -> u64 {
     let me = world.player(id);
-    let given: u128 = me.gave.values().map(|&n| u128::from(n)).sum();
     let received: u128 = world
         .players
         .values()
@@ -23,6 +22,31 @@ pub fn balance(world: &World, id: &str) -> u64 {
         .filter_map(|p| p.gave.get(id))
         .map(|&n| u128::from(n))
         .sum();
+    settle(&me, received)
+}
+
+/// Every player's balance, in one pass over the gifts (calling [`balance`] for each player
+/// would be quadratic in the number of players).
+pub fn balances(world: &World) -> BTreeMap<&str, u64> {
+    let mut received: BTreeMap<&str, u128> = BTreeMap::new();
+    for p in world.players.values() {
+        for (to, &n) in p.gave.iter().filter(|(to, _)| **to != p.id) {
+            *received.entry(to.as_str()).or_default() += u128::from(n);
+        }
+    }
+    world
+        .players
+        .values()
+        .map(|p| {
+            let got = received.get(p.id.as_str()).copied().unwrap_or(0);
+            (p.id.as_str(), settle(p, got))
+        })
+        .collect()
+}
+
+/// A player's balance given the gifts they received: clamped at zero and at u64::MAX.
+fn settle(me: &PlayerRecord, received: u128) -> u64 {
+    let given: u128 = me.gave.values().map(|&n| u128::from(n)).sum();
     let credit = u128::from(me.mined) + received;
     let debit = u128::from(me.spent) + given;
     u64::try_from(credit.saturating_sub(debit)).unwrap_or(u64::MAX)
@@ -31,10 +55,11 @@ pub fn balance(world: &World, id: &str) -> u64 {
 /// Sum of balances and of spent coins over every player, and the sum of coins mined: the two
 /// are equal in every consistent snapshot (the conservation law the tests check).
 pub fn total_coins(world: &World) -> (u128, u128) {
+    let balances = balances(world);
     let held: u128 = world
         .players
-        .keys()
-        .map(|id| u128::from(balance(world, id)) + u128::from(world.players[id].spent))
+        .values()
+        .map(|p| u128::from(balances[p.id.as_str()]) + u128::from(p.spent))
         .sum();
     let mined = world.players.values().map(|p| u128::from(p.mined)).sum();
     (held, mined)
@@ -133,6 +158,29 @@ mod tests {
         assert_eq!(balance(&w, "A"), 62);
         assert_eq!(balance(&w, "B"), 33);
         assert_eq!(total_coins(&w), (105, 105));
+    }
+
+    #[test]
+    fn all_balances_at_once_agree_with_each_one() {
+        let w = world(&[
+            ("p/A/mined", "100"),
+            ("p/A/spent", "10"),
+            ("p/A/gave/B", "30"),
+            ("p/A/gave/A", "5"),
+            ("p/A/gave/ghost", "1"),
+            ("p/B/mined", "5"),
+            ("p/B/gave/A", "2"),
+            ("p/C/gave/A", &u64::MAX.to_string()),
+            ("p/D/gave/A", &u64::MAX.to_string()),
+            ("p/E/spent", "3"),
+        ]);
+        let all = balances(&w);
+        assert_eq!(all.len(), w.players.len());
+        for id in w.players.keys() {
+            assert_eq!(all[id.as_str()], balance(&w, id), "{id}");
+        }
+        assert_eq!(all["A"], u64::MAX);
+        assert_eq!(all["E"], 0);
     }
 
     #[test]

@@ -201,12 +201,13 @@ fn chat_lines(
 /// Players by rank (highest first), then coins, then name: `(display name, rank, coins)`.
 pub fn leaderboard(content: &Content, world: &World) -> Vec<(String, String, u64)> {
     let shown: BTreeMap<String, String> = names::display_names(world);
+    let balances = ledger::balances(world);
     let mut rows: Vec<(usize, u64, String)> = world
         .characters()
         .map(|p| {
             (
                 ledger::rank_index(content, p),
-                ledger::balance(world, &p.id),
+                balances.get(p.id.as_str()).copied().unwrap_or(0),
                 shown.get(&p.id).cloned().unwrap_or_default(),
             )
         })
