@@ -259,3 +259,93 @@ async fn counters_never_saturate_into_free_coins() {
         "hardware bought was lost"
     );
 }
+
+/// A replica whose `JOIN` waits until the test lets it go (a far peer being dialled).
+#[derive(Clone)]
+struct SlowJoinKv {
+    inner: MemKv,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl Kv for SlowJoinKv {
+    async fn get(&self, key: &str) -> Result<Option<String>, KvError> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, value: &str) -> Result<(), KvError> {
+        self.inner.put(key, value).await
+    }
+    async fn put_many(&self, pairs: &[(String, String)]) -> Result<(), KvError> {
+        self.inner.put_many(pairs).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, KvError> {
+        self.inner.list(prefix).await
+    }
+    async fn info(&self) -> Result<BTreeMap<String, String>, KvError> {
+        self.inner.info().await
+    }
+    async fn addrs(&self) -> Result<Vec<String>, KvError> {
+        self.inner.addrs().await
+    }
+    async fn peers(&self) -> Result<Vec<PeerInfo>, KvError> {
+        self.inner.peers().await
+    }
+    async fn join(&self, _: &str) -> Result<(), KvError> {
+        let _permit = self.gate.acquire().await;
+        Ok(())
+    }
+}
+
+/// While the session waits on a slow command, a fast mining job keeps reporting progress to
+/// it; stopping that job afterwards (`quit`) must not wait forever for a job that is itself
+/// waiting for room to say it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_job_after_the_session_was_busy_does_not_hang() {
+    use super::events::{Event, Input};
+    use super::session::{self, SessionOptions};
+    use std::time::Duration;
+    for seed in 0..8 {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let kv = SlowJoinKv {
+            inner: MemKv::default(),
+            gate: gate.clone(),
+        };
+        let options = SessionOptions {
+            name: Some("miner".into()),
+            no_pauses: true,
+            seed: Some(seed),
+            clock: Some(Arc::new(InstantClock::new(0))),
+            player_id: Some("miner".into()),
+            content: None,
+        };
+        let (inputs, mut events) = session::spawn(kv, options);
+        let (attempts_tx, mut attempts) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match event {
+                    Event::Line(line) if line.text.starts_with("--- Mining bitcoin") => {
+                        let _ = attempts_tx.send(());
+                    }
+                    Event::Quit => return true,
+                    _ => {}
+                }
+            }
+            false
+        });
+        for line in ["mine 1000", "join /ip4/192.0.2.1/tcp/1", "quit"] {
+            inputs.send(Input::Line(line.into())).await.unwrap();
+        }
+        // The session is stuck in `join` while the job mines on.
+        for _ in 0..200 {
+            attempts.recv().await.unwrap();
+        }
+        gate.add_permits(1);
+        let quit = tokio::time::timeout(Duration::from_secs(20), reader).await;
+        assert!(
+            matches!(quit, Ok(Ok(true))),
+            "seed {seed}: the session hung on quit"
+        );
+    }
+}
