@@ -74,10 +74,12 @@ impl News {
     }
 }
 
-/// Whether a player's heartbeat is recent at `now_ms`.
+/// Whether a player's heartbeat is within the online window of `now_ms`, either way: a clock
+/// a little ahead still counts, but a heartbeat far in the future (a peer can store any
+/// number) would otherwise show its player online for good.
 pub fn online(content: &Content, player: &PlayerRecord, now_ms: u64) -> bool {
     let window = content.rules.presence.online_secs.saturating_mul(1000);
-    player.seen_ms.saturating_add(window) >= now_ms
+    now_ms.abs_diff(player.seen_ms) <= window
 }
 
 /// Every character, online first, then by name. Player `me` is playing, so online.
@@ -285,6 +287,21 @@ mod tests {
             texts,
             ["--- carol has joined the world. ---", "carol shouts: fresh"]
         );
+    }
+
+    #[test]
+    fn online_means_a_heartbeat_within_the_window() {
+        let content = Content::embedded();
+        let now = 1_000_000_000;
+        let seen = |ms: u64| PlayerRecord {
+            seen_ms: ms,
+            ..PlayerRecord::default()
+        };
+        assert!(online(&content, &seen(now - 30_000), now));
+        assert!(!online(&content, &seen(now - 30_001), now));
+        assert!(online(&content, &seen(now + 5_000), now), "a clock a bit ahead");
+        assert!(!online(&content, &seen(u64::MAX), now), "online forever");
+        assert!(!online(&content, &seen(0), now));
     }
 
     #[test]
