@@ -951,3 +951,31 @@ async fn a_problem_finished_by_someone_else_starts_over_for_the_others() {
         ]
     );
 }
+
+/// A script pasted into a terminal: the REPL passes lines on at once, and many commands with
+/// long answers must not stall it (reading input while the game waits to be read).
+#[tokio::test]
+async fn plain_survives_a_long_paste_into_a_terminal() {
+    let node = TestNode::start().await;
+    let (inputs, events) =
+        cmud::game::session::spawn(node.kv.clone(), options(Some("pat"), None, 11));
+    let script = "help\n".repeat(300);
+    let mut out = Vec::new();
+    let driven = tokio::time::timeout(
+        DEADLINE,
+        cmud::tui::plain::drive(
+            inputs,
+            events,
+            script.as_bytes(),
+            &mut out,
+            true,
+            &mut |_| {},
+        ),
+    )
+    .await;
+    assert!(matches!(driven, Ok(Ok(()))), "the REPL hung: {driven:?}");
+    let text = String::from_utf8(out).unwrap();
+    let helps = text.lines().filter(|l| *l == "Commands:").count();
+    assert_eq!(helps, 300, "every pasted command was answered");
+    assert!(text.contains("Goodbye, pat."), "end of input quits");
+}
