@@ -299,7 +299,10 @@ mod tests {
         };
         assert!(online(&content, &seen(now - 30_000), now));
         assert!(!online(&content, &seen(now - 30_001), now));
-        assert!(online(&content, &seen(now + 5_000), now), "a clock a bit ahead");
+        assert!(
+            online(&content, &seen(now + 5_000), now),
+            "a clock a bit ahead"
+        );
         assert!(!online(&content, &seen(u64::MAX), now), "online forever");
         assert!(!online(&content, &seen(0), now));
     }
