@@ -70,16 +70,27 @@ fn tail(id: &str, chars: usize) -> String {
     id.chars().skip(skip).collect()
 }
 
+/// The shortest tail length (at least [`MIN_TAG_CHARS`]) that tells `ids` apart. Tails that
+/// differ stay different when longer, so this is a binary search: ids are keys a peer
+/// chooses, and trying every length of long, alike ids would stall every look at the world.
 fn shortest_unique_tail(ids: &[&str]) -> usize {
+    let unique = |n: usize| {
+        let mut tails: Vec<String> = ids.iter().map(|id| tail(id, n)).collect();
+        tails.sort_unstable();
+        tails.dedup();
+        tails.len() == ids.len()
+    };
     let longest = ids.iter().map(|id| id.chars().count()).max().unwrap_or(0);
-    (MIN_TAG_CHARS..=longest.max(MIN_TAG_CHARS))
-        .find(|&n| {
-            let mut tails: Vec<String> = ids.iter().map(|id| tail(id, n)).collect();
-            tails.sort();
-            tails.dedup();
-            tails.len() == ids.len()
-        })
-        .unwrap_or(longest.max(MIN_TAG_CHARS))
+    let (mut low, mut high) = (MIN_TAG_CHARS, longest.max(MIN_TAG_CHARS));
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if unique(mid) {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+    }
+    low
 }
 
 /// What a typed player name matched.
@@ -178,6 +189,23 @@ mod tests {
         }));
         assert_eq!(shown["id-spaces"], "giveme5");
         assert!(!w.player("id-nothing").exists());
+    }
+
+    #[test]
+    fn long_shared_id_tails_are_told_apart_quickly() {
+        // Ids are keys a peer chooses: 400 players named alike whose ids of 1000 characters
+        // differ only at the start. Telling them apart must not try every tail length.
+        let tail = "z".repeat(995);
+        let ids: Vec<String> = (0..400).map(|i| format!("{i:05}{tail}")).collect();
+        let pairs = ids
+            .iter()
+            .map(|id| (format!("p/{id}/name"), "twin".to_owned()));
+        let w = World::from_pairs(pairs);
+        let started = std::time::Instant::now();
+        let shown = display_names(&w);
+        let took = started.elapsed();
+        assert_eq!(shown[&ids[7]], format!("twin#{}", &ids[7][2..]));
+        assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
     }
 
     #[test]
