@@ -349,3 +349,44 @@ async fn stopping_a_job_after_the_session_was_busy_does_not_hang() {
         );
     }
 }
+
+/// `join` waits for a dial that may take many seconds: the game answers other commands
+/// meanwhile and reports the join when it is done.
+#[tokio::test]
+async fn input_stays_live_while_a_join_dials() {
+    use super::events::{Event, Input};
+    use super::session::{self, SessionOptions};
+    use std::time::Duration;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let kv = SlowJoinKv {
+        inner: MemKv::default(),
+        gate: gate.clone(),
+    };
+    let options = SessionOptions {
+        name: Some("joiner".into()),
+        no_pauses: true,
+        seed: Some(1),
+        clock: Some(Arc::new(InstantClock::new(0))),
+        player_id: Some("joiner".into()),
+        content: None,
+    };
+    let (inputs, mut events) = session::spawn(kv, options);
+    for line in ["join /ip4/192.0.2.1/tcp/1", "stats"] {
+        inputs.send(Input::Line(line.into())).await.unwrap();
+    }
+    let mut wait_for = async |wanted: &str| {
+        let found = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(event) = events.recv().await {
+                if matches!(&event, Event::Line(line) if line.text.starts_with(wanted)) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(matches!(found, Ok(true)), "no {wanted:?}");
+    };
+    wait_for("Name: joiner").await;
+    gate.add_permits(1);
+    wait_for("Joined /ip4/192.0.2.1/tcp/1").await;
+}
