@@ -86,6 +86,10 @@ pub trait Kv: Clone + Send + Sync + 'static {
 pub struct KvClient {
     /// The multiplexed connection; clones share it.
     conn: MultiplexedConnection,
+    /// Where it came from, for the `JOIN`s that get a connection of their own.
+    client: redis::Client,
+    /// How it was made.
+    config: AsyncConnectionConfig,
 }
 
 impl KvClient {
@@ -99,7 +103,11 @@ impl KvClient {
         let conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        Ok(KvClient { conn })
+        Ok(KvClient {
+            conn,
+            client,
+            config,
+        })
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, KvError> {
@@ -180,7 +188,17 @@ impl Kv for KvClient {
     }
 
     async fn join(&self, multiaddr: &str) -> Result<(), KvError> {
-        self.query::<()>(redis::cmd("JOIN").arg(multiaddr)).await
+        // The node answers JOIN once the dial is done (up to its join timeout) and answers a
+        // connection's commands in order: on the shared connection, every other query of the
+        // game would wait that long behind it.
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        Ok(redis::cmd("JOIN")
+            .arg(multiaddr)
+            .query_async::<()>(&mut conn)
+            .await?)
     }
 }
 
