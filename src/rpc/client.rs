@@ -64,7 +64,8 @@ pub trait Kv: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), KvError>> + Send;
     /// Deletes `key` (leaves a tombstone).
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), KvError>> + Send;
-    /// Every live key starting with `prefix`, with its value, in key order.
+    /// Every live key starting with `prefix`, with its value, in key order (entries that are
+    /// not text are left out).
     fn list(
         &self,
         prefix: &str,
@@ -153,9 +154,11 @@ impl Kv for KvClient {
         let mut pairs = Vec::with_capacity(flat.len() / 2);
         let mut items = flat.into_iter();
         while let (Some(key), Some(value)) = (items.next(), items.next()) {
-            let key = into_text(prefix, key)?;
-            let value = into_text(&key, value)?;
-            pairs.push((key, value));
+            // Any peer can write any bytes: an entry that is not text is skipped, or one such
+            // value would hide the whole world from the game.
+            if let (Ok(key), Ok(value)) = (String::from_utf8(key), String::from_utf8(value)) {
+                pairs.push((key, value));
+            }
         }
         Ok(pairs)
     }
