@@ -88,7 +88,8 @@ pub fn rank_index(content: &Content, player: &PlayerRecord) -> usize {
 pub struct Problem {
     /// The rank id.
     pub rank: String,
-    /// The current epoch: one more than the highest epoch anyone finished.
+    /// The current epoch: the first one nobody finished (in honest play, one more than the
+    /// highest finished).
     pub epoch: u64,
     /// Size in steps.
     pub size: u64,
