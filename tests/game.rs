@@ -951,3 +951,59 @@ async fn a_problem_finished_by_someone_else_starts_over_for_the_others() {
         ]
     );
 }
+
+/// A script pasted into a terminal: the REPL passes lines on at once, and many commands with
+/// long answers must not stall it (reading input while the game waits to be read).
+#[tokio::test]
+async fn plain_survives_a_long_paste_into_a_terminal() {
+    let node = TestNode::start().await;
+    let (inputs, events) =
+        cmud::game::session::spawn(node.kv.clone(), options(Some("pat"), None, 11));
+    let script = "help\n".repeat(300);
+    let mut out = Vec::new();
+    let driven = tokio::time::timeout(
+        DEADLINE,
+        cmud::tui::plain::drive(
+            inputs,
+            events,
+            script.as_bytes(),
+            &mut out,
+            true,
+            &mut |_| {},
+        ),
+    )
+    .await;
+    assert!(matches!(driven, Ok(Ok(()))), "the REPL hung: {driven:?}");
+    let text = String::from_utf8(out).unwrap();
+    let helps = text.lines().filter(|l| *l == "Commands:").count();
+    assert_eq!(helps, 300, "every pasted command was answered");
+    assert!(text.contains("Goodbye, pat."), "end of input quits");
+}
+
+/// Keys and values are bytes and a peer may write any: one that is not text must not hide
+/// the rest of the world from the game.
+#[tokio::test]
+async fn a_value_that_is_not_text_does_not_hide_the_world() {
+    let node = TestNode::start().await;
+    let (mut p, _) = Player::start(node.kv.clone(), options(Some("uma"), Some("iduma"), 12)).await;
+    let client = redis::Client::open(format!("redis://{}/", node.node.rpc_addr())).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("MSET")
+        .arg("p/evil/name")
+        .arg(&b"\xff\xfe"[..])
+        .arg(&b"p/evil/\xff"[..])
+        .arg("1")
+        .arg("p/vic/name")
+        .arg("vic")
+        .arg("p/vic/loc")
+        .arg("5")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Written through another connection: it reaches the game's within 500 ms.
+    let map = p
+        .run_until("map", |out| out.iter().any(|l| l.contains("vic")))
+        .await;
+    assert_eq!(map, ["--- Gates 5th Floor (5) ---", "uma, vic (offline)"]);
+    assert_eq!(p.run("stats").await[0], "Name: uma");
+}

@@ -145,6 +145,15 @@ async fn progress<K: Kv>(ctx: &Ctx<K>, label: &str, done: u64, total: u64) {
     ctx.send(Event::Progress(Some(progress))).await;
 }
 
+/// Asks the session to refresh the status. Only a hint, dropped when the session is behind,
+/// and never in the last free slot: the job's `Done` needs it, and a session stopping the job
+/// waits for the job to end while the job would wait for that slot (a hang).
+fn refresh(tx: &mpsc::Sender<JobMsg>) {
+    if tx.capacity() > 1 {
+        let _ = tx.try_send(JobMsg::Refresh);
+    }
+}
+
 fn random_pause(rng: &mut StdRng, max_ms: u64) -> Duration {
     Duration::from_millis(rng.random_range(0..=max_ms))
 }
@@ -195,7 +204,7 @@ async fn mine<K: Kv>(
         } else {
             ctx.line(LineKind::Event, "Didn't mine a coin.").await;
         }
-        let _ = tx.try_send(JobMsg::Refresh);
+        refresh(&tx);
         progress(&ctx, "Mining", i, attempts).await;
     }
     JobEnd::Finished
@@ -258,7 +267,7 @@ async fn battle<K: Kv>(
                 return JobEnd::Finished;
             }
         };
-        let _ = tx.try_send(JobMsg::Refresh);
+        refresh(&tx);
         if let Some(end) = report_step(&ctx, outcome, &epoch, &mut cancel).await {
             return end;
         }

@@ -6,6 +6,8 @@
 //! number of replicas can create coins; the sum over all players of balance plus spent is
 //! always the sum of mined (see [`total_coins`]).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::content::Content;
 use super::schema::{PlayerRecord, World};
 
@@ -13,7 +15,6 @@ use super::schema::{PlayerRecord, World};
 /// counted, so the true balance is never below this.
 pub fn balance(world: &World, id: &str) -> u64 {
     let me = world.player(id);
-    let given: u128 = me.gave.values().map(|&n| u128::from(n)).sum();
     let received: u128 = world
         .players
         .values()
@@ -21,6 +22,31 @@ pub fn balance(world: &World, id: &str) -> u64 {
         .filter_map(|p| p.gave.get(id))
         .map(|&n| u128::from(n))
         .sum();
+    settle(&me, received)
+}
+
+/// Every player's balance, in one pass over the gifts (calling [`balance`] for each player
+/// would be quadratic in the number of players).
+pub fn balances(world: &World) -> BTreeMap<&str, u64> {
+    let mut received: BTreeMap<&str, u128> = BTreeMap::new();
+    for p in world.players.values() {
+        for (to, &n) in p.gave.iter().filter(|(to, _)| **to != p.id) {
+            *received.entry(to.as_str()).or_default() += u128::from(n);
+        }
+    }
+    world
+        .players
+        .values()
+        .map(|p| {
+            let got = received.get(p.id.as_str()).copied().unwrap_or(0);
+            (p.id.as_str(), settle(p, got))
+        })
+        .collect()
+}
+
+/// A player's balance given the gifts they received: clamped at zero and at u64::MAX.
+fn settle(me: &PlayerRecord, received: u128) -> u64 {
+    let given: u128 = me.gave.values().map(|&n| u128::from(n)).sum();
     let credit = u128::from(me.mined) + received;
     let debit = u128::from(me.spent) + given;
     u64::try_from(credit.saturating_sub(debit)).unwrap_or(u64::MAX)
@@ -29,10 +55,11 @@ pub fn balance(world: &World, id: &str) -> u64 {
 /// Sum of balances and of spent coins over every player, and the sum of coins mined: the two
 /// are equal in every consistent snapshot (the conservation law the tests check).
 pub fn total_coins(world: &World) -> (u128, u128) {
+    let balances = balances(world);
     let held: u128 = world
         .players
-        .keys()
-        .map(|id| u128::from(balance(world, id)) + u128::from(world.players[id].spent))
+        .values()
+        .map(|p| u128::from(balances[p.id.as_str()]) + u128::from(p.spent))
         .sum();
     let mined = world.players.values().map(|p| u128::from(p.mined)).sum();
     (held, mined)
@@ -61,7 +88,8 @@ pub fn rank_index(content: &Content, player: &PlayerRecord) -> usize {
 pub struct Problem {
     /// The rank id.
     pub rank: String,
-    /// The current epoch: one more than the highest epoch anyone finished.
+    /// The current epoch: the first one nobody finished (in honest play, one more than the
+    /// highest finished).
     pub epoch: u64,
     /// Size in steps.
     pub size: u64,
@@ -80,12 +108,22 @@ impl Problem {
 pub fn problem(content: &Content, world: &World, rank_index: usize) -> Option<Problem> {
     let rank = content.rank(rank_index);
     let size = rank.problem?;
-    let epoch = world
+    // The first epoch nobody has finished. Honest play finishes epochs in order (a claim is
+    // only made on the epoch after the claims its writer saw), so this is one more than the
+    // highest claim; but a peer's claim of an absurd epoch (u64::MAX saturates, so that epoch
+    // would stay finished and promote everyone at once for good) is not believed.
+    let claims: BTreeSet<u64> = world
         .players
         .values()
-        .filter_map(|p| p.solved.get(&rank.id))
-        .max()
-        .map_or(1, |highest| highest.saturating_add(1));
+        .filter_map(|p| p.solved.get(&rank.id).copied())
+        .collect();
+    let mut epoch = 1u64;
+    for &claim in claims.range(1..) {
+        if claim != epoch {
+            break;
+        }
+        epoch += 1; // At most one per player: cannot overflow.
+    }
     let key = (rank.id.clone(), epoch);
     let done = world
         .players
@@ -124,6 +162,29 @@ mod tests {
     }
 
     #[test]
+    fn all_balances_at_once_agree_with_each_one() {
+        let w = world(&[
+            ("p/A/mined", "100"),
+            ("p/A/spent", "10"),
+            ("p/A/gave/B", "30"),
+            ("p/A/gave/A", "5"),
+            ("p/A/gave/ghost", "1"),
+            ("p/B/mined", "5"),
+            ("p/B/gave/A", "2"),
+            ("p/C/gave/A", &u64::MAX.to_string()),
+            ("p/D/gave/A", &u64::MAX.to_string()),
+            ("p/E/spent", "3"),
+        ]);
+        let all = balances(&w);
+        assert_eq!(all.len(), w.players.len());
+        for id in w.players.keys() {
+            assert_eq!(all[id.as_str()], balance(&w, id), "{id}");
+        }
+        assert_eq!(all["A"], u64::MAX);
+        assert_eq!(all["E"], 0);
+    }
+
+    #[test]
     fn the_epoch_follows_the_highest_solve_and_sums_everyones_work() {
         let content = Content::embedded();
         let w = world(&[
@@ -136,6 +197,29 @@ mod tests {
         let p = problem(&content, &w, 0).unwrap();
         assert_eq!((p.epoch, p.done, p.remaining()), (2, 80, 20));
         assert!(problem(&content, &w, 5).is_none());
+    }
+
+    #[test]
+    fn an_absurd_solve_claim_does_not_end_a_problem_for_good() {
+        let content = Content::embedded();
+        // A peer claims the last possible epoch; a player then finishes epoch 1 honestly.
+        let max = u64::MAX.to_string();
+        let w = world(&[
+            ("p/X/solved/Undergraduate", &max),
+            ("p/A/work/Undergraduate/1", "100"),
+            ("p/A/solved/Undergraduate", "1"),
+            ("p/B/work/Undergraduate/2", "30"),
+        ]);
+        let p = problem(&content, &w, 0).unwrap();
+        assert_eq!((p.epoch, p.done, p.remaining()), (2, 30, 70));
+        // Claims that skip epochs are not believed either; claims of the same epoch are.
+        let w = world(&[
+            ("p/A/solved/Masters", "1"),
+            ("p/B/solved/Masters", "1"),
+            ("p/C/solved/Masters", "2"),
+            ("p/X/solved/Masters", "7"),
+        ]);
+        assert_eq!(problem(&content, &w, 1).unwrap().epoch, 3);
     }
 
     #[test]

@@ -10,6 +10,12 @@ use super::schema::World;
 /// Shortest id tail used to tell players with the same name apart.
 const MIN_TAG_CHARS: usize = 3;
 
+/// Whether a name may hold this character (a letter, a digit, `_` or `-`): never `#`, which
+/// tells apart players who share a name, nor spaces, which split commands.
+pub fn is_name_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_' || c == '-'
+}
+
 /// Checks a chosen name: 1 to `max_chars` letters, digits, `_` or `-`.
 pub fn validate(name: &str, max_chars: usize) -> Result<(), String> {
     let count = name.chars().count();
@@ -19,10 +25,7 @@ pub fn validate(name: &str, max_chars: usize) -> Result<(), String> {
     if count > max_chars {
         return Err(format!("A name has at most {max_chars} characters."));
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_alphanumeric() || *c == '_' || *c == '-'))
-    {
+    if let Some(bad) = name.chars().find(|&c| !is_name_char(c)) {
         return Err(format!(
             "A name may hold only letters, digits, _ and - (not {bad:?})."
         ));
@@ -67,16 +70,27 @@ fn tail(id: &str, chars: usize) -> String {
     id.chars().skip(skip).collect()
 }
 
+/// The shortest tail length (at least [`MIN_TAG_CHARS`]) that tells `ids` apart. Tails that
+/// differ stay different when longer, so this is a binary search: ids are keys a peer
+/// chooses, and trying every length of long, alike ids would stall every look at the world.
 fn shortest_unique_tail(ids: &[&str]) -> usize {
+    let unique = |n: usize| {
+        let mut tails: Vec<String> = ids.iter().map(|id| tail(id, n)).collect();
+        tails.sort_unstable();
+        tails.dedup();
+        tails.len() == ids.len()
+    };
     let longest = ids.iter().map(|id| id.chars().count()).max().unwrap_or(0);
-    (MIN_TAG_CHARS..=longest.max(MIN_TAG_CHARS))
-        .find(|&n| {
-            let mut tails: Vec<String> = ids.iter().map(|id| tail(id, n)).collect();
-            tails.sort();
-            tails.dedup();
-            tails.len() == ids.len()
-        })
-        .unwrap_or(longest.max(MIN_TAG_CHARS))
+    let (mut low, mut high) = (MIN_TAG_CHARS, longest.max(MIN_TAG_CHARS));
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if unique(mid) {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+    }
+    low
 }
 
 /// What a typed player name matched.
@@ -154,6 +168,44 @@ mod tests {
         assert!(matches!(find(&w, "alice"), Found::Ambiguous(v) if v.len() == 2));
         assert_eq!(find(&w, "carol"), Found::None);
         assert_eq!(find(&w, "alice#zzz"), Found::None);
+    }
+
+    #[test]
+    fn a_peer_cannot_take_anothers_tagged_name() {
+        // Names are written by their players, so a peer may store one the game would refuse,
+        // such as the tagged form another player is shown under.
+        let w = world(&[
+            ("p/id-aaa1/name", "sam"),
+            ("p/id-bbb2/name", "sam"),
+            ("p/id-attacker/name", "sam#bb2"),
+            ("p/id-spaces/name", "give me 5"),
+            ("p/id-nothing/name", "#/ !"),
+        ]);
+        assert_eq!(find(&w, "sam#bb2"), Found::One("id-bbb2".into()));
+        let shown = display_names(&w);
+        assert!(shown.values().all(|name| {
+            let (plain, _) = name.split_once('#').unwrap_or((name, ""));
+            validate(plain, 64).is_ok()
+        }));
+        assert_eq!(shown["id-spaces"], "giveme5");
+        assert!(!w.player("id-nothing").exists());
+    }
+
+    #[test]
+    fn long_shared_id_tails_are_told_apart_quickly() {
+        // Ids are keys a peer chooses: 400 players named alike whose ids of 1000 characters
+        // differ only at the start. Telling them apart must not try every tail length.
+        let tail = "z".repeat(995);
+        let ids: Vec<String> = (0..400).map(|i| format!("{i:05}{tail}")).collect();
+        let pairs = ids
+            .iter()
+            .map(|id| (format!("p/{id}/name"), "twin".to_owned()));
+        let w = World::from_pairs(pairs);
+        let started = std::time::Instant::now();
+        let shown = display_names(&w);
+        let took = started.elapsed();
+        assert_eq!(shown[&ids[7]], format!("twin#{}", &ids[7][2..]));
+        assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
     }
 
     #[test]

@@ -74,10 +74,12 @@ impl News {
     }
 }
 
-/// Whether a player's heartbeat is recent at `now_ms`.
+/// Whether a player's heartbeat is within the online window of `now_ms`, either way: a clock
+/// a little ahead still counts, but a heartbeat far in the future (a peer can store any
+/// number) would otherwise show its player online for good.
 pub fn online(content: &Content, player: &PlayerRecord, now_ms: u64) -> bool {
     let window = content.rules.presence.online_secs.saturating_mul(1000);
-    player.seen_ms.saturating_add(window) >= now_ms
+    now_ms.abs_diff(player.seen_ms) <= window
 }
 
 /// Every character, online first, then by name. Player `me` is playing, so online.
@@ -201,12 +203,13 @@ fn chat_lines(
 /// Players by rank (highest first), then coins, then name: `(display name, rank, coins)`.
 pub fn leaderboard(content: &Content, world: &World) -> Vec<(String, String, u64)> {
     let shown: BTreeMap<String, String> = names::display_names(world);
+    let balances = ledger::balances(world);
     let mut rows: Vec<(usize, u64, String)> = world
         .characters()
         .map(|p| {
             (
                 ledger::rank_index(content, p),
-                ledger::balance(world, &p.id),
+                balances.get(p.id.as_str()).copied().unwrap_or(0),
                 shown.get(&p.id).cloned().unwrap_or_default(),
             )
         })
@@ -284,6 +287,24 @@ mod tests {
             texts,
             ["--- carol has joined the world. ---", "carol shouts: fresh"]
         );
+    }
+
+    #[test]
+    fn online_means_a_heartbeat_within_the_window() {
+        let content = Content::embedded();
+        let now = 1_000_000_000;
+        let seen = |ms: u64| PlayerRecord {
+            seen_ms: ms,
+            ..PlayerRecord::default()
+        };
+        assert!(online(&content, &seen(now - 30_000), now));
+        assert!(!online(&content, &seen(now - 30_001), now));
+        assert!(
+            online(&content, &seen(now + 5_000), now),
+            "a clock a bit ahead"
+        );
+        assert!(!online(&content, &seen(u64::MAX), now), "online forever");
+        assert!(!online(&content, &seen(0), now));
     }
 
     #[test]

@@ -282,21 +282,27 @@ impl<K: Kv> PlayerTask<K> {
             return Ok(Outcome::Locked);
         }
         let balance = ledger::balance(&world, &self.id);
+        let owned = me.hardware.get(&hardware.id).copied().unwrap_or(0);
+        let spent = self.counter(field::SPENT, me.spent);
+        // Neither counter may pass u64::MAX: a saturated `spent` would not count the whole
+        // price (coins from nothing), a saturated count would lose units. Only a balance fed
+        // by absurd gifts from peers comes near.
+        let room = ((u64::MAX - spent) / hardware.price).min(u64::MAX - owned);
         let units = match count {
             Count::Exactly(n) => n,
-            Count::Max => balance / hardware.price,
+            Count::Max => (balance / hardware.price).min(room),
         };
         let cost = units.checked_mul(hardware.price);
-        if units == 0 || cost.is_none_or(|cost| cost > balance) {
-            let needed = cost.map(|c| c.max(hardware.price));
+        if units == 0 || units > room || cost.is_none_or(|cost| cost > balance) {
+            let needed = cost
+                .filter(|_| units <= room)
+                .map(|c| c.max(hardware.price));
             return Ok(Outcome::Unaffordable { needed, balance });
         }
         let cost = cost.unwrap_or(0);
         let hw_field = field::hardware(&hardware.id);
-        let owned = me.hardware.get(&hardware.id).copied().unwrap_or(0);
-        let spent = self.counter(field::SPENT, me.spent).saturating_add(cost);
-        let mut writes = vec![(self.key(&hw_field), owned.saturating_add(units).to_string())];
-        self.bump(&mut writes, field::SPENT, spent);
+        let mut writes = vec![(self.key(&hw_field), (owned + units).to_string())];
+        self.bump(&mut writes, field::SPENT, spent + cost);
         self.kv.put_many(&writes).await?;
         Ok(Outcome::Bought { units, cost })
     }
@@ -315,7 +321,13 @@ impl<K: Kv> PlayerTask<K> {
         }
         let gave_field = field::gave(&to);
         let already = world.player(&self.id).gave.get(&to).copied().unwrap_or(0);
-        let gave = self.counter(&gave_field, already).saturating_add(amount);
+        // The counter may not pass u64::MAX: saturated, it would not count the whole gift.
+        let Some(gave) = self.counter(&gave_field, already).checked_add(amount) else {
+            return Ok(Outcome::Unaffordable {
+                needed: None,
+                balance,
+            });
+        };
         let mut writes = Vec::new();
         self.bump(&mut writes, &gave_field, gave);
         self.kv.put_many(&writes).await?;

@@ -51,6 +51,18 @@ pub fn shown_text(value: &str, max_chars: usize) -> String {
         .collect()
 }
 
+/// A name from the world, kept to the characters a chosen name may hold: a peer could
+/// otherwise store `alice#3kq`, the form another player is shown under, and so take the
+/// coins a `give alice#3kq` meant for them. `None` if nothing is left.
+fn stored_name(value: &str) -> Option<String> {
+    let name: String = value
+        .chars()
+        .filter(|&c| super::names::is_name_char(c))
+        .take(MAX_FIELD_CHARS)
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
 /// Field names (the part after `p/<id>/`).
 pub mod field {
     /// Display name.
@@ -177,7 +189,7 @@ impl PlayerRecord {
         let number = || value.trim().parse::<u64>().ok();
         let (head, rest) = field.split_once('/').unwrap_or((field, ""));
         match (head, rest) {
-            (field::NAME, "") => self.name = Some(shown_text(value, MAX_FIELD_CHARS)),
+            (field::NAME, "") => self.name = stored_name(value),
             (field::RANK, "") => self.rank = Some(shown_text(value, MAX_FIELD_CHARS)),
             (field::LOC, "") => self.loc = Some(shown_text(value, MAX_FIELD_CHARS)),
             (field::MINED, "") => self.mined = number().unwrap_or(0),
@@ -331,7 +343,7 @@ mod tests {
         let b = world.player("B");
         assert_eq!(
             b.name.as_deref(),
-            Some("evil[2Jname"),
+            Some("evil2Jname"),
             "no escape reaches a terminal"
         );
         assert_eq!(b.chat[0].text, "]0;pwnedhi");

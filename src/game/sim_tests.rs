@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use super::clock::InstantClock;
 use super::content::Content;
 use super::ledger;
-use super::player::{Change, Count, PlayerHandle};
+use super::player::{Change, Count, Outcome, PlayerHandle};
 use super::schema::World;
 use crate::rpc::{Kv, KvError, PeerInfo};
 
@@ -202,4 +202,191 @@ async fn chat_is_a_ring_so_the_world_does_not_grow() {
     assert_eq!(chat.last().unwrap().text, "line 150");
     assert_eq!(chat.first().unwrap().seq, 150 - content.rules.chat.ring + 1);
     assert_eq!(kv.list("p/talker/chat/").await.unwrap().len(), ring);
+}
+
+#[tokio::test]
+async fn counters_never_saturate_into_free_coins() {
+    // Two peers each claim to have given `me` u64::MAX coins: absurd, but any peer can write
+    // its own counters. Whatever the balance, every coin paid or given must be counted.
+    let kv = MemKv::default();
+    let content = Content::embedded();
+    let clock = Arc::new(InstantClock::new(0));
+    let handle = PlayerHandle::spawn(kv.clone(), "me".into(), content, clock);
+    let name = "me".to_owned();
+    handle.apply(Change::Enter { name }).await.unwrap();
+    let max = u64::MAX.to_string();
+    for (key, value) in [
+        ("p/rich1/name", "rich1"),
+        ("p/rich1/gave/me", max.as_str()),
+        ("p/rich2/name", "rich2"),
+        ("p/rich2/gave/me", max.as_str()),
+    ] {
+        kv.put(key, value).await.unwrap();
+    }
+    let (mut paid, mut units_bought) = (0u128, 0u128);
+    for count in [Count::Max, Count::Max, Count::Exactly(5)] {
+        let hw = "cpu".to_owned();
+        if let Outcome::Bought { units, cost } =
+            handle.apply(Change::Buy { hw, count }).await.unwrap()
+        {
+            paid += u128::from(cost);
+            units_bought += u128::from(units);
+        }
+    }
+    let mut gave: u128 = 0;
+    for _ in 0..3 {
+        let to = "rich1".to_owned();
+        let amount = u64::MAX / 2;
+        if handle.apply(Change::Give { to, amount }).await.unwrap() == Outcome::Gave {
+            gave += u128::from(amount);
+        }
+    }
+    let world = World::from_pairs(kv.list("p/").await.unwrap());
+    let me = world.player("me");
+    assert_eq!(
+        u128::from(me.spent),
+        paid,
+        "a purchase was not fully paid for"
+    );
+    assert_eq!(
+        u128::from(me.gave["rich1"]),
+        gave,
+        "a gift was not fully counted"
+    );
+    assert_eq!(
+        u128::from(me.hardware["cpu"]),
+        1 + units_bought,
+        "hardware bought was lost"
+    );
+}
+
+/// A replica whose `JOIN` waits until the test lets it go (a far peer being dialled).
+#[derive(Clone)]
+struct SlowJoinKv {
+    inner: MemKv,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl Kv for SlowJoinKv {
+    async fn get(&self, key: &str) -> Result<Option<String>, KvError> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, value: &str) -> Result<(), KvError> {
+        self.inner.put(key, value).await
+    }
+    async fn put_many(&self, pairs: &[(String, String)]) -> Result<(), KvError> {
+        self.inner.put_many(pairs).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, KvError> {
+        self.inner.list(prefix).await
+    }
+    async fn info(&self) -> Result<BTreeMap<String, String>, KvError> {
+        self.inner.info().await
+    }
+    async fn addrs(&self) -> Result<Vec<String>, KvError> {
+        self.inner.addrs().await
+    }
+    async fn peers(&self) -> Result<Vec<PeerInfo>, KvError> {
+        self.inner.peers().await
+    }
+    async fn join(&self, _: &str) -> Result<(), KvError> {
+        let _permit = self.gate.acquire().await;
+        Ok(())
+    }
+}
+
+/// While the session waits on a slow command, a fast mining job keeps reporting progress to
+/// it; stopping that job afterwards (`quit`) must not wait forever for a job that is itself
+/// waiting for room to say it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_job_after_the_session_was_busy_does_not_hang() {
+    use super::events::{Event, Input};
+    use super::session::{self, SessionOptions};
+    use std::time::Duration;
+    for seed in 0..8 {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let kv = SlowJoinKv {
+            inner: MemKv::default(),
+            gate: gate.clone(),
+        };
+        let options = SessionOptions {
+            name: Some("miner".into()),
+            no_pauses: true,
+            seed: Some(seed),
+            clock: Some(Arc::new(InstantClock::new(0))),
+            player_id: Some("miner".into()),
+            content: None,
+        };
+        let (inputs, mut events) = session::spawn(kv, options);
+        let (attempts_tx, mut attempts) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match event {
+                    Event::Line(line) if line.text.starts_with("--- Mining bitcoin") => {
+                        let _ = attempts_tx.send(());
+                    }
+                    Event::Quit => return true,
+                    _ => {}
+                }
+            }
+            false
+        });
+        for line in ["mine 1000", "join /ip4/192.0.2.1/tcp/1", "quit"] {
+            inputs.send(Input::Line(line.into())).await.unwrap();
+        }
+        // The session is stuck in `join` while the job mines on.
+        for _ in 0..200 {
+            attempts.recv().await.unwrap();
+        }
+        gate.add_permits(1);
+        let quit = tokio::time::timeout(Duration::from_secs(20), reader).await;
+        assert!(
+            matches!(quit, Ok(Ok(true))),
+            "seed {seed}: the session hung on quit"
+        );
+    }
+}
+
+/// `join` waits for a dial that may take many seconds: the game answers other commands
+/// meanwhile and reports the join when it is done.
+#[tokio::test]
+async fn input_stays_live_while_a_join_dials() {
+    use super::events::{Event, Input};
+    use super::session::{self, SessionOptions};
+    use std::time::Duration;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let kv = SlowJoinKv {
+        inner: MemKv::default(),
+        gate: gate.clone(),
+    };
+    let options = SessionOptions {
+        name: Some("joiner".into()),
+        no_pauses: true,
+        seed: Some(1),
+        clock: Some(Arc::new(InstantClock::new(0))),
+        player_id: Some("joiner".into()),
+        content: None,
+    };
+    let (inputs, mut events) = session::spawn(kv, options);
+    for line in ["join /ip4/192.0.2.1/tcp/1", "stats"] {
+        inputs.send(Input::Line(line.into())).await.unwrap();
+    }
+    let mut wait_for = async |wanted: &str| {
+        let found = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(event) = events.recv().await {
+                if matches!(&event, Event::Line(line) if line.text.starts_with(wanted)) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(matches!(found, Ok(true)), "no {wanted:?}");
+    };
+    wait_for("Name: joiner").await;
+    gate.add_permits(1);
+    wait_for("Joined /ip4/192.0.2.1/tcp/1").await;
 }

@@ -1,7 +1,12 @@
 //! The multiplayer and node commands: `map`, `who`, `say`, `shout`, `top`, `give`, and the
 //! node side, `addr` and `join`.
 
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
 use super::commands;
+use super::ctx::Ctx;
 use super::events::{Event, LineKind};
 use super::names::{self, Found};
 use super::news;
@@ -190,30 +195,68 @@ impl<K: Kv> Session<K> {
         Ok(())
     }
 
-    /// `join <multiaddr>`.
+    /// `join <multiaddr>`. The node answers once the dial is done, which can take many
+    /// seconds: the answer is awaited briefly, then it is reported when it comes and input
+    /// stays live meanwhile.
     pub(super) async fn join(&mut self, rest: &str) -> Result<(), KvError> {
         let args: Vec<&str> = rest.split_whitespace().collect();
         let [addr] = args.as_slice() else {
             let usage = "Usage: join <multiaddr>, as a friend's `addr` shows it.";
             return self.ctx.reply(LineKind::Error, usage).await;
         };
-        match self.ctx.kv.join(addr).await {
-            Ok(()) => {
-                let text = format!("Joined {addr}. The world syncs in the background.");
+        let addr = (*addr).to_owned();
+        let (tx, mut rx) = oneshot::channel();
+        let ctx = self.ctx.clone();
+        let dialled = addr.clone();
+        tokio::spawn(async move {
+            let result = ctx.kv.join(&dialled).await;
+            // Nobody waits any more: report it here.
+            if let Err(result) = tx.send(result) {
+                report_join(&ctx, &dialled, result).await;
+            }
+        });
+        let result = match tokio::time::timeout(JOIN_WAIT, &mut rx).await {
+            Ok(result) => result.ok(),
+            Err(_) => {
+                // A result sent just now is taken here; after `close` the task reports it.
+                rx.close();
+                rx.try_recv().ok()
+            }
+        };
+        match result {
+            Some(result) => report_join(&self.ctx, &addr, result).await,
+            None => {
+                let text = format!(
+                    "Dialling {} in the background; play on.",
+                    commands::shorten(&addr)
+                );
                 self.ctx.line(LineKind::Info, text).await;
-                self.ctx.send(Event::PeerJoined((*addr).to_owned())).await;
-                Ok(())
             }
-            Err(KvError::Refused(why)) => {
-                // The server says "ERR join <addr>: <reason>": keep the reason.
-                let marker = format!("{addr}: ");
-                let why = refusal(&why);
-                let why = why.rsplit_once(&marker).map_or(why, |(_, r)| r);
-                let text = format!("Could not join {}: {why}", commands::shorten(addr));
-                self.ctx.reply(LineKind::Error, text).await
-            }
-            Err(err) => Err(err),
         }
+        Ok(())
+    }
+}
+
+/// How long `join` waits for the dial before it lets the player play on.
+const JOIN_WAIT: Duration = Duration::from_secs(1);
+
+/// Tells how a `join` ended.
+async fn report_join<K: Kv>(ctx: &Ctx<K>, addr: &str, result: Result<(), KvError>) {
+    match result {
+        Ok(()) => {
+            let text = format!("Joined {addr}. The world syncs in the background.");
+            ctx.line(LineKind::Info, text).await;
+            ctx.send(Event::PeerJoined(addr.to_owned())).await;
+        }
+        Err(KvError::Refused(why)) => {
+            // The server says "ERR join <addr>: <reason>": keep the reason.
+            let marker = format!("{addr}: ");
+            let why = refusal(&why);
+            let why = why.rsplit_once(&marker).map_or(why, |(_, r)| r);
+            let text = format!("Could not join {}: {why}", commands::shorten(addr));
+            ctx.line(LineKind::Error, text).await;
+        }
+        Err(err) => ctx.kv_error(&err).await,
     }
 }
 

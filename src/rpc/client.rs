@@ -64,7 +64,8 @@ pub trait Kv: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), KvError>> + Send;
     /// Deletes `key` (leaves a tombstone).
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), KvError>> + Send;
-    /// Every live key starting with `prefix`, with its value, in key order.
+    /// Every live key starting with `prefix`, with its value, in key order (entries that are
+    /// not text are left out).
     fn list(
         &self,
         prefix: &str,
@@ -86,6 +87,10 @@ pub trait Kv: Clone + Send + Sync + 'static {
 pub struct KvClient {
     /// The multiplexed connection; clones share it.
     conn: MultiplexedConnection,
+    /// Where it came from, for the `JOIN`s that get a connection of their own.
+    client: redis::Client,
+    /// How it was made.
+    config: AsyncConnectionConfig,
 }
 
 impl KvClient {
@@ -99,7 +104,11 @@ impl KvClient {
         let conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        Ok(KvClient { conn })
+        Ok(KvClient {
+            conn,
+            client,
+            config,
+        })
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, KvError> {
@@ -145,9 +154,11 @@ impl Kv for KvClient {
         let mut pairs = Vec::with_capacity(flat.len() / 2);
         let mut items = flat.into_iter();
         while let (Some(key), Some(value)) = (items.next(), items.next()) {
-            let key = into_text(prefix, key)?;
-            let value = into_text(&key, value)?;
-            pairs.push((key, value));
+            // Any peer can write any bytes: an entry that is not text is skipped, or one such
+            // value would hide the whole world from the game.
+            if let (Ok(key), Ok(value)) = (String::from_utf8(key), String::from_utf8(value)) {
+                pairs.push((key, value));
+            }
         }
         Ok(pairs)
     }
@@ -180,7 +191,17 @@ impl Kv for KvClient {
     }
 
     async fn join(&self, multiaddr: &str) -> Result<(), KvError> {
-        self.query::<()>(redis::cmd("JOIN").arg(multiaddr)).await
+        // The node answers JOIN once the dial is done (up to its join timeout) and answers a
+        // connection's commands in order: on the shared connection, every other query of the
+        // game would wait that long behind it.
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        Ok(redis::cmd("JOIN")
+            .arg(multiaddr)
+            .query_async::<()>(&mut conn)
+            .await?)
     }
 }
 

@@ -8,6 +8,7 @@
 //! a script reads like a transcript. Exits on `quit` or end of input, once the node has
 //! flushed the world to disk. Node addresses go to stderr; stdout is the game's.
 
+use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
@@ -21,6 +22,9 @@ use crate::tui::embed;
 /// The comment line the front end sends after each command: its echo says the command has
 /// been handled (the game ignores lines starting with `#`).
 const SYNC_MARK: &str = "# plain: ready";
+
+/// Inputs read ahead of the game before reading pauses.
+const MAX_PENDING: usize = 64;
 
 /// Runs the game as a plain REPL with an embedded node.
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
@@ -96,23 +100,38 @@ where
         quit_sent: false,
         prompt_visible: false,
     };
+    // Inputs wait here until the game takes them, so events are read all the while: awaiting
+    // a full input channel instead would hang once the game itself waits for its events to be
+    // read (a long paste of commands with long answers).
+    let mut pending: VecDeque<Input> = VecDeque::new();
     // The first mark's echo comes once the greeting is done.
-    let _ = inputs.send(Input::Line(SYNC_MARK.to_owned())).await;
+    pending.push_back(Input::Line(SYNC_MARK.to_owned()));
     let mut buf = Vec::new();
     loop {
         tokio::select! {
-            read = reader.read_until(b'\n', &mut buf), if repl.ready_for_input() => {
+            read = reader.read_until(b'\n', &mut buf),
+                if repl.ready_for_input() && pending.len() < MAX_PENDING =>
+            {
                 if read? == 0 {
                     repl.eof = true;
                 } else {
                     let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_owned();
-                    let _ = inputs.send(Input::Line(line)).await;
-                    let _ = inputs.send(Input::Line(SYNC_MARK.to_owned())).await;
+                    pending.push_back(Input::Line(line));
+                    pending.push_back(Input::Line(SYNC_MARK.to_owned()));
                     repl.unacknowledged += 1;
                     repl.prompt_visible = false;
                 }
                 buf.clear();
             }
+            permit = inputs.reserve(), if !pending.is_empty() => match permit {
+                Ok(permit) => {
+                    if let Some(input) = pending.pop_front() {
+                        permit.send(input);
+                    }
+                }
+                // The game has ended; its last events are still to be read.
+                Err(_) => pending.clear(),
+            },
             event = events.recv() => {
                 let Some(event) = event else { return Ok(()) };
                 remember(&event);
@@ -129,8 +148,12 @@ where
                 }
             }
             _ = tokio::signal::ctrl_c(), if repl.interactive => {
-                let input = if repl.busy { Input::Interrupt } else { Input::Line("quit".into()) };
-                let _ = inputs.send(input).await;
+                if repl.busy {
+                    // Ahead of any queued lines: it is meant for the action running now.
+                    pending.push_front(Input::Interrupt);
+                } else {
+                    pending.push_back(Input::Line("quit".into()));
+                }
             }
         }
         if repl.eof
@@ -138,7 +161,7 @@ where
             && (repl.interactive || repl.unacknowledged == 0 && !repl.busy)
         {
             repl.quit_sent = true;
-            let _ = inputs.send(Input::Line("quit".to_owned())).await;
+            pending.push_back(Input::Line("quit".to_owned()));
         }
     }
 }
