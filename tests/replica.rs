@@ -511,24 +511,23 @@ async fn last_writer_wins_across_actors_and_a_re_put_wins_again() {
     let mut b = connect_to_actor(node.rpc_addr(), 1).await;
     let mut c = connect_to_actor(node.rpc_addr(), 2).await;
 
+    async fn everyone_sees(conns: [&mut MultiplexedConnection; 3], value: &str) {
+        for conn in conns {
+            eventually(DEADLINE, &format!("everyone sees {value}"), async || {
+                get(conn, "sandwich").await.as_deref() == Some(value)
+            })
+            .await;
+        }
+    }
+
     set(&mut a, "sandwich", "cheese").await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     set(&mut b, "sandwich", "mustard").await;
-    for conn in [&mut a, &mut b, &mut c] {
-        eventually(DEADLINE, "everyone sees mustard", async || {
-            get(conn, "sandwich").await.as_deref() == Some("mustard")
-        })
-        .await;
-    }
+    everyone_sees([&mut a, &mut b, &mut c], "mustard").await;
 
     tokio::time::sleep(Duration::from_millis(10)).await;
     set(&mut a, "sandwich", "cheese").await;
-    for conn in [&mut a, &mut b, &mut c] {
-        eventually(DEADLINE, "everyone sees cheese again", async || {
-            get(conn, "sandwich").await.as_deref() == Some("cheese")
-        })
-        .await;
-    }
+    everyone_sees([&mut a, &mut b, &mut c], "cheese").await;
     // And it stays: nothing flaps back once synced.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for conn in [&mut a, &mut b, &mut c] {
