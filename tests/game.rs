@@ -348,20 +348,8 @@ async fn two_players_on_connected_nodes_see_each_other() {
     // Settings come from the command line, as `cmud --join ...` would make them, so this
     // test keeps compiling whatever fields the network's options gain.
     let settings = |dir: &std::path::Path, join: &[String]| {
-        let mut args = vec![
-            "cmud".to_owned(),
-            "--no-mdns".into(),
-            "--rpc-port".into(),
-            "0".into(),
-            "--actors".into(),
-            "2".into(),
-            "--listen".into(),
-            "/ip4/127.0.0.1/tcp/0".into(),
-            "--data-dir".into(),
-            dir.join("data").display().to_string(),
-            "--config".into(),
-            dir.join("config.ron").display().to_string(),
-        ];
+        let mut args = vec!["cmud".to_owned()];
+        args.extend(node_args(dir));
         for addr in join {
             args.extend(["--join".to_owned(), addr.clone()]);
         }
@@ -753,12 +741,9 @@ async fn shared_names_are_told_apart_and_gifts_accept_the_tag() {
     b.run_until("stats", |out| out[0] == "Name: sam#bb2").await;
 }
 
-/// Runs `cmud --plain` on `dir` with `stdin`, returning (exit code, stdout, stderr).
-async fn plain(dir: &std::path::Path, extra: &[&str], stdin: &str) -> (i32, String, String) {
-    use tokio::io::AsyncWriteExt;
-    use tokio::process::Command;
-    let mut args = vec![
-        "--plain".to_owned(),
+/// The flags of a test node whose files live under `dir`: loopback, free ports, no mDNS.
+fn node_args(dir: &std::path::Path) -> Vec<String> {
+    vec![
         "--no-mdns".into(),
         "--rpc-port".into(),
         "0".into(),
@@ -770,7 +755,15 @@ async fn plain(dir: &std::path::Path, extra: &[&str], stdin: &str) -> (i32, Stri
         dir.join("data").display().to_string(),
         "--config".into(),
         dir.join("config.ron").display().to_string(),
-    ];
+    ]
+}
+
+/// Runs `cmud --plain` on `dir` with `stdin`, returning (exit code, stdout, stderr).
+async fn plain(dir: &std::path::Path, extra: &[&str], stdin: &str) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    use tokio::process::Command;
+    let mut args = vec!["--plain".to_owned()];
+    args.extend(node_args(dir));
     args.extend(extra.iter().map(|s| s.to_string()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_cmud"))
         .args(&args)

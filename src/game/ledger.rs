@@ -143,13 +143,9 @@ mod tests {
     use super::*;
     use crate::game::schema::World;
 
-    fn world(items: &[(&str, &str)]) -> World {
-        World::from_pairs(items.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-    }
-
     #[test]
     fn balance_counts_gifts_both_ways() {
-        let w = world(&[
+        let w = World::from_items(&[
             ("p/A/mined", "100"),
             ("p/A/spent", "10"),
             ("p/A/gave/B", "30"),
@@ -163,7 +159,7 @@ mod tests {
 
     #[test]
     fn all_balances_at_once_agree_with_each_one() {
-        let w = world(&[
+        let w = World::from_items(&[
             ("p/A/mined", "100"),
             ("p/A/spent", "10"),
             ("p/A/gave/B", "30"),
@@ -187,7 +183,7 @@ mod tests {
     #[test]
     fn the_epoch_follows_the_highest_solve_and_sums_everyones_work() {
         let content = Content::embedded();
-        let w = world(&[
+        let w = World::from_items(&[
             ("p/A/work/Undergraduate/1", "100"),
             ("p/A/solved/Undergraduate", "1"),
             ("p/B/work/Undergraduate/2", "30"),
@@ -204,7 +200,7 @@ mod tests {
         let content = Content::embedded();
         // A peer claims the last possible epoch; a player then finishes epoch 1 honestly.
         let max = u64::MAX.to_string();
-        let w = world(&[
+        let w = World::from_items(&[
             ("p/X/solved/Undergraduate", &max),
             ("p/A/work/Undergraduate/1", "100"),
             ("p/A/solved/Undergraduate", "1"),
@@ -213,7 +209,7 @@ mod tests {
         let p = problem(&content, &w, 0).unwrap();
         assert_eq!((p.epoch, p.done, p.remaining()), (2, 30, 70));
         // Claims that skip epochs are not believed either; claims of the same epoch are.
-        let w = world(&[
+        let w = World::from_items(&[
             ("p/A/solved/Masters", "1"),
             ("p/B/solved/Masters", "1"),
             ("p/C/solved/Masters", "2"),
@@ -225,13 +221,13 @@ mod tests {
     #[test]
     fn power_ignores_unknown_hardware_and_saturates() {
         let content = Content::embedded();
-        let w = world(&[
+        let w = World::from_items(&[
             ("p/A/hw/cpu", "3"),
             ("p/A/hw/gpu", "2"),
             ("p/A/hw/toaster", "9"),
         ]);
         assert_eq!(power(&content, &w.player("A")), 23);
-        let huge = world(&[("p/A/hw/dark_matter", &u64::MAX.to_string())]);
+        let huge = World::from_items(&[("p/A/hw/dark_matter", &u64::MAX.to_string())]);
         assert_eq!(power(&content, &huge.player("A")), u64::MAX);
     }
 }

@@ -137,10 +137,6 @@ pub fn find(world: &World, typed: &str) -> Found {
 mod tests {
     use super::*;
 
-    fn world(items: &[(&str, &str)]) -> World {
-        World::from_pairs(items.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-    }
-
     #[test]
     fn names_are_checked() {
         assert!(validate("alice", 16).is_ok());
@@ -154,7 +150,7 @@ mod tests {
 
     #[test]
     fn shared_names_are_told_apart_and_found() {
-        let w = world(&[
+        let w = World::from_items(&[
             ("p/12D3KooWaaa3kq/name", "alice"),
             ("p/12D3KooWbbbx7z/name", "alice"),
             ("p/12D3KooWccc111/name", "bob"),
@@ -174,7 +170,7 @@ mod tests {
     fn a_peer_cannot_take_anothers_tagged_name() {
         // Names are written by their players, so a peer may store one the game would refuse,
         // such as the tagged form another player is shown under.
-        let w = world(&[
+        let w = World::from_items(&[
             ("p/id-aaa1/name", "sam"),
             ("p/id-bbb2/name", "sam"),
             ("p/id-attacker/name", "sam#bb2"),
@@ -210,7 +206,7 @@ mod tests {
 
     #[test]
     fn same_tails_grow_until_unique() {
-        let w = world(&[("p/xx1abc/name", "a"), ("p/yy2abc/name", "a")]);
+        let w = World::from_items(&[("p/xx1abc/name", "a"), ("p/yy2abc/name", "a")]);
         let shown = display_names(&w);
         assert_eq!(shown["xx1abc"], "a#1abc");
         assert_eq!(shown["yy2abc"], "a#2abc");

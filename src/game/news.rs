@@ -228,10 +228,6 @@ pub fn leaderboard(content: &Content, world: &World) -> Vec<(String, String, u64
 mod tests {
     use super::*;
 
-    fn world(items: &[(&str, &str)]) -> World {
-        World::from_pairs(items.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-    }
-
     #[test]
     fn others_moves_gifts_promotions_and_chat_are_news() {
         let content = Content::embedded();
@@ -242,7 +238,7 @@ mod tests {
             ("p/b/loc", "fence"),
             ("p/b/rank", "Undergraduate"),
         ];
-        let last = world(&base);
+        let last = World::from_items(&base);
         let mut items = base.to_vec();
         items[3] = ("p/b/loc", "5");
         items[4] = ("p/b/rank", "Masters");
@@ -250,7 +246,7 @@ mod tests {
         items.push(("p/b/chat/1", "1|10|say:5|hello"));
         items.push(("p/b/chat/2", "2|10|say:fence|elsewhere"));
         items.push(("p/b/chat/3", "3|10|shout|HEY"));
-        let now = world(&items);
+        let now = World::from_items(&items);
         let texts: Vec<String> = diff(&content, &last, &now, "me", 20)
             .into_iter()
             .map(|l| l.text)
@@ -271,8 +267,8 @@ mod tests {
     #[test]
     fn a_newcomer_brings_only_recent_chat() {
         let content = Content::embedded();
-        let last = world(&[("p/me/name", "me")]);
-        let now = world(&[
+        let last = World::from_items(&[("p/me/name", "me")]);
+        let now = World::from_items(&[
             ("p/me/name", "me"),
             ("p/c/name", "carol"),
             ("p/c/seen", "1000000"),
@@ -310,7 +306,7 @@ mod tests {
     #[test]
     fn the_leaderboard_ranks_before_coins() {
         let content = Content::embedded();
-        let w = world(&[
+        let w = World::from_items(&[
             ("p/a/name", "rich"),
             ("p/a/mined", "500"),
             ("p/b/name", "grad"),

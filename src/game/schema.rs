@@ -241,6 +241,12 @@ pub struct World {
 }
 
 impl World {
+    /// A snapshot from literal `(key, value)` pairs, for tests.
+    #[cfg(test)]
+    pub fn from_items(items: &[(&str, &str)]) -> World {
+        World::from_pairs(items.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
     /// Builds the snapshot from `List p/` pairs; keys outside the schema are ignored.
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> World {
         let mut players: BTreeMap<String, PlayerRecord> = BTreeMap::new();
