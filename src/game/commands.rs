@@ -231,6 +231,15 @@ pub fn count(arg: &str, what: &str, max: u64) -> Result<u64, String> {
     }
 }
 
+/// Like [`count`], with 1 when the player gave no number (`mine`, `solve`).
+pub fn count_or_one(arg: &str, what: &str, max: u64) -> Result<u64, String> {
+    if arg.is_empty() {
+        Ok(1)
+    } else {
+        count(arg, what, max)
+    }
+}
+
 /// Cuts text a player typed to a length fit to quote back.
 pub fn shorten(text: &str) -> String {
     const QUOTED_CHARS: usize = 40;

@@ -41,11 +41,7 @@ impl<K: Kv> Session<K> {
     /// `mine [n]`.
     pub(super) async fn mine(&mut self, rest: &str) {
         let max = self.ctx.content.rules.mining.max_attempts;
-        let attempts = match rest {
-            "" => Ok(1),
-            n => commands::count(n, "The number of attempts", max),
-        };
-        let attempts = match attempts {
+        let attempts = match commands::count_or_one(rest, "The number of attempts", max) {
             Ok(n) => n,
             Err(why) => return self.ctx.line(LineKind::Error, why).await,
         };
@@ -97,11 +93,7 @@ impl<K: Kv> Session<K> {
 
     async fn compute(&mut self, rest: &str) {
         let max = self.ctx.content.rules.solving.max_steps;
-        let steps = match rest {
-            "" => Ok(1),
-            n => commands::count(n, "The number of steps", max),
-        };
-        let steps = match steps {
+        let steps = match commands::count_or_one(rest, "The number of steps", max) {
             Ok(n) => n,
             Err(why) => return self.ctx.line(LineKind::Error, why).await,
         };
