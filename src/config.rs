@@ -79,6 +79,10 @@ pub struct Config {
     pub max_args: usize,
     /// Where world folders live; `None` uses the platform data directory.
     pub data_dir: Option<PathBuf>,
+    /// Whether the terminal UI puts the time (HH:MM) before each line of its log.
+    pub timestamps: bool,
+    /// Whether the terminal UI rings the bell when a chat line mentions the player's name.
+    pub bell_on_mention: bool,
 }
 
 /// Default RPC port.
@@ -102,6 +106,8 @@ impl Default for Config {
             max_value_bytes: 32 * 1024,
             max_args: 1024,
             data_dir: None,
+            timestamps: false,
+            bell_on_mention: true,
         }
     }
 }

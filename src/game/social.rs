@@ -99,9 +99,12 @@ impl<K: Kv> Session<K> {
                 text: text.clone(),
             })
             .await?;
-        self.ctx
-            .line(LineKind::Chat, format!("You {verb}: {text}"))
-            .await;
+        let kind = if shout {
+            LineKind::Shout
+        } else {
+            LineKind::Chat
+        };
+        self.ctx.line(kind, format!("You {verb}: {text}")).await;
         Ok(())
     }
 
@@ -169,8 +172,17 @@ impl<K: Kv> Session<K> {
         Ok(())
     }
 
-    /// `addr`: where friends can join this node.
-    pub(super) async fn addr(&mut self) -> Result<(), KvError> {
+    /// `addr`: where friends can join this node, each address alone on its line;
+    /// `addr copy` also asks the front end to copy the first (the node lists its best first).
+    pub(super) async fn addr(&mut self, rest: &str) -> Result<(), KvError> {
+        let copy = match rest.to_lowercase().as_str() {
+            "" => false,
+            "copy" => true,
+            _ => {
+                let usage = "Usage: addr, or addr copy to copy your address to the clipboard.";
+                return self.ctx.reply(LineKind::Error, usage).await;
+            }
+        };
         let addrs = match self.ctx.kv.addrs().await {
             Ok(addrs) => addrs,
             Err(KvError::Refused(why)) => {
@@ -189,8 +201,11 @@ impl<K: Kv> Session<K> {
                 "Friends can join you with `cmud --join <address>`:",
             )
             .await;
+        if copy {
+            self.ctx.send(Event::Copy(addrs[0].clone())).await;
+        }
         for addr in addrs {
-            self.ctx.line(LineKind::Info, format!("  {addr}")).await;
+            self.ctx.line(LineKind::Address, addr).await;
         }
         Ok(())
     }

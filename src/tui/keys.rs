@@ -5,10 +5,14 @@ use crossterm::event::{
     Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
 };
 
+use ratatui::layout::Rect;
+
 use crate::game::events::{Input, LineKind, Mode};
 
-use super::app::{App, Command, validate_name};
+use super::app::{App, CTRL_C_AGAIN, Command, View};
 use super::complete::Completion;
+use super::scrollback::Scrollback;
+use super::{help, panes, view};
 
 /// Lines one turn of the mouse wheel scrolls.
 pub const WHEEL_LINES: usize = 3;
@@ -43,11 +47,14 @@ impl App {
         }
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         if ctrl && matches!(key.code, KeyCode::Char('c' | 'C')) {
-            return self.quit();
+            return self.ctrl_c();
         }
-        if self.help_open {
+        if self.help.is_some() {
             self.help_key(key);
             return Vec::new();
+        }
+        if self.addr_view.is_some() {
+            return self.addr_key(key);
         }
         if !matches!(key.code, KeyCode::Tab | KeyCode::BackTab) {
             self.completion = None;
@@ -56,8 +63,15 @@ impl App {
             return Vec::new();
         }
         match key.code {
-            KeyCode::F(1) => self.help_open = true,
-            KeyCode::Char('?') if self.input.is_empty() && !ctrl => self.help_open = true,
+            KeyCode::F(1) => self.help = Some(0),
+            KeyCode::Char('?') if self.input.is_empty() && !ctrl => self.help = Some(0),
+            KeyCode::F(3) => {
+                self.view = self.view.next();
+                if self.view != View::Game {
+                    self.unseen_chat = 0;
+                }
+            }
+            KeyCode::F(4) => self.addr_view = Some(0),
             KeyCode::F(2) => {
                 self.mouse_capture = !self.mouse_capture;
                 let state = if self.mouse_capture {
@@ -91,6 +105,43 @@ impl App {
         Vec::new()
     }
 
+    /// Ctrl-C: stops a long action and warns that another quits; with nothing running, or
+    /// within [`CTRL_C_AGAIN`] of the warning, quits.
+    fn ctrl_c(&mut self) -> Vec<Command> {
+        let again = self
+            .ctrl_c_at
+            .is_some_and(|at| self.now.saturating_duration_since(at) <= CTRL_C_AGAIN);
+        let Some(activity) = self.activity().filter(|_| !again) else {
+            return self.quit();
+        };
+        self.ctrl_c_at = Some(self.now);
+        self.help = None;
+        self.addr_view = None;
+        let what = activity.label().to_lowercase();
+        self.note(
+            LineKind::Event,
+            format!("Stopping {what}. Ctrl-C again to quit."),
+        );
+        vec![Command::Send(Input::Interrupt)]
+    }
+
+    /// The pane the scroll keys move in this view, and its area on the screen.
+    fn scrolled_pane(&mut self) -> (&mut Scrollback, Rect) {
+        let screen = Rect::new(0, 0, self.size.0, self.size.1);
+        let areas = view::layout(self, screen);
+        match (self.view, areas.log, areas.chat) {
+            (View::Chat, _, Some(chat)) => (&mut self.chat, chat),
+            (_, Some(log), _) => (&mut self.log, log),
+            _ => (&mut self.log, areas.body),
+        }
+    }
+
+    /// Rows a page scroll moves: the scrolled pane's height, less one row kept for context.
+    pub fn page_rows(&mut self) -> usize {
+        let (_, area) = self.scrolled_pane();
+        usize::from(area.height.saturating_sub(1).max(1))
+    }
+
     /// Scroll keys: PgUp/PgDn, Shift or Alt with Up/Down (which macOS Terminal leaves to the
     /// application), Ctrl+Home/End, and End on an empty line. Returns whether the key scrolled.
     fn scroll_key(&mut self, key: KeyEvent) -> bool {
@@ -98,25 +149,76 @@ impl App {
             .modifiers
             .intersects(KeyModifiers::SHIFT | KeyModifiers::ALT);
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        let page = self.page_rows();
+        let to_end = ctrl || self.input.is_empty();
+        if key.code == KeyCode::Home && ctrl {
+            self.scroll_to_top();
+            return true;
+        }
+        let (pane, _) = self.scrolled_pane();
         match key.code {
-            KeyCode::PageUp => self.log.scroll_up(self.page_rows()),
-            KeyCode::PageDown => self.log.scroll_down(self.page_rows()),
-            KeyCode::Up if shift_or_alt => self.log.scroll_up(1),
-            KeyCode::Down if shift_or_alt => self.log.scroll_down(1),
-            KeyCode::Home if ctrl => self.log.scroll_up(usize::MAX),
-            KeyCode::End if ctrl || self.input.is_empty() => self.log.to_bottom(),
+            KeyCode::PageUp => pane.scroll_up(page),
+            KeyCode::PageDown => pane.scroll_down(page),
+            KeyCode::Up if shift_or_alt => pane.scroll_up(1),
+            KeyCode::Down if shift_or_alt => pane.scroll_down(1),
+            KeyCode::End if to_end => pane.to_bottom(),
             _ => return false,
         }
         true
     }
 
+    /// Ctrl+Home: the oldest lines kept, at the top of the pane.
+    fn scroll_to_top(&mut self) {
+        let (_, area) = self.scrolled_pane();
+        let width = usize::from(area.width);
+        let height = usize::from(area.height);
+        let kept = match self.view {
+            View::Chat => &self.chat,
+            _ => &self.log,
+        };
+        let rows: Vec<usize> = kept
+            .lines()
+            .map(|entry| panes::rows(self, entry, width).len())
+            .collect();
+        let (pane, _) = self.scrolled_pane();
+        pane.to_top(height, &rows);
+    }
+
     fn help_key(&mut self, key: KeyEvent) {
+        let screen = Rect::new(0, 0, self.size.0, self.size.1);
+        let body = view::layout(self, screen).body;
+        let max = help::max_offset(self.theme, body);
+        let page = usize::from(body.height.saturating_sub(3).max(1));
+        let offset = self.help.unwrap_or(0).min(max);
+        self.help = match key.code {
+            KeyCode::Esc | KeyCode::F(1) | KeyCode::Enter | KeyCode::Char('q' | '?') => None,
+            KeyCode::Up => Some(offset.saturating_sub(1)),
+            KeyCode::Down => Some((offset + 1).min(max)),
+            KeyCode::PageUp => Some(offset.saturating_sub(page)),
+            KeyCode::PageDown | KeyCode::Char(' ') => Some((offset + page).min(max)),
+            KeyCode::Home => Some(0),
+            KeyCode::End => Some(max),
+            _ => Some(offset),
+        };
+    }
+
+    /// Keys in the address view: choose an address, copy it, close.
+    fn addr_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        let selected = self.addr_view.unwrap_or(0);
+        let last = self.addresses.len().saturating_sub(1);
         match key.code {
-            KeyCode::Esc | KeyCode::F(1) | KeyCode::Enter | KeyCode::Char('q' | '?') => {
-                self.help_open = false;
+            KeyCode::Esc | KeyCode::F(4) | KeyCode::Char('q') => self.addr_view = None,
+            KeyCode::Up => self.addr_view = Some(selected.saturating_sub(1)),
+            KeyCode::Down => self.addr_view = Some((selected + 1).min(last)),
+            KeyCode::Char('c' | 'y') | KeyCode::Enter => {
+                if let Some(addr) = self.addresses.get(selected).cloned() {
+                    self.addr_view = None;
+                    return vec![Command::Copy(addr)];
+                }
             }
             _ => {}
         }
+        Vec::new()
     }
 
     fn control_key(&mut self, c: char) {
@@ -140,13 +242,9 @@ impl App {
             return Vec::new();
         }
         if self.mode() == Mode::Naming {
-            let name = line.trim();
-            if let Err(why) = validate_name(name) {
-                self.note(LineKind::Error, why);
-                self.input.set(name);
-                return Vec::new();
-            }
-            return vec![Command::Send(Input::Line(name.to_owned()))];
+            // The game applies its one rule and answers every attempt (echoed, accepted or
+            // refused with its reason); the line is cleared either way.
+            return vec![Command::Send(Input::Line(line.trim().to_owned()))];
         }
         self.input.remember(&line);
         self.log.to_bottom();
@@ -193,8 +291,8 @@ impl App {
     /// The mouse (only reported while capture is on): the wheel scrolls the log.
     pub fn on_mouse(&mut self, mouse: MouseEvent) {
         match mouse.kind {
-            MouseEventKind::ScrollUp => self.log.scroll_up(WHEEL_LINES),
-            MouseEventKind::ScrollDown => self.log.scroll_down(WHEEL_LINES),
+            MouseEventKind::ScrollUp => self.scrolled_pane().0.scroll_up(WHEEL_LINES),
+            MouseEventKind::ScrollDown => self.scrolled_pane().0.scroll_down(WHEEL_LINES),
             _ => {}
         }
     }

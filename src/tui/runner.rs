@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use crossterm::event::Event as TermEvent;
@@ -15,8 +15,12 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::game::events::{Event, Input, LineKind};
 
+use super::addr_view::osc52;
 use super::app::{App, Command};
 use super::view;
+
+/// The terminal bell.
+const BELL: &[u8] = b"\x07";
 
 /// How often the clock ticks (spinner frames).
 pub const TICK_PERIOD: Duration = Duration::from_millis(120);
@@ -38,6 +42,8 @@ pub trait Host {
     fn remember(&mut self, event: &Event);
     /// Turns mouse capture on or off.
     fn set_mouse_capture(&mut self, on: bool) -> io::Result<()>;
+    /// Writes bytes to the terminal between two frames (the bell, OSC 52).
+    fn write_to_terminal(&mut self, bytes: &[u8]) -> io::Result<()>;
 }
 
 /// Runs the UI until the player or the game quits, the terminal closes, or `stop` completes.
@@ -66,15 +72,22 @@ where
             terminal
                 .draw(|frame| view::render(app, frame))
                 .context("drawing the screen")?;
+            app.frames += 1;
         }
+        // Idle, the loop sleeps until an event: only a spinner needs the clock.
+        let ticking = app.wants_ticks();
         let commands = tokio::select! {
             () = &mut stop => break,
             event = terminal_events.next() => match event {
-                Some(event) => app.on_terminal(event.context("reading the terminal")?),
+                Some(event) => {
+                    app.at(std::time::Instant::now(), SystemTime::now());
+                    app.on_terminal(event.context("reading the terminal")?)
+                }
                 None => break,
             },
             event = game.events.recv() => match event {
                 Some(event) => {
+                    app.at(std::time::Instant::now(), SystemTime::now());
                     let mut commands = app.on_game(event);
                     for _ in 1..MAX_EVENTS_PER_DRAW {
                         let Ok(event) = game.events.try_recv() else { break };
@@ -84,7 +97,7 @@ where
                 }
                 None => app.on_game_ended(),
             },
-            _ = tick.tick() => {
+            _ = tick.tick(), if ticking => {
                 dirty = app.tick();
                 continue;
             }
@@ -121,6 +134,21 @@ fn perform(command: Command, app: &mut App, input: &mpsc::Sender<Input>, host: &
                 );
             }
         }
+        Command::Bell => {
+            if let Err(err) = host.write_to_terminal(BELL) {
+                tracing::debug!(%err, "could not ring the bell");
+            }
+        }
+        Command::Copy(text) => match host.write_to_terminal(osc52(&text).as_bytes()) {
+            Ok(()) => app.note(
+                LineKind::Event,
+                format!(
+                    "Copied {text} to the clipboard (OSC 52; if pasting gives nothing, \
+                     your terminal ignores it: see the README)."
+                ),
+            ),
+            Err(err) => app.note(LineKind::Error, format!("Could not copy: {err}")),
+        },
         Command::Quit => {
             app.quit();
         }
@@ -139,6 +167,9 @@ mod tests {
         fn set_mouse_capture(&mut self, _: bool) -> io::Result<()> {
             Err(io::Error::other("no terminal"))
         }
+        fn write_to_terminal(&mut self, _: &[u8]) -> io::Result<()> {
+            Err(io::Error::other("no terminal"))
+        }
     }
 
     #[test]
@@ -149,7 +180,7 @@ mod tests {
         perform(send(), &mut app, &input, &mut NoHost);
         perform(send(), &mut app, &input, &mut NoHost);
         assert_eq!(rx.try_recv().ok(), Some(Input::Line("mine".into())));
-        let last = app.log.lines().last().map(|line| line.text.clone());
+        let last = app.log.lines().last().map(|entry| entry.line.text.clone());
         assert!(last.is_some_and(|text| text.contains("busy")));
 
         perform(
@@ -158,8 +189,12 @@ mod tests {
             &input,
             &mut NoHost,
         );
-        let last = app.log.lines().last().map(|line| line.text.clone());
+        let last = app.log.lines().last().map(|entry| entry.line.text.clone());
         assert!(last.is_some_and(|text| text.contains("mouse capture")));
+
+        perform(Command::Copy("x".into()), &mut app, &input, &mut NoHost);
+        let last = app.log.lines().last().map(|entry| entry.line.text.clone());
+        assert!(last.is_some_and(|text| text.contains("Could not copy")));
 
         drop(rx);
         assert!(!app.quitting);
