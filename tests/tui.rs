@@ -816,7 +816,7 @@ fn plays_in_a_real_terminal_under_tmux() {
     // The help overlay opens and closes.
     tmux.key("F1");
     tmux.wait_for("the help overlay", SCREEN_TIMEOUT, |s| {
-        s.contains("Esc closes") && s.contains("Shift+Up/Dn")
+        s.contains("Esc closes") && s.contains("mine [n]")
     });
     tmux.key("Escape");
     tmux.wait_for("the help overlay closed", SCREEN_TIMEOUT, |s| {

@@ -7,7 +7,7 @@ use crossterm::event::{
 
 use ratatui::layout::Rect;
 
-use crate::game::events::{Input, LineKind, Mode};
+use crate::game::events::{Activity, Input, LineKind, Mode};
 
 use super::app::{App, CTRL_C_AGAIN, Command, View};
 use super::complete::Completion;
@@ -105,13 +105,17 @@ impl App {
         Vec::new()
     }
 
-    /// Ctrl-C: stops a long action and warns that another quits; with nothing running, or
-    /// within [`CTRL_C_AGAIN`] of the warning, quits.
+    /// Ctrl-C: stops mining or solving and warns that another quits; with nothing running
+    /// (story text does not count: it is no work to lose), or within [`CTRL_C_AGAIN`] of the
+    /// warning, quits.
     fn ctrl_c(&mut self) -> Vec<Command> {
         let again = self
             .ctrl_c_at
             .is_some_and(|at| self.now.saturating_duration_since(at) <= CTRL_C_AGAIN);
-        let Some(activity) = self.activity().filter(|_| !again) else {
+        let working = self
+            .activity()
+            .filter(|activity| *activity != Activity::Story && !again);
+        let Some(activity) = working else {
             return self.quit();
         };
         self.ctrl_c_at = Some(self.now);

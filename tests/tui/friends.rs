@@ -295,8 +295,11 @@ fn ctrl_c_stops_a_long_action_and_a_second_within_3_s_quits() {
     );
     assert_eq!(app.on_key(ctrl_c), [Command::Send(Input::Interrupt)]);
 
-    // Nothing running: at once.
+    // Nothing running, or only story text: at once.
     let mut app = playing();
+    assert_eq!(app.on_key(ctrl_c), [Command::Quit]);
+    let mut app = playing();
+    progress(&mut app, Activity::Story, 1, 4);
     assert_eq!(app.on_key(ctrl_c), [Command::Quit]);
 }
 
@@ -408,4 +411,96 @@ async fn an_idle_screen_is_not_redrawn_and_the_loop_sleeps() {
     result.expect("clean end");
     assert_eq!(app.frames, 2, "the first frame and the one for the line");
     assert_eq!(app.ticks, 0, "no clock wakes an idle loop");
+}
+
+/// The shell line that runs the real binary as `name` in its own home, then keeps the pane.
+#[cfg(unix)]
+fn player_script(home: &std::path::Path, name: &str, join: Option<&str>) -> String {
+    let join = join.map_or(String::new(), |addr| format!(" --join {addr}"));
+    format!(
+        "env -u NO_COLOR HOME={home} XDG_CONFIG_HOME={home}/config XDG_DATA_HOME={home}/data \
+         {bin} --name {name} --no-mdns --listen /ip4/127.0.0.1/tcp/0 --rpc-port 0{join}; \
+         echo $? > {home}/exit-code; sleep 60",
+        home = quote(home),
+        bin = quote(std::path::Path::new(env!("CARGO_BIN_EXE_cmud"))),
+    )
+}
+
+/// The `done` of the `Mining done/total` gauge on a screen.
+fn mining_done(screen: &str) -> Option<u64> {
+    let row = screen.lines().find(|row| row.starts_with("Mining "))?;
+    let count = row.split_whitespace().nth(1)?;
+    count.split('/').next()?.parse().ok()
+}
+
+/// Long enough for ten mining attempts of up to 4 s each, on a loaded machine.
+const MINING_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[cfg(unix)]
+#[test]
+fn chat_said_during_mine_200_stays_on_the_miners_screen() {
+    let alice_home = tempfile::tempdir().expect("temp home");
+    let bob_home = tempfile::tempdir().expect("temp home");
+    let alice = tmux::Tmux::start(&player_script(alice_home.path(), "alice", None), 130, 30);
+    alice.wait_for("alice's prompt", SCREEN_TIMEOUT, at_main_prompt);
+    alice.type_text("addr");
+    alice.key("Enter");
+    let screen = alice.wait_for("alice's address", SCREEN_TIMEOUT, |s| {
+        s.contains("/ip4/127.0.0.1/tcp/") && s.contains("/p2p/")
+    });
+    let addr = screen
+        .lines()
+        .filter_map(|row| row.split_whitespace().next())
+        .find(|word| word.starts_with("/ip4/127.0.0.1/tcp/") && !word.contains('…'))
+        .expect("a whole address on a row of its own")
+        .to_owned();
+
+    // `addr copy` sends the address with OSC 52; tmux takes it as a paste buffer when told to.
+    alice.command(&["set-option", "-g", "set-clipboard", "on"]);
+    alice.type_text("addr copy");
+    alice.key("Enter");
+    alice.wait_for("the copy reported", SCREEN_TIMEOUT, |s| {
+        s.contains("Copied /ip4/127.0.0.1/")
+    });
+    assert_eq!(
+        alice.command(&["show-buffer"]),
+        addr,
+        "the clipboard holds the address"
+    );
+
+    let bob = tmux::Tmux::start(&player_script(bob_home.path(), "bob", Some(&addr)), 100, 30);
+    bob.wait_for("bob's prompt", SCREEN_TIMEOUT, at_main_prompt);
+    alice.wait_for("bob in alice's world", SCREEN_TIMEOUT, |s| {
+        s.contains("* bob")
+    });
+
+    alice.type_text("mine 200");
+    alice.key("Enter");
+    alice.wait_for("alice mining", SCREEN_TIMEOUT, |s| {
+        s.contains("(mining) >") && mining_done(s).is_some()
+    });
+    bob.type_text("say alice, want to team up?");
+    bob.key("Enter");
+    let line = "bob says: alice, want to team up?";
+    let screen = alice.wait_for("bob's line on alice's screen", SCREEN_TIMEOUT, |s| {
+        s.contains(line)
+    });
+    let heard_at = mining_done(&screen).unwrap_or(0);
+    // Ten more attempts print a screenful of mining output; the chat line stays.
+    let screen = alice.wait_for("ten more mining attempts", MINING_TIMEOUT, |s| {
+        mining_done(s).is_some_and(|done| done >= heard_at + 10)
+    });
+    assert!(screen.contains(line), "pushed off by mining:\n{screen}");
+
+    // Ctrl-C stops the mining and warns; a second one quits.
+    alice.key("C-c");
+    alice.wait_for("the Ctrl-C warning", SCREEN_TIMEOUT, |s| {
+        s.contains("Ctrl-C again to quit")
+    });
+    alice.key("C-c");
+    let code = alice.wait_for_file(&alice_home.path().join("exit-code"), SCREEN_TIMEOUT);
+    assert_eq!(code.trim(), "0", "alice's cmud exit code");
+    bob.key("C-c");
+    let code = bob.wait_for_file(&bob_home.path().join("exit-code"), SCREEN_TIMEOUT);
+    assert_eq!(code.trim(), "0", "bob's cmud exit code");
 }
