@@ -507,6 +507,7 @@ struct RecordingHost {
     remembered: Vec<Event>,
     mouse: Vec<bool>,
     written: Vec<u8>,
+    shown_outside: Vec<String>,
 }
 
 impl Host for RecordingHost {
@@ -521,6 +522,15 @@ impl Host for RecordingHost {
 
     fn write_to_terminal(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.written.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn show_outside(&mut self, text: &str) -> io::Result<()> {
+        self.shown_outside.push(text.to_owned());
+        Ok(())
+    }
+
+    fn come_back(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
@@ -822,6 +832,27 @@ fn plays_in_a_real_terminal_under_tmux() {
     tmux.wait_for("the help overlay closed", SCREEN_TIMEOUT, |s| {
         !s.contains("Esc closes")
     });
+
+    // F4, then w: the address whole on the terminal's own screen; any key comes back.
+    tmux.key("F4");
+    tmux.wait_for("the address view", SCREEN_TIMEOUT, |s| {
+        s.contains("Addresses friends can --join")
+    });
+    tmux.type_text("w");
+    let outside = tmux.wait_for("the address outside the UI", SCREEN_TIMEOUT, |s| {
+        s.contains("any key goes back to the game")
+    });
+    assert!(outside.contains("/p2p/"), "{outside}");
+    assert_eq!(tmux.pane_var("alternate_on"), "0", "on the main screen");
+    tmux.type_text("x");
+    tmux.wait_for("the game again", SCREEN_TIMEOUT, |s| {
+        at_main_prompt(s) && !s.contains("any key goes back")
+    });
+    assert_eq!(
+        tmux.pane_var("alternate_on"),
+        "1",
+        "back on the UI's screen"
+    );
 
     // quit leaves cleanly, and the terminal is given back.
     tmux.type_text("quit");

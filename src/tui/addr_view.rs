@@ -39,7 +39,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         ))
         .title_bottom(
             Line::from(Span::styled(
-                " Up/Down | c copies | Esc closes ",
+                " Up/Down | c copies | w whole | Esc closes ",
                 theme.dim(),
             ))
             .right_aligned(),
@@ -70,7 +70,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     }
     lines.push(Line::default());
     let hint = if cut {
-        "Too wide for this terminal: c copies the whole address (OSC 52)."
+        "Too wide here: c copies it whole (OSC 52), w shows it whole outside cmud."
     } else {
         "Your friend runs: cmud --join <address>"
     };

@@ -26,6 +26,11 @@ pub enum Command {
     Bell,
     /// Put this text on the system clipboard (OSC 52).
     Copy(String),
+    /// Leave the full-screen UI for a moment and print this on the terminal's own screen,
+    /// where the terminal wraps it and copies it as one line (an address wider than the UI).
+    ShowOutside(String),
+    /// Back to the full-screen UI after [`Command::ShowOutside`].
+    ComeBack,
     /// Leave: restore the terminal and stop.
     Quit,
 }
@@ -95,6 +100,9 @@ pub struct App {
     pub completion: Option<Completion>,
     /// Words Tab completes besides commands.
     pub vocabulary: Vocabulary,
+    /// Whether the UI stepped aside to show something whole on the terminal's own screen
+    /// (nothing is drawn then; any key comes back).
+    pub outside: bool,
     /// The help overlay's first row shown, when it is open.
     pub help: Option<usize>,
     /// Whether mouse capture is on (off by default so text can be selected).
@@ -144,6 +152,7 @@ impl App {
             input: InputLine::default(),
             completion: None,
             vocabulary: Vocabulary::default(),
+            outside: false,
             help: None,
             mouse_capture: false,
             size: (80, 24),

@@ -45,6 +45,11 @@ impl App {
         if key.kind == KeyEventKind::Release {
             return Vec::new();
         }
+        if self.outside {
+            // Any key comes back; it does nothing else.
+            self.outside = false;
+            return vec![Command::ComeBack];
+        }
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         if ctrl && matches!(key.code, KeyCode::Char('c' | 'C')) {
             return self.ctrl_c();
@@ -218,6 +223,13 @@ impl App {
                 if let Some(addr) = self.addresses.get(selected).cloned() {
                     self.addr_view = None;
                     return vec![Command::Copy(addr)];
+                }
+            }
+            KeyCode::Char('w') => {
+                if let Some(addr) = self.addresses.get(selected).cloned() {
+                    self.addr_view = None;
+                    self.outside = true;
+                    return vec![Command::ShowOutside(addr)];
                 }
             }
             _ => {}

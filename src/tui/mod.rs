@@ -101,6 +101,14 @@ impl Host for RealHost<'_> {
         out.write_all(bytes)?;
         out.flush()
     }
+
+    fn show_outside(&mut self, text: &str) -> io::Result<()> {
+        terminal::show_outside(text)
+    }
+
+    fn come_back(&mut self) -> io::Result<()> {
+        terminal::come_back()
+    }
 }
 
 /// Completes on SIGTERM or SIGHUP (terminal closed), so the UI leaves cleanly then too.

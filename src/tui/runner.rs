@@ -44,6 +44,10 @@ pub trait Host {
     fn set_mouse_capture(&mut self, on: bool) -> io::Result<()>;
     /// Writes bytes to the terminal between two frames (the bell, OSC 52).
     fn write_to_terminal(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Leaves the full-screen UI and prints `text` on the terminal's own screen.
+    fn show_outside(&mut self, text: &str) -> io::Result<()>;
+    /// Back to the full-screen UI (the runner then redraws all of it).
+    fn come_back(&mut self) -> io::Result<()>;
 }
 
 /// Runs the UI until the player or the game quits, the terminal closes, or `stop` completes.
@@ -68,7 +72,8 @@ where
     tokio::pin!(stop);
     let mut dirty = true;
     while !app.quitting {
-        if dirty {
+        // Nothing is drawn while the UI has stepped aside (it would draw on the main screen).
+        if dirty && !app.outside {
             terminal
                 .draw(|frame| view::render(app, frame))
                 .context("drawing the screen")?;
@@ -104,6 +109,10 @@ where
         };
         dirty = true;
         for command in commands {
+            if command == Command::ComeBack {
+                // The alternate screen comes back blank: all of it must be drawn again.
+                terminal.clear().context("clearing the screen")?;
+            }
             perform(command, app, &game.input, host);
         }
     }
@@ -149,6 +158,17 @@ fn perform(command: Command, app: &mut App, input: &mpsc::Sender<Input>, host: &
             ),
             Err(err) => app.note(LineKind::Error, format!("Could not copy: {err}")),
         },
+        Command::ShowOutside(text) => {
+            if let Err(err) = host.show_outside(&text) {
+                app.outside = false;
+                app.note(LineKind::Error, format!("Could not show it: {err}"));
+            }
+        }
+        Command::ComeBack => {
+            if let Err(err) = host.come_back() {
+                tracing::warn!(%err, "could not go back to the full-screen UI");
+            }
+        }
         Command::Quit => {
             app.quit();
         }
@@ -168,6 +188,12 @@ mod tests {
             Err(io::Error::other("no terminal"))
         }
         fn write_to_terminal(&mut self, _: &[u8]) -> io::Result<()> {
+            Err(io::Error::other("no terminal"))
+        }
+        fn show_outside(&mut self, _: &str) -> io::Result<()> {
+            Err(io::Error::other("no terminal"))
+        }
+        fn come_back(&mut self) -> io::Result<()> {
             Err(io::Error::other("no terminal"))
         }
     }

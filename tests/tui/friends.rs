@@ -165,6 +165,17 @@ fn an_address_is_never_wrapped_and_the_addr_view_shows_it_whole() {
         [Command::Copy(support::ADDRESS.to_owned())]
     );
     assert!(app.addr_view.is_none(), "copying closes the view");
+
+    app.on_key(press(KeyCode::F(4)));
+    assert_eq!(
+        app.on_key(press(KeyCode::Char('w'))),
+        [Command::ShowOutside(support::ADDRESS.to_owned())],
+        "w shows it whole outside the full-screen UI"
+    );
+    assert!(app.outside);
+    assert_eq!(app.on_key(press(KeyCode::Char('q'))), [Command::ComeBack]);
+    assert!(!app.outside && app.addr_view.is_none());
+    assert_eq!(app.input.text(), "say thanks", "the key only comes back");
 }
 
 #[test]
