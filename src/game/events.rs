@@ -9,8 +9,10 @@
 pub enum LineKind {
     /// Narrative text (intro, problems, promotions).
     Story,
-    /// Something that happened (`--- Mining bitcoin [1/3]... ---`, someone arrived).
+    /// Something that happened to the player (`--- Mining bitcoin [1/3]... ---`, a promotion).
     Event,
+    /// Something another player did (arrived, joined, was promoted, gave coins).
+    News,
     /// A chat line said at a location (`say`), the player's own or another's.
     Chat,
     /// A chat line shouted to everyone (`shout`).

@@ -132,7 +132,7 @@ pub fn diff(content: &Content, last: &World, now: &World, me: &str, now_ms: u64)
 }
 
 fn event(text: String) -> Line {
-    Line::new(LineKind::Event, format!("--- {text} ---"))
+    Line::new(LineKind::News, format!("--- {text} ---"))
 }
 
 /// A known player's new name, location or rank.

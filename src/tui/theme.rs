@@ -43,6 +43,7 @@ impl Theme {
         match kind {
             LineKind::Story => self.fg(Color::Cyan).add_modifier(Modifier::ITALIC),
             LineKind::Event => self.fg(Color::Yellow),
+            LineKind::News => self.fg(Color::LightBlue),
             LineKind::Chat => self.fg(Color::Green),
             LineKind::Shout => self.fg(Color::LightMagenta).add_modifier(Modifier::BOLD),
             LineKind::Error => self.fg(Color::Red).add_modifier(Modifier::BOLD),
@@ -61,6 +62,7 @@ impl Theme {
         match kind {
             LineKind::Story => "~ ",
             LineKind::Event => "* ",
+            LineKind::News => "+ ",
             LineKind::Chat => "' ",
             LineKind::Shout => "\" ",
             LineKind::Error => "! ",
@@ -117,9 +119,10 @@ impl Theme {
 mod tests {
     use super::*;
 
-    const KINDS: [LineKind; 8] = [
+    const KINDS: [LineKind; 9] = [
         LineKind::Story,
         LineKind::Event,
+        LineKind::News,
         LineKind::Chat,
         LineKind::Shout,
         LineKind::Error,
@@ -151,6 +154,7 @@ mod tests {
         let marked = [
             LineKind::Story,
             LineKind::Event,
+            LineKind::News,
             LineKind::Chat,
             LineKind::Shout,
             LineKind::Error,

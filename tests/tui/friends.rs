@@ -84,14 +84,16 @@ fn each_kind_of_line_has_a_marker_without_colour() {
     let mut app = App::new(Theme::plain());
     app.on_game(Event::Status(status(Mode::Mining)));
     say(&mut app, LineKind::Story, "A story.");
-    say(&mut app, LineKind::Event, "--- carol arrives here. ---");
+    say(&mut app, LineKind::Event, "Successfully mined 2 coins!");
+    say(&mut app, LineKind::News, "--- carol arrives here. ---");
     say(&mut app, LineKind::Error, "You can't afford that.");
     say(&mut app, LineKind::Chat, "bob says: hi");
     say(&mut app, LineKind::Shout, "carol shouts: hello all");
     let screen = screen_text(&draw(&mut app, 100, 30));
     for row in [
         "~ A story.",
-        "* --- carol arrives here. ---",
+        "* Successfully mined 2 coins!",
+        "+ --- carol arrives here. ---",
         "! You can't afford that.",
         "' bob says: hi",
         "\" carol shouts: hello all",
