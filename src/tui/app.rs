@@ -250,8 +250,17 @@ impl App {
         Vec::new()
     }
 
-    /// Files a line: chat in the chat pane, the rest in the log. A mention of the player in
-    /// someone's chat is marked and may ring the bell.
+    /// Says that `text` went to the clipboard, the text alone on its line (never wrapped).
+    /// It does not change the addresses known.
+    pub fn note_copied(&mut self, text: &str) {
+        self.note(
+            LineKind::Event,
+            "Copied to the clipboard (OSC 52; if pasting gives nothing, see the README):",
+        );
+        self.file(Line::new(LineKind::Address, text));
+    }
+
+    /// Files a line (see [`App::file`]); a run of address lines is the list of addresses.
     fn push_line(&mut self, line: Line) -> Vec<Command> {
         if line.kind == LineKind::Address {
             if !self.last_was_address {
@@ -260,6 +269,12 @@ impl App {
             self.addresses.push(line.text.clone());
         }
         self.last_was_address = line.kind == LineKind::Address;
+        self.file(line)
+    }
+
+    /// Files a line: chat in the chat pane, the rest in the log. A mention of the player in
+    /// someone's chat is marked and may ring the bell.
+    fn file(&mut self, line: Line) -> Vec<Command> {
         let mention = line.kind.is_chat() && mentions(&line.text, &self.status.name);
         let stamp = self
             .options

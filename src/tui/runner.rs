@@ -149,13 +149,7 @@ fn perform(command: Command, app: &mut App, input: &mpsc::Sender<Input>, host: &
             }
         }
         Command::Copy(text) => match host.write_to_terminal(osc52(&text).as_bytes()) {
-            Ok(()) => app.note(
-                LineKind::Event,
-                format!(
-                    "Copied {text} to the clipboard (OSC 52; if pasting gives nothing, \
-                     your terminal ignores it: see the README)."
-                ),
-            ),
+            Ok(()) => app.note_copied(&text),
             Err(err) => app.note(LineKind::Error, format!("Could not copy: {err}")),
         },
         Command::ShowOutside(text) => {

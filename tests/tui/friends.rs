@@ -269,13 +269,21 @@ async fn addr_copy_writes_the_osc52_sequence_to_the_terminal_and_says_so() {
         written,
         "\x1b]52;c;L2lwNC8xOTIuMTY4LjEwMC4xMjMvdGNwLzc0NDEvcDJwLzEyRDNLb29XUm05elNXYlY4a0drMXl1UFV0NHlVYUxybmozdWJmeVJoUTZ3RU1nVHM1SnE=\x07"
     );
-    let said = app.log.lines().any(|entry| {
-        entry
-            .line
-            .text
-            .starts_with(&format!("Copied {}", support::ADDRESS))
-    });
-    assert!(said, "the log says it copied");
+    let said: Vec<&str> = app.log.lines().map(|e| e.line.text.as_str()).collect();
+    let at = said
+        .iter()
+        .position(|text| text.starts_with("Copied to the clipboard"))
+        .expect("the log says it copied");
+    assert_eq!(
+        said.get(at + 1),
+        Some(&support::ADDRESS),
+        "what, on its own line"
+    );
+    assert_eq!(
+        app.addresses,
+        [support::ADDRESS],
+        "the list is left as it was"
+    );
     game.await.expect("game task");
 }
 
@@ -473,7 +481,7 @@ fn chat_said_during_mine_200_stays_on_the_miners_screen() {
     alice.type_text("addr copy");
     alice.key("Enter");
     alice.wait_for("the copy reported", SCREEN_TIMEOUT, |s| {
-        s.contains("Copied /ip4/127.0.0.1/")
+        s.contains("Copied to the clipboard")
     });
     assert_eq!(
         alice.command(&["show-buffer"]),
