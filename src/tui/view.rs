@@ -266,10 +266,18 @@ fn render_progress(app: &App, frame: &mut Frame, area: Rect) {
 
 fn render_input_border(app: &App, frame: &mut Frame, area: Rect) {
     let theme = app.theme;
+    let hints = [
+        " F1 help | F3 view | F4 addr | Tab | PgUp/PgDn | Ctrl-C ",
+        " F1 help | F3 view | F4 addr ",
+    ];
     let left = if app.mode() == Mode::Naming {
         " Choose a name (letters, digits, - or _) and press Enter ".to_owned()
     } else {
-        " F1 help | F3 view | F4 addr | Tab | PgUp/PgDn | Ctrl-C ".to_owned()
+        // The longest hint that fits.
+        let fits = hints
+            .iter()
+            .find(|hint| hint.chars().count() <= usize::from(area.width));
+        fits.unwrap_or(&hints[1]).to_string()
     };
     let right = match &app.completion {
         Some(completion) => format!(" {} ", completion.candidates.join(" ")),

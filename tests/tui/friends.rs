@@ -47,7 +47,7 @@ fn long_mining_run_with_chat() -> App {
 
 #[test]
 fn snapshot_chat_stays_in_view_during_a_long_mining_run() {
-    for (columns, rows) in [(80, 24), (120, 40)] {
+    for (columns, rows) in [(80, 24), (120, 40), (40, 10)] {
         let mut app = long_mining_run_with_chat();
         let screen = screen_text(&draw(&mut app, columns, rows));
         assert!(screen.contains(CHAT_LINE), "{columns}x{rows}:\n{screen}");
