@@ -50,14 +50,16 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     if let Some(moved) = &started.rpc_moved {
         app.note(LineKind::Error, format!("Note: {moved}."));
     }
-    if !started.addrs.is_empty() {
+    let mut addrs = started.addrs.clone();
+    crate::game::sort_by_reach(&mut addrs);
+    if !addrs.is_empty() {
         app.note(
             LineKind::Event,
             "Friends can join you with cmud --join and one of these (F4 shows them, c copies):",
         );
     }
-    for addr in &started.addrs {
-        app.note(LineKind::Address, addr.clone());
+    for addr in addrs {
+        app.note(LineKind::Address, addr);
     }
     let result = play(&mut settings, &mut app, GameLink { input, events }).await;
     tracing::info!("leaving the game: flushing the world to disk");
