@@ -633,6 +633,22 @@ async fn the_loop_carries_keys_to_the_game_and_the_game_to_the_screen() {
     assert!(screen.starts_with(" ada"), "{screen}");
 }
 
+/// Runs the loop with no stop signal until it ends by itself (the game quits or goes away),
+/// within a generous deadline.
+async fn run_until_it_ends(
+    terminal: &mut Terminal<TestBackend>,
+    app: &mut App,
+    keys: futures::channel::mpsc::UnboundedReceiver<io::Result<TermEvent>>,
+    game: GameLink,
+    host: &mut RecordingHost,
+) {
+    let run = runner::run_loop(terminal, app, keys, game, host, std::future::pending());
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the loop ends by itself")
+        .expect("clean end");
+}
+
 #[tokio::test]
 async fn the_loop_ends_when_the_game_goes_away_or_on_stop() {
     let (input_tx, _input_rx) = mpsc::channel(4);
@@ -646,18 +662,7 @@ async fn the_loop_ends_when_the_game_goes_away_or_on_stop() {
         input: input_tx,
         events: event_rx,
     };
-    let run = runner::run_loop(
-        &mut terminal,
-        &mut app,
-        keys_rx,
-        link,
-        &mut host,
-        std::future::pending(),
-    );
-    tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("a closed game ends the loop")
-        .expect("clean end");
+    run_until_it_ends(&mut terminal, &mut app, keys_rx, link, &mut host).await;
 
     let (input_tx, _input_rx) = mpsc::channel(4);
     let (_event_tx, event_rx) = mpsc::channel(4);

@@ -251,18 +251,7 @@ async fn addr_copy_writes_the_osc52_sequence_to_the_terminal_and_says_so() {
         input: input_tx,
         events: event_rx,
     };
-    let run = runner::run_loop(
-        &mut terminal,
-        &mut app,
-        keys_rx,
-        link,
-        &mut host,
-        std::future::pending(),
-    );
-    tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("the loop ends when the game quits")
-        .expect("clean end");
+    run_until_it_ends(&mut terminal, &mut app, keys_rx, link, &mut host).await;
     let written = String::from_utf8(host.written.clone()).expect("utf-8");
     assert_eq!(written, osc52(support::ADDRESS));
     assert_eq!(
@@ -420,16 +409,8 @@ async fn an_idle_screen_is_not_redrawn_and_the_loop_sleeps() {
         tokio::time::sleep(runner::TICK_PERIOD * 10).await;
         event_tx.send(Event::Quit).await.expect("loop running");
     };
-    let run = runner::run_loop(
-        &mut terminal,
-        &mut app,
-        keys_rx,
-        link,
-        &mut host,
-        std::future::pending(),
-    );
-    let (result, ()) = tokio::join!(run, game);
-    result.expect("clean end");
+    let run = run_until_it_ends(&mut terminal, &mut app, keys_rx, link, &mut host);
+    tokio::join!(run, game);
     assert_eq!(app.frames, 2, "the first frame and the one for the line");
     assert_eq!(app.ticks, 0, "no clock wakes an idle loop");
 }
