@@ -506,3 +506,64 @@ fn chat_said_during_mine_200_stays_on_the_miners_screen() {
     let code = bob.wait_for_file(&bob_home.path().join("exit-code"), SCREEN_TIMEOUT);
     assert_eq!(code.trim(), "0", "bob's cmud exit code");
 }
+
+/// User plus system CPU time of a process so far, in clock ticks (`/proc/<pid>/stat`).
+#[cfg(target_os = "linux")]
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process runs");
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let field = |n: usize| {
+        fields
+            .get(n)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    field(11) + field(12)
+}
+
+/// The `cmud` process whose parent is `parent` (the tmux pane's shell).
+#[cfg(target_os = "linux")]
+fn cmud_child_of(parent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (name, rest) = stat.split_once(") ")?;
+            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent && name.ends_with("(cmud")).then_some(pid)
+        })
+}
+
+/// Measures the idle CPU of the real binary: `cargo test --release --test tui idle_cpu --
+/// --ignored --nocapture` (the README has the last figures).
+#[cfg(target_os = "linux")]
+#[test]
+#[ignore = "a one-minute measurement; run it by name"]
+fn idle_cpu_of_the_real_binary() {
+    const IDLE: Duration = Duration::from_secs(60);
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let home = tempfile::tempdir().expect("temp home");
+    let tmux = tmux::Tmux::start(&player_script(home.path(), "idle", None), 100, 30);
+    tmux.wait_for("the prompt", SCREEN_TIMEOUT, at_main_prompt);
+    // Let the start-up (story text, first sync attempts) settle.
+    std::thread::sleep(Duration::from_secs(15));
+    let shell: u32 = tmux.pane_var("pane_pid").parse().expect("pane pid");
+    let pid = cmud_child_of(shell).expect("cmud under the pane's shell");
+    let before = cpu_ticks(pid);
+    std::thread::sleep(IDLE);
+    let used = (cpu_ticks(pid) - before) as f64 / TICKS_PER_SECOND;
+    let percent = 100.0 * used / IDLE.as_secs_f64();
+    println!(
+        "idle cmud (node, game and TUI): {used:.2} s of CPU in 60 s = {percent:.2} % of a core"
+    );
+    assert!(percent < 1.0, "{percent:.2} % of a core while idle");
+    tmux.key("C-c");
+}
