@@ -1013,16 +1013,23 @@ fn no_color_turns_colours_off_and_ctrl_c_leaves() {
 
 #[test]
 fn drawing_never_panics_at_small_sizes() {
-    let mut app = battle();
-    app.on_key(press(KeyCode::F(1)));
+    let mut battle = battle();
     type_text(
-        &mut app,
+        &mut battle,
         "a long line that does not fit in a narrow terminal at all",
     );
-    for columns in 1..=45 {
-        for rows in 1..=14 {
-            let screen = screen_text(&draw(&mut app, columns, rows));
-            assert_eq!(screen.lines().count(), usize::from(rows));
+    let mut help = main_screen();
+    help.on_key(press(KeyCode::F(1)));
+    let mut addresses = main_screen();
+    addresses.on_key(press(KeyCode::F(4)));
+    let mut chat_view = main_screen();
+    chat_view.on_key(press(KeyCode::F(3)));
+    for app in [&mut battle, &mut help, &mut addresses, &mut chat_view] {
+        for columns in 1..=45 {
+            for rows in 1..=14 {
+                let screen = screen_text(&draw(app, columns, rows));
+                assert_eq!(screen.lines().count(), usize::from(rows));
+            }
         }
     }
 }
