@@ -134,21 +134,30 @@ impl App {
         vec![Command::Send(Input::Interrupt)]
     }
 
-    /// The pane the scroll keys move in this view, and its area on the screen.
-    fn scrolled_pane(&mut self) -> (&mut Scrollback, Rect) {
+    /// Whether the scroll keys move the chat (Chat view) rather than the log, and the area
+    /// of the pane they move.
+    fn scrolled(&self) -> (bool, Rect) {
         let screen = Rect::new(0, 0, self.size.0, self.size.1);
         let areas = view::layout(self, screen);
         match (self.view, areas.log, areas.chat) {
-            (View::Chat, _, Some(chat)) => (&mut self.chat, chat),
-            (_, Some(log), _) => (&mut self.log, log),
-            _ => (&mut self.log, areas.body),
+            (View::Chat, _, Some(chat)) => (true, chat),
+            (_, Some(log), _) => (false, log),
+            _ => (false, areas.body),
+        }
+    }
+
+    /// The lines the scroll keys move.
+    fn scrolled_lines(&mut self) -> &mut Scrollback {
+        if self.scrolled().0 {
+            &mut self.chat
+        } else {
+            &mut self.log
         }
     }
 
     /// Rows a page scroll moves: the scrolled pane's height, less one row kept for context.
-    pub fn page_rows(&mut self) -> usize {
-        let (_, area) = self.scrolled_pane();
-        usize::from(area.height.saturating_sub(1).max(1))
+    pub fn page_rows(&self) -> usize {
+        usize::from(self.scrolled().1.height.saturating_sub(1).max(1))
     }
 
     /// Scroll keys: PgUp/PgDn, Shift or Alt with Up/Down (which macOS Terminal leaves to the
@@ -164,13 +173,13 @@ impl App {
             self.scroll_to_top();
             return true;
         }
-        let (pane, _) = self.scrolled_pane();
+        let lines = self.scrolled_lines();
         match key.code {
-            KeyCode::PageUp => pane.scroll_up(page),
-            KeyCode::PageDown => pane.scroll_down(page),
-            KeyCode::Up if shift_or_alt => pane.scroll_up(1),
-            KeyCode::Down if shift_or_alt => pane.scroll_down(1),
-            KeyCode::End if to_end => pane.to_bottom(),
+            KeyCode::PageUp => lines.scroll_up(page),
+            KeyCode::PageDown => lines.scroll_down(page),
+            KeyCode::Up if shift_or_alt => lines.scroll_up(1),
+            KeyCode::Down if shift_or_alt => lines.scroll_down(1),
+            KeyCode::End if to_end => lines.to_bottom(),
             _ => return false,
         }
         true
@@ -178,19 +187,15 @@ impl App {
 
     /// Ctrl+Home: the oldest lines kept, at the top of the pane.
     fn scroll_to_top(&mut self) {
-        let (_, area) = self.scrolled_pane();
+        let (chat, area) = self.scrolled();
         let width = usize::from(area.width);
-        let height = usize::from(area.height);
-        let kept = match self.view {
-            View::Chat => &self.chat,
-            _ => &self.log,
-        };
+        let kept = if chat { &self.chat } else { &self.log };
         let rows: Vec<usize> = kept
             .lines()
             .map(|entry| panes::rows(self, entry, width).len())
             .collect();
-        let (pane, _) = self.scrolled_pane();
-        pane.to_top(height, &rows);
+        self.scrolled_lines()
+            .to_top(usize::from(area.height), &rows);
     }
 
     fn help_key(&mut self, key: KeyEvent) {
@@ -307,8 +312,8 @@ impl App {
     /// The mouse (only reported while capture is on): the wheel scrolls the log.
     pub fn on_mouse(&mut self, mouse: MouseEvent) {
         match mouse.kind {
-            MouseEventKind::ScrollUp => self.scrolled_pane().0.scroll_up(WHEEL_LINES),
-            MouseEventKind::ScrollDown => self.scrolled_pane().0.scroll_down(WHEEL_LINES),
+            MouseEventKind::ScrollUp => self.scrolled_lines().scroll_up(WHEEL_LINES),
+            MouseEventKind::ScrollDown => self.scrolled_lines().scroll_down(WHEEL_LINES),
             _ => {}
         }
     }
