@@ -1,6 +1,6 @@
 //! The persist actor: coalesces the batches it is handed and commits them to a redb database
 //! in the world's folder at most every [`COMMIT_PERIOD`]; and the loader that reads the
-//! database back on start.
+//! database back on start (migrating a database of an older format first).
 //!
 //! Runs on a thread of its own because redb is a blocking API. Its backlog is bounded by the
 //! key space: it keeps only the latest entry per key until the next commit.
@@ -16,12 +16,17 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::StoreError;
 use super::entry::{Batch, Entry, Key};
+use super::sign::Signer;
 
 /// Minimum time between two commits.
 pub const COMMIT_PERIOD: Duration = Duration::from_millis(100);
 
-/// Version of the on-disk layout; a database written by a newer cmud is refused.
-pub const DISK_FORMAT_VERSION: u64 = 1;
+/// Version of the on-disk layout; a database written by a newer cmud is refused. Version 2:
+/// every entry carries its writer's signature (version 1 entries were unsigned).
+pub const DISK_FORMAT_VERSION: u64 = 2;
+
+/// The format whose entries were unsigned; migrated on open.
+const UNSIGNED_FORMAT_VERSION: u64 = 1;
 
 /// Key -> postcard-encoded [`Entry`].
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
@@ -62,8 +67,9 @@ impl PersistHandle {
     }
 }
 
-/// Opens (or creates) the world's database, checks its format and loads every entry.
-pub fn open(path: &Path) -> Result<(Database, BTreeMap<Key, Entry>), StoreError> {
+/// Opens (or creates) the world's database, checks its format (migrating an older one) and
+/// loads every entry.
+pub fn open(path: &Path, signer: &Signer) -> Result<(Database, BTreeMap<Key, Entry>), StoreError> {
     let db = Database::create(path).map_err(|err| StoreError::db(path, err))?;
     let write = db.begin_write().map_err(|err| StoreError::db(path, err))?;
     {
@@ -82,7 +88,18 @@ pub fn open(path: &Path) -> Result<(Database, BTreeMap<Key, Entry>), StoreError>
                     supported: DISK_FORMAT_VERSION,
                 });
             }
-            Some(_) => {}
+            Some(UNSIGNED_FORMAT_VERSION) => {
+                migrate_unsigned(&write, signer).map_err(|err| StoreError::db(path, err))?;
+                meta.insert("format_version", DISK_FORMAT_VERSION)
+                    .map_err(|err| StoreError::db(path, err))?;
+            }
+            Some(DISK_FORMAT_VERSION) => {}
+            Some(version) => {
+                return Err(StoreError::db(
+                    path,
+                    format!("unknown format version {version}; it was not written by cmud"),
+                ));
+            }
             None => {
                 meta.insert("format_version", DISK_FORMAT_VERSION)
                     .map_err(|err| StoreError::db(path, err))?;
@@ -109,6 +126,38 @@ pub fn open(path: &Path) -> Result<(Database, BTreeMap<Key, Entry>), StoreError>
         }
     }
     Ok((db, map))
+}
+
+/// Migrates a database of unsigned entries: this node's own entries are signed, everyone
+/// else's are dropped (they cannot be signed here, and peers send them again, signed).
+fn migrate_unsigned(write: &redb::WriteTransaction, signer: &Signer) -> Result<(), redb::Error> {
+    let mut table = write.open_table(ENTRIES)?;
+    let mut rows = Vec::new();
+    for row in table.iter()? {
+        let (key, value) = row?;
+        rows.push((key.value().to_vec(), value.value().to_vec()));
+    }
+    let (mut signed, mut dropped) = (0usize, 0usize);
+    for (key, value) in rows {
+        match postcard::from_bytes::<Entry>(&value) {
+            Ok(entry) if entry.version.node == *signer.node() => {
+                let entry = signer.sign(&key, &entry);
+                let bytes = postcard::to_allocvec(&entry).map_err(std::io::Error::other)?;
+                table.insert(key.as_slice(), bytes.as_slice())?;
+                signed += 1;
+            }
+            _ => {
+                table.remove(key.as_slice())?;
+                dropped += 1;
+            }
+        }
+    }
+    tracing::info!(
+        signed,
+        dropped,
+        "migrated the world database to signed entries; others' entries come back from peers"
+    );
+    Ok(())
 }
 
 /// Starts the persist actor on its own thread. It stops, after a last commit, once every
