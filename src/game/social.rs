@@ -255,4 +255,3 @@ async fn report_join<K: Kv>(ctx: &Ctx<K>, addr: &str, result: Result<(), KvError
         Err(err) => ctx.kv_error(&err).await,
     }
 }
-

@@ -375,7 +375,7 @@ mod tests {
             Err(WireError::Format(9))
         ));
         assert!(matches!(
-            decode::<WireBatch>(&[1, 0, 0xff, 0xff], MAX_MESSAGE_BYTES),
+            decode::<WireBatch>(&[FORMAT_VERSION as u8, 0, 0xff, 0xff], MAX_MESSAGE_BYTES),
             Err(WireError::Malformed(_))
         ));
         assert!(matches!(

@@ -177,7 +177,12 @@ pub struct Checked {
 
 /// Checks entries from outside this node for `world` at wall time `now_ms`: limits, namespace,
 /// clock skew, then the writer's signature (verified in batches).
-pub fn check_remote(world: &str, entries: Vec<KeyedEntry>, now_ms: u64, limits: &Limits) -> Checked {
+pub fn check_remote(
+    world: &str,
+    entries: Vec<KeyedEntry>,
+    now_ms: u64,
+    limits: &Limits,
+) -> Checked {
     let mut checked = Checked::default();
     let mut candidates = Vec::with_capacity(entries.len());
     for (key, entry) in entries {
