@@ -342,7 +342,7 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
     );
     let _ = write!(
         out,
-        "\r\n# Stats\r\nputs_total:{}\r\nsync_messages_sent_local:{}\r\nsync_bytes_sent_local:{}\r\nmax_sync_rate_per_pair:{:.2}\r\nsync_messages_sent_remote:{}\r\nsync_bytes_sent_remote:{}\r\nsync_bytes_received_remote:{}\r\nrejected_versions:{}\r\nrejected_entries:{}\r\nrejected_signatures:{}\r\nrejected_namespaces:{}\r\nrejected_quota:{}\r\nrejected_batches:{}\r\n",
+        "\r\n# Stats\r\nputs_total:{}\r\nsync_messages_sent_local:{}\r\nsync_bytes_sent_local:{}\r\nmax_sync_rate_per_pair:{:.2}\r\nsync_messages_sent_remote:{}\r\nsync_bytes_sent_remote:{}\r\nsync_bytes_received_remote:{}\r\nrejected_versions:{}\r\nrejected_entries:{}\r\nrejected_signatures:{}\r\nrejected_namespaces:{}\r\nrejected_batches:{}\r\n",
         stats.puts_total(),
         stats.local_messages(),
         stats.local_bytes(),
@@ -354,7 +354,6 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
         load(&remote.rejected_entries),
         load(&remote.rejected_signatures),
         load(&remote.rejected_namespaces),
-        load(&remote.rejected_quota),
         load(&remote.rejected_batches),
     );
     out

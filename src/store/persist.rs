@@ -269,3 +269,82 @@ fn commit(db: &Database, pending: &HashMap<Key, Entry>) -> Result<(), redb::Erro
     write.commit()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use libp2p::identity::Keypair;
+
+    use super::*;
+    use crate::store::entry::{NodeId, Version};
+    use crate::store::sign::verify_entries;
+
+    fn entry_by(node: &NodeId, value: &'static [u8]) -> Entry {
+        let version = Version {
+            millis: 1_700_000_000_000,
+            counter: 0,
+            node: node.clone(),
+            actor: 0,
+        };
+        Entry::value(version, Bytes::from_static(value))
+    }
+
+    #[test]
+    fn an_unsigned_database_is_migrated_own_entries_signed_others_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("world.redb");
+        let signer = Signer::new(&Keypair::ed25519_from_bytes([4; 32]).unwrap(), "w").unwrap();
+        let stranger = NodeId::new("12D3KooWStranger");
+        {
+            // A database as cmud wrote it before signatures.
+            let db = Database::create(&path).unwrap();
+            let write = db.begin_write().unwrap();
+            {
+                let mut meta = write.open_table(META).unwrap();
+                meta.insert("format_version", UNSIGNED_FORMAT_VERSION)
+                    .unwrap();
+                let mut table = write.open_table(ENTRIES).unwrap();
+                for (key, entry) in [
+                    (&b"mine"[..], entry_by(signer.node(), b"1")),
+                    (&b"theirs"[..], entry_by(&stranger, b"2")),
+                ] {
+                    let bytes = postcard::to_allocvec(&entry).unwrap();
+                    table.insert(key, bytes.as_slice()).unwrap();
+                }
+            }
+            write.commit().unwrap();
+        }
+        let (db, map) = open(&path, &signer).unwrap();
+        assert_eq!(
+            map.keys().collect::<Vec<_>>(),
+            [&Bytes::from_static(b"mine")]
+        );
+        let entries: Vec<_> = map.into_iter().collect();
+        assert_eq!(verify_entries("w", &entries), [true]);
+        drop(db);
+        // Reopened, it is of the current format and nothing changes.
+        let (_, again) = open(&path, &signer).unwrap();
+        assert_eq!(again.len(), 1);
+    }
+
+    #[test]
+    fn a_newer_database_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("world.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let write = db.begin_write().unwrap();
+            write
+                .open_table(META)
+                .unwrap()
+                .insert("format_version", DISK_FORMAT_VERSION + 1)
+                .unwrap();
+            write.commit().unwrap();
+        }
+        let signer = Signer::new(&Keypair::generate_ed25519(), "w").unwrap();
+        let err = open(&path, &signer).unwrap_err().to_string();
+        assert!(
+            err.contains("world.redb") && err.contains("upgrade"),
+            "{err}"
+        );
+    }
+}

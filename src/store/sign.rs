@@ -290,7 +290,7 @@ mod tests {
     }
 
     /// The fields of a signed entry, as bytes, so that any bit of any of them can be flipped.
-    fn flip(world: &mut String, key: &mut Vec<u8>, entry: &mut Entry, field: usize, bit: usize) {
+    fn flip(world: &mut String, key: &mut [u8], entry: &mut Entry, field: usize, bit: usize) {
         fn flip_in(bytes: &mut [u8], bit: usize) -> bool {
             if bytes.is_empty() {
                 return false;

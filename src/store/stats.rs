@@ -45,14 +45,12 @@ pub struct RemoteStats {
     /// Batches from peers rejected whole (undecodable, oversized, wrong world or format).
     pub rejected_batches: AtomicU64,
     /// Entries from peers dropped as invalid (limits, malformed writer id, namespace,
-    /// signature, quota): every entry dropped for good.
+    /// signature): every entry dropped for good.
     pub rejected_entries: AtomicU64,
     /// Of those, entries unsigned or not signed by their writer over this entry and world.
     pub rejected_signatures: AtomicU64,
     /// Of those, entries under another peer's `p/<id>/` namespace.
     pub rejected_namespaces: AtomicU64,
-    /// Of those, entries past their writer's quota of keys or bytes.
-    pub rejected_quota: AtomicU64,
     /// Entries from peers skipped for now because their version is in the future.
     pub rejected_versions: AtomicU64,
     /// Peers connected now.

@@ -274,4 +274,68 @@ mod tests {
             Err(Rejected::Malformed)
         );
     }
+
+    #[test]
+    fn only_the_owner_may_write_its_namespace() {
+        assert_eq!(namespace_owner(b"p/abc/name"), Some(&b"abc"[..]));
+        assert_eq!(namespace_owner(b"p/abc"), Some(&b"abc"[..]));
+        assert_eq!(namespace_owner(b"p/"), Some(&b""[..]));
+        assert_eq!(namespace_owner(b"world/p/abc"), None);
+        assert!(may_write(b"p/abc/name", "abc"));
+        assert!(!may_write(b"p/abc/name", "abd"));
+        assert!(!may_write(b"p/abcd/name", "abc"));
+        assert!(!may_write(b"p/", "abc"));
+        assert!(may_write(b"bench/1", "anyone"));
+        let limits = Limits::default();
+        assert_eq!(
+            check_local_key(b"p/x/name", "y", &limits),
+            Err(Rejected::Namespace)
+        );
+        let mut entry = entry_at(1, b"v");
+        assert_eq!(
+            check_entry(b"p/other/name", &entry, 1, &limits),
+            Err(Rejected::Namespace)
+        );
+        entry.version.node = NodeId::new("other");
+        assert_eq!(check_entry(b"p/other/name", &entry, 1, &limits), Ok(()));
+    }
+
+    #[test]
+    fn remote_entries_need_their_writers_signature() {
+        use crate::store::sign::Signer;
+        use libp2p::identity::Keypair;
+
+        let signer = Signer::new(&Keypair::ed25519_from_bytes([5; 32]).unwrap(), "w").unwrap();
+        let mut good = entry_at(1_000, b"v");
+        good.version.node = signer.node().clone();
+        let key = Bytes::from(format!("p/{}/name", signer.node()));
+        let signed = signer.sign(&key, &good);
+        let entries = vec![
+            (key.clone(), signed.clone()),
+            (key.clone(), good.clone()),
+            (Bytes::from_static(b"p/else/name"), signed.clone()),
+            (
+                key.clone(),
+                Entry {
+                    version: Version {
+                        millis: 10_000_000,
+                        ..signed.version.clone()
+                    },
+                    ..signed.clone()
+                },
+            ),
+        ];
+        let checked = check_remote("w", entries, 1_000, &Limits::default());
+        assert_eq!(checked.accepted, vec![(key, signed)]);
+        assert_eq!(
+            checked.rejected,
+            Rejections {
+                future: 1,
+                malformed: 0,
+                namespace: 1,
+                signatures: 1
+            }
+        );
+        assert_eq!(checked.rejected.invalid(), 2);
+    }
 }
