@@ -237,6 +237,10 @@ pub async fn run(setup: GatewaySetup) {
 impl Gateway {
     /// Signs a local actor's batch, keeps it, persists it and queues it for the world.
     fn local(&mut self, batch: Batch) {
+        // Persist the batch at once, before signing, so the time from acknowledgement to disk
+        // stays short; the signed copies follow and replace them (the persist actor
+        // coalesces, so usually only they are written), and a restart signs any left unsigned.
+        self.persist.batch(batch.clone());
         let signed: Batch = Arc::new(
             batch
                 .iter()
@@ -250,8 +254,6 @@ impl Gateway {
                 self.unpublished.insert(key.clone(), entry.clone());
             }
         }
-        // Persist the batch as it is: the persist actor coalesces, and going straight there
-        // keeps the time from acknowledgement to disk short.
         self.persist.batch(signed);
     }
 

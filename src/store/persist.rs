@@ -119,6 +119,14 @@ pub fn open(path: &Path, signer: &Signer) -> Result<(Database, BTreeMap<Key, Ent
     for row in table.iter().map_err(|err| StoreError::db(path, err))? {
         let (key, value) = row.map_err(|err| StoreError::db(path, err))?;
         match postcard::from_bytes::<Entry>(value.value()) {
+            // This node's writes reach disk before their signature does (see the gateway): a
+            // node killed in between signs them now.
+            Ok(entry) if entry.signature.is_none() => {
+                if entry.version.node == *signer.node() {
+                    let entry = signer.sign(key.value(), &entry);
+                    map.insert(Bytes::copy_from_slice(key.value()), entry);
+                }
+            }
             Ok(entry) => {
                 map.insert(Bytes::copy_from_slice(key.value()), entry);
             }
@@ -230,7 +238,9 @@ fn absorb(
             for (key, entry) in batch.iter() {
                 match pending.get_mut(key) {
                     Some(slot) => {
-                        slot.merge(entry.clone());
+                        if replaces(entry, slot) {
+                            *slot = entry.clone();
+                        }
                     }
                     None => {
                         pending.insert(key.clone(), entry.clone());
@@ -240,6 +250,13 @@ fn absorb(
         }
         ToPersist::Flush(done) => waiting.push(done),
     }
+}
+
+/// Whether `new` should replace `old` on disk: a greater version, or the same write now
+/// signed (the gateway persists a local write at once and its signed copy right after).
+fn replaces(new: &Entry, old: &Entry) -> bool {
+    new.version > old.version
+        || (new.version == old.version && old.signature.is_none() && new.signature.is_some())
 }
 
 fn commit(db: &Database, pending: &HashMap<Key, Entry>) -> Result<(), redb::Error> {
@@ -252,7 +269,7 @@ fn commit(db: &Database, pending: &HashMap<Key, Entry>) -> Result<(), redb::Erro
             // batch): keep the greater version on disk too.
             let newer_on_disk = match table.get(key.as_ref())? {
                 Some(stored) => postcard::from_bytes::<Entry>(stored.value())
-                    .is_ok_and(|stored| stored.version >= entry.version),
+                    .is_ok_and(|stored| !replaces(entry, &stored)),
                 None => false,
             };
             if newer_on_disk {
@@ -324,6 +341,29 @@ mod tests {
         // Reopened, it is of the current format and nothing changes.
         let (_, again) = open(&path, &signer).unwrap();
         assert_eq!(again.len(), 1);
+    }
+
+    #[test]
+    fn own_writes_persisted_before_their_signature_are_signed_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("world.redb");
+        let signer = Signer::new(&Keypair::ed25519_from_bytes([6; 32]).unwrap(), "w").unwrap();
+        let (db, _) = open(&path, &signer).unwrap();
+        let own = entry_by(signer.node(), b"1");
+        let mut pending = HashMap::new();
+        pending.insert(Bytes::from_static(b"mine"), own.clone());
+        pending.insert(
+            Bytes::from_static(b"theirs"),
+            entry_by(&NodeId::new("12D3KooWStranger"), b"2"),
+        );
+        commit(&db, &pending).unwrap();
+        // The signed copy of the same write replaces the unsigned one; the reverse does not.
+        let signed = signer.sign(b"mine", &own);
+        assert!(replaces(&signed, &own) && !replaces(&own, &signed));
+        drop(db);
+        let (_, map) = open(&path, &signer).unwrap();
+        let entries: Vec<_> = map.into_iter().collect();
+        assert_eq!(entries, [(Bytes::from_static(b"mine"), signed)]);
     }
 
     #[test]
