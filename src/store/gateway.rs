@@ -7,9 +7,9 @@
 //! entry that survives an actor's flush, off the RPC request path. Batches from peers are
 //! validated entry by entry (`validate::check_remote`, on blocking threads, since signatures
 //! are the costly part), merged, and coalesced into at most one message per period to each
-//! local actor and to the persist actor, however many peers publish. Bootstrap and anti-entropy read the
-//! gateway's copy ([`GatewayHandle::query`]), never a query actor's, so a peer's sync never
-//! stalls a player.
+//! local actor and to the persist actor, however many peers publish. Bootstrap and
+//! anti-entropy read the gateway's copy ([`GatewayHandle::query`]), never a query actor's, so a
+//! peer's sync never stalls a player.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -241,12 +241,7 @@ impl Gateway {
         // stays short; the signed copies follow and replace them (the persist actor
         // coalesces, so usually only they are written), and a restart signs any left unsigned.
         self.persist.batch(batch.clone());
-        let signed: Batch = Arc::new(
-            batch
-                .iter()
-                .map(|(key, entry)| (key.clone(), self.signer.sign(key, entry)))
-                .collect(),
-        );
+        let signed = self.signer.sign_batch(&batch);
         for (key, entry) in signed.iter() {
             if merge(&mut self.map, key.clone(), entry.clone()) != Merged::Unchanged
                 && self.network.is_some()

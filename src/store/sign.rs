@@ -10,12 +10,13 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use libp2p::identity::{Keypair, PeerId, PublicKey};
 
-use super::entry::{Entry, KeyedEntry, NodeId};
+use super::entry::{Batch, Entry, KeyedEntry, NodeId};
 
 /// Prefix of every signed message: no signature over these bytes can mean anything else.
 const DOMAIN: &[u8] = b"cmud/entry-signature";
@@ -81,6 +82,16 @@ impl Signer {
     /// The world this signer signs for.
     pub fn world(&self) -> &str {
         &self.world
+    }
+
+    /// A batch of this node's entries, each with its signature.
+    pub fn sign_batch(&self, batch: &[KeyedEntry]) -> Batch {
+        Arc::new(
+            batch
+                .iter()
+                .map(|(key, entry)| (key.clone(), self.sign(key, entry)))
+                .collect(),
+        )
     }
 
     /// `entry` under `key` with this node's signature. The entry's writer must be this node
