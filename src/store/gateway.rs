@@ -26,9 +26,9 @@ use super::sign::Signer;
 use super::stats::Stats;
 use super::validate::{Checked, Limits, check_remote};
 
-/// Entries of a peer's delivery checked together on one blocking thread; a large page is
-/// split so that every core verifies signatures.
-const CHECK_CHUNK_ENTRIES: usize = 1024;
+/// Fewest entries of a peer's delivery checked on one blocking thread; a larger delivery is
+/// split evenly over the cores so that every core verifies signatures.
+const MIN_CHECK_CHUNK_ENTRIES: usize = 256;
 
 /// A delivery whose entries have been checked, with whoever waits for the merge.
 type CheckedDelivery = (Checked, Option<oneshot::Sender<RemoteMerge>>);
@@ -256,10 +256,12 @@ impl Gateway {
     /// back through `checked_tx` and is merged by [`Gateway::remote`].
     fn check(&self, entries: Vec<KeyedEntry>, merged: Option<oneshot::Sender<RemoteMerge>>) {
         let now = wall_millis();
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let chunk_entries = entries.len().div_ceil(cores).max(MIN_CHECK_CHUNK_ENTRIES);
         let mut chunks = Vec::new();
         let mut entries = entries.into_iter().peekable();
         while entries.peek().is_some() {
-            let chunk: Vec<KeyedEntry> = entries.by_ref().take(CHECK_CHUNK_ENTRIES).collect();
+            let chunk: Vec<KeyedEntry> = entries.by_ref().take(chunk_entries).collect();
             let world = self.signer.world().to_owned();
             let limits = self.limits;
             chunks.push(tokio::task::spawn_blocking(move || {
