@@ -183,3 +183,28 @@ async fn under_100_puts_a_second_the_rate_limits_hold() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a timing figure: run with --release --ignored --nocapture"]
+async fn a_round_after_1000_fillers_costs_what_a_round_before_did() {
+    let node = TestNode::start(ACTORS, vec![], false).await;
+    let stats = node.node().stats().clone();
+    // Bytes sent between local participants for one Put on actor 0, once every actor has it.
+    let round = async |key: &str| {
+        let before = stats.local_bytes();
+        node.set(0, key, "same-size").await;
+        wait_everywhere(&[&node], key, "same-size", SETTLE).await;
+        stats.local_bytes() - before
+    };
+    sleep(Duration::from_millis(300)).await;
+    let first = round("round/a").await;
+    for n in 0..1000 {
+        node.set(0, &format!("filler/{n:04}"), "some value").await;
+    }
+    wait_everywhere(&[&node], "filler/0999", "some value", SETTLE).await;
+    sleep(Duration::from_millis(300)).await;
+    let second = round("round/b").await;
+    println!("bytes of local sync for one Put: {first} before 1,000 fillers, {second} after");
+    assert!(second <= 2 * first, "{second} > 2 x {first}");
+    node.stop().await;
+}
