@@ -3,7 +3,8 @@
 //! actors, persist -> disk) sends at once when the bucket holds its token and gathers what
 //! comes meanwhile into the send the refill allows.
 //!
-//! Time is a parameter (`now`), never read here, so the rules are tested without sleeping.
+//! A [`Pace`] never reads the clock: time is a parameter (`now`), so its rules are tested
+//! without sleeping. [`until`] is the one clock-reading helper, for the senders' loops.
 //! A bucket starts empty and fills one period after it is made: over any span from then, a
 //! sender sends at most span / period messages, so a rate counted from the node's start never
 //! exceeds one per period, not even in its first second.
