@@ -504,6 +504,41 @@ async fn local_sync_is_rate_limited_quiet_when_idle_and_never_resends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_put_costs_one_message_to_each_other_participant() {
+    let actors = 4;
+    let (node, _dir) = node(actors).await;
+    let mut conns = Vec::new();
+    for n in 0..actors {
+        conns.push(connect_to_actor(node.rpc_addr(), n).await);
+    }
+    let sent_by_actor_0 = || -> Vec<u64> {
+        node.stats().senders[0]
+            .messages_to
+            .iter()
+            .map(|count| count.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
+    };
+    let before = sent_by_actor_0();
+    set(&mut conns[0], "chat/line", "hello").await;
+    for conn in &mut conns[1..] {
+        eventually(DEADLINE, "every actor sees the line", async || {
+            get(conn, "chat/line").await.is_some()
+        })
+        .await;
+    }
+    // A second message for the same Put would follow within a period or two.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent: Vec<u64> = sent_by_actor_0()
+        .iter()
+        .zip(&before)
+        .map(|(after, before)| after - before)
+        .collect();
+    // Actors 1-3 and the gateway (participant 4) got one message each; nobody else any.
+    assert_eq!(sent, vec![0, 1, 1, 1, 1]);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_writer_wins_across_actors_and_a_re_put_wins_again() {
     let actors = 3;
     let (node, _dir) = node(actors).await;
