@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use bytes::{Bytes, BytesMut};
 
-use super::resp::Reply;
+use super::clients::ClientHandle;
+use super::listing::{self, admit};
+use super::resp::{Reply, array_header_bytes, bulk_reply_bytes};
 use super::server::NodeInfo;
 use crate::store::actor::Actor;
 use crate::store::clock::wall_millis;
@@ -37,8 +39,14 @@ pub enum NetworkCommand {
     Join(String),
 }
 
-/// Runs one command, appending its reply to `out`.
-pub fn execute(actor: &Actor, node: &NodeInfo, args: &[Bytes], out: &mut BytesMut) -> Flow {
+/// Runs one command for `client`, appending its reply to `out`.
+pub fn execute(
+    actor: &Actor,
+    node: &NodeInfo,
+    client: &ClientHandle,
+    args: &[Bytes],
+    out: &mut BytesMut,
+) -> Flow {
     let mut reply = Reply(out);
     let Some(name) = args.first() else {
         // A blank inline line: Redis ignores it too.
@@ -58,11 +66,11 @@ pub fn execute(actor: &Actor, node: &NodeInfo, args: &[Bytes], out: &mut BytesMu
     let argc = args.len();
     let arity_ok = match upper {
         b"PING" => argc <= 2,
-        b"ECHO" | b"GET" | b"LIST" | b"KEYS" | b"JOIN" | b"HELLO" | b"SELECT" => {
+        b"ECHO" | b"GET" | b"KEYS" | b"JOIN" | b"HELLO" | b"SELECT" => {
             argc == 2 || (upper == b"HELLO".as_slice() && argc >= 1)
         }
         b"SET" => argc == 3,
-        b"DEL" | b"MGET" | b"EXISTS" | b"CLIENT" => argc >= 2,
+        b"DEL" | b"MGET" | b"EXISTS" | b"CLIENT" | b"LIST" => argc >= 2,
         b"MSET" => argc >= 3 && argc % 2 == 1,
         b"DBSIZE" | b"ADDRS" | b"PEERS" | b"QUIT" => argc == 1,
         b"INFO" | b"ACTOR" => argc <= 2,
@@ -88,12 +96,7 @@ pub fn execute(actor: &Actor, node: &NodeInfo, args: &[Bytes], out: &mut BytesMu
         },
         b"ECHO" => reply.bulk(&args[1]),
         b"GET" => get(actor, &args[1], &mut reply),
-        b"MGET" => {
-            reply.array(argc - 1);
-            for key in &args[1..] {
-                get(actor, key, &mut reply);
-            }
-        }
+        b"MGET" => mget(actor, node, client, &args[1..], &mut reply),
         b"EXISTS" => {
             let replica = actor.replica();
             let found = args[1..]
@@ -104,8 +107,8 @@ pub fn execute(actor: &Actor, node: &NodeInfo, args: &[Bytes], out: &mut BytesMu
         }
         b"SET" | b"MSET" => set(actor, &args[1..], &mut reply),
         b"DEL" => del(actor, &args[1..], &mut reply),
-        b"LIST" => list(actor, &args[1], &mut reply),
-        b"KEYS" => keys(actor, &args[1], &mut reply),
+        b"LIST" => listing::list(actor, node, client, &args[1..], &mut reply),
+        b"KEYS" => listing::keys(actor, node, client, &args[1], &mut reply),
         b"DBSIZE" => reply.integer(actor.replica().live_keys() as i64),
         b"INFO" => reply.bulk(info(actor, node).as_bytes()),
         b"ACTOR" => return pin_actor(actor, args.get(1), &mut reply),
@@ -130,7 +133,7 @@ pub fn execute(actor: &Actor, node: &NodeInfo, args: &[Bytes], out: &mut BytesMu
             _ => reply.error("ERR cmud has one database: only SELECT 0 is supported"),
         },
         b"COMMAND" => reply.array(0),
-        b"CLIENT" => client(&args[1..], &mut reply),
+        b"CLIENT" => client_command(&args[1..], &mut reply),
         b"CONFIG" => match args[1].to_ascii_uppercase().as_slice() {
             b"GET" => reply.array(0),
             _ => reply.error("ERR CONFIG: only GET is supported, and it returns nothing"),
@@ -150,6 +153,34 @@ fn get(actor: &Actor, key: &[u8], reply: &mut Reply<'_>) {
     match actor.replica().get(key) {
         Some(value) => reply.bulk(value),
         None => reply.null(),
+    }
+}
+
+/// `MGET k [k ...]`: sized first, as a thousand large values make a large reply.
+fn mget(
+    actor: &Actor,
+    node: &NodeInfo,
+    client: &ClientHandle,
+    keys: &[Bytes],
+    reply: &mut Reply<'_>,
+) {
+    let bytes = {
+        let replica = actor.replica();
+        keys.iter()
+            .map(|key| {
+                replica
+                    .get(key)
+                    .map_or(5, |value| bulk_reply_bytes(value.len()))
+            })
+            .sum::<usize>()
+            + array_header_bytes(keys.len())
+    };
+    if !admit(node, client, bytes, "ask for fewer keys", reply) {
+        return;
+    }
+    reply.array(keys.len());
+    for key in keys {
+        get(actor, key, reply);
     }
 }
 
@@ -218,49 +249,6 @@ fn check_key(key: &[u8], max_key_bytes: usize) -> Result<(), String> {
     }
 }
 
-/// `LIST prefix`: a flat array key, value, key, value ... in key order.
-fn list(actor: &Actor, prefix: &[u8], reply: &mut Reply<'_>) {
-    let replica = actor.replica();
-    let mut pairs = Vec::new();
-    replica.scan_prefix(prefix, |key, value| {
-        pairs.push((key.clone(), value.clone()))
-    });
-    drop(replica);
-    reply.array(pairs.len() * 2);
-    for (key, value) in pairs {
-        reply.bulk(&key);
-        reply.bulk(&value);
-    }
-}
-
-/// `KEYS pattern`, for prefix patterns (`p/*`, `*`) and exact keys only.
-fn keys(actor: &Actor, pattern: &[u8], reply: &mut Reply<'_>) {
-    let (prefix, exact) = match pattern.split_last() {
-        Some((b'*', prefix)) => (prefix, false),
-        _ => (pattern, true),
-    };
-    if prefix
-        .iter()
-        .any(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
-    {
-        return reply.error("ERR only prefix patterns (prefix*) are supported");
-    }
-    let replica = actor.replica();
-    let mut found = Vec::new();
-    if exact {
-        if replica.get(prefix).is_some() {
-            found.push(Bytes::copy_from_slice(prefix));
-        }
-    } else {
-        replica.scan_prefix(prefix, |key, _| found.push(key.clone()));
-    }
-    drop(replica);
-    reply.array(found.len());
-    for key in found {
-        reply.bulk(&key);
-    }
-}
-
 /// `ACTOR` shows this connection's actor; `ACTOR n` moves the connection to actor n.
 fn pin_actor(actor: &Actor, target: Option<&Bytes>, reply: &mut Reply<'_>) -> Flow {
     let Some(target) = target else {
@@ -289,7 +277,7 @@ fn pin_actor(actor: &Actor, target: Option<&Bytes>, reply: &mut Reply<'_>) -> Fl
     }
 }
 
-fn client(args: &[Bytes], reply: &mut Reply<'_>) {
+fn client_command(args: &[Bytes], reply: &mut Reply<'_>) {
     match args[0].to_ascii_uppercase().as_slice() {
         b"SETNAME" | b"SETINFO" => reply.ok(),
         b"GETNAME" => reply.null(),

@@ -38,6 +38,8 @@ pub struct Handoff {
     pub stream: std::net::TcpStream,
     /// Bytes read from the socket but not yet parsed (pipelined commands after `ACTOR n`).
     pub unread: BytesMut,
+    /// The serving layer's own state of the connection (authentication, limits), opaque here.
+    pub context: Box<dyn std::any::Any + Send>,
 }
 
 /// Messages an actor's mailbox takes.

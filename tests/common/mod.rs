@@ -3,7 +3,10 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use cmud::rpc::RpcEndpoint;
+use cmud::rpc::auth::{Credentials, DEFAULT_USER, Secret, TOKEN_FILE};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -21,6 +24,7 @@ pub async fn eventually(deadline: Duration, what: &str, mut check: impl AsyncFnM
 /// A `cmud --server-only` process with its own data, config and home folders under a
 /// temporary directory, on loopback only.
 pub struct Binary {
+    root: PathBuf,
     child: Child,
     rpc_addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
@@ -86,6 +90,7 @@ impl Binary {
         // Keep draining stdout so the node never blocks on a full pipe.
         thread::spawn(move || for _ in lines {});
         Binary {
+            root: root.to_owned(),
             child,
             rpc_addr,
             stderr,
@@ -100,9 +105,18 @@ impl Binary {
             .expect("cmud runs")
     }
 
-    /// The node's RPC address.
-    pub fn rpc_addr(&self) -> SocketAddr {
-        self.rpc_addr
+    /// How a client reaches the node: its RPC address and the token it wrote to `rpc.token`.
+    pub fn endpoint(&self) -> RpcEndpoint {
+        let path = self.root.join("data").join("cmud").join(TOKEN_FILE);
+        let token = std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("reading {}: {err}", path.display()));
+        RpcEndpoint {
+            addr: self.rpc_addr,
+            credentials: Some(Credentials {
+                user: DEFAULT_USER.to_owned(),
+                secret: Secret::parse(&token).expect("a token in rpc.token"),
+            }),
+        }
     }
 
     /// Kills the node with SIGKILL: no flush, no goodbye.
