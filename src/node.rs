@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use crate::p2p::{self, NetworkHandle, NetworkOptions, NetworkSetup, P2pError, identity};
 use crate::rpc::auth::{self, Credentials, DEFAULT_USER, GAME_USER, RpcEndpoint, Secret};
 use crate::rpc::clients::{self, Clients, RpcOptions};
-use crate::rpc::fdlimit;
+use crate::rpc::process;
 use crate::rpc::resp::FrameLimits;
 use crate::rpc::server::{self, NodeInfo, RpcService};
 use crate::store::stats::Stats;
@@ -297,7 +297,8 @@ fn rpc_token(dir: &Path, options: &RpcOptions) -> Result<Option<Secret>, NodeErr
 /// The RPC options with `maxclients` capped to what the file limit allows, once the soft file
 /// limit is raised to the hard one (as Redis does).
 fn capped(mut options: RpcOptions) -> RpcOptions {
-    let limit = fdlimit::raise_fd_limit();
+    process::return_large_buffers_to_the_system();
+    let limit = process::raise_fd_limit();
     if let Some((now, before)) = limit {
         tracing::info!(
             before,

@@ -3,6 +3,8 @@
 //! crashes, signals and the world lock.
 
 mod common;
+#[path = "replica/rpc_port.rs"]
+mod rpc_port;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

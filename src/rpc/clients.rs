@@ -6,6 +6,7 @@
 //! The hot path touches two atomics per batch of replies; the registry's lock is taken only
 //! when a client opens or closes, or when the node is over its output budget.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -47,6 +48,13 @@ impl Default for RpcOptions {
 /// the runtime's own descriptors).
 pub const RESERVED_FDS: usize = 128;
 
+/// Most times in a row a large reply waits for closed clients to free their output (a pause
+/// of [`ROOM_WAIT`] each) before it is built anyway.
+const MAX_ROOM_WAITS: u32 = 100;
+
+/// How long a large reply waits, each time, for closed clients to free their output.
+pub const ROOM_WAIT: Duration = Duration::from_millis(1);
+
 /// How often a connection waiting for input room looks again, in case it missed a wake-up.
 const INPUT_ROOM_RECHECK: Duration = Duration::from_millis(50);
 
@@ -79,6 +87,10 @@ pub struct Clients {
     slots: Mutex<HashMap<u64, Arc<Slot>>>,
     /// The next connection id.
     next_id: AtomicU64,
+    /// Connections refused for `maxclients`.
+    rejected: AtomicU64,
+    /// Connections closed for the node's output budget.
+    evicted: AtomicU64,
 }
 
 impl Clients {
@@ -93,6 +105,8 @@ impl Clients {
             input_room: Notify::new(),
             slots: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            rejected: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
         })
     }
 
@@ -110,6 +124,7 @@ impl Clients {
             })
             .is_ok();
         if !admitted {
+            self.rejected.fetch_add(1, Relaxed);
             return None;
         }
         let id = self.next_id.fetch_add(1, Relaxed);
@@ -120,6 +135,7 @@ impl Clients {
             id,
             slot,
             input: 0,
+            room_waits: Cell::new(0),
         })
     }
 
@@ -133,6 +149,21 @@ impl Clients {
         self.output_total.load(Relaxed)
     }
 
+    /// Unfinished input of all clients now, in bytes.
+    pub fn input_total(&self) -> usize {
+        self.input_total.load(Relaxed)
+    }
+
+    /// Connections refused for `maxclients` so far.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Relaxed)
+    }
+
+    /// Connections closed for the output budget so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Relaxed)
+    }
+
     fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
         // A panic while holding this lock leaves a map that is still consistent.
         self.slots
@@ -141,23 +172,37 @@ impl Clients {
     }
 
     /// Closes the clients holding the most unread output (never the game) until the total
-    /// plus `incoming` fits the budget.
-    fn evict_for(&self, incoming: usize) {
+    /// plus `incoming` fits the budget; the client `incoming` is for counts as holding it
+    /// already, so a reply that would make its client the largest holder closes that client
+    /// before it is built. Returns whether that fit still waits for closed clients to let go
+    /// of their output.
+    fn evict_for(&self, incoming: usize, requester: Option<u64>) -> bool {
         let budget = self.options.max_total_output_bytes;
-        let mut total = self.output_total.load(Relaxed);
+        let total = self.output_total.load(Relaxed);
         if total.saturating_add(incoming) <= budget {
-            return;
+            return false;
         }
         let slots = self.lock_slots();
+        // Clients closed already but not yet gone will let go of theirs in a moment.
+        let leaving: usize = slots
+            .values()
+            .filter(|s| s.evicted.load(Relaxed))
+            .map(|s| s.unread.load(Relaxed))
+            .sum();
+        let mut staying = total.saturating_sub(leaving);
         let mut holders: Vec<(u64, &Arc<Slot>, usize)> = slots
             .iter()
             .filter(|(_, s)| !s.game.load(Relaxed) && !s.evicted.load(Relaxed))
-            .map(|(id, s)| (*id, s, s.unread.load(Relaxed)))
+            .map(|(id, s)| {
+                let coming = if Some(*id) == requester { incoming } else { 0 };
+                (*id, s, s.unread.load(Relaxed) + coming)
+            })
             .filter(|(_, _, unread)| *unread > 0)
             .collect();
         holders.sort_by_key(|(_, _, unread)| std::cmp::Reverse(*unread));
+        let mut closed = 0;
         for (id, slot, unread) in holders {
-            if total.saturating_add(incoming) <= budget {
+            if staying.saturating_add(incoming) <= budget {
                 break;
             }
             tracing::warn!(
@@ -168,8 +213,17 @@ impl Clients {
             );
             slot.evicted.store(true, Relaxed);
             slot.evict.notify_one();
-            total = total.saturating_sub(unread);
+            self.evicted.fetch_add(1, Relaxed);
+            if Some(id) == requester {
+                // Its reply will not be built; what it holds already leaves with it.
+                staying = staying.saturating_sub(unread - incoming);
+                closed += unread - incoming;
+            } else {
+                staying = staying.saturating_sub(unread);
+                closed += unread;
+            }
         }
+        leaving + closed > 0
     }
 }
 
@@ -184,6 +238,8 @@ pub struct ClientHandle {
     slot: Arc<Slot>,
     /// Unfinished input this connection has counted in the total.
     input: usize,
+    /// Times in a row a large reply waited for closed clients to let go of their output.
+    room_waits: Cell<u32>,
 }
 
 impl ClientHandle {
@@ -220,9 +276,35 @@ impl ClientHandle {
     }
 
     /// Makes room in the node's output budget for a reply of `bytes` about to be built,
-    /// closing the largest holders of unread output if needed (this one included).
-    pub fn make_room_for(&self, bytes: usize) {
-        self.clients.evict_for(bytes);
+    /// closing the largest holders of unread output if needed (this one included). Returns
+    /// false when the reply should wait a moment for closed clients to free their output (so
+    /// their memory and the new reply's are never held at once) or this client was closed;
+    /// true when it may be built (its bytes are counted now, [`Self::set_unread_output`]
+    /// corrects the figure once it is built).
+    pub fn make_room_for(&self, bytes: usize) -> bool {
+        let budget = self.clients.options.max_total_output_bytes;
+        let total = &self.clients.output_total;
+        // Counted before it is built, so two actors cannot both take the last room.
+        let fits = total
+            .fetch_update(Relaxed, Relaxed, |t| {
+                (t.saturating_add(bytes) <= budget).then_some(t + bytes)
+            })
+            .is_ok();
+        if !fits {
+            let freeing = self.clients.evict_for(bytes, Some(self.id));
+            if self.is_evicted() {
+                return false;
+            }
+            if freeing && self.room_waits.get() < MAX_ROOM_WAITS {
+                self.room_waits.set(self.room_waits.get() + 1);
+                return false;
+            }
+            // Nobody left to close (the game holds the rest), or waited long enough.
+            total.fetch_add(bytes, Relaxed);
+        }
+        self.slot.unread.fetch_add(bytes, Relaxed);
+        self.room_waits.set(0);
+        true
     }
 
     /// Records how much output this connection holds unread, closing the largest holders if
@@ -231,7 +313,7 @@ impl ClientHandle {
         let before = self.slot.unread.swap(bytes, Relaxed);
         if bytes >= before {
             self.clients.output_total.fetch_add(bytes - before, Relaxed);
-            self.clients.evict_for(0);
+            let _ = self.clients.evict_for(0, None);
         } else {
             self.clients.output_total.fetch_sub(before - bytes, Relaxed);
         }
@@ -326,8 +408,14 @@ mod tests {
         assert!(!game.is_evicted(), "never the game");
         drop(large);
         assert_eq!(clients.output_total(), 950);
-        small.make_room_for(100);
+        assert!(
+            !small.make_room_for(100),
+            "the reply waits for the closed client to go"
+        );
         assert!(small.is_evicted(), "room for a reply about to be built");
+        drop(small);
+        let next = clients.try_open().unwrap();
+        assert!(next.make_room_for(100), "nobody left to wait for");
         assert!(!game.is_evicted());
     }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use bytes::{Bytes, BytesMut};
 
 use super::clients::ClientHandle;
-use super::listing::{self, admit};
+use super::listing::{self, Admission, admit};
 use super::resp::{Reply, array_header_bytes, bulk_reply_bytes};
 use super::server::NodeInfo;
 use crate::store::actor::Actor;
@@ -28,6 +28,9 @@ pub enum Flow {
     MoveTo(usize),
     /// Ask the network and write the answer (`PEERS`, `JOIN`).
     Network(NetworkCommand),
+    /// Nothing was written: run the same command again in a moment (a large reply waits for
+    /// closed clients to free their output).
+    Retry,
 }
 
 /// Commands answered by the network task.
@@ -96,7 +99,7 @@ pub fn execute(
         },
         b"ECHO" => reply.bulk(&args[1]),
         b"GET" => get(actor, &args[1], &mut reply),
-        b"MGET" => mget(actor, node, client, &args[1..], &mut reply),
+        b"MGET" => return mget(actor, node, client, &args[1..], &mut reply),
         b"EXISTS" => {
             let replica = actor.replica();
             let found = args[1..]
@@ -107,8 +110,8 @@ pub fn execute(
         }
         b"SET" | b"MSET" => set(actor, &args[1..], &mut reply),
         b"DEL" => del(actor, &args[1..], &mut reply),
-        b"LIST" => listing::list(actor, node, client, &args[1..], &mut reply),
-        b"KEYS" => listing::keys(actor, node, client, &args[1], &mut reply),
+        b"LIST" => return listing::list(actor, node, client, &args[1..], &mut reply),
+        b"KEYS" => return listing::keys(actor, node, client, &args[1], &mut reply),
         b"DBSIZE" => reply.integer(actor.replica().live_keys() as i64),
         b"INFO" => reply.bulk(info(actor, node).as_bytes()),
         b"ACTOR" => return pin_actor(actor, args.get(1), &mut reply),
@@ -163,7 +166,7 @@ fn mget(
     client: &ClientHandle,
     keys: &[Bytes],
     reply: &mut Reply<'_>,
-) {
+) -> Flow {
     let bytes = {
         let replica = actor.replica();
         keys.iter()
@@ -175,13 +178,14 @@ fn mget(
             .sum::<usize>()
             + array_header_bytes(keys.len())
     };
-    if !admit(node, client, bytes, "ask for fewer keys", reply) {
-        return;
+    let admission = admit(node, client, bytes, "ask for fewer keys", reply);
+    if admission == Admission::Build {
+        reply.array(keys.len());
+        for key in keys {
+            get(actor, key, reply);
+        }
     }
-    reply.array(keys.len());
-    for key in keys {
-        get(actor, key, reply);
-    }
+    admission.flow()
 }
 
 /// `SET k v` and `MSET k v [k v ...]`: every pair is checked before any is written.
@@ -311,6 +315,17 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
         remote.clock_offset_ms.load(Relaxed),
         actor.limits().max_clock_skew.as_millis(),
         load(&remote.pending_entries),
+    );
+    let clients = &node.clients;
+    let _ = write!(
+        out,
+        "\r\n# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nclient_output_bytes:{}\r\nclient_input_bytes:{}\r\nevicted_clients:{}\r\nrejected_connections:{}\r\n",
+        clients.open(),
+        clients.options().maxclients,
+        clients.output_total(),
+        clients.input_total(),
+        clients.evicted(),
+        clients.rejected(),
     );
     let _ = write!(
         out,

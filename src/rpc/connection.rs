@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 
 use super::auth::{DEFAULT_USER, GAME_USER};
-use super::clients::ClientHandle;
+use super::clients::{ClientHandle, ROOM_WAIT};
 use super::commands::{Flow, execute};
 use super::resp::{FrameLimits, Reply, parse_command};
 use super::server::{NodeInfo, network};
@@ -217,8 +217,16 @@ impl Connection {
                     return Err(End::Closed);
                 }
             };
-            match self.command(actor, node, &args) {
-                Flow::Continue => {}
+            let mut flow = self.command(actor, node, &args);
+            while flow == Flow::Retry {
+                if self.client().is_evicted() {
+                    return Err(End::Evicted);
+                }
+                tokio::time::sleep(ROOM_WAIT).await;
+                flow = self.command(actor, node, &args);
+            }
+            match flow {
+                Flow::Continue | Flow::Retry => {}
                 Flow::Quit => return Err(End::Closed),
                 Flow::MoveTo(to) => return Err(End::MoveTo(to)),
                 Flow::Network(command) => network(node, command, &mut self.output).await,

@@ -8,6 +8,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 
 use super::clients::ClientHandle;
+use super::commands::Flow;
 use super::resp::{Reply, array_header_bytes, bulk_reply_bytes};
 use super::server::NodeInfo;
 use crate::store::actor::Actor;
@@ -18,22 +19,45 @@ pub const DEFAULT_PAGE_ENTRIES: usize = 1000;
 /// Most entries one page may hold.
 pub const MAX_PAGE_ENTRIES: usize = 100_000;
 
+/// Whether a large reply may be built now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Build it.
+    Build,
+    /// Refused with an error reply (larger than the client's output limit).
+    Refused,
+    /// Run the command again in a moment, once closed clients freed their output.
+    Wait,
+}
+
+impl Admission {
+    /// What the connection loop does next.
+    pub fn flow(&self) -> Flow {
+        match self {
+            Admission::Wait => Flow::Retry,
+            Admission::Build | Admission::Refused => Flow::Continue,
+        }
+    }
+}
+
 /// Checks that a reply of `bytes` fits the client's output limit and makes room for it in
-/// the node's budget; otherwise writes `ERR reply too large: <advice>` and returns false.
+/// the node's budget; otherwise writes `ERR reply too large: <advice>`.
 pub fn admit(
     node: &NodeInfo,
     client: &ClientHandle,
     bytes: usize,
     advice: &str,
     reply: &mut Reply<'_>,
-) -> bool {
+) -> Admission {
     if bytes > node.max_reply_bytes {
         reply.error(&format!("ERR reply too large: {advice}"));
-        return false;
+        return Admission::Refused;
     }
-    client.make_room_for(bytes);
+    if !client.make_room_for(bytes) {
+        return Admission::Wait;
+    }
     reply.0.reserve(bytes);
-    true
+    Admission::Build
 }
 
 /// How `LIST` was asked.
@@ -87,10 +111,13 @@ pub fn list(
     client: &ClientHandle,
     args: &[Bytes],
     reply: &mut Reply<'_>,
-) {
+) -> Flow {
     let request = match parse_list(args) {
         Ok(request) => request,
-        Err(message) => return reply.error(message),
+        Err(message) => {
+            reply.error(message);
+            return Flow::Continue;
+        }
     };
     let replica = actor.replica();
     let start = match request.after {
@@ -111,21 +138,16 @@ pub fn list(
             (n + 1, bytes + pair_bytes(k, v))
         });
         let bytes = bytes + array_header_bytes(pairs * 2);
-        if !admit(
-            node,
-            client,
-            bytes,
-            "use a narrower prefix, or LIST prefix COUNT n",
-            reply,
-        ) {
-            return;
+        let advice = "use a narrower prefix, or LIST prefix COUNT n";
+        let admission = admit(node, client, bytes, advice, reply);
+        if admission == Admission::Build {
+            reply.array(pairs * 2);
+            for (key, value) in live {
+                reply.bulk(key);
+                reply.bulk(value);
+            }
         }
-        reply.array(pairs * 2);
-        for (key, value) in live {
-            reply.bulk(key);
-            reply.bulk(value);
-        }
-        return;
+        return admission.flow();
     };
     // A page: at most `count` entries and half the output limit (at least one entry).
     let page_bytes = node.max_reply_bytes / 2;
@@ -145,8 +167,9 @@ pub fn list(
     let bytes = bytes
         + array_header_bytes(page.len() * 2 + 1)
         + resume.map_or(5, |k| bulk_reply_bytes(k.len()));
-    if !admit(node, client, bytes, "use a smaller COUNT", reply) {
-        return;
+    let admission = admit(node, client, bytes, "use a smaller COUNT", reply);
+    if admission != Admission::Build {
+        return admission.flow();
     }
     reply.array(page.len() * 2 + 1);
     for (key, value) in &page {
@@ -157,6 +180,7 @@ pub fn list(
         Some(key) => reply.bulk(key),
         None => reply.null(),
     }
+    Flow::Continue
 }
 
 /// `KEYS pattern`, for prefix patterns (`p/*`, `*`) and exact keys only.
@@ -166,7 +190,7 @@ pub fn keys(
     client: &ClientHandle,
     pattern: &[u8],
     reply: &mut Reply<'_>,
-) {
+) -> Flow {
     let (prefix, exact) = match pattern.split_last() {
         Some((b'*', prefix)) => (prefix, false),
         _ => (pattern, true),
@@ -175,17 +199,19 @@ pub fn keys(
         .iter()
         .any(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
     {
-        return reply.error("ERR only prefix patterns (prefix*) are supported");
+        reply.error("ERR only prefix patterns (prefix*) are supported");
+        return Flow::Continue;
     }
     let replica = actor.replica();
     if exact {
-        return match replica.get(prefix) {
+        match replica.get(prefix) {
             Some(_) => {
                 reply.array(1);
                 reply.bulk(prefix);
             }
             None => reply.array(0),
-        };
+        }
+        return Flow::Continue;
     }
     let mut found = 0;
     let mut bytes = 0;
@@ -193,17 +219,13 @@ pub fn keys(
         found += 1;
         bytes += bulk_reply_bytes(key.len());
     });
-    if !admit(
-        node,
-        client,
-        bytes + array_header_bytes(found),
-        "use a narrower prefix",
-        reply,
-    ) {
-        return;
+    let bytes = bytes + array_header_bytes(found);
+    let admission = admit(node, client, bytes, "use a narrower prefix", reply);
+    if admission == Admission::Build {
+        reply.array(found);
+        replica.scan_prefix(prefix, |key, _| reply.bulk(key));
     }
-    reply.array(found);
-    replica.scan_prefix(prefix, |key, _| reply.bulk(key));
+    admission.flow()
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ pub mod client;
 pub mod clients;
 pub mod commands;
 pub mod connection;
-pub mod fdlimit;
 pub mod listing;
+pub mod process;
 pub mod resp;
 pub mod server;
 

@@ -1,5 +1,25 @@
-//! The process' file limit: raised to the hard limit at start, as Redis does, so that
-//! `maxclients` connections fit.
+//! Process-wide settings the RPC port's limits rely on: the file limit, raised to the hard
+//! limit at start as Redis does so that `maxclients` connections fit, and where the allocator
+//! puts large buffers, so that memory a closed client held goes back to the system.
+
+/// Allocations from this size up get pages of their own (glibc's mmap threshold), returned to
+/// the system when freed. glibc raises its threshold up to 32 MiB after each such free, after
+/// which a large reply lives in a heap that rarely shrinks: a few clients' replies would stay
+/// resident long after the clients were closed.
+pub const LARGE_ALLOCATION_BYTES: usize = 1024 * 1024;
+
+/// Fixes the allocator's mmap threshold at [`LARGE_ALLOCATION_BYTES`] (glibc only; elsewhere
+/// nothing to do).
+pub fn return_large_buffers_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a tuning parameter of the allocator; any value is valid.
+    unsafe {
+        libc::mallopt(
+            libc::M_MMAP_THRESHOLD,
+            LARGE_ALLOCATION_BYTES as libc::c_int,
+        );
+    }
+}
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit. Returns the soft limit in force
 /// afterwards and the one before, or `None` where there is no such limit (or it cannot be read).
