@@ -604,10 +604,11 @@ fn listing_a_million_keys_from_ten_clients_that_never_read_cannot_grow_the_node(
     let dir = tempfile::tempdir().unwrap();
     let server = Binary::server(dir.path());
     let mut loader = raw_conn(&server.endpoint());
-    for batch in 0..1000 {
+    // 2,000 MSETs of 500 pairs (a command has at most 1024 arguments).
+    for batch in 0..2000 {
         let mut mset = b"MSET".to_vec();
-        for n in 0..1000 {
-            write!(mset, " k/{batch:03}{n:03} value-{n:03}").unwrap();
+        for n in 0..500 {
+            write!(mset, " k/{batch:04}{n:03} value-{n:03}").unwrap();
         }
         mset.extend_from_slice(b"\r\n");
         loader.write_all(&mset).unwrap();
