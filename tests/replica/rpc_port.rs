@@ -614,6 +614,21 @@ fn listing_a_million_keys_from_ten_clients_that_never_read_cannot_grow_the_node(
         loader.write_all(&mset).unwrap();
         assert_eq!(read_line(&mut loader), "+OK");
     }
+    // Every actor has merged the world before the attack.
+    for actor in 0..2 {
+        let mut conn = raw_conn(&server.endpoint());
+        conn.write_all(format!("ACTOR {actor}\r\n").as_bytes())
+            .unwrap();
+        assert_eq!(read_line(&mut conn), "+OK");
+        wait_until(
+            Duration::from_secs(300),
+            "every actor has the world",
+            || {
+                conn.write_all(b"DBSIZE\r\n").unwrap();
+                read_line(&mut conn) == ":1000000"
+            },
+        );
+    }
     let (growth, slowest) = measure_attack(
         &server,
         |endpoint| {
