@@ -299,12 +299,16 @@ fn rpc_token(dir: &Path, options: &RpcOptions) -> Result<Option<Secret>, NodeErr
 fn capped(mut options: RpcOptions) -> RpcOptions {
     process::return_large_buffers_to_the_system();
     let limit = process::raise_fd_limit();
-    if let Some((now, before)) = limit {
-        tracing::info!(
-            before,
-            now,
-            "file limit (RLIMIT_NOFILE) raised to the hard limit"
-        );
+    match limit {
+        Some((now, before)) if now > before => {
+            tracing::info!(
+                before,
+                now,
+                "file limit (RLIMIT_NOFILE) raised to the hard limit"
+            );
+        }
+        Some((now, _)) => tracing::info!(now, "file limit (RLIMIT_NOFILE) is the hard limit"),
+        None => {}
     }
     let allowed = clients::cap_maxclients(options.maxclients, limit.map(|(now, _)| now));
     if allowed < options.maxclients {
