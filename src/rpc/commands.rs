@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::clients::ClientHandle;
 use super::listing::{self, Admission, admit};
+use super::pubsub;
 use super::resp::{Reply, array_header_bytes, bulk_reply_bytes};
 use super::server::NodeInfo;
 use crate::store::actor::Actor;
@@ -208,6 +209,9 @@ fn set(actor: &Actor, pairs: &[Bytes], reply: &mut Reply<'_>) {
         replica.put(owned(&pair[0]), Some(owned(&pair[1])), now);
     }
     drop(replica);
+    for pair in pairs.chunks_exact(2) {
+        pubsub::publish_change(&pair[0], true);
+    }
     actor.count_puts((pairs.len() / 2) as u64);
     reply.ok();
 }
@@ -228,6 +232,7 @@ fn del(actor: &Actor, keys: &[Bytes], reply: &mut Reply<'_>) {
         // that this replica knows of.
         if replica.get(key).is_some() {
             replica.put(owned(key), None, now);
+            pubsub::publish_change(key, false);
             deleted += 1;
         }
     }

@@ -22,6 +22,7 @@ use tokio::time::{Instant, sleep_until};
 use super::auth::{DEFAULT_USER, GAME_USER};
 use super::clients::{ClientHandle, ROOM_WAIT};
 use super::commands::{Flow, execute};
+use super::pubsub::{self, Subscriber, Subscription};
 use super::resp::{FrameLimits, Reply, parse_command};
 use super::server::{NodeInfo, network};
 use crate::store::actor::{Actor, Handoff};
@@ -125,6 +126,7 @@ pub async fn serve(actor: Rc<Actor>, node: Arc<NodeInfo>, conn: Handoff) {
         input_peak: 0,
         output: BytesMut::new(),
         state: Some(*state),
+        subscriber: None,
     };
     let id = conn.client().id();
     match conn.run(&actor, &node).await {
@@ -156,6 +158,8 @@ struct Connection {
     output: BytesMut,
     /// Taken when the connection moves.
     state: Option<ConnState>,
+    /// Its subscriptions, in subscribed mode.
+    subscriber: Option<Rc<Subscriber>>,
 }
 
 impl Connection {
@@ -183,6 +187,11 @@ impl Connection {
                     End::MoveTo(to) => self.move_away(actor, to).await,
                     other => other,
                 };
+            }
+            if let Some(sub) = &self.subscriber
+                && !sub.drain_into(&mut self.output)
+            {
+                return End::OutputOverLimit(self.output.len());
             }
             let pending = self.input.len();
             self.state_mut().client.set_pending_input(pending);
@@ -260,6 +269,41 @@ impl Connection {
             reply.error("NOAUTH Authentication required.");
             return Flow::Continue;
         }
+        let upper = name.to_ascii_uppercase();
+        if matches!(
+            upper.as_slice(),
+            b"SUBSCRIBE" | b"PSUBSCRIBE" | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE"
+        ) {
+            if args.len() < 2 && !upper.contains(&b'N') {
+                let shown = String::from_utf8_lossy(&upper).to_lowercase();
+                reply.error(&format!(
+                    "ERR wrong number of arguments for '{shown}' command"
+                ));
+                return Flow::Continue;
+            }
+            let limit = state.client.options().max_client_output_bytes;
+            self.subscriber =
+                match pubsub::command(self.subscriber.take(), &upper, args, limit, &mut reply) {
+                    Subscription::Active(sub) => Some(sub),
+                    Subscription::None => None,
+                };
+            return Flow::Continue;
+        }
+        if self.subscriber.is_some() {
+            if !pubsub::allowed_when_subscribed(&upper) {
+                let shown = String::from_utf8_lossy(name).to_lowercase();
+                reply.error(&format!(
+                    "ERR Can't execute '{shown}': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT are allowed in this context"
+                ));
+                return Flow::Continue;
+            }
+            if upper == b"PING" {
+                reply.array(2);
+                reply.bulk(b"pong");
+                reply.bulk(args.get(1).map_or(&b""[..], |message| &message[..]));
+                return Flow::Continue;
+            }
+        }
         execute(actor, node, &state.client, args, &mut self.output)
     }
 }
@@ -288,6 +332,12 @@ impl Connection {
                 _ = state.client.evicted() => return Err(End::Evicted),
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     return Err(End::Idle);
+                }
+                // A subscriber that does not read falls behind while its messages queue up.
+                () = message_queued(self.subscriber.as_deref()) => {
+                    if self.subscriber.as_ref().is_some_and(|sub| sub.overflowed()) {
+                        return Err(End::OutputOverLimit(self.output.len()));
+                    }
                 }
             }
         }
@@ -323,6 +373,7 @@ impl Connection {
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 return Err(expired);
             }
+            () = message_queued(self.subscriber.as_deref()) => {}
         }
         self.input_peak = self.input_peak.max(self.input.len());
         Ok(())
@@ -349,6 +400,14 @@ impl Connection {
             tracing::warn!("actor {to} is gone; closing the connection moved to it");
         }
         End::Moved
+    }
+}
+
+/// Resolves when a message is queued for `subscriber`; never without one.
+async fn message_queued(subscriber: Option<&Subscriber>) {
+    match subscriber {
+        Some(sub) => sub.wake.notified().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod connection;
 pub mod listing;
 pub mod process;
+pub mod pubsub;
 pub mod resp;
 pub mod server;
 

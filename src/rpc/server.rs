@@ -16,6 +16,7 @@ use super::auth::Secret;
 use super::clients::Clients;
 use super::commands::NetworkCommand;
 use super::connection::{self, ConnState};
+use super::pubsub;
 use super::resp::{FrameLimits, Reply};
 use crate::p2p::NetworkHandle;
 use crate::store::actor::{Actor, ConnectionService, Handoff, ToActor};
@@ -81,6 +82,14 @@ impl RpcService {
 impl ConnectionService for RpcService {
     fn serve(&self, actor: Rc<Actor>, conn: Handoff) -> LocalBoxFuture<'static, ()> {
         Box::pin(connection::serve(actor, self.node.clone(), conn))
+    }
+
+    fn wants_changes(&self) -> bool {
+        pubsub::anyone_listening()
+    }
+
+    fn changed(&self, key: &[u8], live: bool) {
+        pubsub::publish_change(key, live);
     }
 }
 

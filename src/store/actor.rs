@@ -62,6 +62,14 @@ pub enum ToActor {
 pub trait ConnectionService: Send + Sync + 'static {
     /// Serves `conn` until it closes or moves to another actor.
     fn serve(&self, actor: Rc<Actor>, conn: Handoff) -> LocalBoxFuture<'static, ()>;
+
+    /// Whether a connection on this thread wants to hear of merged changes.
+    fn wants_changes(&self) -> bool {
+        false
+    }
+
+    /// A merge on this actor set (`live`) or deleted `key`.
+    fn changed(&self, _key: &[u8], _live: bool) {}
 }
 
 /// Mailboxes of every local participant, in participant order (actors, then the gateway).
@@ -207,6 +215,21 @@ pub fn spawn(setup: ActorSetup) -> std::io::Result<ActorThread> {
     Ok(ActorThread { join })
 }
 
+/// The keys `batch` will change in the actor's replica (newer than what it holds), and
+/// whether each ends live.
+fn changes_in<'a>(actor: &Actor, batch: &'a Batch) -> Vec<(&'a [u8], bool)> {
+    let replica = actor.replica.borrow();
+    batch
+        .iter()
+        .filter(|(key, entry)| {
+            replica
+                .entry(key)
+                .is_none_or(|held| held.version < entry.version)
+        })
+        .map(|(key, entry)| (&key[..], entry.value.is_some()))
+        .collect()
+}
+
 async fn run(setup: ActorSetup) {
     let ActorSetup {
         index,
@@ -232,7 +255,11 @@ async fn run(setup: ActorSetup) {
         tokio::select! {
             message = inbox.recv() => match message {
                 Some(ToActor::Sync { batch, .. }) => {
+                    let changes = service.wants_changes().then(|| changes_in(&actor, &batch));
                     actor.replica.borrow_mut().merge_batch(&batch);
+                    for (key, live) in changes.into_iter().flatten() {
+                        service.changed(key, live);
+                    }
                 }
                 Some(ToActor::Connection(conn)) => {
                     tokio::task::spawn_local(service.serve(actor.clone(), conn));

@@ -648,3 +648,142 @@ fn listing_a_million_keys_from_ten_clients_that_never_read_cannot_grow_the_node(
     assert!(growth < RSS_GROWTH_BOUND, "rss grew by {growth} bytes");
     assert!(slowest < PING_BOUND, "a PING took {slowest:?}");
 }
+
+/// One reply as text: an array's elements (flattened), or the single value.
+fn read_reply(stream: &mut TcpStream) -> Vec<String> {
+    let line = read_line(stream);
+    match line.as_bytes().first() {
+        Some(b'*') => {
+            let n: usize = line[1..].parse().expect("array length");
+            (0..n).flat_map(|_| read_reply(stream)).collect()
+        }
+        Some(b'$') if line == "$-1" => vec!["nil".into()],
+        Some(b'$') => vec![read_line(stream)],
+        _ => vec![line],
+    }
+}
+
+#[test]
+fn keyspace_notifications_reach_subscribers_from_every_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Binary::server(dir.path());
+    let endpoint = server.endpoint();
+    let mut sub = raw_conn(&endpoint);
+    sub.write_all(b"ACTOR\r\n").unwrap();
+    let home: usize = read_line(&mut sub)[1..].parse().unwrap();
+    sub.write_all(b"PSUBSCRIBE __keyspace@0__:p/*\r\nSUBSCRIBE __keyspace@0__:x\r\n")
+        .unwrap();
+    assert_eq!(
+        read_reply(&mut sub),
+        ["psubscribe", "__keyspace@0__:p/*", ":1"]
+    );
+    assert_eq!(
+        read_reply(&mut sub),
+        ["subscribe", "__keyspace@0__:x", ":2"]
+    );
+    // Subscribed mode: only the subscription commands, PING and QUIT.
+    sub.write_all(b"GET x\r\nPING\r\n").unwrap();
+    assert!(read_line(&mut sub).starts_with("-ERR Can't execute 'get'"));
+    assert_eq!(read_reply(&mut sub), ["pong", ""]);
+
+    // A write on the subscriber's actor, then writes merged from the other actor.
+    let mut near = raw_conn(&endpoint);
+    near.write_all(format!("ACTOR {home}\r\nSET p/near 1\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(read_line(&mut near), "+OK");
+    assert_eq!(read_line(&mut near), "+OK");
+    assert_eq!(
+        read_reply(&mut sub),
+        [
+            "pmessage",
+            "__keyspace@0__:p/*",
+            "__keyspace@0__:p/near",
+            "set"
+        ]
+    );
+    let mut far = raw_conn(&endpoint);
+    far.write_all(format!("ACTOR {}\r\nSET p/far 1\r\nSET q 1\r\n", 1 - home).as_bytes())
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(read_line(&mut far), "+OK");
+    }
+    assert_eq!(
+        read_reply(&mut sub),
+        [
+            "pmessage",
+            "__keyspace@0__:p/*",
+            "__keyspace@0__:p/far",
+            "set"
+        ]
+    );
+    far.write_all(b"DEL p/far\r\nSET x 2\r\n").unwrap();
+    assert_eq!(read_line(&mut far), ":1");
+    assert_eq!(read_line(&mut far), "+OK");
+    let mut events = vec![read_reply(&mut sub), read_reply(&mut sub)];
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            vec!["message", "__keyspace@0__:x", "set"],
+            vec![
+                "pmessage",
+                "__keyspace@0__:p/*",
+                "__keyspace@0__:p/far",
+                "del"
+            ],
+        ],
+        "q matches no subscription"
+    );
+
+    // Unsubscribing from everything ends subscribed mode.
+    sub.write_all(b"UNSUBSCRIBE\r\nPUNSUBSCRIBE\r\nGET x\r\n")
+        .unwrap();
+    assert_eq!(
+        read_reply(&mut sub),
+        ["unsubscribe", "__keyspace@0__:x", ":1"]
+    );
+    assert_eq!(
+        read_reply(&mut sub),
+        ["punsubscribe", "__keyspace@0__:p/*", ":0"]
+    );
+    assert_eq!(read_reply(&mut sub), ["2"]);
+}
+
+#[test]
+fn a_subscriber_that_does_not_read_is_closed_at_its_output_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Binary::server_with(
+        dir.path(),
+        &Launch {
+            config: Some("(max_client_output_bytes: 1048576)".into()),
+            ..Launch::default()
+        },
+    );
+    let endpoint = server.endpoint();
+    let mut sub = raw_conn(&endpoint);
+    sub.write_all(b"PSUBSCRIBE *\r\n").unwrap();
+    assert_eq!(read_reply(&mut sub), ["psubscribe", "*", ":1"]);
+    // 30,000 events of about 1 KB: far more than the limit and the sockets' buffers.
+    let long = "k".repeat(900);
+    let mut writer = raw_conn(&endpoint);
+    let mut request = Vec::new();
+    for n in 0..30_000 {
+        write!(request, "SET {long}{n} v\r\n").unwrap();
+    }
+    writer.write_all(&request).unwrap();
+    let mut replies = vec![0u8; 30_000 * 5];
+    writer.read_exact(&mut replies).unwrap();
+    // The subscriber's socket ends after what the kernel held.
+    sub.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut sink = Vec::new();
+    let ended = sub.read_to_end(&mut sink);
+    assert!(
+        ended.is_ok() || ended.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "closed by the node"
+    );
+    assert!(
+        sink.len() < 30_000 * 950,
+        "not every event was delivered: {}",
+        sink.len()
+    );
+}
