@@ -19,7 +19,7 @@ use crate::rpc::process;
 use crate::rpc::resp::FrameLimits;
 use crate::rpc::server::{self, NodeInfo, RpcService};
 use crate::store::stats::Stats;
-use crate::store::{Limits, NodeId, OpenStore, StartOptions, Store, StoreError};
+use crate::store::{Limits, OpenStore, Signer, StartOptions, Store, StoreError};
 
 /// File name of the world database inside a world folder.
 pub const DB_FILE: &str = "world.redb";
@@ -142,8 +142,12 @@ impl Node {
         let peer_id = keypair.public().to_peer_id().to_string();
         let token = rpc_token(dir, &options.rpc)?;
         let rpc_options = capped(options.rpc.clone());
+        let signer = Signer::new(&keypair, &options.world).map_err(|err| NodeError::Io {
+            path: dir.join(identity::IDENTITY_FILE),
+            source: io::Error::other(err),
+        })?;
 
-        let open = OpenStore::open(&dir.join(DB_FILE))?;
+        let open = OpenStore::open(&dir.join(DB_FILE), signer)?;
         tracing::info!(
             entries = open.loaded_entries(),
             "loaded the world from disk"
@@ -190,7 +194,6 @@ impl Node {
             clients: Clients::new(rpc_options),
         });
         let store = open.start(StartOptions {
-            node: NodeId::new(peer_id),
             actors,
             limits: options.limits,
             outbound,

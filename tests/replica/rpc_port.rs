@@ -671,11 +671,11 @@ fn keyspace_notifications_reach_subscribers_from_every_actor() {
     let mut sub = raw_conn(&endpoint);
     sub.write_all(b"ACTOR\r\n").unwrap();
     let home: usize = read_line(&mut sub)[1..].parse().unwrap();
-    sub.write_all(b"PSUBSCRIBE __keyspace@0__:p/*\r\nSUBSCRIBE __keyspace@0__:x\r\n")
+    sub.write_all(b"PSUBSCRIBE __keyspace@0__:w/*\r\nSUBSCRIBE __keyspace@0__:x\r\n")
         .unwrap();
     assert_eq!(
         read_reply(&mut sub),
-        ["psubscribe", "__keyspace@0__:p/*", ":1"]
+        ["psubscribe", "__keyspace@0__:w/*", ":1"]
     );
     assert_eq!(
         read_reply(&mut sub),
@@ -688,7 +688,7 @@ fn keyspace_notifications_reach_subscribers_from_every_actor() {
 
     // A write on the subscriber's actor, then writes merged from the other actor.
     let mut near = raw_conn(&endpoint);
-    near.write_all(format!("ACTOR {home}\r\nSET p/near 1\r\n").as_bytes())
+    near.write_all(format!("ACTOR {home}\r\nSET w/near 1\r\n").as_bytes())
         .unwrap();
     assert_eq!(read_line(&mut near), "+OK");
     assert_eq!(read_line(&mut near), "+OK");
@@ -696,13 +696,13 @@ fn keyspace_notifications_reach_subscribers_from_every_actor() {
         read_reply(&mut sub),
         [
             "pmessage",
-            "__keyspace@0__:p/*",
-            "__keyspace@0__:p/near",
+            "__keyspace@0__:w/*",
+            "__keyspace@0__:w/near",
             "set"
         ]
     );
     let mut far = raw_conn(&endpoint);
-    far.write_all(format!("ACTOR {}\r\nSET p/far 1\r\nSET q 1\r\n", 1 - home).as_bytes())
+    far.write_all(format!("ACTOR {}\r\nSET w/far 1\r\nSET q 1\r\n", 1 - home).as_bytes())
         .unwrap();
     for _ in 0..3 {
         assert_eq!(read_line(&mut far), "+OK");
@@ -711,12 +711,12 @@ fn keyspace_notifications_reach_subscribers_from_every_actor() {
         read_reply(&mut sub),
         [
             "pmessage",
-            "__keyspace@0__:p/*",
-            "__keyspace@0__:p/far",
+            "__keyspace@0__:w/*",
+            "__keyspace@0__:w/far",
             "set"
         ]
     );
-    far.write_all(b"DEL p/far\r\nSET x 2\r\n").unwrap();
+    far.write_all(b"DEL w/far\r\nSET x 2\r\n").unwrap();
     assert_eq!(read_line(&mut far), ":1");
     assert_eq!(read_line(&mut far), "+OK");
     let mut events = vec![read_reply(&mut sub), read_reply(&mut sub)];
@@ -727,8 +727,8 @@ fn keyspace_notifications_reach_subscribers_from_every_actor() {
             vec!["message", "__keyspace@0__:x", "set"],
             vec![
                 "pmessage",
-                "__keyspace@0__:p/*",
-                "__keyspace@0__:p/far",
+                "__keyspace@0__:w/*",
+                "__keyspace@0__:w/far",
                 "del"
             ],
         ],
@@ -744,7 +744,7 @@ fn keyspace_notifications_reach_subscribers_from_every_actor() {
     );
     assert_eq!(
         read_reply(&mut sub),
-        ["punsubscribe", "__keyspace@0__:p/*", ":0"]
+        ["punsubscribe", "__keyspace@0__:w/*", ":0"]
     );
     assert_eq!(read_reply(&mut sub), ["2"]);
 }
