@@ -41,6 +41,8 @@ pub struct Handoff {
     pub stream: std::net::TcpStream,
     /// Bytes read from the socket but not yet parsed (pipelined commands after `ACTOR n`).
     pub unread: BytesMut,
+    /// The serving layer's own state of the connection (authentication, limits), opaque here.
+    pub context: Box<dyn std::any::Any + Send>,
 }
 
 /// Messages an actor's mailbox takes.
@@ -63,6 +65,14 @@ pub enum ToActor {
 pub trait ConnectionService: Send + Sync + 'static {
     /// Serves `conn` until it closes or moves to another actor.
     fn serve(&self, actor: Rc<Actor>, conn: Handoff) -> LocalBoxFuture<'static, ()>;
+
+    /// Whether a connection on this thread wants to hear of merged changes.
+    fn wants_changes(&self) -> bool {
+        false
+    }
+
+    /// A merge on this actor set (`live`) or deleted `key`.
+    fn changed(&self, _key: &[u8], _live: bool) {}
 }
 
 /// Mailboxes of every local participant, in participant order (actors, then the gateway).
@@ -249,6 +259,21 @@ pub fn spawn(setup: ActorSetup) -> std::io::Result<ActorThread> {
     Ok(ActorThread { join })
 }
 
+/// The keys `batch` will change in the actor's replica (newer than what it holds), and
+/// whether each ends live.
+fn changes_in<'a>(actor: &Actor, batch: &'a Batch) -> Vec<(&'a [u8], bool)> {
+    let replica = actor.replica.borrow();
+    batch
+        .iter()
+        .filter(|(key, entry)| {
+            replica
+                .entry(key)
+                .is_none_or(|held| held.version < entry.version)
+        })
+        .map(|(key, entry)| (&key[..], entry.value.is_some()))
+        .collect()
+}
+
 async fn run(setup: ActorSetup) {
     let ActorSetup {
         index,
@@ -279,7 +304,11 @@ async fn run(setup: ActorSetup) {
         tokio::select! {
             message = inbox.recv() => match message {
                 Some(ToActor::Sync { batch, .. }) => {
+                    let changes = service.wants_changes().then(|| changes_in(&actor, &batch));
                     actor.replica.borrow_mut().merge_batch(&batch);
+                    for (key, live) in changes.into_iter().flatten() {
+                        service.changed(key, live);
+                    }
                 }
                 Some(ToActor::Connection(conn)) => {
                     tokio::task::spawn_local(service.serve(actor.clone(), conn));
