@@ -35,7 +35,7 @@ impl TestNode {
         let node = Node::start(NodeOptions::local(dir.path().join("world"), 2))
             .await
             .unwrap();
-        let kv = KvClient::connect(node.rpc_addr()).await.unwrap();
+        let kv = KvClient::connect(&node.game_endpoint()).await.unwrap();
         TestNode { node, kv, dir }
     }
 
@@ -54,7 +54,7 @@ impl TestNode {
             discovery,
         });
         let node = Node::start(options).await.unwrap();
-        let kv = KvClient::connect(node.rpc_addr()).await.unwrap();
+        let kv = KvClient::connect(&node.game_endpoint()).await.unwrap();
         TestNode { node, kv, dir }
     }
 
@@ -65,7 +65,7 @@ impl TestNode {
 
     /// A fresh client (another connection, maybe on another query actor).
     pub async fn client(&self) -> KvClient {
-        KvClient::connect(self.node.rpc_addr()).await.unwrap()
+        KvClient::connect(&self.node.rpc_endpoint()).await.unwrap()
     }
 
     /// Stops the node and hands back its folder.
