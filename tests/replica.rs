@@ -529,7 +529,7 @@ async fn a_lone_put_costs_one_message_to_each_other_participant() {
     let (node, _dir) = node(actors).await;
     let mut conns = Vec::new();
     for n in 0..actors {
-        conns.push(connect_to_actor(node.rpc_addr(), n).await);
+        conns.push(connect_to_actor(&node.rpc_endpoint(), n).await);
     }
     let sent_by_actor_0 = || -> Vec<u64> {
         node.stats().senders[0]
