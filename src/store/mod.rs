@@ -16,8 +16,11 @@
 pub mod actor;
 pub mod clock;
 pub mod entry;
+pub mod fingerprint;
 pub mod gateway;
+pub mod indexed;
 pub mod persist;
+pub mod ranger;
 pub mod replica;
 pub mod stats;
 pub mod validate;
