@@ -18,13 +18,14 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at};
 
 use super::actor::{FLUSH_PERIOD, ToActor};
 use super::clock::wall_millis;
-use super::entry::{Batch, Entry, Key, KeyedEntry, Merged, merge};
+use super::entry::{Batch, Entry, Key, KeyedEntry, Merged};
+use super::indexed::IndexedMap;
 use super::persist::PersistHandle;
 use super::stats::Stats;
 use super::validate::{Limits, check_entry};
 
-/// A read of the gateway's replica, run on the gateway task.
-pub type Query = Box<dyn FnOnce(&BTreeMap<Key, Entry>) + Send>;
+/// A read of the gateway's replica (entries and range fingerprints), run on the gateway task.
+pub type Query = Box<dyn FnOnce(&IndexedMap) + Send>;
 
 /// Messages the gateway's mailbox takes.
 pub enum ToGateway {
@@ -42,7 +43,7 @@ pub enum ToGateway {
         /// Told how many entries changed this replica, if anyone asks.
         merged: Option<oneshot::Sender<RemoteMerge>>,
     },
-    /// Runs a read over the gateway's replica (bootstrap chunks, digests).
+    /// Runs a read over the gateway's replica (reconciliation).
     Query(Query),
     /// Flushes everything pending to actors, persistence and the network, then stops.
     Shutdown(oneshot::Sender<()>),
@@ -100,7 +101,7 @@ impl GatewayHandle {
     /// has stopped). Keep reads short: the gateway does nothing else meanwhile.
     pub async fn query<T: Send + 'static>(
         &self,
-        read: impl FnOnce(&BTreeMap<Key, Entry>) -> T + Send + 'static,
+        read: impl FnOnce(&IndexedMap) -> T + Send + 'static,
     ) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         let query: Query = Box::new(move |map| {
@@ -144,8 +145,8 @@ pub struct GatewaySetup {
 }
 
 struct Gateway {
-    /// The gateway's full replica.
-    map: BTreeMap<Key, Entry>,
+    /// The gateway's full replica, with the range fingerprints reconciliation reads.
+    map: IndexedMap,
     /// Remote entries merged since the last flush to actors, latest per key.
     inbound: HashMap<Key, Entry>,
     /// Local entries not yet published to the world, latest per key.
@@ -174,7 +175,7 @@ pub async fn run(setup: GatewaySetup) {
         stats,
     } = setup;
     let mut gateway = Gateway {
-        map,
+        map: IndexedMap::new(map),
         inbound: HashMap::new(),
         unpublished: HashMap::new(),
         actors,
@@ -214,7 +215,7 @@ pub async fn run(setup: GatewaySetup) {
 impl Gateway {
     fn local(&mut self, batch: Batch) {
         for (key, entry) in batch.iter() {
-            if merge(&mut self.map, key.clone(), entry.clone()) != Merged::Unchanged
+            if self.map.merge(key.clone(), entry.clone()) != Merged::Unchanged
                 && self.network.is_some()
             {
                 self.unpublished.insert(key.clone(), entry.clone());
@@ -241,7 +242,7 @@ impl Gateway {
                     continue;
                 }
             }
-            if merge(&mut self.map, key.clone(), entry.clone()) != Merged::Unchanged {
+            if self.map.merge(key.clone(), entry.clone()) != Merged::Unchanged {
                 self.inbound.insert(key, entry);
                 report.changed += 1;
             }

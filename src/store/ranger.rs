@@ -62,6 +62,12 @@ impl Range {
         self.upper()
             .is_some_and(|upper| upper <= self.lower.as_ref())
     }
+
+    /// An estimate of the bytes a part over this range takes on the wire.
+    fn size(&self) -> usize {
+        const FIXED_BYTES: usize = 48;
+        self.lower.len() + self.upper.as_ref().map_or(0, Bytes::len) + FIXED_BYTES
+    }
 }
 
 /// One range's worth of a message.
@@ -111,8 +117,9 @@ impl Message {
 /// How much one message may carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PageLimits {
-    /// Estimated bytes of entries in one message (at least one entry is always sent).
-    pub entry_bytes: usize,
+    /// Estimated bytes of entries and range bounds in one message (at least one entry is
+    /// always sent; ranges handed back unanswered may go over it by the size of the request).
+    pub bytes: usize,
     /// Parts in one message (at least `SPLIT + 2`; parts beyond it in a received message are
     /// ignored and reconciled in a later session).
     pub parts: usize,
@@ -156,7 +163,7 @@ pub fn respond(store: &IndexedMap, request: &Message, limits: &PageLimits) -> Me
         }
         let later = received.len() - index - 1;
         let room = limits.parts().saturating_sub(out.parts.len() + later);
-        if out.bytes >= limits.entry_bytes || room < 2 {
+        if out.bytes >= limits.bytes || room < 2 {
             out.defer(range, mine);
         } else if summary.count == 0 || mine.count <= LEAF_KEYS {
             out.page(range);
@@ -170,18 +177,45 @@ pub fn respond(store: &IndexedMap, request: &Message, limits: &PageLimits) -> Me
 }
 
 /// The initiator's next message after merging the entries of `reply`, or `None` when the
-/// session is over.
+/// session is over. Ranges beyond the message's limits are asked about as one range, which the
+/// responder cuts again.
 pub fn pull(store: &IndexedMap, reply: &Message, limits: &PageLimits) -> Option<Message> {
+    let summaries: Vec<(&Range, &Summary)> = reply
+        .parts
+        .iter()
+        .filter_map(|part| match part {
+            Part::Fingerprint { range, summary } => Some((range, summary)),
+            Part::Entries { .. } => None,
+        })
+        .collect();
     let mut parts = Vec::new();
-    for part in reply.parts.iter().take(limits.parts()) {
-        if let Part::Fingerprint { range, summary } = part {
-            let mine = store.summary(&range.lower, range.upper());
-            if mine != *summary && !range.is_empty() {
+    let mut bytes = 0;
+    for (range, theirs) in &summaries {
+        if parts.len() + 1 >= limits.parts() || bytes >= limits.bytes {
+            let upper = summaries.last().and_then(|(last, _)| last.upper.clone());
+            let rest = Range {
+                lower: range.lower.clone(),
+                upper,
+            };
+            if !rest.is_empty() {
+                let summary = store.summary(&rest.lower, rest.upper());
                 parts.push(Part::Fingerprint {
-                    range: range.clone(),
-                    summary: mine,
+                    range: rest,
+                    summary,
                 });
             }
+            break;
+        }
+        if range.is_empty() {
+            continue;
+        }
+        let mine = store.summary(&range.lower, range.upper());
+        if mine != **theirs {
+            bytes += range.size();
+            parts.push(Part::Fingerprint {
+                range: (*range).clone(),
+                summary: mine,
+            });
         }
     }
     (!parts.is_empty()).then_some(Message { parts })
@@ -195,13 +229,14 @@ struct Answer<'a> {
     limits: &'a PageLimits,
     /// Parts so far.
     parts: Vec<Part>,
-    /// Estimated bytes of entries so far.
+    /// Estimated bytes of entries and range bounds so far.
     bytes: usize,
 }
 
 impl Answer<'_> {
     /// Hands `range` back as our summary: the initiator asks again next round if it differs.
     fn defer(&mut self, range: &Range, summary: Summary) {
+        self.bytes += range.size();
         self.parts.push(Part::Fingerprint {
             range: range.clone(),
             summary,
@@ -214,7 +249,7 @@ impl Answer<'_> {
         let mut rest = None;
         for (key, entry) in self.store.range(&range.lower, range.upper()) {
             let size = entry.wire_size(key);
-            if self.bytes > 0 && self.bytes + size > self.limits.entry_bytes {
+            if self.bytes > 0 && self.bytes + size > self.limits.bytes {
                 rest = Some(key.clone());
                 break;
             }

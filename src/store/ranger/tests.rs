@@ -100,7 +100,7 @@ proptest! {
         common in prop::collection::vec(("[a-f]{1,4}", 0u64..4, 0usize..40), 0..300),
         only_a in prop::collection::vec(("[a-f]{1,4}", 0u64..6, 0usize..40), 0..60),
         only_b in prop::collection::vec(("[a-f]{1,4}", 0u64..6, 0usize..40), 0..60),
-        entry_bytes in 1usize..3000,
+        bytes in 1usize..3000,
         parts in 0usize..40,
         losses in prop::collection::vec(any::<bool>(), 0..6),
     ) {
@@ -112,7 +112,7 @@ proptest! {
         let model = union(&a_entries, &b_entries);
         let mut a = indexed(&a_entries);
         let mut b = indexed(&b_entries);
-        let limits = PageLimits { entry_bytes, parts };
+        let limits = PageLimits { bytes, parts };
         // Each message is lost when the next planned loss says so; once the plan runs out,
         // nothing more is lost (a bounded number of losses).
         let mut plan = losses.into_iter();
@@ -156,7 +156,7 @@ proptest! {
                 })
                 .collect(),
         };
-        let limits = PageLimits { entry_bytes: 64, parts: 20 };
+        let limits = PageLimits { bytes: 64, parts: 20 };
         let answer = respond(&store, &request, &limits);
         prop_assert!(answer.parts.len() <= limits.parts());
         let _ = pull(&store, &request, &limits);
@@ -171,7 +171,7 @@ fn replicas_in_sync_finish_in_one_small_round() {
     let mut a = indexed(&entries);
     let b = indexed(&entries);
     let limits = PageLimits {
-        entry_bytes: 256 * 1024,
+        bytes: 256 * 1024,
         parts: 4096,
     };
     let run = session(&mut a, &b, &limits, &mut || false);
@@ -192,7 +192,7 @@ fn ten_differences_move_well_under_one_percent_of_a_full_transfer() {
     }
     let full: usize = b.map().iter().map(|(k, e)| e.wire_size(k)).sum();
     let limits = PageLimits {
-        entry_bytes: 256 * 1024,
+        bytes: 256 * 1024,
         parts: 4096,
     };
     let run = session(&mut a, &b, &limits, &mut || false);
@@ -213,7 +213,7 @@ fn a_new_replica_receives_everything_page_by_page() {
     let mut empty = IndexedMap::default();
     let full = indexed(&entries);
     let limits = PageLimits {
-        entry_bytes: 64 * 1024,
+        bytes: 64 * 1024,
         parts: 4096,
     };
     let run = session(&mut empty, &full, &limits, &mut || false);
