@@ -220,8 +220,9 @@ async fn a_restarted_node_keeps_its_id_and_catches_up() {
 async fn a_bootstrap_of_many_pages_arrives_whole_with_progress() {
     let a = TestNode::start(1, vec![], false).await;
     let mut conn = a.actors[0].clone();
+    // About 4 MB: four pages of `PAGE_TARGET_BYTES`.
     let keys = 6000;
-    let value = "p".repeat(200);
+    let value = "p".repeat(600);
     for chunk in 0..keys / 500 {
         let mut mset = redis::cmd("MSET");
         for i in 0..500 {
