@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests: running the real `cmud` binary, and waiting for a
 //! condition with a generous deadline.
 
+// Each test binary compiles its own copy and uses only some of it.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -28,17 +31,11 @@ pub struct Binary {
 
 impl Binary {
     /// The command line every test node uses: free ports, loopback, no mDNS.
-    fn command(root: &Path) -> Command {
+    fn command(root: &Path, actors: u16) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_cmud"));
         command
-            .args([
-                "--server-only",
-                "--rpc-port",
-                "0",
-                "--actors",
-                "2",
-                "--no-mdns",
-            ])
+            .args(["--server-only", "--rpc-port", "0", "--no-mdns"])
+            .args(["--actors", &actors.to_string()])
             .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
             .arg("--data-dir")
             .arg(root.join("data"))
@@ -49,9 +46,14 @@ impl Binary {
         command
     }
 
-    /// Starts a node on the data under `root` and waits for its RPC port.
+    /// Starts a node with two actors on the data under `root` and waits for its RPC port.
     pub fn server(root: &Path) -> Binary {
-        let mut child = Self::command(root)
+        Self::server_with_actors(root, 2)
+    }
+
+    /// Starts a node with `actors` actors on the data under `root` and waits for its RPC port.
+    pub fn server_with_actors(root: &Path, actors: u16) -> Binary {
+        let mut child = Self::command(root, actors)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -94,10 +96,15 @@ impl Binary {
 
     /// Runs a node on the data under `root` to its end (for one that must refuse to start).
     pub fn run_to_end(root: &Path) -> Output {
-        Self::command(root)
+        Self::command(root, 2)
             .stdin(Stdio::null())
             .output()
             .expect("cmud runs")
+    }
+
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The node's RPC address.

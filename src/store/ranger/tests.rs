@@ -221,3 +221,34 @@ fn a_new_replica_receives_everything_page_by_page() {
     // About 600 KB in 64 KB pages: one round per page, no descent.
     assert!((9..=12).contains(&run.rounds), "{} rounds", run.rounds);
 }
+
+#[test]
+#[ignore = "a figure for the README: run in release with --ignored --nocapture"]
+fn ten_differences_between_two_million_key_replicas() {
+    let keys = 1_000_000u64;
+    let entries: Vec<_> = (0..keys)
+        .map(|i| (Bytes::from(format!("world/{i:07}")), entry(i, "a", 64)))
+        .collect();
+    let mut a = indexed(&entries);
+    let mut b = indexed(&entries);
+    for i in 0..10u64 {
+        let key = Bytes::from(format!("world/{:07}", i * 99_991));
+        b.merge(key, entry(10_000_000 + i, "b", 64));
+    }
+    let full: usize = b.map().iter().map(|(k, e)| e.wire_size(k)).sum();
+    let limits = PageLimits {
+        bytes: 1024 * 1024,
+        parts: 4096,
+    };
+    let started = std::time::Instant::now();
+    let run = session(&mut a, &b, &limits, &mut || false);
+    println!(
+        "10 differences in {keys} keys: {} bytes in {} rounds ({:.4}% of a full transfer of {full} bytes), {:?}",
+        run.bytes,
+        run.rounds,
+        run.bytes as f64 * 100.0 / full as f64,
+        started.elapsed()
+    );
+    assert_eq!(a.map(), b.map());
+    assert!(run.bytes * 100 < full);
+}
