@@ -137,7 +137,14 @@ impl EventLoop {
 
     pub(super) fn on_internal(&mut self, internal: Internal) {
         match internal {
-            Internal::Opened { peer, message } => self.send_sync_request(peer, message),
+            Internal::Opened { peer, message } => {
+                if self
+                    .session_with(peer)
+                    .is_some_and(|session| session.request.is_none())
+                {
+                    self.send_sync_request(peer, message);
+                }
+            }
             Internal::Serve { channel, response } => {
                 if self
                     .swarm
