@@ -18,8 +18,10 @@ use tokio::time::Instant;
 
 use super::SyncProgress;
 use super::event_loop::{EventLoop, offset_ms};
+use super::gossip::GossipChecked;
 use super::wire::{FORMAT_VERSION, PAGE_LIMITS, SyncRequest, SyncResponse, encode};
 use crate::store::clock::wall_millis;
+use crate::store::gateway::RemoteMerge;
 use crate::store::ranger::{self, MAX_IDLE_ROUNDS, Message};
 
 /// Exchanges this large or larger are logged and shown as progress.
@@ -41,6 +43,8 @@ pub(super) enum Internal {
         /// The answer.
         response: SyncResponse,
     },
+    /// The gateway has judged a gossiped batch: report it to gossipsub.
+    Gossip(GossipChecked),
     /// A reply from `peer` has been merged and the next request computed.
     Pulled {
         /// The peer.
@@ -49,6 +53,8 @@ pub(super) enum Internal {
         next: Option<Message>,
         /// Entries of the reply that changed our replica.
         changed: usize,
+        /// Entries of the reply the gateway turned away as invalid.
+        invalid: usize,
     },
 }
 
@@ -156,11 +162,16 @@ impl EventLoop {
                     tracing::debug!("a peer left before its sync answer was ready");
                 }
             }
+            Internal::Gossip(checked) => self.on_gossip_checked(checked),
             Internal::Pulled {
                 peer,
                 next,
                 changed,
+                invalid,
             } => {
+                if invalid > 0 && self.bad_logged.insert(peer) {
+                    tracing::warn!(%peer, invalid, "dropped invalid entries from a peer's sync answer (further ones from it are counted in INFO, not logged)");
+                }
                 let Some(session) = self.session_with(peer) else {
                     return;
                 };
@@ -401,15 +412,12 @@ impl EventLoop {
         let gateway = self.gateway.clone();
         let internal = self.internal_tx.clone();
         tokio::spawn(async move {
-            let mut changed = 0;
+            let mut merged = RemoteMerge::default();
             if !entries.is_empty() {
                 let Some(merge) = gateway.remote_entries(entries).await else {
                     return;
                 };
-                if merge.invalid > 0 {
-                    tracing::debug!(%peer, invalid = merge.invalid, "dropped invalid entries from a sync answer");
-                }
-                changed = merge.changed;
+                merged = merge;
             }
             let next = gateway
                 .query(move |store| ranger::pull(store, &message, &PAGE_LIMITS))
@@ -418,7 +426,8 @@ impl EventLoop {
                 let _ = internal.send(Internal::Pulled {
                     peer,
                     next,
-                    changed,
+                    changed: merged.changed,
+                    invalid: merged.invalid,
                 });
             }
         });

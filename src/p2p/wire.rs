@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::store::KeyedEntry;
 use crate::store::ranger::{Message, PageLimits};
 
-/// Version of every format below; bumped on any incompatible change.
-pub const FORMAT_VERSION: u16 = 1;
+/// Version of every format below; bumped on any incompatible change. Version 2: entries must
+/// carry their writer's signature (version 1 peers sent unsigned entries).
+pub const FORMAT_VERSION: u16 = 2;
 
 /// The request-response protocol for bootstrap and anti-entropy (range-based reconciliation;
 /// `/cmud/sync/1` was the digest exchange it replaced).
@@ -390,7 +391,7 @@ mod tests {
             Err(WireError::Format(9))
         ));
         assert!(matches!(
-            decode::<WireBatch>(&[1, 0, 0xff, 0xff], MAX_MESSAGE_BYTES),
+            decode::<WireBatch>(&[FORMAT_VERSION as u8, 0, 0xff, 0xff], MAX_MESSAGE_BYTES),
             Err(WireError::Malformed(_))
         ));
         assert!(matches!(
@@ -407,8 +408,8 @@ mod tests {
             message: Message::default(),
         })
         .unwrap();
-        bytes[0] = 2;
+        bytes[0] = 1;
         let request = decode_request(&bytes).unwrap();
-        assert_eq!((request.format, request.world.as_str()), (2, "elsewhere"));
+        assert_eq!((request.format, request.world.as_str()), (1, "elsewhere"));
     }
 }
