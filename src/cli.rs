@@ -62,6 +62,11 @@ pub struct Cli {
     /// Settings file to use instead of config.ron in the platform config dir.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Print the RPC port's token (from rpc.token in the world's folder, written if missing)
+    /// and exit: `redis-cli -p 7440 -a "$(cmud --print-rpc-token)"`.
+    #[arg(long)]
+    pub print_rpc_token: bool,
 }
 
 /// Which front end runs.
@@ -99,6 +104,19 @@ pub struct Settings {
     pub profile: Profile,
     /// How to run the node.
     pub node: NodeOptions,
+    /// How the terminal UI shows its log (`timestamps`, `bell_on_mention` in config.ron).
+    pub screen: ScreenOptions,
+}
+
+/// The terminal UI's settings from `config.ron`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScreenOptions {
+    /// Put the local time before each line of the log.
+    pub timestamps: bool,
+    /// Ring the bell when a chat line mentions the player.
+    pub bell_on_mention: bool,
+    /// The local time's offset from UTC, in seconds, for the timestamps.
+    pub utc_offset_secs: i32,
 }
 
 impl Cli {
@@ -164,6 +182,7 @@ impl Cli {
             rpc_fallback: !server_only,
             actors,
             limits,
+            rpc: config.rpc_options(),
             network: Some(NetworkOptions {
                 world,
                 listen,
@@ -179,12 +198,21 @@ impl Cli {
             .clone()
             .or_else(|| profile.name.clone())
             .or_else(|| config.name.clone());
+        let screen = ScreenOptions {
+            timestamps: config.timestamps,
+            bell_on_mention: config.bell_on_mention,
+            // Read now: `main` builds settings before any thread starts, and on Unix the
+            // offset can only be read safely then (otherwise it stays UTC).
+            utc_offset_secs: time::UtcOffset::current_local_offset()
+                .map_or(0, |offset| offset.whole_seconds()),
+        };
         Ok(Settings {
             front_end,
             name,
             paths,
             profile,
             node,
+            screen,
         })
     }
 }

@@ -5,6 +5,8 @@
 //!
 //! `CMUD_SCALE_KEYS` overrides the world size of the first two (default 1,000,000).
 
+// These tests use only part of the shared helpers.
+#[allow(dead_code)]
 mod common;
 
 use std::collections::BTreeMap;
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use cmud::rpc::client::parse_info;
-use common::{Binary, eventually};
+use common::{Binary, Launch, eventually};
 use rand::seq::IndexedRandom;
 use redis::aio::MultiplexedConnection;
 use tempfile::TempDir;
@@ -31,7 +33,11 @@ struct Proc {
 impl Proc {
     async fn spawn() -> Proc {
         let dir = tempfile::tempdir().expect("tempdir");
-        let bin = Binary::server_with_actors(dir.path(), 1);
+        let launch = Launch {
+            args: vec!["--actors".into(), "1".into()],
+            ..Launch::default()
+        };
+        let bin = Binary::server_with(dir.path(), &launch);
         let conn = connect(&bin).await;
         Proc {
             bin,
@@ -140,7 +146,7 @@ impl Proc {
 }
 
 async fn connect(bin: &Binary) -> MultiplexedConnection {
-    let client = redis::Client::open(format!("redis://{}/", bin.rpc_addr())).expect("client");
+    let client = redis::Client::open(bin.endpoint().redis_url()).expect("client");
     // A JOIN answers once its dial is done, and a node merging a large world may take more
     // than the redis crate's default 500 ms to answer.
     let config =

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cmud::game::clock::InstantClock;
 use cmud::game::content::{Content, RULES_RON, STORY_RON};
-use cmud::game::events::{Event, Input, LineKind, Status};
+use cmud::game::events::{Activity, Event, Input, LineKind, Status};
 use cmud::game::session::{self, SessionOptions};
 use cmud::node::{Node, NodeOptions};
 use cmud::p2p::NetworkOptions;
@@ -35,7 +35,7 @@ impl TestNode {
         let node = Node::start(NodeOptions::local(dir.path().join("world"), 2))
             .await
             .unwrap();
-        let kv = KvClient::connect(node.rpc_addr()).await.unwrap();
+        let kv = KvClient::connect(&node.game_endpoint()).await.unwrap();
         TestNode { node, kv, dir }
     }
 
@@ -54,7 +54,7 @@ impl TestNode {
             discovery,
         });
         let node = Node::start(options).await.unwrap();
-        let kv = KvClient::connect(node.rpc_addr()).await.unwrap();
+        let kv = KvClient::connect(&node.game_endpoint()).await.unwrap();
         TestNode { node, kv, dir }
     }
 
@@ -65,7 +65,7 @@ impl TestNode {
 
     /// A fresh client (another connection, maybe on another query actor).
     pub async fn client(&self) -> KvClient {
-        KvClient::connect(self.node.rpc_addr()).await.unwrap()
+        KvClient::connect(&self.node.rpc_endpoint()).await.unwrap()
     }
 
     /// Stops the node and hands back its folder.
@@ -163,7 +163,7 @@ impl Player {
                 Some(Event::Line(l)) if l.kind == LineKind::Echo => marked |= l.text == mark,
                 Some(Event::Line(l)) => out.push((l.kind, l.text)),
                 // Story text runs on by itself; mining and solving are waited for.
-                Some(Event::Progress(p)) => busy = p.is_some_and(|p| p.label != "Story"),
+                Some(Event::Progress(p)) => busy = p.is_some_and(|p| p.activity != Activity::Story),
                 Some(Event::Quit) | None => break,
                 Some(_) => {}
             }
