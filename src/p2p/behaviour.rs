@@ -64,7 +64,7 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// Gossip of batched Puts.
     pub gossipsub: gossipsub::Behaviour,
-    /// Bootstrap and anti-entropy (`/cmud/sync/1`).
+    /// Bootstrap and anti-entropy (`/cmud/sync/2`).
     pub sync: request_response::Behaviour<SyncCodec>,
 }
 

@@ -21,7 +21,7 @@ use tokio::time::{MissedTickBehavior, interval};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::redial::Redial;
-use super::sync::{Internal, Session};
+use super::sync::{Internal, Syncs};
 use super::{Command, NetworkOptions, P2pError, SyncProgress, peer_of, puts_topic};
 use crate::store::gateway::GatewayHandle;
 use crate::store::stats::Stats;
@@ -94,8 +94,8 @@ pub(super) struct EventLoop {
     pub(super) redial: Redial,
     /// `JOIN`s waiting for their dial's outcome.
     pub(super) pending_joins: HashMap<ConnectionId, oneshot::Sender<Result<(), P2pError>>>,
-    /// Running bootstrap / anti-entropy exchanges, by peer.
-    pub(super) sessions: HashMap<PeerId, Session>,
+    /// Bootstrap / anti-entropy: the session running and the peers waiting.
+    pub(super) sync: Syncs,
     /// Connected peers of another world, format or program: not synced with while connected.
     pub(super) foreign: HashSet<PeerId>,
     /// Last clock offset seen per peer (their clock minus ours), in milliseconds.
@@ -133,7 +133,7 @@ impl EventLoop {
             peers: HashMap::new(),
             redial: Redial::default(),
             pending_joins: HashMap::new(),
-            sessions: HashMap::new(),
+            sync: Syncs::default(),
             foreign: HashSet::new(),
             offsets: HashMap::new(),
             offset_warned: HashSet::new(),

@@ -2,9 +2,8 @@
 //! channel (the `Client` / `EventLoop` / `Command` shape of libp2p's file-sharing example).
 //!
 //! - [`behaviour`]: the behaviours (TCP + noise + yamux, identify, ping, mDNS, Kademlia,
-//!   gossipsub, `/cmud/sync/1`) and their tuning.
+//!   gossipsub, `/cmud/sync/2`) and their tuning.
 //! - [`wire`]: gossip batches and sync messages, postcard-encoded with a format version.
-//! - [`digest`]: the simple range digest behind bootstrap and anti-entropy (pure functions).
 //! - `event_loop`: the task that owns the swarm, with `dial` (joins, re-dials, discovery),
 //!   `gossip` (batches) and `sync` (bootstrap, anti-entropy); `redial`: re-dial bookkeeping.
 //! - [`progress`]: showing a large bootstrap's progress.
@@ -15,7 +14,6 @@
 
 pub mod behaviour;
 mod dial;
-pub mod digest;
 mod event_loop;
 mod gossip;
 pub mod identity;

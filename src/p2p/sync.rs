@@ -1,36 +1,40 @@
-//! Bootstrap and anti-entropy over `/cmud/sync/1`: on every (re)connection, and every few
-//! seconds with a random peer, a node sends its digest and pulls, page by page, the entries of
-//! the ranges where the peer's replica differs. Answers are read from the gateway's replica in
-//! a helper task; pages received are merged through the gateway (which validates every entry)
-//! before the next page is asked for.
+//! Bootstrap and anti-entropy over `/cmud/sync/2`: the thin handler that moves the messages of
+//! [`crate::store::ranger`]'s reconciliation between the swarm and the gateway.
+//!
+//! A node pulls from one peer at a time: on every (re)connection the peer joins a queue, and
+//! every few seconds a random peer is pulled from when nothing else is. One session at a time
+//! is what makes a node that joins several peers at once download the world once: the first
+//! session brings everything, the next ones find nothing missing. Answers are computed on the
+//! gateway (which owns the replica and its fingerprint index) in helper tasks; entries
+//! received are merged through the gateway, which validates each one, before the next request.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 
-use bytes::Bytes;
 use libp2p::PeerId;
-use libp2p::request_response::{self, Message, OutboundRequestId, ResponseChannel};
+use libp2p::request_response::{self, Message as Rr, OutboundRequestId, ResponseChannel};
 use rand::seq::IteratorRandom;
 use tokio::time::Instant;
 
 use super::SyncProgress;
-use super::digest::{self, ranges_from};
 use super::event_loop::{EventLoop, offset_ms};
 use super::gossip::GossipChecked;
-use super::wire::{FORMAT_VERSION, RangeDigest, SyncRequest, SyncResponse, entry_bytes};
-use crate::store::KeyedEntry;
+use super::wire::{FORMAT_VERSION, PAGE_LIMITS, SyncRequest, SyncResponse, encode};
 use crate::store::clock::wall_millis;
+use crate::store::gateway::RemoteMerge;
+use crate::store::ranger::{self, MAX_IDLE_ROUNDS, Message};
 
 /// Exchanges this large or larger are logged and shown as progress.
 const LARGE_SYNC_ENTRIES: u64 = 1000;
 
 /// Results of helper tasks, sent back to the event loop.
 pub(super) enum Internal {
-    /// Our digest is ready: send the first request of the exchange with `peer`.
-    Digest {
+    /// The first request of the session with `peer` is ready.
+    Opened {
         /// The peer.
         peer: PeerId,
-        /// Our digest.
-        ranges: Vec<RangeDigest>,
+        /// The request.
+        message: Message,
     },
     /// An answer to a peer's request is ready.
     Serve {
@@ -41,79 +45,110 @@ pub(super) enum Internal {
     },
     /// The gateway has judged a gossiped batch: report it to gossipsub.
     Gossip(GossipChecked),
-    /// A page from `peer` has been merged: ask for the next one, if any.
-    Merged {
+    /// A reply from `peer` has been merged and the next request computed.
+    Pulled {
         /// The peer.
         peer: PeerId,
-        /// Where the next page starts.
-        next: Option<Bytes>,
-        /// Entries of the page the gateway turned away as invalid.
+        /// The next request; `None` when the session is over.
+        next: Option<Message>,
+        /// Entries of the reply that changed our replica.
+        changed: usize,
+        /// Entries of the reply the gateway turned away as invalid.
         invalid: usize,
     },
 }
 
-/// One running exchange with a peer (we pull from it).
+/// This node's pulling: the session running, if any, and the peers waiting for one.
+#[derive(Debug, Default)]
+pub(super) struct Syncs {
+    /// The session running.
+    active: Option<Session>,
+    /// Peers to pull from next, in order (newly connected ones).
+    waiting: VecDeque<PeerId>,
+}
+
+/// The session running with a peer (we pull from it).
 #[derive(Debug)]
-pub(super) struct Session {
-    /// Our digest, taken when the exchange started.
-    ranges: Vec<RangeDigest>,
-    /// The request in flight.
+struct Session {
+    /// The peer.
+    peer: PeerId,
+    /// The request in flight, once sent.
     request: Option<OutboundRequestId>,
-    /// Where the request in flight resumes (`None` for the first page).
-    from: Option<Bytes>,
+    /// Rounds in a row whose entries changed nothing here.
+    idle_rounds: u32,
     /// Entries received so far.
     received: u64,
     /// Entries the peer holds.
     total: u64,
-    /// When the exchange started.
+    /// When the session started.
     started: Instant,
 }
 
 impl EventLoop {
-    /// Starts pulling from `peer`, unless an exchange with it is running already.
+    /// Pulls from `peer` now, or after the session running.
     pub(super) fn start_sync(&mut self, peer: PeerId) {
-        if self.foreign.contains(&peer) || self.sessions.contains_key(&peer) {
+        if self.foreign.contains(&peer) {
             return;
         }
-        self.sessions.insert(
+        match &self.sync.active {
+            Some(session) if session.peer == peer => {}
+            Some(_) => {
+                if !self.sync.waiting.contains(&peer) {
+                    self.sync.waiting.push_back(peer);
+                }
+            }
+            None => self.begin_sync(peer),
+        }
+    }
+
+    /// Pulls from a waiting peer, or else from one random connected peer, if no session runs.
+    pub(super) fn anti_entropy(&mut self) {
+        if self.sync.active.is_some() {
+            return;
+        }
+        while let Some(peer) = self.sync.waiting.pop_front() {
+            if self.swarm.is_connected(&peer) && !self.foreign.contains(&peer) {
+                self.begin_sync(peer);
+                return;
+            }
+        }
+        let candidate = self
+            .swarm
+            .connected_peers()
+            .filter(|peer| !self.foreign.contains(peer))
+            .copied()
+            .choose(&mut rand::rng());
+        if let Some(peer) = candidate {
+            self.begin_sync(peer);
+        }
+    }
+
+    fn begin_sync(&mut self, peer: PeerId) {
+        self.sync.active = Some(Session {
             peer,
-            Session {
-                ranges: Vec::new(),
-                request: None,
-                from: None,
-                received: 0,
-                total: 0,
-                started: Instant::now(),
-            },
-        );
+            request: None,
+            idle_rounds: 0,
+            received: 0,
+            total: 0,
+            started: Instant::now(),
+        });
         let gateway = self.gateway.clone();
         let internal = self.internal_tx.clone();
         tokio::spawn(async move {
-            if let Some(ranges) = gateway.query(digest::digest).await {
-                let _ = internal.send(Internal::Digest { peer, ranges });
+            if let Some(message) = gateway.query(ranger::open).await {
+                let _ = internal.send(Internal::Opened { peer, message });
             }
         });
     }
 
-    /// Pulls from one random connected peer with no exchange running.
-    pub(super) fn anti_entropy(&mut self) {
-        let candidate = self
-            .swarm
-            .connected_peers()
-            .filter(|peer| !self.foreign.contains(peer) && !self.sessions.contains_key(peer))
-            .copied()
-            .choose(&mut rand::rng());
-        if let Some(peer) = candidate {
-            self.start_sync(peer);
-        }
-    }
-
     pub(super) fn on_internal(&mut self, internal: Internal) {
         match internal {
-            Internal::Digest { peer, ranges } => {
-                if let Some(session) = self.sessions.get_mut(&peer) {
-                    session.ranges = ranges;
-                    self.request_page(peer, None);
+            Internal::Opened { peer, message } => {
+                if self
+                    .session_with(peer)
+                    .is_some_and(|session| session.request.is_none())
+                {
+                    self.send_sync_request(peer, message);
                 }
             }
             Internal::Serve { channel, response } => {
@@ -128,47 +163,68 @@ impl EventLoop {
                 }
             }
             Internal::Gossip(checked) => self.on_gossip_checked(checked),
-            Internal::Merged {
+            Internal::Pulled {
                 peer,
                 next,
+                changed,
                 invalid,
             } => {
                 if invalid > 0 && self.bad_logged.insert(peer) {
-                    tracing::warn!(%peer, invalid, "dropped invalid entries from a peer's sync page (further ones from it are counted in INFO, not logged)");
+                    tracing::warn!(%peer, invalid, "dropped invalid entries from a peer's sync answer (further ones from it are counted in INFO, not logged)");
                 }
+                let Some(session) = self.session_with(peer) else {
+                    return;
+                };
+                session.idle_rounds = if changed > 0 {
+                    0
+                } else {
+                    session.idle_rounds + 1
+                };
                 match next {
-                    Some(from) => self.request_page(peer, Some(from)),
-                    None => self.finish_sync(peer),
+                    Some(message) if session.idle_rounds <= MAX_IDLE_ROUNDS => {
+                        self.send_sync_request(peer, message);
+                    }
+                    Some(_) => {
+                        tracing::warn!(%peer, "a peer's sync answers bring nothing new; ending the session");
+                        self.finish_sync();
+                    }
+                    None => self.finish_sync(),
                 }
             }
         }
     }
 
-    fn request_page(&mut self, peer: PeerId, from: Option<Bytes>) {
-        let Some(session) = self.sessions.get_mut(&peer) else {
-            return;
-        };
+    fn session_with(&mut self, peer: PeerId) -> Option<&mut Session> {
+        self.sync
+            .active
+            .as_mut()
+            .filter(|session| session.peer == peer)
+    }
+
+    fn send_sync_request(&mut self, peer: PeerId, message: Message) {
         if !self.swarm.is_connected(&peer) {
-            self.sessions.remove(&peer);
+            self.finish_sync();
             return;
         }
         let request = SyncRequest {
             format: FORMAT_VERSION,
             world: self.options.world.clone(),
-            ranges: ranges_from(&session.ranges, from.as_ref()),
-            from: from.clone(),
+            message,
         };
-        session.from = from;
-        session.request = Some(self.swarm.behaviour_mut().sync.send_request(&peer, request));
+        let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+        if let Some(session) = self.session_with(peer) {
+            session.request = Some(id);
+        }
     }
 
-    fn finish_sync(&mut self, peer: PeerId) {
-        let Some(session) = self.sessions.remove(&peer) else {
+    /// Ends the session running and starts the next waiting one.
+    fn finish_sync(&mut self) {
+        let Some(session) = self.sync.active.take() else {
             return;
         };
         if session.received >= LARGE_SYNC_ENTRIES {
             tracing::info!(
-                %peer,
+                peer = %session.peer,
                 entries = session.received,
                 secs = format!("{:.2}", session.started.elapsed().as_secs_f64()),
                 "synced with a peer"
@@ -183,6 +239,9 @@ impl EventLoop {
             });
         }
         self.stats.remote.pending_entries.store(0, Relaxed);
+        if !self.sync.waiting.is_empty() {
+            self.anti_entropy();
+        }
     }
 
     pub(super) fn on_sync_event(
@@ -192,16 +251,15 @@ impl EventLoop {
         match event {
             request_response::Event::Message {
                 peer,
-                message:
-                    Message::Request {
-                        request, channel, ..
-                    },
+                message: Rr::Request {
+                    request, channel, ..
+                },
                 ..
             } => self.serve(peer, request, channel),
             request_response::Event::Message {
                 peer,
                 message:
-                    Message::Response {
+                    Rr::Response {
                         response,
                         request_id,
                     },
@@ -224,12 +282,12 @@ impl EventLoop {
                     error,
                     request_response::OutboundFailure::UnsupportedProtocols
                 ) {
-                    tracing::info!(%peer, "peer does not speak /cmud/sync/1; not syncing with it");
+                    tracing::info!(%peer, "peer does not speak /cmud/sync/2; not syncing with it");
                     self.foreign.insert(peer);
                 } else {
                     tracing::debug!(%peer, %error, "sync request failed; anti-entropy retries");
                 }
-                self.sessions.remove(&peer);
+                self.finish_sync();
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "could not answer a sync request");
@@ -238,12 +296,13 @@ impl EventLoop {
         }
     }
 
-    /// Whether `request` is the one in flight in the exchange with `peer` (answers to an
-    /// abandoned exchange are ignored, so they cannot move a newer one's cursor).
+    /// Whether `request` is the one in flight in the session with `peer` (answers to an
+    /// abandoned session are ignored).
     fn is_current(&self, peer: PeerId, request: OutboundRequestId) -> bool {
-        self.sessions
-            .get(&peer)
-            .is_some_and(|session| session.request == Some(request))
+        self.sync
+            .active
+            .as_ref()
+            .is_some_and(|session| session.peer == peer && session.request == Some(request))
     }
 
     /// Answers a peer's request from the gateway's replica, in a helper task.
@@ -281,16 +340,15 @@ impl EventLoop {
         let internal = self.internal_tx.clone();
         tokio::spawn(async move {
             let answer = gateway
-                .query(move |map| {
-                    let page = digest::serve_page(map, &request.ranges, request.from.as_ref());
-                    (page, map.len() as u64)
+                .query(move |store| {
+                    let message = ranger::respond(store, &request.message, &PAGE_LIMITS);
+                    (message, store.len() as u64)
                 })
                 .await;
-            if let Some((page, total)) = answer {
-                let response = SyncResponse::Page {
+            if let Some((message, total)) = answer {
+                let response = SyncResponse::Reply {
                     format: FORMAT_VERSION,
-                    entries: page.entries,
-                    next: page.next,
+                    message,
                     total,
                     sent_ms: wall_millis(),
                 };
@@ -305,74 +363,71 @@ impl EventLoop {
                 if self.foreign.insert(peer) {
                     tracing::warn!(%peer, %reason, "a peer refused to sync with us");
                 }
-                self.sessions.remove(&peer);
+                self.finish_sync();
             }
-            SyncResponse::Page {
+            SyncResponse::Reply {
                 format,
-                entries,
-                next,
+                message,
                 total,
                 sent_ms,
             } => {
                 if format != FORMAT_VERSION {
                     tracing::warn!(%peer, format, "a peer answered in another format; not syncing with it");
                     self.foreign.insert(peer);
-                    self.sessions.remove(&peer);
+                    self.finish_sync();
                     return;
                 }
                 self.record_clock_offset(peer, offset_ms(sent_ms));
-                self.page_received(peer, entries, next, total);
+                self.reply_received(peer, message, total);
             }
         }
     }
 
-    fn page_received(
-        &mut self,
-        peer: PeerId,
-        entries: Vec<KeyedEntry>,
-        next: Option<Bytes>,
-        total: u64,
-    ) {
-        let Some(session) = self.sessions.get_mut(&peer) else {
-            return;
-        };
-        // An honest responder's cursor moves forward with every page; one that does not (a
-        // broken or hostile peer) would keep us asking for the same page forever.
-        let next = match next {
-            Some(next) if session.from.as_ref().is_some_and(|from| next <= *from) => {
-                tracing::warn!(%peer, "a peer's sync cursor went backwards; ending the exchange");
-                None
-            }
-            next => next,
-        };
-        let bytes: usize = entries.iter().map(entry_bytes).sum();
+    fn reply_received(&mut self, peer: PeerId, mut message: Message, total: u64) {
+        let bytes = encode(&message).map_or(0, |bytes| bytes.len());
         self.stats
             .remote
             .bytes_received
             .fetch_add(bytes as u64, Relaxed);
+        let entries = message.take_entries();
+        let Some(session) = self.session_with(peer) else {
+            return;
+        };
         session.received += entries.len() as u64;
         session.total = total;
-        // Only a transfer is progress: an in-sync anti-entropy round over a large world also
-        // pages (scan limits) but receives nothing.
-        if session.received > 0 && total >= LARGE_SYNC_ENTRIES && next.is_some() {
+        let (received, more) = (session.received, !message.is_empty());
+        // Only a transfer is progress: an in-sync anti-entropy round over a large world
+        // receives nothing.
+        if received > 0 && total >= LARGE_SYNC_ENTRIES && more {
             self.progress.send_replace(SyncProgress {
                 active: true,
-                received: session.received,
+                received,
                 total,
             });
             self.stats
                 .remote
                 .pending_entries
-                .store(total.saturating_sub(session.received), Relaxed);
+                .store(total.saturating_sub(received), Relaxed);
         }
         let gateway = self.gateway.clone();
         let internal = self.internal_tx.clone();
         tokio::spawn(async move {
-            if let Some(merge) = gateway.remote_entries(entries).await {
-                let _ = internal.send(Internal::Merged {
+            let mut merged = RemoteMerge::default();
+            if !entries.is_empty() {
+                let Some(merge) = gateway.remote_entries(entries).await else {
+                    return;
+                };
+                merged = merge;
+            }
+            let next = gateway
+                .query(move |store| ranger::pull(store, &message, &PAGE_LIMITS))
+                .await;
+            if let Some(next) = next {
+                let _ = internal.send(Internal::Pulled {
                     peer,
                     next,
-                    invalid: merge.invalid,
+                    changed: merged.changed,
+                    invalid: merged.invalid,
                 });
             }
         });

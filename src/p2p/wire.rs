@@ -1,4 +1,4 @@
-//! What crosses the network: gossip batches and the `/cmud/sync/1` request-response messages,
+//! What crosses the network: gossip batches and the `/cmud/sync/2` request-response messages,
 //! their compact binary encoding (postcard), and the codec that frames them on a stream.
 //!
 //! Every message starts with [`FORMAT_VERSION`] so a peer running an incompatible cmud is told
@@ -7,19 +7,20 @@
 
 use std::io;
 
-use bytes::Bytes;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
 use crate::store::KeyedEntry;
+use crate::store::ranger::{Message, PageLimits};
 
 /// Version of every format below; bumped on any incompatible change. Version 2: entries must
 /// carry their writer's signature (version 1 peers sent unsigned entries).
 pub const FORMAT_VERSION: u16 = 2;
 
-/// The request-response protocol for bootstrap and anti-entropy.
-pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/cmud/sync/1");
+/// The request-response protocol for bootstrap and anti-entropy (range-based reconciliation;
+/// `/cmud/sync/1` was the digest exchange it replaced).
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/cmud/sync/2");
 
 /// Largest gossip message the swarm sends or accepts (gossipsub's `max_transmit_size`).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -27,7 +28,8 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// Target size of one encoded batch; leaves room for gossipsub's envelope and signature.
 pub const BATCH_TARGET_BYTES: usize = 128 * 1024;
 
-/// Largest sync request accepted (a digest of a large world).
+/// Largest sync request accepted (range summaries echoed from one answer: an answer's range
+/// bounds stay under [`PAGE_TARGET_BYTES`] plus the request it answered).
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// Largest sync response accepted: one page, which is about [`PAGE_TARGET_BYTES`] or a single
@@ -35,8 +37,17 @@ pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// cap would refuse such a page every time and stall every exchange at it for good.
 pub const MAX_RESPONSE_BYTES: usize = 20 * 1024 * 1024;
 
-/// Target size of the entries in one bootstrap page.
-pub const PAGE_TARGET_BYTES: usize = 256 * 1024;
+/// Target size of the entries and range bounds in one sync answer (one bootstrap page).
+pub const PAGE_TARGET_BYTES: usize = 1024 * 1024;
+
+/// Parts (ranges) in one sync message at most, either way.
+pub const MAX_SYNC_PARTS: usize = 4096;
+
+/// The limits every sync answer keeps to.
+pub const PAGE_LIMITS: PageLimits = PageLimits {
+    bytes: PAGE_TARGET_BYTES,
+    parts: MAX_SYNC_PARTS,
+};
 
 /// Fixed overhead added to [`crate::store::Entry::wire_size`] to bound an entry's encoding
 /// (length prefixes, option tags, varints).
@@ -55,42 +66,26 @@ pub struct WireBatch {
     pub entries: Vec<KeyedEntry>,
 }
 
-/// One key range of a digest: the keys from `lower` (inclusive) up to the next range's lower
-/// bound, summarised by their count and a fingerprint of their (key, version) pairs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RangeDigest {
-    /// First key of the range (the first range of a digest starts at the empty key).
-    pub lower: Bytes,
-    /// Number of entries in the range.
-    pub count: u32,
-    /// Order-independent fingerprint of the range's (key, version) pairs.
-    pub fingerprint: u64,
-}
-
-/// "Send me the entries I lack": one page of a bootstrap or anti-entropy exchange.
+/// One message of a reconciliation session from its initiator (see [`crate::store::ranger`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncRequest {
     /// [`FORMAT_VERSION`] of the requester.
     pub format: u16,
     /// The world the requester plays in.
     pub world: String,
-    /// Resume at this key, inclusive (`None` for the first page).
-    pub from: Option<Bytes>,
-    /// The requester's digest of its replica, ranges in key order.
-    pub ranges: Vec<RangeDigest>,
+    /// The range summaries the requester wants answered.
+    pub message: Message,
 }
 
 /// The answer to a [`SyncRequest`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncResponse {
-    /// One page of entries from ranges whose digests differ.
-    Page {
+    /// The responder's answer: entries the requester may lack, and range summaries to compare.
+    Reply {
         /// [`FORMAT_VERSION`] of the responder.
         format: u16,
-        /// Entries the requester may lack.
-        entries: Vec<KeyedEntry>,
-        /// Ask again from this key (inclusive) for more; `None` when done.
-        next: Option<Bytes>,
+        /// The answer; empty when the session is over.
+        message: Message,
         /// Entries in the responder's replica (for progress).
         total: u64,
         /// The responder's wall clock, in Unix milliseconds (clock offsets).
@@ -272,8 +267,7 @@ fn decode_request(bytes: &[u8]) -> Result<SyncRequest, WireError> {
             Ok(SyncRequest {
                 format,
                 world,
-                from: None,
-                ranges: Vec::new(),
+                message: Message::default(),
             })
         }
         other => other,
@@ -282,6 +276,8 @@ fn decode_request(bytes: &[u8]) -> Result<SyncRequest, WireError> {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
     use crate::store::{Entry, NodeId, Version};
 
@@ -328,6 +324,8 @@ mod tests {
     #[test]
     fn a_page_of_the_largest_entry_the_config_allows_is_accepted() {
         use crate::config::Config;
+        use crate::store::fingerprint::Summary;
+        use crate::store::ranger::{Part, Range};
         use crate::store::validate::{MAX_NODE_ID_BYTES, MAX_SIGNATURE_BYTES};
 
         let mut config = Config {
@@ -351,10 +349,28 @@ mod tests {
         };
         let mut entry = Entry::value(version, Bytes::from(vec![1u8; 16 * 1024 * 1024]));
         entry.signature = Some(Bytes::from(vec![2u8; MAX_SIGNATURE_BYTES]));
-        let page = SyncResponse::Page {
+        let key = Bytes::from(vec![3u8; 64 * 1024]);
+        let rest = Range {
+            lower: Bytes::from(vec![4u8; 64 * 1024]),
+            upper: Some(Bytes::from(vec![5u8; 64 * 1024])),
+        };
+        let page = SyncResponse::Reply {
             format: FORMAT_VERSION,
-            entries: vec![(Bytes::from(vec![3u8; 64 * 1024]), entry)],
-            next: Some(Bytes::from(vec![4u8; 64 * 1024])),
+            message: Message {
+                parts: vec![
+                    Part::Entries {
+                        range: Range {
+                            lower: key.clone(),
+                            upper: Some(rest.lower.clone()),
+                        },
+                        entries: vec![(key, entry)],
+                    },
+                    Part::Fingerprint {
+                        range: rest,
+                        summary: Summary::default(),
+                    },
+                ],
+            },
             total: u64::MAX,
             sent_ms: u64::MAX,
         };
@@ -389,8 +405,7 @@ mod tests {
         let mut bytes = encode(&SyncRequest {
             format: FORMAT_VERSION,
             world: "elsewhere".into(),
-            from: None,
-            ranges: vec![],
+            message: Message::default(),
         })
         .unwrap();
         bytes[0] = 1;

@@ -20,7 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::actor::{FLUSH_PERIOD, ToActor};
 use super::clock::wall_millis;
-use super::entry::{Batch, Entry, Key, KeyedEntry, Merged, merge};
+use super::entry::{Batch, Entry, Key, KeyedEntry, Merged};
+use super::indexed::IndexedMap;
 use super::pace::{self, Pace};
 use super::persist::PersistHandle;
 use super::sign::Signer;
@@ -34,8 +35,8 @@ const MIN_CHECK_CHUNK_ENTRIES: usize = 256;
 /// A delivery whose entries have been checked, with whoever waits for the merge.
 type CheckedDelivery = (Checked, Option<oneshot::Sender<RemoteMerge>>);
 
-/// A read of the gateway's replica, run on the gateway task.
-pub type Query = Box<dyn FnOnce(&BTreeMap<Key, Entry>) + Send>;
+/// A read of the gateway's replica (entries and range fingerprints), run on the gateway task.
+pub type Query = Box<dyn FnOnce(&IndexedMap) + Send>;
 
 /// Messages the gateway's mailbox takes.
 pub enum ToGateway {
@@ -53,7 +54,7 @@ pub enum ToGateway {
         /// Told how many entries changed this replica, if anyone asks.
         merged: Option<oneshot::Sender<RemoteMerge>>,
     },
-    /// Runs a read over the gateway's replica (bootstrap chunks, digests).
+    /// Runs a read over the gateway's replica (reconciliation).
     Query(Query),
     /// Flushes everything pending to actors, persistence and the network, then stops.
     Shutdown(oneshot::Sender<()>),
@@ -113,7 +114,7 @@ impl GatewayHandle {
     /// has stopped). Keep reads short: the gateway does nothing else meanwhile.
     pub async fn query<T: Send + 'static>(
         &self,
-        read: impl FnOnce(&BTreeMap<Key, Entry>) -> T + Send + 'static,
+        read: impl FnOnce(&IndexedMap) -> T + Send + 'static,
     ) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         let query: Query = Box::new(move |map| {
@@ -159,8 +160,8 @@ pub struct GatewaySetup {
 }
 
 struct Gateway {
-    /// The gateway's full replica.
-    map: BTreeMap<Key, Entry>,
+    /// The gateway's full replica, with the range fingerprints reconciliation reads.
+    map: IndexedMap,
     /// Remote entries merged since the last flush to actors, latest per key.
     inbound: HashMap<Key, Entry>,
     /// Local entries not yet published to the world, latest per key.
@@ -201,7 +202,7 @@ pub async fn run(setup: GatewaySetup) {
     let (checked_tx, mut checked_rx) = mpsc::unbounded_channel();
     let now = std::time::Instant::now();
     let mut gateway = Gateway {
-        map,
+        map: IndexedMap::new(map),
         inbound: HashMap::new(),
         unpublished: HashMap::new(),
         actors,
@@ -251,7 +252,7 @@ impl Gateway {
         self.persist.batch(batch.clone());
         let signed = self.signer.sign_batch(&batch);
         for (key, entry) in signed.iter() {
-            if merge(&mut self.map, key.clone(), entry.clone()) != Merged::Unchanged
+            if self.map.merge(key.clone(), entry.clone()) != Merged::Unchanged
                 && self.network.is_some()
             {
                 self.unpublished.insert(key.clone(), entry.clone());
@@ -302,7 +303,7 @@ impl Gateway {
             ..RemoteMerge::default()
         };
         for (key, entry) in accepted {
-            if merge(&mut self.map, key.clone(), entry.clone()) != Merged::Unchanged {
+            if self.map.merge(key.clone(), entry.clone()) != Merged::Unchanged {
                 self.inbound.insert(key, entry);
                 report.changed += 1;
             }

@@ -18,9 +18,12 @@
 pub mod actor;
 pub mod clock;
 pub mod entry;
+pub mod fingerprint;
 pub mod gateway;
+pub mod indexed;
 pub mod pace;
 pub mod persist;
+pub mod ranger;
 pub mod replica;
 pub mod sign;
 pub mod stats;

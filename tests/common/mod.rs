@@ -68,8 +68,11 @@ impl Binary {
         if !launch.args.iter().any(|arg| arg == "--rpc-port") {
             command.args(["--rpc-port", "0"]);
         }
+        if !launch.args.iter().any(|arg| arg == "--actors") {
+            command.args(["--actors", "2"]);
+        }
         command
-            .args(["--actors", "2", "--no-mdns"])
+            .arg("--no-mdns")
             .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
             .args(&launch.args)
             .arg("--data-dir")

@@ -1,0 +1,86 @@
+//! A replica's ordered map together with its [`FingerprintIndex`], merged through one door so
+//! the two never drift apart. The gateway holds one; reconciliation reads it.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use super::entry::{Entry, Key, Merged, merge};
+use super::fingerprint::{Fingerprint, FingerprintIndex, Summary};
+
+/// An ordered map of entries whose range fingerprints are kept up to date.
+#[derive(Debug, Default)]
+pub struct IndexedMap {
+    /// Every key, tombstones included.
+    map: BTreeMap<Key, Entry>,
+    /// Range fingerprints of `map`'s (key, version) pairs.
+    index: FingerprintIndex,
+}
+
+impl IndexedMap {
+    /// Indexes `map` (O(n log n)).
+    pub fn new(map: BTreeMap<Key, Entry>) -> Self {
+        let mut index = FingerprintIndex::default();
+        for (key, entry) in &map {
+            index.upsert(key, Fingerprint::of_entry(key, &entry.version));
+        }
+        IndexedMap { map, index }
+    }
+
+    /// Merges one entry (LWW) and updates the index if the map changed.
+    pub fn merge(&mut self, key: Key, entry: Entry) -> Merged {
+        let fingerprint = Fingerprint::of_entry(&key, &entry.version);
+        let merged = merge(&mut self.map, key.clone(), entry);
+        if merged != Merged::Unchanged {
+            self.index.upsert(&key, fingerprint);
+        }
+        merged
+    }
+
+    /// The entries, in key order.
+    pub fn map(&self) -> &BTreeMap<Key, Entry> {
+        &self.map
+    }
+
+    /// Number of keys, tombstones included.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Size and fingerprint of the keys in `[lower, upper)`, in O(log n).
+    pub fn summary(&self, lower: &[u8], upper: Option<&[u8]>) -> Summary {
+        self.index.summary(lower, upper)
+    }
+
+    /// Number of keys below `bound`, in O(log n).
+    pub fn rank(&self, bound: &[u8]) -> u64 {
+        self.index.rank(bound)
+    }
+
+    /// The key with `rank` smaller keys, in O(log n).
+    pub fn key_at(&self, rank: u64) -> Option<&Key> {
+        self.index.key_at(rank)
+    }
+
+    /// The entries in `[lower, upper)`, in key order.
+    pub fn range<'a>(
+        &'a self,
+        lower: &'a [u8],
+        upper: Option<&'a [u8]>,
+    ) -> impl Iterator<Item = (&'a Key, &'a Entry)> + 'a {
+        let valid = upper.is_none_or(|upper| lower < upper);
+        let bounds = (
+            Bound::Included(lower),
+            upper.map_or(Bound::Unbounded, Bound::Excluded),
+        );
+        // `BTreeMap::range` panics on an empty or inverted range: such a range has no entries.
+        valid
+            .then(|| self.map.range::<[u8], _>(bounds))
+            .into_iter()
+            .flatten()
+    }
+}
