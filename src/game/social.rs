@@ -13,6 +13,7 @@ use super::news;
 use super::player::{Change, Outcome};
 use super::schema::Scope;
 use super::session::Session;
+use crate::rpc::client::{AddrKind, SharedAddr};
 use crate::rpc::{Kv, KvError};
 
 impl<K: Kv> Session<K> {
@@ -184,13 +185,23 @@ impl<K: Kv> Session<K> {
             return self.ctx.reply(LineKind::Info, text).await;
         }
         self.ctx
+            .line(LineKind::Info, reachability_sentence(&addrs))
+            .await;
+        self.ctx
             .line(
                 LineKind::Info,
-                "Friends can join you with `cmud --join <address>`:",
+                "Friends can join you with `cmud --join <address>`, best first:",
             )
             .await;
-        for addr in addrs {
-            self.ctx.line(LineKind::Info, format!("  {addr}")).await;
+        for SharedAddr { addr, kind } in addrs {
+            let label = match kind {
+                AddrKind::Internet => "internet",
+                AddrKind::Relay => "via relay",
+                AddrKind::Lan => "LAN only",
+            };
+            self.ctx
+                .line(LineKind::Info, format!("  {label:<9}  {addr}"))
+                .await;
         }
         Ok(())
     }
@@ -241,6 +252,21 @@ impl<K: Kv> Session<K> {
 const JOIN_WAIT: Duration = Duration::from_secs(1);
 
 /// Tells how a `join` ended.
+/// One plain sentence: can friends on the internet join this node, and if not, what helps.
+fn reachability_sentence(addrs: &[SharedAddr]) -> &'static str {
+    match addrs.iter().map(|a| a.kind).min() {
+        Some(AddrKind::Internet) => "Friends on the internet can join you directly.",
+        Some(AddrKind::Relay) => {
+            "Friends on the internet can join you only via a relay (a port forward of TCP and \
+             UDP 7441 on your router would let them join directly)."
+        }
+        _ => {
+            "Friends on the internet cannot join you yet: forward TCP and UDP port 7441 on your \
+             router, or join a friend who is reachable. Friends on your network can join."
+        }
+    }
+}
+
 async fn report_join<K: Kv>(ctx: &Ctx<K>, addr: &str, result: Result<(), KvError>) {
     match result {
         Ok(()) => {

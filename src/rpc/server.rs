@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use super::commands::{Flow, NetworkCommand, execute};
 use super::resp::{FrameLimits, ProtocolError, Reply, parse_command};
 use crate::p2p::NetworkHandle;
+use crate::p2p::nat::SharedAddr;
 use crate::store::actor::{Actor, ConnectionService, Handoff, ToActor};
 
 /// Initial size of a connection's read buffer.
@@ -38,11 +39,19 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    /// Multiaddrs (with `/p2p/<peer id>`) a friend can join, as text.
+    /// Multiaddrs (with `/p2p/<peer id>`) a friend can join, as text, best first.
     pub fn listen_addrs(&self) -> Vec<String> {
         self.network
             .as_ref()
             .map(NetworkHandle::shareable_addrs)
+            .unwrap_or_default()
+    }
+
+    /// The same addresses with what each is good for.
+    pub fn labelled_addrs(&self) -> Vec<SharedAddr> {
+        self.network
+            .as_ref()
+            .map(NetworkHandle::labelled_addrs)
             .unwrap_or_default()
     }
 }
