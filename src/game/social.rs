@@ -293,3 +293,26 @@ fn refusal(why: &str) -> &str {
     let why = why.strip_prefix("ResponseError: ").unwrap_or(why);
     why.strip_prefix("ERR ").unwrap_or(why)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(kind: AddrKind) -> SharedAddr {
+        SharedAddr {
+            addr: "/ip4/203.0.113.7/tcp/7441".into(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn the_sentence_follows_the_best_address() {
+        let lan = shared(AddrKind::Lan);
+        let relay = shared(AddrKind::Relay);
+        let internet = shared(AddrKind::Internet);
+        assert!(reachability_sentence(&[lan.clone(), internet]).contains("directly"));
+        assert!(reachability_sentence(&[lan.clone(), relay]).contains("only via a relay"));
+        let none = reachability_sentence(&[lan]);
+        assert!(none.contains("cannot join you yet") && none.contains("TCP and UDP 7441"));
+    }
+}
