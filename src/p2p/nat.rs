@@ -362,6 +362,11 @@ pub fn is_global(ip: IpAddr, assume_global: bool) -> bool {
     }
 }
 
+/// Whether `addr` is a loopback address.
+pub fn is_loopback(addr: &Multiaddr) -> bool {
+    ip_of(addr).is_some_and(|ip| ip.is_loopback())
+}
+
 /// The IP address of a multiaddr, if it starts with one.
 pub fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     match addr.iter().next()? {

@@ -302,12 +302,24 @@ impl Lab {
     /// Runs miniupnpd on `router` for the LAN behind its `eth1`.
     pub fn upnp(&mut self, router: &str, lan: &str) {
         let nft = "table inet cmudupnp {
-  chain forward { type filter hook forward priority 0; policy accept; jump miniupnpd }
-  chain miniupnpd { }
-  chain prerouting { type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd }
-  chain postrouting { type nat hook postrouting priority 100; policy accept; jump postrouting_miniupnpd }
-  chain prerouting_miniupnpd { }
-  chain postrouting_miniupnpd { }
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    jump miniupnpd
+  }
+  chain miniupnpd {
+  }
+  chain prerouting {
+    type nat hook prerouting priority -100; policy accept;
+    jump prerouting_miniupnpd
+  }
+  chain postrouting {
+    type nat hook postrouting priority 100; policy accept;
+    jump postrouting_miniupnpd
+  }
+  chain prerouting_miniupnpd {
+  }
+  chain postrouting_miniupnpd {
+  }
 }
 ";
         let nft_file = self.dir.path().join(format!("{router}.nft"));
@@ -371,7 +383,10 @@ impl Lab {
             .arg("--data-dir")
             .arg(root.join("data"))
             .env("HOME", &root)
-            .env("RUST_LOG", "info,libp2p_dcutr=debug,libp2p_relay=debug")
+            .env(
+                "RUST_LOG",
+                "info,cmud=debug,libp2p_swarm=debug,libp2p_dcutr=debug,libp2p_relay=debug",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
