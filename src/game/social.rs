@@ -257,8 +257,8 @@ fn reachability_sentence(addrs: &[SharedAddr]) -> &'static str {
     match addrs.iter().map(|a| a.kind).min() {
         Some(AddrKind::Internet) => "Friends on the internet can join you directly.",
         Some(AddrKind::Relay) => {
-            "Friends on the internet can join you only via a relay (a port forward of TCP and \
-             UDP 7441 on your router would let them join directly)."
+            "Friends on the internet can join you only via a relay (forwarding TCP and UDP port \
+             7441 on your router would let them join directly)."
         }
         _ => {
             "Friends on the internet cannot join you yet: forward TCP and UDP port 7441 on your \
@@ -313,6 +313,6 @@ mod tests {
         assert!(reachability_sentence(&[lan.clone(), internet]).contains("directly"));
         assert!(reachability_sentence(&[lan.clone(), relay]).contains("only via a relay"));
         let none = reachability_sentence(&[lan]);
-        assert!(none.contains("cannot join you yet") && none.contains("TCP and UDP 7441"));
+        assert!(none.contains("cannot join you yet") && none.contains("TCP and UDP port 7441"));
     }
 }
