@@ -68,6 +68,7 @@ impl EventLoop {
                 self.nat.relays.entry(peer).or_insert(dialled);
             }
         }
+        self.publish_nat();
         remote_addr(endpoint, peer)
     }
 
@@ -93,6 +94,7 @@ impl EventLoop {
             self.gate.set_member(peer, false);
             self.relay_capable.remove(&peer);
         }
+        self.publish_nat();
         remote_addr(endpoint, peer)
     }
 
