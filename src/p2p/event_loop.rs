@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{MissedTickBehavior, interval};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
-use super::nat::{AddrKind, Nat, NatReport, RelayGate, is_loopback};
+use super::nat::{AddrKind, Nat, NatReport, RelayGate};
 use super::reach::{NAT_TICK, Reservations};
 use super::redial::Redial;
 use super::sync::{Internal, Session};
@@ -378,21 +378,7 @@ impl EventLoop {
             }
             BehaviourEvent::Sync(event) => self.on_sync_event(event),
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                self.note_protocols(peer_id, &info.protocols);
-                if self.options.discovery {
-                    // A peer's loopback addresses lead back to ourselves unless we reach it
-                    // over loopback; dialled among its real ones, such an address "answers"
-                    // first with the wrong peer and fails the whole dial.
-                    let over_loopback = self
-                        .peers
-                        .get(&peer_id)
-                        .is_some_and(|addrs| addrs.iter().any(is_loopback));
-                    for addr in info.listen_addrs {
-                        if over_loopback || !is_loopback(&addr) {
-                            self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                        }
-                    }
-                }
+                self.on_identified(peer_id, info)
             }
             BehaviourEvent::RelayClient(event) => self.on_relay_client(event),
             BehaviourEvent::Dcutr(event) => self.on_dcutr(event),

@@ -11,12 +11,13 @@ use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, autonat, dcutr, relay};
+use libp2p::{Multiaddr, PeerId, autonat, dcutr, identify, relay};
 use tokio::time::Instant;
 
 use super::event_loop::EventLoop;
 use super::nat::{
-    AddrKind, Conn, NatReport, NatStatus, Reachability, UpnpStatus, remote_addr, shared_addrs,
+    AddrKind, Conn, NatReport, NatStatus, Reachability, UpnpStatus, is_loopback, remote_addr,
+    shared_addrs,
 };
 use super::upnp;
 
@@ -98,10 +99,26 @@ impl EventLoop {
         remote_addr(endpoint, peer)
     }
 
-    /// Identify told us what `peer` speaks: a relay is a candidate for a reservation.
-    pub(super) fn note_protocols(&mut self, peer: PeerId, protocols: &[StreamProtocol]) {
-        if protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+    /// Identify told us about `peer`: a relay is a candidate for a reservation, and its
+    /// listen addresses go to Kademlia (when discovery is on).
+    pub(super) fn on_identified(&mut self, peer: PeerId, info: identify::Info) {
+        if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
             self.relay_capable.insert(peer);
+        }
+        if !self.options.discovery {
+            return;
+        }
+        // A peer's loopback addresses lead back to ourselves unless we reach it over
+        // loopback; dialled among its real ones, such an address "answers" first with the
+        // wrong peer and fails the whole dial.
+        let over_loopback = self
+            .peers
+            .get(&peer)
+            .is_some_and(|addrs| addrs.iter().any(is_loopback));
+        for addr in info.listen_addrs {
+            if over_loopback || !is_loopback(&addr) {
+                self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+            }
         }
     }
 
