@@ -63,6 +63,11 @@ pub struct Cli {
     /// Settings file to use instead of config.ron in the platform config dir.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Print the RPC port's token (from rpc.token in the world's folder, written if missing)
+    /// and exit: `redis-cli -p 7440 -a "$(cmud --print-rpc-token)"`.
+    #[arg(long)]
+    pub print_rpc_token: bool,
 }
 
 /// Which front end runs.
@@ -165,6 +170,7 @@ impl Cli {
             rpc_fallback: !server_only,
             actors,
             limits,
+            rpc: config.rpc_options(),
             network: Some(NetworkOptions {
                 world,
                 listen,

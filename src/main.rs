@@ -19,6 +19,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.print_rpc_token {
+        return print_rpc_token(&settings.node.world_dir);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -33,6 +36,23 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("cmud: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--print-rpc-token`: the token of the world's RPC port, for scripts.
+fn print_rpc_token(world_dir: &Path) -> ExitCode {
+    let path = world_dir.join(cmud::rpc::auth::TOKEN_FILE);
+    let token = std::fs::create_dir_all(world_dir)
+        .and_then(|()| cmud::rpc::auth::load_or_create_token(&path));
+    match token {
+        Ok(token) => {
+            println!("{}", token.expose());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("cmud: {}: {err}", path.display());
             ExitCode::FAILURE
         }
     }

@@ -347,8 +347,8 @@ async fn two_players_on_connected_nodes_see_each_other() {
     let node_b = Node::start(settings(dir_b.path(), &node_a.shareable_addrs()))
         .await
         .unwrap();
-    let kv_a = KvClient::connect(node_a.rpc_addr()).await.unwrap();
-    let kv_b = KvClient::connect(node_b.rpc_addr()).await.unwrap();
+    let kv_a = KvClient::connect(&node_a.game_endpoint()).await.unwrap();
+    let kv_b = KvClient::connect(&node_b.game_endpoint()).await.unwrap();
     let (mut alice, _) = Player::start(kv_a, options(Some("alice"), None, 1)).await;
     let (mut bob, _) = Player::start(kv_b, options(Some("bob"), None, 2)).await;
     alice
@@ -962,7 +962,7 @@ async fn a_value_that_is_not_text_does_not_hide_the_world() {
     let node = TestNode::start().await;
     let (mut p, _) = Player::start(node.kv.clone(), options(Some("uma"), None, 12)).await;
     let own = format!("p/{}/", node.id());
-    let client = redis::Client::open(format!("redis://{}/", node.node.rpc_addr())).unwrap();
+    let client = redis::Client::open(node.node.rpc_endpoint().redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     // Bytes that are not text, in a key and in values, written in one command with a move
     // the game can see (so once it sees the move, it has the rest too).

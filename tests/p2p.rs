@@ -793,7 +793,7 @@ async fn a_node_of_another_world_gets_nothing() {
     options.world = "elsewhere".into();
     options.network.as_mut().unwrap().world = "elsewhere".into();
     let other = cmud::node::Node::start(options).await.unwrap();
-    let mut conn = harness::connect(other.rpc_addr()).await;
+    let mut conn = harness::connect(&other.rpc_endpoint()).await;
     wait_connected(&a, 1).await;
     // Long enough for a sync exchange and a gossip round to have happened if they were allowed.
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -3,13 +3,15 @@
 //!
 //! Thread-per-actor on a current-thread tokio runtime: the replica lives in this thread only,
 //! so a request touches it directly, with no lock and no channel hop. Actors talk to each
-//! other and to the gateway only by messages: each flushes its first-hand Puts at most every
-//! [`FLUSH_PERIOD`], and only when it has any.
+//! other and to the gateway only by messages: each flushes its first-hand Puts as soon as its
+//! [`Pace`] allows (at once after a quiet spell, at most once per [`FLUSH_PERIOD`]), and only
+//! when it has any.
 //!
 //! This file owns the actor loop and local sync; what a connection says is the RPC layer's
 //! business (see [`ConnectionService`]).
 
 use std::cell::{Ref, RefCell, RefMut};
+use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread;
@@ -17,18 +19,19 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::future::LocalBoxFuture;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::LocalSet;
-use tokio::time::{Instant, MissedTickBehavior, interval_at};
 
 use super::entry::Batch;
 use super::gateway::GatewayHandle;
+use super::pace::{self, Pace};
 use super::replica::Replica;
 use super::stats::Stats;
 use super::validate::Limits;
 
-/// How often an actor flushes its first-hand Puts to the other local participants. Also the
-/// floor on the gap between two messages from one actor to another (at most 10 per second).
+/// The least gap between two flushes of an actor's first-hand Puts to the other local
+/// participants (at most 10 messages per second per ordered pair); the first Put after a
+/// quiet spell is flushed at once.
 pub const FLUSH_PERIOD: Duration = Duration::from_millis(100);
 
 /// A client connection moving to an actor, with whatever bytes were read but not yet handled.
@@ -38,6 +41,8 @@ pub struct Handoff {
     pub stream: std::net::TcpStream,
     /// Bytes read from the socket but not yet parsed (pipelined commands after `ACTOR n`).
     pub unread: BytesMut,
+    /// The serving layer's own state of the connection (authentication, limits), opaque here.
+    pub context: Box<dyn std::any::Any + Send>,
 }
 
 /// Messages an actor's mailbox takes.
@@ -60,6 +65,14 @@ pub enum ToActor {
 pub trait ConnectionService: Send + Sync + 'static {
     /// Serves `conn` until it closes or moves to another actor.
     fn serve(&self, actor: Rc<Actor>, conn: Handoff) -> LocalBoxFuture<'static, ()>;
+
+    /// Whether a connection on this thread wants to hear of merged changes.
+    fn wants_changes(&self) -> bool {
+        false
+    }
+
+    /// A merge on this actor set (`live`) or deleted `key`.
+    fn changed(&self, _key: &[u8], _live: bool) {}
 }
 
 /// Mailboxes of every local participant, in participant order (actors, then the gateway).
@@ -77,6 +90,8 @@ pub struct Actor {
     index: usize,
     /// The private replica. Borrowed only synchronously, never across an `.await`.
     replica: RefCell<Replica>,
+    /// Wakes the actor's loop when first-hand Puts become pending, to flush them.
+    wrote: Notify,
     /// Mailboxes of the other participants.
     mailboxes: Mailboxes,
     /// Node-wide counters; this actor writes only its own row.
@@ -101,9 +116,15 @@ impl Actor {
         self.replica.borrow()
     }
 
-    /// Writes to the replica, counting Puts. Do not hold the guard across an `.await`.
-    pub fn replica_mut(&self) -> RefMut<'_, Replica> {
-        self.replica.borrow_mut()
+    /// Writes to the replica. Do not hold the guard across an `.await`; when it is dropped,
+    /// new first-hand Puts are flushed as soon as the pace allows.
+    pub fn replica_mut(&self) -> ReplicaMut<'_> {
+        let replica = self.replica.borrow_mut();
+        ReplicaMut {
+            had_pending: replica.has_pending(),
+            replica,
+            wrote: &self.wrote,
+        }
     }
 
     /// Counts `n` first-hand Puts.
@@ -161,6 +182,39 @@ impl Actor {
     }
 }
 
+/// A write borrow of an actor's replica. Dropping it wakes the actor's loop if it left
+/// first-hand Puts pending where there were none (later ones join the flush already due).
+pub struct ReplicaMut<'a> {
+    /// The borrow.
+    replica: RefMut<'a, Replica>,
+    /// Whether Puts were pending already when the borrow began.
+    had_pending: bool,
+    /// The actor loop's wake-up.
+    wrote: &'a Notify,
+}
+
+impl Deref for ReplicaMut<'_> {
+    type Target = Replica;
+
+    fn deref(&self) -> &Replica {
+        &self.replica
+    }
+}
+
+impl DerefMut for ReplicaMut<'_> {
+    fn deref_mut(&mut self) -> &mut Replica {
+        &mut self.replica
+    }
+}
+
+impl Drop for ReplicaMut<'_> {
+    fn drop(&mut self) {
+        if !self.had_pending && self.replica.has_pending() {
+            self.wrote.notify_one();
+        }
+    }
+}
+
 /// A running actor thread.
 pub struct ActorThread {
     /// Joined on shutdown.
@@ -205,6 +259,21 @@ pub fn spawn(setup: ActorSetup) -> std::io::Result<ActorThread> {
     Ok(ActorThread { join })
 }
 
+/// The keys `batch` will change in the actor's replica (newer than what it holds), and
+/// whether each ends live.
+fn changes_in<'a>(actor: &Actor, batch: &'a Batch) -> Vec<(&'a [u8], bool)> {
+    let replica = actor.replica.borrow();
+    batch
+        .iter()
+        .filter(|(key, entry)| {
+            replica
+                .entry(key)
+                .is_none_or(|held| held.version < entry.version)
+        })
+        .map(|(key, entry)| (&key[..], entry.value.is_some()))
+        .collect()
+}
+
 async fn run(setup: ActorSetup) {
     let ActorSetup {
         index,
@@ -218,19 +287,28 @@ async fn run(setup: ActorSetup) {
     let actor = Rc::new(Actor {
         index,
         replica: RefCell::new(replica),
+        wrote: Notify::new(),
         mailboxes,
         stats,
         limits,
     });
-    // The first tick comes one period after start, so no pair ever sees more than one message
-    // per period, counted from the start.
-    let mut flush = interval_at(Instant::now() + FLUSH_PERIOD, FLUSH_PERIOD);
-    flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // One bucket stands for those of all this actor's ordered pairs: every flush goes to every
+    // other participant at once, so their buckets would always be in the same state.
+    let mut pace = Pace::new(FLUSH_PERIOD, std::time::Instant::now());
     loop {
+        let due = actor
+            .replica
+            .borrow()
+            .has_pending()
+            .then(|| pace.ready_at(std::time::Instant::now()));
         tokio::select! {
             message = inbox.recv() => match message {
                 Some(ToActor::Sync { batch, .. }) => {
+                    let changes = service.wants_changes().then(|| changes_in(&actor, &batch));
                     actor.replica.borrow_mut().merge_batch(&batch);
+                    for (key, live) in changes.into_iter().flatten() {
+                        service.changed(key, live);
+                    }
                 }
                 Some(ToActor::Connection(conn)) => {
                     tokio::task::spawn_local(service.serve(actor.clone(), conn));
@@ -245,7 +323,13 @@ async fn run(setup: ActorSetup) {
                     break;
                 }
             },
-            _ = flush.tick() => actor.flush(),
+            // New Puts: go round again to see when they may go.
+            () = actor.wrote.notified() => {}
+            () = pace::until(due) => {
+                if pace.try_take(std::time::Instant::now()) {
+                    actor.flush();
+                }
+            }
         }
     }
 }

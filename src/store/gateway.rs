@@ -7,20 +7,21 @@
 //! entry that survives an actor's flush, off the RPC request path. Batches from peers are
 //! validated entry by entry (`validate::check_remote`, on blocking threads, since signatures
 //! are the costly part), merged, and coalesced into at most one message per period to each
-//! local actor and to the persist actor, however many peers publish. Bootstrap and
-//! anti-entropy read the gateway's copy ([`GatewayHandle::query`]), never a query actor's, so a
-//! peer's sync never stalls a player.
+//! local actor and to the persist actor, however many peers publish. Both directions are paced
+//! by a [`Pace`]: the first batch after a quiet spell goes at once, what follows within the
+//! period waits for the next. Bootstrap and anti-entropy read the gateway's copy
+//! ([`GatewayHandle::query`]), never a query actor's, so a peer's sync never stalls a player.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, MissedTickBehavior, interval_at};
 
 use super::actor::{FLUSH_PERIOD, ToActor};
 use super::clock::wall_millis;
 use super::entry::{Batch, Entry, Key, KeyedEntry, Merged, merge};
+use super::pace::{self, Pace};
 use super::persist::PersistHandle;
 use super::sign::Signer;
 use super::stats::Stats;
@@ -178,6 +179,11 @@ struct Gateway {
     stats: Arc<Stats>,
     /// Where checks running on blocking threads hand their deliveries back.
     checked_tx: mpsc::UnboundedSender<CheckedDelivery>,
+    /// The budget of messages to the actors: one bucket for every gateway -> actor pair, since
+    /// each message goes to all of them at once.
+    to_actors: Pace,
+    /// The budget of batches published to the world.
+    to_network: Pace,
 }
 
 /// Runs the gateway until `Shutdown` or until every handle is dropped.
@@ -193,6 +199,7 @@ pub async fn run(setup: GatewaySetup) {
         stats,
     } = setup;
     let (checked_tx, mut checked_rx) = mpsc::unbounded_channel();
+    let now = std::time::Instant::now();
     let mut gateway = Gateway {
         map,
         inbound: HashMap::new(),
@@ -204,10 +211,11 @@ pub async fn run(setup: GatewaySetup) {
         signer,
         stats,
         checked_tx,
+        to_actors: Pace::new(FLUSH_PERIOD, now),
+        to_network: Pace::new(FLUSH_PERIOD, now),
     };
-    let mut tick = interval_at(Instant::now() + FLUSH_PERIOD, FLUSH_PERIOD);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
+        let due = gateway.due(std::time::Instant::now());
         tokio::select! {
             message = inbox.recv() => match message {
                 Some(ToGateway::Local { batch, .. }) => gateway.local(batch),
@@ -229,7 +237,7 @@ pub async fn run(setup: GatewaySetup) {
                     let _ = reply.send(report);
                 }
             }
-            _ = tick.tick() => gateway.flush().await,
+            () = pace::until(due) => gateway.flush_paced().await,
         }
     }
 }
@@ -315,7 +323,33 @@ impl Gateway {
         report
     }
 
+    /// When something pending may go next, if anything is pending.
+    fn due(&self, now: std::time::Instant) -> Option<std::time::Instant> {
+        let to_actors = (!self.inbound.is_empty()).then(|| self.to_actors.ready_at(now));
+        let to_network = (!self.unpublished.is_empty() && self.network.is_some())
+            .then(|| self.to_network.ready_at(now));
+        to_actors.into_iter().chain(to_network).min()
+    }
+
+    /// Sends what is pending in each direction whose budget allows it now.
+    async fn flush_paced(&mut self) {
+        let now = std::time::Instant::now();
+        if !self.inbound.is_empty() && self.to_actors.try_take(now) {
+            self.send_to_actors();
+        }
+        if !self.unpublished.is_empty() && self.network.is_some() && self.to_network.try_take(now) {
+            self.publish().await;
+        }
+    }
+
+    /// Sends everything pending, whatever the budget (on shutdown).
     async fn flush(&mut self) {
+        self.send_to_actors();
+        self.publish().await;
+    }
+
+    /// Hands the remote entries merged since the last time to every actor and to persistence.
+    fn send_to_actors(&mut self) {
         if !self.inbound.is_empty() {
             let batch: Batch = Arc::new(self.inbound.drain().collect());
             let bytes: usize = batch.iter().map(|(key, entry)| entry.wire_size(key)).sum();
@@ -331,12 +365,16 @@ impl Gateway {
             }
             self.persist.batch(batch);
         }
+    }
+
+    /// Hands the local entries not yet published to the network.
+    async fn publish(&mut self) {
         if !self.unpublished.is_empty()
             && let Some(network) = &self.network
         {
             let batch: Batch = Arc::new(self.unpublished.drain().collect());
             // Back-pressure from a slow network waits here rather than growing a queue; the
-            // pending map keeps coalescing meanwhile on the next tick.
+            // pending map keeps coalescing meanwhile until the next send.
             if network.send(batch).await.is_err() {
                 tracing::debug!("network task stopped; batches are no longer published");
                 self.network = None;

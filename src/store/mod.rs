@@ -8,6 +8,7 @@
 //! - [`actor`]: query actor threads and local sync between them.
 //! - [`gateway`]: the node's bridge to the network, a full replica of its own.
 //! - [`persist`]: durable storage in redb.
+//! - [`pace`]: the rate budget every sync hop spends (send at once, or coalesce until refill).
 //! - [`stats`]: lock-free counters for `INFO`.
 //!
 //! The store knows nothing of RESP or libp2p: connections reach it as [`actor::Handoff`]s
@@ -18,6 +19,7 @@ pub mod actor;
 pub mod clock;
 pub mod entry;
 pub mod gateway;
+pub mod pace;
 pub mod persist;
 pub mod replica;
 pub mod sign;

@@ -1,6 +1,7 @@
 //! The persist actor: coalesces the batches it is handed and commits them to a redb database
-//! in the world's folder at most every [`COMMIT_PERIOD`]; and the loader that reads the
-//! database back on start (migrating a database of an older format first).
+//! in the world's folder as soon as its [`Pace`] allows (at once after a quiet spell, at most
+//! once per [`COMMIT_PERIOD`]); and the loader that reads the database back on start
+//! (migrating a database of an older format first).
 //!
 //! Runs on a thread of its own because redb is a blocking API. Its backlog is bounded by the
 //! key space: it keeps only the latest entry per key until the next commit.
@@ -16,6 +17,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::StoreError;
 use super::entry::{Batch, Entry, Key};
+use super::pace::Pace;
 use super::sign::Signer;
 
 /// Minimum time between two commits.
@@ -181,7 +183,7 @@ pub fn spawn(db: Database) -> std::io::Result<(PersistHandle, thread::JoinHandle
 fn run(db: Database, inbox: mpsc::Receiver<ToPersist>) {
     let mut pending: HashMap<Key, Entry> = HashMap::new();
     let mut waiting: Vec<mpsc::Sender<()>> = Vec::new();
-    let mut last_commit = Instant::now() - COMMIT_PERIOD;
+    let mut pace = Pace::new(COMMIT_PERIOD, Instant::now());
     let mut closed = false;
     while !closed {
         // Wait for work; with a failed commit outstanding, wake up to retry it.
@@ -195,8 +197,8 @@ fn run(db: Database, inbox: mpsc::Receiver<ToPersist>) {
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => closed = true,
         }
-        // Keep gathering until the commit period is up, unless someone waits for a flush.
-        let due = last_commit + COMMIT_PERIOD;
+        // Keep gathering until the budget allows a commit, unless someone waits for a flush.
+        let due = pace.ready_at(Instant::now());
         while !closed && waiting.is_empty() {
             let left = due.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -211,8 +213,9 @@ fn run(db: Database, inbox: mpsc::Receiver<ToPersist>) {
         while let Ok(message) = inbox.try_recv() {
             absorb(message, &mut pending, &mut waiting);
         }
-        if !pending.is_empty() {
-            last_commit = Instant::now();
+        // Past `due`, or forced by a flush or the end: commit either way.
+        let forced = closed || !waiting.is_empty();
+        if !pending.is_empty() && (pace.try_take(Instant::now()) || forced) {
             match commit(&db, &pending) {
                 Ok(()) => pending.clear(),
                 // Keep the entries: the next round retries them.

@@ -108,6 +108,11 @@ impl Replica {
         }
     }
 
+    /// Whether there are first-hand Puts not yet taken by [`Replica::take_pending`].
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Takes the first-hand Puts made since the last call, or `None` if there were none.
     pub fn take_pending(&mut self) -> Option<Batch> {
         if self.pending.is_empty() {
@@ -186,12 +191,15 @@ mod tests {
     fn pending_holds_latest_per_key_and_empties_on_flush() {
         let mut r = Replica::new(NodeId::new("n"), 0);
         assert!(r.take_pending().is_none());
+        assert!(!r.has_pending());
         r.put(bytes("k"), Some(bytes("1")), 1);
+        assert!(r.has_pending());
         r.put(bytes("k"), Some(bytes("2")), 2);
         r.put(bytes("j"), None, 3);
         let batch = r.take_pending().unwrap();
         assert_eq!(batch.len(), 2);
         assert!(r.take_pending().is_none());
+        assert!(!r.has_pending());
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl TestNode {
         let node = Node::start(NodeOptions::local(dir.path().join("world"), 2))
             .await
             .unwrap();
-        let kv = KvClient::connect(node.rpc_addr()).await.unwrap();
+        let kv = KvClient::connect(&node.game_endpoint()).await.unwrap();
         TestNode { node, kv, dir }
     }
 
@@ -55,7 +55,7 @@ impl TestNode {
             nat: Default::default(),
         });
         let node = Node::start(options).await.unwrap();
-        let kv = KvClient::connect(node.rpc_addr()).await.unwrap();
+        let kv = KvClient::connect(&node.game_endpoint()).await.unwrap();
         TestNode { node, kv, dir }
     }
 
@@ -66,7 +66,7 @@ impl TestNode {
 
     /// A fresh client (another connection, maybe on another query actor).
     pub async fn client(&self) -> KvClient {
-        KvClient::connect(self.node.rpc_addr()).await.unwrap()
+        KvClient::connect(&self.node.rpc_endpoint()).await.unwrap()
     }
 
     /// Stops the node and hands back its folder.

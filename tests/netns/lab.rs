@@ -363,7 +363,7 @@ impl Lab {
         let config = root.join("config.ron");
         std::fs::write(
             &config,
-            format!("(mdns: false, upnp: {upnp}, assume_global_addresses: true)"),
+            format!("(mdns: false, upnp: {upnp}, assume_global_addresses: true, rpc_auth: false)"),
         )
         .expect("config");
         let mut command = Command::new("ip");
