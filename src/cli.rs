@@ -105,6 +105,19 @@ pub struct Settings {
     pub profile: Profile,
     /// How to run the node.
     pub node: NodeOptions,
+    /// How the terminal UI shows its log (`timestamps`, `bell_on_mention` in config.ron).
+    pub screen: ScreenOptions,
+}
+
+/// The terminal UI's settings from `config.ron`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScreenOptions {
+    /// Put the local time before each line of the log.
+    pub timestamps: bool,
+    /// Ring the bell when a chat line mentions the player.
+    pub bell_on_mention: bool,
+    /// The local time's offset from UTC, in seconds, for the timestamps.
+    pub utc_offset_secs: i32,
 }
 
 impl Cli {
@@ -187,12 +200,21 @@ impl Cli {
             .clone()
             .or_else(|| profile.name.clone())
             .or_else(|| config.name.clone());
+        let screen = ScreenOptions {
+            timestamps: config.timestamps,
+            bell_on_mention: config.bell_on_mention,
+            // Read now: `main` builds settings before any thread starts, and on Unix the
+            // offset can only be read safely then (otherwise it stays UTC).
+            utc_offset_secs: time::UtcOffset::current_local_offset()
+                .map_or(0, |offset| offset.whole_seconds()),
+        };
         Ok(Settings {
             front_end,
             name,
             paths,
             profile,
             node,
+            screen,
         })
     }
 }

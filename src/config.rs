@@ -108,6 +108,10 @@ pub struct Config {
     pub maxclients: usize,
     /// Seconds an RPC client may stay idle before it is closed; 0 = never.
     pub timeout: u64,
+    /// Whether the terminal UI puts the time (HH:MM) before each line of its log.
+    pub timestamps: bool,
+    /// Whether the terminal UI rings the bell when a chat line mentions the player's name.
+    pub bell_on_mention: bool,
 }
 
 /// Default RPC port.
@@ -150,6 +154,8 @@ impl Default for Config {
             max_total_output_bytes: 256 * MIB,
             maxclients: 10_000,
             timeout: 0,
+            timestamps: false,
+            bell_on_mention: true,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! screens, the event loop driven with synthetic terminal events, and one end-to-end run of the
 //! real binary in tmux.
 
+#[path = "tui/friends.rs"]
+mod friends;
 #[path = "tui/support.rs"]
 mod support;
 #[path = "tui/tmux.rs"]
@@ -10,7 +12,7 @@ mod tmux;
 use std::io;
 use std::time::Duration;
 
-use cmud::game::events::{Event, Input, Line, LineKind, Mode, Progress, SyncState};
+use cmud::game::events::{Activity, Event, Input, Line, LineKind, Mode, Progress, SyncState};
 use cmud::tui::app::{App, Command};
 use cmud::tui::runner::{self, GameLink, Host};
 use cmud::tui::theme::Theme;
@@ -114,7 +116,7 @@ fn page_up_is_not_yanked_back_by_new_output() {
     app.on_key(press(KeyCode::PageUp));
     let reading = bottom_line(&app);
     assert_ne!(reading, "output 99");
-    say(&mut app, LineKind::Chat, "bob says: hi");
+    say(&mut app, LineKind::Info, "bob arrives");
     assert_eq!(
         bottom_line(&app),
         reading,
@@ -129,7 +131,7 @@ fn page_up_is_not_yanked_back_by_new_output() {
     );
     app.on_key(press(KeyCode::PageDown));
     assert!(app.log.is_following());
-    assert_eq!(bottom_line(&app), "bob says: hi");
+    assert_eq!(bottom_line(&app), "bob arrives");
 }
 
 #[test]
@@ -163,19 +165,19 @@ fn sending_a_line_jumps_back_to_the_newest_output() {
 fn f1_or_question_mark_opens_help_and_esc_closes_it() {
     let mut app = playing();
     app.on_key(press(KeyCode::F(1)));
-    assert!(app.help_open);
+    assert!(app.help_open());
     type_text(&mut app, "x");
     assert!(app.input.is_empty(), "keys do not leak through the overlay");
     app.on_key(press(KeyCode::Esc));
-    assert!(!app.help_open);
+    assert!(!app.help_open());
 
     app.on_key(press(KeyCode::Char('?')));
-    assert!(app.help_open, "? on an empty line opens help");
+    assert!(app.help_open(), "? on an empty line opens help");
     app.on_key(press(KeyCode::Char('?')));
-    assert!(!app.help_open);
+    assert!(!app.help_open());
 
     type_text(&mut app, "say why?");
-    assert!(!app.help_open, "? inside a line is just typed");
+    assert!(!app.help_open(), "? inside a line is just typed");
     assert_eq!(app.input.text(), "say why?");
 }
 
@@ -202,14 +204,14 @@ fn key_releases_are_ignored() {
         assert!(app.on_key(release(code)).is_empty());
     }
     assert_eq!(app.input.text(), "mine");
-    assert!(!app.help_open);
+    assert!(!app.help_open());
     assert!(app.log.is_following());
 }
 
 #[test]
 fn enter_or_esc_skips_story_text() {
     let mut app = playing();
-    progress(&mut app, "Story", 0, 0);
+    progress(&mut app, Activity::Story, 0, 0);
     assert_eq!(
         app.on_key(press(KeyCode::Enter)),
         [Command::Send(Input::Interrupt)]
@@ -226,7 +228,7 @@ fn enter_or_esc_skips_story_text() {
 #[test]
 fn esc_clears_a_typed_line_before_it_stops_anything() {
     let mut app = playing();
-    progress(&mut app, "Mining", 1, 3);
+    progress(&mut app, Activity::Mining, 1, 3);
     type_text(&mut app, "say oops");
     assert!(app.on_key(press(KeyCode::Esc)).is_empty());
     assert!(app.input.is_empty());
@@ -239,7 +241,7 @@ fn esc_clears_a_typed_line_before_it_stops_anything() {
 #[test]
 fn typing_stays_live_during_a_long_action() {
     let mut app = playing();
-    progress(&mut app, "Mining", 1, 3);
+    progress(&mut app, Activity::Mining, 1, 3);
     assert_eq!(
         enter_line(&mut app, "say still here"),
         [Command::Send(Input::Line("say still here".into()))]
@@ -252,21 +254,18 @@ fn typing_stays_live_during_a_long_action() {
 }
 
 #[test]
-fn first_run_name_is_validated_before_it_is_sent() {
+fn every_name_attempt_goes_to_the_game_and_the_line_is_cleared() {
     let mut app = App::new(Theme::colored());
     assert_eq!(app.mode(), Mode::Naming);
-    assert!(enter_line(&mut app, "two words").is_empty());
-    assert_eq!(app.input.text(), "two words", "the name stays to be mended");
-    assert_eq!(
-        app.log.lines().last().map(|l| l.kind),
-        Some(LineKind::Error)
-    );
-    app.input.clear();
-    assert_eq!(
-        enter_line(&mut app, "  ada "),
-        [Command::Send(Input::Line("ada".into()))]
-    );
-    assert!(app.input.history().is_empty(), "the name is not history");
+    for attempt in ["two words", &"x".repeat(30), "b@d", "ada"] {
+        assert_eq!(
+            enter_line(&mut app, &format!(" {attempt} ")),
+            [Command::Send(Input::Line(attempt.to_owned()))],
+            "the game's one rule decides"
+        );
+        assert!(app.input.is_empty(), "a refused name does not stay");
+    }
+    assert!(app.input.history().is_empty(), "names are not history");
 }
 
 #[test]
@@ -346,8 +345,9 @@ fn main_screen() -> App {
     let mut app = playing();
     app.note(
         LineKind::Event,
-        "Friends can join you with: cmud --join /ip4/127.0.0.1/tcp/7441/p2p/12D3KooWExample",
+        "Friends can join you with cmud --join and one of these (F4 shows them, c copies):",
     );
+    app.note(LineKind::Address, support::ADDRESS);
     for (kind, text) in [
         (LineKind::Echo, "stats"),
         (LineKind::Info, "ada, Undergraduate: 120 coins, power 3."),
@@ -382,7 +382,7 @@ fn battle() -> App {
         say(&mut app, kind, text);
     }
     app.on_game(Event::Progress(Some(Progress {
-        label: "Solving".into(),
+        activity: Activity::Solving,
         done: 3,
         total: 10,
     })));
@@ -506,6 +506,8 @@ fn resizing_redraws_at_the_new_size_without_losing_output() {
 struct RecordingHost {
     remembered: Vec<Event>,
     mouse: Vec<bool>,
+    written: Vec<u8>,
+    shown_outside: Vec<String>,
 }
 
 impl Host for RecordingHost {
@@ -515,6 +517,20 @@ impl Host for RecordingHost {
 
     fn set_mouse_capture(&mut self, on: bool) -> io::Result<()> {
         self.mouse.push(on);
+        Ok(())
+    }
+
+    fn write_to_terminal(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.written.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn show_outside(&mut self, text: &str) -> io::Result<()> {
+        self.shown_outside.push(text.to_owned());
+        Ok(())
+    }
+
+    fn come_back(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
@@ -617,6 +633,22 @@ async fn the_loop_carries_keys_to_the_game_and_the_game_to_the_screen() {
     assert!(screen.starts_with(" ada"), "{screen}");
 }
 
+/// Runs the loop with no stop signal until it ends by itself (the game quits or goes away),
+/// within a generous deadline.
+async fn run_until_it_ends(
+    terminal: &mut Terminal<TestBackend>,
+    app: &mut App,
+    keys: futures::channel::mpsc::UnboundedReceiver<io::Result<TermEvent>>,
+    game: GameLink,
+    host: &mut RecordingHost,
+) {
+    let run = runner::run_loop(terminal, app, keys, game, host, std::future::pending());
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the loop ends by itself")
+        .expect("clean end");
+}
+
 #[tokio::test]
 async fn the_loop_ends_when_the_game_goes_away_or_on_stop() {
     let (input_tx, _input_rx) = mpsc::channel(4);
@@ -630,18 +662,7 @@ async fn the_loop_ends_when_the_game_goes_away_or_on_stop() {
         input: input_tx,
         events: event_rx,
     };
-    let run = runner::run_loop(
-        &mut terminal,
-        &mut app,
-        keys_rx,
-        link,
-        &mut host,
-        std::future::pending(),
-    );
-    tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("a closed game ends the loop")
-        .expect("clean end");
+    run_until_it_ends(&mut terminal, &mut app, keys_rx, link, &mut host).await;
 
     let (input_tx, _input_rx) = mpsc::channel(4);
     let (_event_tx, event_rx) = mpsc::channel(4);
@@ -711,10 +732,19 @@ fn send_command(tmux: &tmux::Tmux, command: &str) {
         &format!("the game answering {command}"),
         SCREEN_TIMEOUT,
         |s| {
-            let input_empty = s.lines().any(|row| row.trim_end() == "(mining) >");
+            let input_empty = s.lines().any(|row| row.trim_end() == ">");
             input_empty && log_rows(s) != before
         },
     );
+}
+
+/// Whether the input line (the last row) shows the idle main prompt, `> `.
+fn at_main_prompt(screen: &str) -> bool {
+    screen
+        .lines()
+        .rev()
+        .find(|row| !row.trim().is_empty())
+        .is_some_and(|row| row.trim_end() == ">" || row.starts_with("> "))
 }
 
 fn quote(path: &std::path::Path) -> String {
@@ -745,14 +775,14 @@ fn plays_in_a_real_terminal_under_tmux() {
     tmux.type_text("ada");
     tmux.key("Enter");
     tmux.wait_for("the main prompt with the name", SCREEN_TIMEOUT, |s| {
-        s.contains("(mining) >") && s.lines().next().is_some_and(|bar| bar.contains("ada"))
+        at_main_prompt(s) && s.lines().next().is_some_and(|bar| bar.contains("ada"))
     });
 
     // A command completed with Tab, then another typed out.
     tmux.type_text("sta");
     tmux.key("Tab");
     tmux.wait_for("Tab completion", SCREEN_TIMEOUT, |s| {
-        s.contains("(mining) > stats")
+        s.lines().any(|row| row.starts_with("> stats"))
     });
     send_command(&tmux, "stats");
     tmux.type_text("map");
@@ -795,18 +825,39 @@ fn plays_in_a_real_terminal_under_tmux() {
     });
     tmux.resize(80, 24);
     tmux.wait_for("the game again at 80x24", SCREEN_TIMEOUT, |s| {
-        s.contains("(mining) >") && !s.contains("too small")
+        at_main_prompt(s) && !s.contains("too small")
     });
 
     // The help overlay opens and closes.
     tmux.key("F1");
     tmux.wait_for("the help overlay", SCREEN_TIMEOUT, |s| {
-        s.contains("Esc closes") && s.contains("Shift+Up/Dn")
+        s.contains("Esc closes") && s.contains("mine [n]")
     });
     tmux.key("Escape");
     tmux.wait_for("the help overlay closed", SCREEN_TIMEOUT, |s| {
         !s.contains("Esc closes")
     });
+
+    // F4, then w: the address whole on the terminal's own screen; any key comes back.
+    tmux.key("F4");
+    tmux.wait_for("the address view", SCREEN_TIMEOUT, |s| {
+        s.contains("Addresses friends can --join")
+    });
+    tmux.type_text("w");
+    let outside = tmux.wait_for("the address outside the UI", SCREEN_TIMEOUT, |s| {
+        s.contains("any key goes back to the game")
+    });
+    assert!(outside.contains("/p2p/"), "{outside}");
+    assert_eq!(tmux.pane_var("alternate_on"), "0", "on the main screen");
+    tmux.type_text("x");
+    tmux.wait_for("the game again", SCREEN_TIMEOUT, |s| {
+        at_main_prompt(s) && !s.contains("any key goes back")
+    });
+    assert_eq!(
+        tmux.pane_var("alternate_on"),
+        "1",
+        "back on the UI's screen"
+    );
 
     // quit leaves cleanly, and the terminal is given back.
     tmux.type_text("quit");
@@ -943,9 +994,7 @@ fn no_color_turns_colours_off_and_ctrl_c_leaves() {
             exit = quote(&exit_file),
         );
         let tmux = tmux::Tmux::start(&script, 100, 30);
-        tmux.wait_for("the main prompt", SCREEN_TIMEOUT, |s| {
-            s.contains("(mining) >")
-        });
+        tmux.wait_for("the main prompt", SCREEN_TIMEOUT, at_main_prompt);
         tmux.key("F1");
         tmux.wait_for("the help overlay", SCREEN_TIMEOUT, |s| {
             s.contains("Esc closes")
@@ -964,16 +1013,23 @@ fn no_color_turns_colours_off_and_ctrl_c_leaves() {
 
 #[test]
 fn drawing_never_panics_at_small_sizes() {
-    let mut app = battle();
-    app.on_key(press(KeyCode::F(1)));
+    let mut battle = battle();
     type_text(
-        &mut app,
+        &mut battle,
         "a long line that does not fit in a narrow terminal at all",
     );
-    for columns in 1..=45 {
-        for rows in 1..=14 {
-            let screen = screen_text(&draw(&mut app, columns, rows));
-            assert_eq!(screen.lines().count(), usize::from(rows));
+    let mut help = main_screen();
+    help.on_key(press(KeyCode::F(1)));
+    let mut addresses = main_screen();
+    addresses.on_key(press(KeyCode::F(4)));
+    let mut chat_view = main_screen();
+    chat_view.on_key(press(KeyCode::F(3)));
+    for app in [&mut battle, &mut help, &mut addresses, &mut chat_view] {
+        for columns in 1..=45 {
+            for rows in 1..=14 {
+                let screen = screen_text(&draw(app, columns, rows));
+                assert_eq!(screen.lines().count(), usize::from(rows));
+            }
         }
     }
 }
@@ -994,7 +1050,7 @@ fn a_taken_rpc_port_moves_and_the_log_says_so() {
     let screen = tmux.wait_for("the moved port note", SCREEN_TIMEOUT, |s| {
         s.contains(&format!("rpc port {port} is taken"))
     });
-    assert!(screen.contains("(mining) >"), "{screen}");
+    assert!(at_main_prompt(&screen), "{screen}");
     tmux.key("C-c");
     drop(taken);
 }

@@ -155,7 +155,7 @@ impl<K: Kv> Session<K> {
             "shout" => self.chat(rest, true).await,
             "top" => self.top().await,
             "give" => self.give(rest).await,
-            "addr" => self.addr().await,
+            "addr" => self.addr(rest).await,
             "join" => self.join(rest).await,
             "quit" => return self.quit().await,
             _ => Ok(()),

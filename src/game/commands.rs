@@ -176,8 +176,8 @@ pub const COMMANDS: &[Command] = &[
         "addr",
         2,
         &[],
-        "",
-        "shows the addresses a friend can --join to play with you",
+        "[copy]",
+        "shows the addresses a friend can --join; copy puts the first on the clipboard",
         Where::Both,
     ),
     cmd(

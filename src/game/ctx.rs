@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::clock::Clock;
 use super::content::Content;
-use super::events::{Event, Line, LineKind, Progress};
+use super::events::{Activity, Event, Line, LineKind, Progress};
 use super::player::PlayerHandle;
 use crate::rpc::{Kv, KvError};
 
@@ -74,14 +74,14 @@ impl<K: Kv> Ctx<K> {
         &self,
         lines: &[String],
         cancel: &mut watch::Receiver<bool>,
-        progress: Option<&str>,
+        progress: Option<Activity>,
     ) {
         let pause = Duration::from_millis(self.content.rules.story_pause_ms);
         for (i, text) in lines.iter().enumerate() {
             self.line(LineKind::Story, text.clone()).await;
-            if let Some(label) = progress {
+            if let Some(activity) = progress {
                 let progress = Progress {
-                    label: label.to_owned(),
+                    activity,
                     done: i as u64 + 1,
                     total: lines.len() as u64,
                 };

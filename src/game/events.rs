@@ -9,16 +9,29 @@
 pub enum LineKind {
     /// Narrative text (intro, problems, promotions).
     Story,
-    /// Something that happened (`--- Mining bitcoin [1/3]... ---`, someone arrived).
+    /// Something that happened to the player (`--- Mining bitcoin [1/3]... ---`, a promotion).
     Event,
-    /// A chat line from a player (`say`, `shout`).
+    /// Something another player did (arrived, joined, was promoted, gave coins).
+    News,
+    /// A chat line said at a location (`say`), the player's own or another's.
     Chat,
+    /// A chat line shouted to everyone (`shout`).
+    Shout,
     /// A player's mistake or a failure ("You can't afford that").
     Error,
     /// Ordinary command output (stats, map, help, shop).
     Info,
     /// The player's own command, echoed back.
     Echo,
+    /// A multiaddr a friend can `--join`, alone on its line (front ends never break it).
+    Address,
+}
+
+impl LineKind {
+    /// Whether the line is conversation between players (front ends keep it in view).
+    pub fn is_chat(self) -> bool {
+        matches!(self, LineKind::Chat | LineKind::Shout)
+    }
 }
 
 /// One line of game output.
@@ -117,11 +130,33 @@ pub struct Status {
     pub players: Vec<Presence>,
 }
 
+/// Which long action is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activity {
+    /// `mine n`.
+    Mining,
+    /// `solve n` in a battle.
+    Solving,
+    /// Story text told with pauses.
+    Story,
+}
+
+impl Activity {
+    /// How front ends name it ("Mining").
+    pub fn label(self) -> &'static str {
+        match self {
+            Activity::Mining => "Mining",
+            Activity::Solving => "Solving",
+            Activity::Story => "Story",
+        }
+    }
+}
+
 /// Progress of a long action (mining, solving, story text).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Progress {
-    /// What is running ("Mining", "Solving", "Story").
-    pub label: String,
+    /// What is running.
+    pub activity: Activity,
     /// Steps done.
     pub done: u64,
     /// Steps in all.
@@ -141,6 +176,9 @@ pub enum Event {
     NameChosen(String),
     /// The player joined this peer: the front end remembers it (profile.ron).
     PeerJoined(String),
+    /// The player asked to copy this text (`addr copy`) to the system clipboard; the front
+    /// end does it if it can and says what it did.
+    Copy(String),
     /// The session is over (`quit`); the front end exits.
     Quit,
 }

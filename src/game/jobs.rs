@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use super::commands;
 use super::content::Content;
 use super::ctx::Ctx;
-use super::events::{Event, LineKind, Mode, Progress};
+use super::events::{Activity, Event, LineKind, Mode, Progress};
 use super::ledger;
 use super::player::{Change, Outcome};
 use super::schema::World;
@@ -128,9 +128,9 @@ impl<K: Kv> Session<K> {
     }
 }
 
-async fn progress<K: Kv>(ctx: &Ctx<K>, label: &str, done: u64, total: u64) {
+async fn progress<K: Kv>(ctx: &Ctx<K>, activity: Activity, done: u64, total: u64) {
     let progress = Progress {
-        label: label.to_owned(),
+        activity,
         done,
         total,
     };
@@ -197,7 +197,7 @@ async fn mine<K: Kv>(
             ctx.line(LineKind::Event, "Didn't mine a coin.").await;
         }
         refresh(&tx);
-        progress(&ctx, "Mining", i, attempts).await;
+        progress(&ctx, Activity::Mining, i, attempts).await;
     }
     JobEnd::Finished
 }
@@ -248,7 +248,7 @@ async fn battle<K: Kv>(
             Roll::Stuck => {
                 ctx.line(LineKind::Event, ctx.content.story.stuck.clone())
                     .await;
-                progress(&ctx, "Solving", i, steps).await;
+                progress(&ctx, Activity::Solving, i, steps).await;
                 continue;
             }
         };
@@ -263,7 +263,7 @@ async fn battle<K: Kv>(
         if let Some(end) = report_step(&ctx, outcome, &epoch, &mut cancel).await {
             return end;
         }
-        progress(&ctx, "Solving", i, steps).await;
+        progress(&ctx, Activity::Solving, i, steps).await;
     }
     JobEnd::Finished
 }

@@ -29,3 +29,5 @@ mod shop;
 #[cfg(test)]
 mod sim_tests;
 mod social;
+
+pub use social::sort_by_reach;

@@ -133,7 +133,7 @@ pub fn diff(content: &Content, last: &World, now: &World, me: &str, now_ms: u64)
 }
 
 fn event(text: String) -> Line {
-    Line::new(LineKind::Event, format!("--- {text} ---"))
+    Line::new(LineKind::News, format!("--- {text} ---"))
 }
 
 /// A known player's new name, location or rank.
@@ -191,12 +191,14 @@ fn chat_lines(
         .iter()
         .filter(|line| new(line))
         .filter_map(|line| {
-            let text = match &line.scope {
-                Scope::Shout => format!("{name} shouts: {}", line.text),
-                Scope::Say(loc) if loc == my_loc => format!("{name} says: {}", line.text),
+            let (kind, text) = match &line.scope {
+                Scope::Shout => (LineKind::Shout, format!("{name} shouts: {}", line.text)),
+                Scope::Say(loc) if loc == my_loc => {
+                    (LineKind::Chat, format!("{name} says: {}", line.text))
+                }
                 Scope::Say(_) => return None,
             };
-            Some(Line::new(LineKind::Chat, text))
+            Some(Line::new(kind, text))
         })
         .collect()
 }

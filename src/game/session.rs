@@ -19,7 +19,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::clock::{Clock, SystemClock};
 use super::content::Content;
 use super::ctx::Ctx;
-use super::events::{Event, Input, Line, LineKind, Mode, Progress, Status};
+use super::events::{Activity, Event, Input, Line, LineKind, Mode, Progress, Status};
 use super::news::News;
 use super::player::PlayerHandle;
 use crate::rpc::{Kv, KvError};
@@ -314,14 +314,14 @@ impl<K: Kv> Session<K> {
         Fut: Future<Output = JobEnd> + Send + 'static,
     {
         self.finish_story().await;
-        let label = match kind {
-            JobKind::Mining => "Mining",
-            JobKind::Solving => "Solving",
-            JobKind::Story => "Story",
+        let activity = match kind {
+            JobKind::Mining => Activity::Mining,
+            JobKind::Solving => Activity::Solving,
+            JobKind::Story => Activity::Story,
         };
         self.ctx
             .send(Event::Progress(Some(Progress {
-                label: label.to_owned(),
+                activity,
                 done: 0,
                 total,
             })))
@@ -381,7 +381,7 @@ impl<K: Kv> Session<K> {
             JobKind::Story,
             total,
             move |ctx, _, mut cancel, _| async move {
-                ctx.story(&lines, &mut cancel, Some("Story")).await;
+                ctx.story(&lines, &mut cancel, Some(Activity::Story)).await;
                 JobEnd::Finished
             },
         )

@@ -100,9 +100,12 @@ impl<K: Kv> Session<K> {
                 text: text.clone(),
             })
             .await?;
-        self.ctx
-            .line(LineKind::Chat, format!("You {verb}: {text}"))
-            .await;
+        let kind = if shout {
+            LineKind::Shout
+        } else {
+            LineKind::Chat
+        };
+        self.ctx.line(kind, format!("You {verb}: {text}")).await;
         Ok(())
     }
 
@@ -170,8 +173,17 @@ impl<K: Kv> Session<K> {
         Ok(())
     }
 
-    /// `addr`: where friends can join this node.
-    pub(super) async fn addr(&mut self) -> Result<(), KvError> {
+    /// `addr`: where friends can join this node, each address alone on its line, the most
+    /// widely reachable first; `addr copy` also asks the front end to copy that first one.
+    pub(super) async fn addr(&mut self, rest: &str) -> Result<(), KvError> {
+        let copy = match rest.to_lowercase().as_str() {
+            "" => false,
+            "copy" => true,
+            _ => {
+                let usage = "Usage: addr, or addr copy to copy your address to the clipboard.";
+                return self.ctx.reply(LineKind::Error, usage).await;
+            }
+        };
         let addrs = match self.ctx.kv.addrs().await {
             Ok(addrs) => addrs,
             Err(KvError::Refused(why)) => {
@@ -193,15 +205,23 @@ impl<K: Kv> Session<K> {
                 "Friends can join you with `cmud --join <address>`, best first:",
             )
             .await;
+        if copy {
+            self.ctx.send(Event::Copy(addrs[0].addr.clone())).await;
+        }
+        // Best first as the node ordered them, under one label per kind, each address alone
+        // on its line (so it can be copied).
+        let mut labelled = None;
         for SharedAddr { addr, kind } in addrs {
-            let label = match kind {
-                AddrKind::Internet => "internet",
-                AddrKind::Relay => "via relay",
-                AddrKind::Lan => "LAN only",
-            };
-            self.ctx
-                .line(LineKind::Info, format!("  {label:<9}  {addr}"))
-                .await;
+            if labelled != Some(kind) {
+                labelled = Some(kind);
+                let label = match kind {
+                    AddrKind::Internet => "internet:",
+                    AddrKind::Relay => "via relay:",
+                    AddrKind::Lan => "LAN only:",
+                };
+                self.ctx.line(LineKind::Info, label).await;
+            }
+            self.ctx.line(LineKind::Address, addr).await;
         }
         Ok(())
     }
@@ -282,6 +302,46 @@ async fn report_join<K: Kv>(ctx: &Ctx<K>, addr: &str, result: Result<(), KvError
     }
 }
 
+/// Sorts multiaddrs a friend could join so the most widely reachable comes first (the one to
+/// share, and the one `addr copy` copies).
+pub fn sort_by_reach(addrs: &mut [String]) {
+    addrs.sort_by_key(|addr| reach(addr));
+}
+
+/// How widely a multiaddr can be dialled: public addresses and names first, then relayed
+/// ones, then private networks (a LAN), then this machine only. Lower is wider.
+fn reach(addr: &str) -> u8 {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let mut parts = addr.split('/').skip(1);
+    let (protocol, host) = (parts.next().unwrap_or_default(), parts.next());
+    let relayed = addr.contains("/p2p-circuit");
+    let local = match (protocol, host.unwrap_or_default()) {
+        ("ip4", host) => host.parse::<Ipv4Addr>().ok().map(|ip| {
+            if ip.is_loopback() || ip.is_unspecified() {
+                3
+            } else if ip.is_private() || ip.is_link_local() {
+                2
+            } else {
+                0
+            }
+        }),
+        ("ip6", host) => host.parse::<Ipv6Addr>().ok().map(|ip| {
+            if ip.is_loopback() || ip.is_unspecified() {
+                3
+            } else if ip.is_unicast_link_local() || ip.is_unique_local() {
+                2
+            } else {
+                0
+            }
+        }),
+        _ => Some(0),
+    };
+    match (local.unwrap_or(0), relayed) {
+        (0, true) => 1,
+        (rank, _) => rank,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +362,31 @@ mod tests {
         assert!(reachability_sentence(&[lan.clone(), relay]).contains("only via a relay"));
         let none = reachability_sentence(&[lan]);
         assert!(none.contains("cannot join you yet") && none.contains("TCP and UDP port 7441"));
+    }
+
+    #[test]
+    fn the_widest_reaching_address_sorts_first() {
+        let mut addrs = vec![
+            "/ip4/127.0.0.1/tcp/7441/p2p/A",
+            "/ip4/192.168.1.20/tcp/7441/p2p/A",
+            "/ip4/203.0.113.7/tcp/4001/p2p/R/p2p-circuit/p2p/A",
+            "/ip6/::1/tcp/7441/p2p/A",
+            "/ip4/203.0.113.9/tcp/7441/p2p/A",
+            "/ip6/fd00::2/tcp/7441/p2p/A",
+            "/dns4/host.example.org/tcp/7441/p2p/A",
+        ];
+        addrs.sort_by_key(|addr| reach(addr));
+        assert_eq!(
+            addrs,
+            [
+                "/ip4/203.0.113.9/tcp/7441/p2p/A",
+                "/dns4/host.example.org/tcp/7441/p2p/A",
+                "/ip4/203.0.113.7/tcp/4001/p2p/R/p2p-circuit/p2p/A",
+                "/ip4/192.168.1.20/tcp/7441/p2p/A",
+                "/ip6/fd00::2/tcp/7441/p2p/A",
+                "/ip4/127.0.0.1/tcp/7441/p2p/A",
+                "/ip6/::1/tcp/7441/p2p/A",
+            ]
+        );
     }
 }

@@ -2,16 +2,18 @@
 //!
 //! The terminal UI is split model / events / update / view, as in ratatui's templates:
 //! [`app`] is the model and its update from game events, [`keys`] its update from the terminal,
-//! [`view`] and [`help`] draw it, [`runner`] is the `select!` loop over terminal events, game
+//! [`view`], [`panes`], [`help`] and [`addr_view`] draw it, [`runner`] is the `select!` loop over terminal events, game
 //! events and a tick, and [`terminal`] takes and restores the real terminal. The UI only talks
 //! to the game through `game::events`; it never queries the replica.
 
+pub mod addr_view;
 pub mod app;
 pub mod complete;
 pub mod embed;
 pub mod help;
 pub mod input;
 pub mod keys;
+pub mod panes;
 pub mod plain;
 pub mod runner;
 pub mod scrollback;
@@ -20,7 +22,7 @@ pub mod terminal;
 pub mod theme;
 pub mod view;
 
-use std::io;
+use std::io::{self, Write};
 
 use anyhow::Context;
 use crossterm::event::EventStream;
@@ -44,14 +46,20 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         },
     );
     let mut app = App::new(Theme::from_env());
+    app.options = settings.screen;
     if let Some(moved) = &started.rpc_moved {
         app.note(LineKind::Error, format!("Note: {moved}."));
     }
-    for addr in &started.addrs {
+    let mut addrs = started.addrs.clone();
+    crate::game::sort_by_reach(&mut addrs);
+    if !addrs.is_empty() {
         app.note(
             LineKind::Event,
-            format!("Friends can join you with: cmud --join {addr}"),
+            "Friends can join you with cmud --join and one of these (F4 shows them, c copies):",
         );
+    }
+    for addr in addrs {
+        app.note(LineKind::Address, addr);
     }
     let result = play(&mut settings, &mut app, GameLink { input, events }).await;
     tracing::info!("leaving the game: flushing the world to disk");
@@ -88,6 +96,20 @@ impl Host for RealHost<'_> {
 
     fn set_mouse_capture(&mut self, on: bool) -> io::Result<()> {
         terminal::set_mouse_capture(on)
+    }
+
+    fn write_to_terminal(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut out = io::stdout();
+        out.write_all(bytes)?;
+        out.flush()
+    }
+
+    fn show_outside(&mut self, text: &str) -> io::Result<()> {
+        terminal::show_outside(text)
+    }
+
+    fn come_back(&mut self) -> io::Result<()> {
+        terminal::come_back()
     }
 }
 

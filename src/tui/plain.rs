@@ -192,6 +192,13 @@ fn show<W: Write>(repl: &mut Repl, event: &Event, out: &mut W) -> std::io::Resul
             out.flush()?;
             return Ok(false);
         }
+        Event::Copy(_) => {
+            // A line front end has no clipboard of its own: the address is on its own line.
+            writeln!(
+                out,
+                "cmud --plain does not copy; select the address below instead."
+            )?;
+        }
         Event::NameChosen(_) | Event::PeerJoined(_) => {}
     }
     out.flush()?;

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use crossterm::event::Event as TermEvent;
@@ -15,8 +15,12 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::game::events::{Event, Input, LineKind};
 
+use super::addr_view::osc52;
 use super::app::{App, Command};
 use super::view;
+
+/// The terminal bell.
+const BELL: &[u8] = b"\x07";
 
 /// How often the clock ticks (spinner frames).
 pub const TICK_PERIOD: Duration = Duration::from_millis(120);
@@ -38,6 +42,12 @@ pub trait Host {
     fn remember(&mut self, event: &Event);
     /// Turns mouse capture on or off.
     fn set_mouse_capture(&mut self, on: bool) -> io::Result<()>;
+    /// Writes bytes to the terminal between two frames (the bell, OSC 52).
+    fn write_to_terminal(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Leaves the full-screen UI and prints `text` on the terminal's own screen.
+    fn show_outside(&mut self, text: &str) -> io::Result<()>;
+    /// Back to the full-screen UI (the runner then redraws all of it).
+    fn come_back(&mut self) -> io::Result<()>;
 }
 
 /// Runs the UI until the player or the game quits, the terminal closes, or `stop` completes.
@@ -62,19 +72,27 @@ where
     tokio::pin!(stop);
     let mut dirty = true;
     while !app.quitting {
-        if dirty {
+        // Nothing is drawn while the UI has stepped aside (it would draw on the main screen).
+        if dirty && !app.outside {
             terminal
                 .draw(|frame| view::render(app, frame))
                 .context("drawing the screen")?;
+            app.frames += 1;
         }
+        // Idle, the loop sleeps until an event: only a spinner needs the clock.
+        let ticking = app.wants_ticks();
         let commands = tokio::select! {
             () = &mut stop => break,
             event = terminal_events.next() => match event {
-                Some(event) => app.on_terminal(event.context("reading the terminal")?),
+                Some(event) => {
+                    app.at(std::time::Instant::now(), SystemTime::now());
+                    app.on_terminal(event.context("reading the terminal")?)
+                }
                 None => break,
             },
             event = game.events.recv() => match event {
                 Some(event) => {
+                    app.at(std::time::Instant::now(), SystemTime::now());
                     let mut commands = app.on_game(event);
                     for _ in 1..MAX_EVENTS_PER_DRAW {
                         let Ok(event) = game.events.try_recv() else { break };
@@ -84,13 +102,17 @@ where
                 }
                 None => app.on_game_ended(),
             },
-            _ = tick.tick() => {
+            _ = tick.tick(), if ticking => {
                 dirty = app.tick();
                 continue;
             }
         };
         dirty = true;
         for command in commands {
+            if command == Command::ComeBack {
+                // The alternate screen comes back blank: all of it must be drawn again.
+                terminal.clear().context("clearing the screen")?;
+            }
             perform(command, app, &game.input, host);
         }
     }
@@ -121,6 +143,26 @@ fn perform(command: Command, app: &mut App, input: &mpsc::Sender<Input>, host: &
                 );
             }
         }
+        Command::Bell => {
+            if let Err(err) = host.write_to_terminal(BELL) {
+                tracing::debug!(%err, "could not ring the bell");
+            }
+        }
+        Command::Copy(text) => match host.write_to_terminal(osc52(&text).as_bytes()) {
+            Ok(()) => app.note_copied(&text),
+            Err(err) => app.note(LineKind::Error, format!("Could not copy: {err}")),
+        },
+        Command::ShowOutside(text) => {
+            if let Err(err) = host.show_outside(&text) {
+                app.outside = false;
+                app.note(LineKind::Error, format!("Could not show it: {err}"));
+            }
+        }
+        Command::ComeBack => {
+            if let Err(err) = host.come_back() {
+                tracing::warn!(%err, "could not go back to the full-screen UI");
+            }
+        }
         Command::Quit => {
             app.quit();
         }
@@ -139,6 +181,15 @@ mod tests {
         fn set_mouse_capture(&mut self, _: bool) -> io::Result<()> {
             Err(io::Error::other("no terminal"))
         }
+        fn write_to_terminal(&mut self, _: &[u8]) -> io::Result<()> {
+            Err(io::Error::other("no terminal"))
+        }
+        fn show_outside(&mut self, _: &str) -> io::Result<()> {
+            Err(io::Error::other("no terminal"))
+        }
+        fn come_back(&mut self) -> io::Result<()> {
+            Err(io::Error::other("no terminal"))
+        }
     }
 
     #[test]
@@ -149,7 +200,7 @@ mod tests {
         perform(send(), &mut app, &input, &mut NoHost);
         perform(send(), &mut app, &input, &mut NoHost);
         assert_eq!(rx.try_recv().ok(), Some(Input::Line("mine".into())));
-        let last = app.log.lines().last().map(|line| line.text.clone());
+        let last = app.log.lines().last().map(|entry| entry.line.text.clone());
         assert!(last.is_some_and(|text| text.contains("busy")));
 
         perform(
@@ -158,8 +209,12 @@ mod tests {
             &input,
             &mut NoHost,
         );
-        let last = app.log.lines().last().map(|line| line.text.clone());
+        let last = app.log.lines().last().map(|entry| entry.line.text.clone());
         assert!(last.is_some_and(|text| text.contains("mouse capture")));
+
+        perform(Command::Copy("x".into()), &mut app, &input, &mut NoHost);
+        let last = app.log.lines().last().map(|entry| entry.line.text.clone());
+        assert!(last.is_some_and(|text| text.contains("Could not copy")));
 
         drop(rx);
         assert!(!app.quitting);

@@ -8,6 +8,28 @@ use std::collections::VecDeque;
 
 use crate::game::events::Line;
 
+/// A line as the log keeps it: the game's line and what the UI noted when it arrived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The line itself.
+    pub line: Line,
+    /// The local time it arrived (`HH:MM`), when timestamps are on.
+    pub stamp: Option<String>,
+    /// Whether it is someone's chat that mentions the player (highlighted).
+    pub mention: bool,
+}
+
+impl Entry {
+    /// A line without a time or a mention.
+    pub fn plain(line: Line) -> Self {
+        Entry {
+            line,
+            stamp: None,
+            mention: false,
+        }
+    }
+}
+
 /// Lines kept; older ones are dropped.
 pub const MAX_LOG_LINES: usize = 5000;
 
@@ -15,7 +37,7 @@ pub const MAX_LOG_LINES: usize = 5000;
 #[derive(Clone, Debug, Default)]
 pub struct Scrollback {
     /// The kept lines, oldest first.
-    lines: VecDeque<Line>,
+    lines: VecDeque<Entry>,
     /// Sequence number of `lines[0]` (lines ever dropped from the front).
     first_seq: u64,
     /// `None` follows new output; `Some(seq)` keeps line `seq` at the bottom of the pane.
@@ -24,7 +46,7 @@ pub struct Scrollback {
 
 impl Scrollback {
     /// Appends a line, dropping the oldest beyond [`MAX_LOG_LINES`].
-    pub fn push(&mut self, line: Line) {
+    pub fn push(&mut self, line: Entry) {
         self.lines.push_back(line);
         if self.lines.len() > MAX_LOG_LINES {
             self.lines.pop_front();
@@ -46,7 +68,7 @@ impl Scrollback {
     }
 
     /// The kept lines, oldest first.
-    pub fn lines(&self) -> impl DoubleEndedIterator<Item = &Line> {
+    pub fn lines(&self) -> impl DoubleEndedIterator<Item = &Entry> {
         self.lines.iter()
     }
 
@@ -75,6 +97,29 @@ impl Scrollback {
         self.anchor = (bottom < last).then_some(bottom);
     }
 
+    /// Shows the oldest lines at the top of a pane of `height` rows, where `rows` says how many
+    /// rows each kept line takes, oldest first. When everything fits, the pane simply follows
+    /// new output.
+    pub fn to_top(&mut self, height: usize, rows: &[usize]) {
+        let total: usize = rows.iter().sum();
+        if total <= height {
+            self.anchor = None;
+            return;
+        }
+        // One row goes to the "newer lines below" bar.
+        let room = height.saturating_sub(1).max(1);
+        let mut used = 0;
+        let mut last_fitting = 0;
+        for (i, count) in rows.iter().enumerate() {
+            used += count;
+            if used > room && i > 0 {
+                break;
+            }
+            last_fitting = i;
+        }
+        self.anchor = Some(self.first_seq + last_fitting as u64);
+    }
+
     /// Jumps back to the newest line and follows new output.
     pub fn to_bottom(&mut self) {
         self.anchor = None;
@@ -89,7 +134,7 @@ impl Scrollback {
     }
 
     /// The line at the bottom of the pane and the ones above it, newest first.
-    pub fn visible_from_bottom(&self) -> impl Iterator<Item = &Line> {
+    pub fn visible_from_bottom(&self) -> impl Iterator<Item = &Entry> {
         let end = match self.anchor {
             Some(anchor) => (anchor - self.first_seq) as usize + 1,
             None => self.lines.len(),
@@ -129,16 +174,37 @@ mod tests {
     use super::*;
     use crate::game::events::LineKind;
 
+    fn info(text: &str) -> Entry {
+        Entry::plain(Line::new(LineKind::Info, text))
+    }
+
     fn filled(n: usize) -> Scrollback {
         let mut log = Scrollback::default();
         for i in 0..n {
-            log.push(Line::new(LineKind::Info, format!("line {i}")));
+            log.push(info(&format!("line {i}")));
         }
         log
     }
 
     fn bottom(log: &Scrollback) -> String {
-        log.visible_from_bottom().next().unwrap().text.clone()
+        log.visible_from_bottom().next().unwrap().line.text.clone()
+    }
+
+    #[test]
+    fn to_top_puts_the_oldest_line_at_the_top() {
+        let mut log = filled(30);
+        log.to_top(10, &[1; 30]);
+        // Nine rows of lines, one for the bar below them.
+        assert_eq!(bottom(&log), "line 8");
+        let mut log = filled(30);
+        let mut rows = [1; 30];
+        rows[0] = 3;
+        log.to_top(10, &rows);
+        assert_eq!(bottom(&log), "line 6");
+        let mut short = filled(5);
+        short.scroll_up(2);
+        short.to_top(10, &[1; 5]);
+        assert!(short.is_following(), "all of it fits: nothing to scroll");
     }
 
     #[test]
@@ -146,7 +212,7 @@ mod tests {
         let mut log = filled(MAX_LOG_LINES);
         log.scroll_up(10);
         let before = bottom(&log);
-        log.push(Line::new(LineKind::Info, "new"));
+        log.push(info("new"));
         assert_eq!(bottom(&log), before);
         assert_eq!(log.below(), 11);
         log.scroll_down(100);

@@ -1,5 +1,5 @@
-//! The status bar: name, rank, coins, power, location, peers, sync state, and the clock
-//! warning. When the terminal is narrow the least needed parts are left out, never the sync
+//! The status bar: name, rank, coins, power, location, the log's view (F3), peers, sync
+//! state, and the clock warning. When the terminal is narrow the least needed parts are left out, never the sync
 //! state or the warning.
 
 use ratatui::Frame;
@@ -63,6 +63,11 @@ fn parts(app: &App) -> Vec<Part> {
             }
         }
     }
+    let view = match app.unseen_chat {
+        0 => format!("view {}", app.view.name()),
+        n => format!("view {} ({n} new chat)", app.view.name()),
+    };
+    parts.push(part(view, bar, 1));
     let peers = match status.peers {
         1 => "1 peer".to_owned(),
         n => format!("{n} peers"),

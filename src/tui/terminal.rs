@@ -2,7 +2,7 @@
 //! every exit path (a normal return, an error, or a panic: a panic hook restores the terminal
 //! before the report is printed).
 
-use std::io::{self, Stdout};
+use std::io::{self, Stdout, Write};
 use std::panic::{self, PanicHookInfo};
 use std::sync::Arc;
 
@@ -75,6 +75,24 @@ pub fn set_mouse_capture(on: bool) -> io::Result<()> {
     } else {
         execute!(io::stdout(), DisableMouseCapture)
     }
+}
+
+/// Steps out of the alternate screen and prints `text` on the terminal's own screen, where
+/// the terminal itself wraps a long line and copies it whole, then a hint to come back. Raw
+/// mode stays, so lines end in `\r\n`.
+pub fn show_outside(text: &str) -> io::Result<()> {
+    let mut out = io::stdout();
+    execute!(out, LeaveAlternateScreen, crossterm::cursor::Show)?;
+    write!(
+        out,
+        "\r\n{text}\r\n\r\n(cmud: select and copy the line above; any key goes back to the game)\r\n"
+    )?;
+    out.flush()
+}
+
+/// Back to the alternate screen after [`show_outside`].
+pub fn come_back() -> io::Result<()> {
+    execute!(io::stdout(), EnterAlternateScreen)
 }
 
 /// Gives the terminal back: no mouse capture, no paste mode, main screen, cursor shown, cooked

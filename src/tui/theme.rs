@@ -43,11 +43,41 @@ impl Theme {
         match kind {
             LineKind::Story => self.fg(Color::Cyan).add_modifier(Modifier::ITALIC),
             LineKind::Event => self.fg(Color::Yellow),
+            LineKind::News => self.fg(Color::LightBlue),
             LineKind::Chat => self.fg(Color::Green),
+            LineKind::Shout => self.fg(Color::LightMagenta).add_modifier(Modifier::BOLD),
             LineKind::Error => self.fg(Color::Red).add_modifier(Modifier::BOLD),
             LineKind::Info => Style::new(),
             LineKind::Echo => self.fg(Color::Blue).add_modifier(Modifier::BOLD),
+            LineKind::Address => self.fg(Color::LightCyan),
         }
+    }
+
+    /// What marks a line's kind when there are no colours to tell kinds apart (`NO_COLOR`);
+    /// nothing with colours. Addresses and plain output go unmarked, so they copy cleanly.
+    pub fn marker(self, kind: LineKind) -> &'static str {
+        if self.color {
+            return "";
+        }
+        match kind {
+            LineKind::Story => "~ ",
+            LineKind::Event => "* ",
+            LineKind::News => "+ ",
+            LineKind::Chat => "' ",
+            LineKind::Shout => "\" ",
+            LineKind::Error => "! ",
+            LineKind::Info | LineKind::Echo | LineKind::Address => "",
+        }
+    }
+
+    /// What marks a chat line that mentions the player, colours or not.
+    pub fn mention_marker(self) -> &'static str {
+        "@ "
+    }
+
+    /// A chat line that mentions the player: reverse video, which needs no colour.
+    pub fn mention(self) -> Style {
+        Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD)
     }
 
     /// The status bar.
@@ -89,25 +119,51 @@ impl Theme {
 mod tests {
     use super::*;
 
+    const KINDS: [LineKind; 9] = [
+        LineKind::Story,
+        LineKind::Event,
+        LineKind::News,
+        LineKind::Chat,
+        LineKind::Shout,
+        LineKind::Error,
+        LineKind::Info,
+        LineKind::Echo,
+        LineKind::Address,
+    ];
+
     #[test]
-    fn kinds_are_coloured_apart_and_plain_has_no_colour() {
+    fn every_kind_has_its_own_colour_and_plain_has_none() {
         let theme = Theme::colored();
-        assert_ne!(
-            theme.line(LineKind::Error).fg,
-            theme.line(LineKind::Chat).fg
-        );
+        for (i, a) in KINDS.iter().enumerate() {
+            for b in &KINDS[i + 1..] {
+                assert_ne!(theme.line(*a), theme.line(*b), "{a:?} and {b:?}");
+            }
+            assert_eq!(theme.marker(*a), "", "no markers with colours");
+        }
         let plain = Theme::plain();
-        for kind in [
-            LineKind::Story,
-            LineKind::Event,
-            LineKind::Chat,
-            LineKind::Error,
-            LineKind::Info,
-            LineKind::Echo,
-        ] {
+        for kind in KINDS {
             assert_eq!(plain.line(kind).fg, None);
             assert_eq!(plain.line(kind).bg, None);
         }
         assert_eq!(plain.status_bar().bg, None);
+    }
+
+    #[test]
+    fn without_colour_the_kinds_of_talk_and_news_have_markers() {
+        let plain = Theme::plain();
+        let marked = [
+            LineKind::Story,
+            LineKind::Event,
+            LineKind::News,
+            LineKind::Chat,
+            LineKind::Shout,
+            LineKind::Error,
+        ];
+        for (i, a) in marked.iter().enumerate() {
+            assert!(!plain.marker(*a).is_empty(), "{a:?}");
+            for b in &marked[i + 1..] {
+                assert_ne!(plain.marker(*a), plain.marker(*b), "{a:?} and {b:?}");
+            }
+        }
     }
 }

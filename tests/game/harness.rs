@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cmud::game::clock::InstantClock;
 use cmud::game::content::{Content, RULES_RON, STORY_RON};
-use cmud::game::events::{Event, Input, LineKind, Status};
+use cmud::game::events::{Activity, Event, Input, LineKind, Status};
 use cmud::game::session::{self, SessionOptions};
 use cmud::node::{Node, NodeOptions};
 use cmud::p2p::NetworkOptions;
@@ -164,7 +164,7 @@ impl Player {
                 Some(Event::Line(l)) if l.kind == LineKind::Echo => marked |= l.text == mark,
                 Some(Event::Line(l)) => out.push((l.kind, l.text)),
                 // Story text runs on by itself; mining and solving are waited for.
-                Some(Event::Progress(p)) => busy = p.is_some_and(|p| p.label != "Story"),
+                Some(Event::Progress(p)) => busy = p.is_some_and(|p| p.activity != Activity::Story),
                 Some(Event::Quit) | None => break,
                 Some(_) => {}
             }

@@ -1,12 +1,18 @@
 //! Helpers for the terminal UI tests: synthetic keys, game events and screens.
 
-use cmud::game::events::{Event, Line, LineKind, Mode, Presence, Progress, Status, SyncState};
+use cmud::game::events::{
+    Activity, Event, Line, LineKind, Mode, Presence, Progress, Status, SyncState,
+};
 use cmud::tui::app::{App, Command};
 use cmud::tui::theme::Theme;
 use cmud::tui::view;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyEventState, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+
+/// A realistic address to share: wider than an 80-column log pane.
+pub const ADDRESS: &str =
+    "/ip4/192.168.100.123/tcp/7441/p2p/12D3KooWRm9zSWbV8kGk1yuPUt4yUaLrnj3ubfyRhQ6wEMgTs5Jq";
 
 /// A key press without modifiers.
 pub fn press(code: KeyCode) -> KeyEvent {
@@ -85,15 +91,15 @@ pub fn playing() -> App {
     app
 }
 
-/// Sends the model a line of game output.
-pub fn say(app: &mut App, kind: LineKind, text: &str) {
-    assert!(app.on_game(Event::Line(Line::new(kind, text))).is_empty());
+/// Sends the model a line of game output; returns what the model asked for (a bell).
+pub fn say(app: &mut App, kind: LineKind, text: &str) -> Vec<Command> {
+    app.on_game(Event::Line(Line::new(kind, text)))
 }
 
 /// Sends the model a progress event.
-pub fn progress(app: &mut App, label: &str, done: u64, total: u64) {
+pub fn progress(app: &mut App, activity: Activity, done: u64, total: u64) {
     app.on_game(Event::Progress(Some(Progress {
-        label: label.into(),
+        activity,
         done,
         total,
     })));
@@ -104,7 +110,7 @@ pub fn bottom_line(app: &App) -> String {
     app.log
         .visible_from_bottom()
         .next()
-        .map(|line| line.text.clone())
+        .map(|entry| entry.line.text.clone())
         .unwrap_or_default()
 }
 

@@ -59,6 +59,17 @@ impl Tmux {
             .expect("tmux is required for this test (.ci/run installs it)")
     }
 
+    /// Runs a tmux command against this server (`set-option`, `show-buffer`); its stdout.
+    pub fn command(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "tmux {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Types `text` literally.
     pub fn type_text(&self, text: &str) {
         let out = self.run(&["send-keys", "-t", SESSION, "-l", text]);
