@@ -43,7 +43,8 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub actors: Option<u16>,
 
-    /// libp2p address to listen on, repeatable [default: /ip4/0.0.0.0/tcp/7441].
+    /// libp2p address to listen on, TCP or QUIC, repeatable [default: /ip4/0.0.0.0/tcp/7441 and
+    /// /ip4/0.0.0.0/udp/7441/quic-v1].
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<Multiaddr>,
 
@@ -191,6 +192,7 @@ impl Cli {
                 strict_listen: server_only,
                 limits,
                 discovery: true,
+                nat: config.nat_options(),
             }),
         };
         let name = self

@@ -11,6 +11,7 @@ use std::time::Duration;
 use directories::ProjectDirs;
 use serde::{Deserialize, Serialize};
 
+use crate::p2p::nat::{NatOptions, RelayLimits};
 use crate::rpc::RpcOptions;
 
 /// The commented default `config.ron`, written on first run.
@@ -81,6 +82,20 @@ pub struct Config {
     pub max_args: usize,
     /// Where world folders live; `None` uses the platform data directory.
     pub data_dir: Option<PathBuf>,
+    /// Whether the home router is asked for a port mapping (UPnP).
+    pub upnp: bool,
+    /// Whether private and reserved addresses count as internet addresses.
+    pub assume_global_addresses: bool,
+    /// Whether a reachable node relays for members of its world.
+    pub relay_server: bool,
+    /// Relay reservations held at once.
+    pub relay_max_reservations: usize,
+    /// Circuits relayed at once.
+    pub relay_max_circuits: usize,
+    /// Longest life of one relayed circuit, in seconds.
+    pub relay_max_circuit_secs: u64,
+    /// Most bytes one relayed circuit carries.
+    pub relay_max_circuit_bytes: u64,
     /// Whether RPC clients must `AUTH` with the token in `rpc.token`.
     pub rpc_auth: bool,
     /// Unread output one RPC client may hold before it is closed (also the largest reply).
@@ -105,7 +120,7 @@ pub const DEFAULT_RPC_PORT: u16 = 7440;
 /// A mebibyte, in bytes.
 const MIB: usize = 1024 * 1024;
 
-/// Default libp2p TCP port.
+/// Default libp2p port (TCP and UDP for QUIC).
 pub const DEFAULT_P2P_PORT: u16 = 7441;
 
 impl Default for Config {
@@ -115,7 +130,10 @@ impl Default for Config {
             world: "cmud".to_owned(),
             rpc_port: DEFAULT_RPC_PORT,
             actors: None,
-            listen: vec![format!("/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}")],
+            listen: vec![
+                format!("/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}"),
+                format!("/ip4/0.0.0.0/udp/{DEFAULT_P2P_PORT}/quic-v1"),
+            ],
             peers: Vec::new(),
             mdns: true,
             max_clock_skew_secs: 60,
@@ -123,6 +141,13 @@ impl Default for Config {
             max_value_bytes: 32 * 1024,
             max_args: 1024,
             data_dir: None,
+            upnp: true,
+            assume_global_addresses: false,
+            relay_server: true,
+            relay_max_reservations: RelayLimits::default().max_reservations,
+            relay_max_circuits: RelayLimits::default().max_circuits,
+            relay_max_circuit_secs: RelayLimits::default().max_circuit_secs,
+            relay_max_circuit_bytes: RelayLimits::default().max_circuit_bytes,
             rpc_auth: true,
             max_client_output_bytes: 64 * MIB,
             max_pending_input_bytes: 256 * MIB,
@@ -139,6 +164,21 @@ impl Config {
     /// The clock skew limit as a duration.
     pub fn max_clock_skew(&self) -> Duration {
         Duration::from_secs(self.max_clock_skew_secs)
+    }
+
+    /// NAT traversal settings for the network.
+    pub fn nat_options(&self) -> NatOptions {
+        NatOptions {
+            upnp: self.upnp,
+            assume_global_addresses: self.assume_global_addresses,
+            relay_server: self.relay_server,
+            relay: RelayLimits {
+                max_reservations: self.relay_max_reservations,
+                max_circuits: self.relay_max_circuits,
+                max_circuit_secs: self.relay_max_circuit_secs,
+                max_circuit_bytes: self.relay_max_circuit_bytes,
+            },
+        }
     }
 
     /// Checks the size limits are usable: a node with a zero or absurd limit could not play.

@@ -110,8 +110,11 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The default log filter. AutoNAT's probes of addresses behind a NAT time out by design, and
+/// libp2p warns about each one: those stay out of the log unless asked for.
 fn env_filter() -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,libp2p_kad=error"))
+    EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,libp2p_kad=error,libp2p_autonat=error"))
 }
 
 fn init_logging_to_stderr() {

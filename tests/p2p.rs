@@ -314,8 +314,11 @@ async fn join_and_peers_work_over_rpc() {
     let a = TestNode::start(1, vec![], false).await;
     let b = TestNode::start(1, vec![], false).await;
     let mut conn = b.actors[0].clone();
-    let addrs: Vec<String> = redis::cmd("ADDRS").query_async(&mut conn).await.unwrap();
-    assert_eq!(addrs, b.node().shareable_addrs());
+    // ADDRS: [address, kind] pairs, best first; loopback addresses are LAN ones.
+    let addrs: Vec<(String, String)> = redis::cmd("ADDRS").query_async(&mut conn).await.unwrap();
+    let plain: Vec<String> = addrs.iter().map(|(addr, _)| addr.clone()).collect();
+    assert_eq!(plain, b.node().shareable_addrs());
+    assert!(addrs.iter().all(|(_, kind)| kind == "lan"), "{addrs:?}");
 
     let _: () = redis::cmd("JOIN")
         .arg(a.addr().to_string())
@@ -328,6 +331,19 @@ async fn join_and_peers_work_over_rpc() {
     assert_eq!(
         b.info().await.get("connected_peers").map(String::as_str),
         Some("1")
+    );
+    // A loopback node is not reachable from the internet, and its one connection is direct.
+    let info = b.info().await;
+    assert_eq!(info.get("reachability").map(String::as_str), Some("none"));
+    assert_eq!(info.get("upnp").map(String::as_str), Some("off"));
+    assert_eq!(
+        info.get("connections_direct").map(String::as_str),
+        Some("1"),
+        "{info:?}"
+    );
+    assert_eq!(
+        info.get("connections_relayed").map(String::as_str),
+        Some("0")
     );
 
     // A DNS name dials too (a host's friends may share /dns4/ addresses).

@@ -122,6 +122,8 @@ pub struct Status {
     pub clock_offset_ms: i64,
     /// Whether that offset is large enough to warn the player about.
     pub clock_warning: bool,
+    /// Whether friends on the internet reach this node only through a relay.
+    pub via_relay: bool,
     /// Current prompt.
     pub mode: Mode,
     /// Players known in the world (online first), for the side panel and completion.

@@ -68,6 +68,7 @@ impl News {
             sync,
             clock_offset_ms: offset,
             clock_warning: offset > warn_at,
+            via_relay: info.get("reachability").is_some_and(|r| r == "relay"),
             mode,
             players: presence(content, &world, ctx.clock.now_ms(), &ctx.id),
         })

@@ -14,6 +14,7 @@ use super::content::Content;
 use super::ledger;
 use super::player::{Change, Count, Outcome, PlayerHandle};
 use super::schema::World;
+use crate::rpc::client::SharedAddr;
 use crate::rpc::{Kv, KvError, PeerInfo};
 
 /// An in-memory replica.
@@ -54,7 +55,7 @@ impl Kv for MemKv {
     async fn info(&self) -> Result<BTreeMap<String, String>, KvError> {
         Ok(BTreeMap::new())
     }
-    async fn addrs(&self) -> Result<Vec<String>, KvError> {
+    async fn addrs(&self) -> Result<Vec<SharedAddr>, KvError> {
         Ok(Vec::new())
     }
     async fn peers(&self) -> Result<Vec<PeerInfo>, KvError> {
@@ -286,7 +287,7 @@ impl Kv for SlowJoinKv {
     async fn info(&self) -> Result<BTreeMap<String, String>, KvError> {
         self.inner.info().await
     }
-    async fn addrs(&self) -> Result<Vec<String>, KvError> {
+    async fn addrs(&self) -> Result<Vec<SharedAddr>, KvError> {
         self.inner.addrs().await
     }
     async fn peers(&self) -> Result<Vec<PeerInfo>, KvError> {

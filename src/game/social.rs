@@ -13,6 +13,7 @@ use super::news;
 use super::player::{Change, Outcome};
 use super::schema::Scope;
 use super::session::Session;
+use crate::rpc::client::{AddrKind, SharedAddr};
 use crate::rpc::{Kv, KvError};
 
 impl<K: Kv> Session<K> {
@@ -183,7 +184,7 @@ impl<K: Kv> Session<K> {
                 return self.ctx.reply(LineKind::Error, usage).await;
             }
         };
-        let mut addrs = match self.ctx.kv.addrs().await {
+        let addrs = match self.ctx.kv.addrs().await {
             Ok(addrs) => addrs,
             Err(KvError::Refused(why)) => {
                 let text = format!("No address to share: {why}.");
@@ -195,17 +196,31 @@ impl<K: Kv> Session<K> {
             let text = "This node is not listening on the network yet, so nobody can join it.";
             return self.ctx.reply(LineKind::Info, text).await;
         }
-        sort_by_reach(&mut addrs);
+        self.ctx
+            .line(LineKind::Info, reachability_sentence(&addrs))
+            .await;
         self.ctx
             .line(
                 LineKind::Info,
-                "Friends can join you with `cmud --join <address>`:",
+                "Friends can join you with `cmud --join <address>`, best first:",
             )
             .await;
         if copy {
-            self.ctx.send(Event::Copy(addrs[0].clone())).await;
+            self.ctx.send(Event::Copy(addrs[0].addr.clone())).await;
         }
-        for addr in addrs {
+        // Best first as the node ordered them, under one label per kind, each address alone
+        // on its line (so it can be copied).
+        let mut labelled = None;
+        for SharedAddr { addr, kind } in addrs {
+            if labelled != Some(kind) {
+                labelled = Some(kind);
+                let label = match kind {
+                    AddrKind::Internet => "internet:",
+                    AddrKind::Relay => "via relay:",
+                    AddrKind::Lan => "LAN only:",
+                };
+                self.ctx.line(LineKind::Info, label).await;
+            }
             self.ctx.line(LineKind::Address, addr).await;
         }
         Ok(())
@@ -255,6 +270,21 @@ impl<K: Kv> Session<K> {
 
 /// How long `join` waits for the dial before it lets the player play on.
 const JOIN_WAIT: Duration = Duration::from_secs(1);
+
+/// One plain sentence: can friends on the internet join this node, and if not, what helps.
+fn reachability_sentence(addrs: &[SharedAddr]) -> &'static str {
+    match addrs.iter().map(|a| a.kind).min() {
+        Some(AddrKind::Internet) => "Friends on the internet can join you directly.",
+        Some(AddrKind::Relay) => {
+            "Friends on the internet can join you only via a relay (forwarding TCP and UDP port \
+             7441 on your router would let them join directly)."
+        }
+        _ => {
+            "Friends on the internet cannot join you yet: forward TCP and UDP port 7441 on your \
+             router, or join a friend who is reachable. Friends on your network can join."
+        }
+    }
+}
 
 /// Tells how a `join` ended.
 async fn report_join<K: Kv>(ctx: &Ctx<K>, addr: &str, result: Result<(), KvError>) {
@@ -314,7 +344,25 @@ fn reach(addr: &str) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    use super::reach;
+    use super::*;
+
+    fn shared(kind: AddrKind) -> SharedAddr {
+        SharedAddr {
+            addr: "/ip4/203.0.113.7/tcp/7441".into(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn the_sentence_follows_the_best_address() {
+        let lan = shared(AddrKind::Lan);
+        let relay = shared(AddrKind::Relay);
+        let internet = shared(AddrKind::Internet);
+        assert!(reachability_sentence(&[lan.clone(), internet]).contains("directly"));
+        assert!(reachability_sentence(&[lan.clone(), relay]).contains("only via a relay"));
+        let none = reachability_sentence(&[lan]);
+        assert!(none.contains("cannot join you yet") && none.contains("TCP and UDP port 7441"));
+    }
 
     #[test]
     fn the_widest_reaching_address_sorts_first() {

@@ -1,20 +1,23 @@
 //! The libp2p behaviours a cmud node runs, their configuration, and the swarm built from them.
 //!
-//! Owns protocol names and tuning (gossipsub mesh sizes, timeouts, limits); what to do with
-//! their events is the event loop's business.
+//! Owns protocol names and tuning (gossipsub mesh sizes, timeouts, limits, relay limits);
+//! what to do with their events is the event loop's business.
 
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, Swarm, SwarmBuilder, connection_limits, gossipsub, identify, kad, mdns, noise,
-    ping, request_response, tcp, yamux,
+    PeerId, StreamProtocol, Swarm, SwarmBuilder, autonat, connection_limits, dcutr, gossipsub,
+    identify, kad, mdns, noise, ping, relay, request_response, tcp, yamux,
 };
 
 use super::P2pError;
+use super::nat::{NatOptions, RelayGate};
+use super::upnp;
 use super::wire::{MAX_MESSAGE_BYTES, SYNC_PROTOCOL, SyncCodec};
 
 /// Our own Kademlia protocol, so cmud nodes never mix with the public IPFS DHT.
@@ -40,8 +43,21 @@ const MDNS_QUERY_INTERVAL: Duration = Duration::from_secs(30);
 /// Gossipsub heartbeat period.
 const HEARTBEAT: Duration = Duration::from_millis(500);
 
-/// Connections to one peer at most (two allow a simultaneous dial from both sides).
-const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+/// Connections to one peer at most: a relayed one and the direct ones hole punching makes
+/// (over TCP and QUIC, possibly from both sides at once) must fit together.
+const MAX_CONNECTIONS_PER_PEER: u32 = 5;
+
+/// AutoNAT's first probe, soon after the first peers have told this node how they see it.
+const AUTONAT_BOOT_DELAY: Duration = Duration::from_secs(2);
+
+/// AutoNAT probes again this often while the answer is uncertain.
+const AUTONAT_RETRY: Duration = Duration::from_secs(10);
+
+/// AutoNAT probes again this often once it is sure.
+const AUTONAT_REFRESH: Duration = Duration::from_secs(300);
+
+/// AutoNAT asks the same peer again after this long (a world often has one backbone).
+const AUTONAT_THROTTLE_SERVER: Duration = Duration::from_secs(5);
 
 /// Established connections at most, so a peer cannot exhaust file descriptors.
 const MAX_CONNECTIONS: u32 = 256;
@@ -66,6 +82,21 @@ pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     /// Bootstrap and anti-entropy (`/cmud/sync/2`).
     pub sync: request_response::Behaviour<SyncCodec>,
+    /// Reservations and circuits through relays (the transport side comes from the builder).
+    pub relay_client: relay::client::Behaviour,
+    /// Relays for members of the world while this node is reachable (see [`RelayGate`]).
+    pub relay: relay::Behaviour,
+    /// Upgrades relayed connections to direct ones (hole punching).
+    pub dcutr: dcutr::Behaviour,
+    /// Whether this node is reachable (v1: a status, and probes over any connection, so a
+    /// backbone that only accepts connections learns it is public).
+    pub autonat: autonat::v1::Behaviour,
+    /// Confirms candidate addresses through peers this node dialled (AutoNAT v2).
+    pub autonat_v2: autonat::v2::client::Behaviour,
+    /// Answers peers' AutoNAT v2 probes.
+    pub autonat_v2_server: autonat::v2::server::Behaviour,
+    /// The home router's port mapping, when switched on.
+    pub upnp: Toggle<upnp::Behaviour>,
 }
 
 /// The gossipsub configuration every cmud node uses (tests build crafted peers from it too).
@@ -84,12 +115,26 @@ pub fn gossipsub_config() -> Result<gossipsub::Config, P2pError> {
         .map_err(|err| P2pError::Setup(format!("gossipsub config: {err}")))
 }
 
-/// Builds the behaviours for `keypair`.
-pub fn behaviour(
+/// How a swarm is built.
+#[derive(Clone, Debug)]
+pub struct SwarmOptions {
+    /// Whether mDNS runs.
+    pub mdns: bool,
+    /// Whether listen addresses are kept out of identify (see [`build_swarm`]).
+    pub hide_addrs: bool,
+    /// NAT traversal settings.
+    pub nat: NatOptions,
+    /// Who the relay serves; the event loop keeps it current.
+    pub gate: Arc<RelayGate>,
+}
+
+/// Builds the behaviours for `keypair`, with the relay client the builder made.
+fn behaviour(
     keypair: &Keypair,
-    mdns_on: bool,
-    hide_addrs: bool,
+    options: &SwarmOptions,
+    relay_client: relay::client::Behaviour,
 ) -> Result<Behaviour, P2pError> {
+    let (mdns_on, hide_addrs) = (options.mdns, options.hide_addrs);
     let peer_id = keypair.public().to_peer_id();
     let gossipsub = gossipsub::Behaviour::new(
         gossipsub::MessageAuthenticity::Signed(keypair.clone()),
@@ -114,6 +159,8 @@ pub fn behaviour(
         identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), keypair.public())
             .with_agent_version(format!("cmud/{}", env!("CARGO_PKG_VERSION")))
             .with_hide_listen_addrs(hide_addrs)
+            // A new relayed address must reach peers soon: they pass it on to the world.
+            .with_push_listen_addr_updates(!hide_addrs)
             .with_cache_size(if hide_addrs { 0 } else { 100 }),
     );
     let mdns = if mdns_on {
@@ -153,32 +200,105 @@ pub fn behaviour(
         mdns: Toggle::from(mdns),
         gossipsub,
         sync,
+        relay_client,
+        relay: relay_server(peer_id, &options.nat, &options.gate),
+        dcutr: dcutr::Behaviour::new(peer_id),
+        autonat: autonat_v1(peer_id, &options.nat),
+        autonat_v2: autonat::v2::client::Behaviour::default(),
+        autonat_v2_server: autonat::v2::server::Behaviour::default(),
+        upnp: Toggle::from(
+            options
+                .nat
+                .upnp
+                .then(|| upnp::Behaviour::new(options.nat.assume_global_addresses)),
+        ),
     })
 }
 
-/// Builds a swarm on TCP + noise + yamux (with DNS names in multiaddrs where the system's
-/// resolver configuration can be read) for `keypair`. `hide_addrs` keeps listen addresses
-/// out of identify, so peers reach this node only through addresses they were given (tests
-/// that route every byte through a proxy).
+/// The relay: libp2p's reservation and circuit counts from config, per-circuit limits large
+/// enough to carry a world, and only for members of the world while this node is reachable
+/// (the relay behaviour has one set of limits for everyone, so everyone else is refused).
+fn relay_server(peer_id: PeerId, nat: &NatOptions, gate: &Arc<RelayGate>) -> relay::Behaviour {
+    let admit = |gate: Arc<RelayGate>| {
+        move |peer: PeerId, _: &libp2p::Multiaddr, _: std::time::Instant| gate.admits(&peer)
+    };
+    let mut config = relay::Config {
+        max_reservations: nat.relay.max_reservations,
+        max_circuits: nat.relay.max_circuits,
+        max_circuit_duration: Duration::from_secs(nat.relay.max_circuit_secs),
+        max_circuit_bytes: nat.relay.max_circuit_bytes,
+        ..relay::Config::default()
+    };
+    config
+        .reservation_rate_limiters
+        .push(Box::new(admit(gate.clone())));
+    config
+        .circuit_src_rate_limiters
+        .push(Box::new(admit(gate.clone())));
+    relay::Behaviour::new(peer_id, config)
+}
+
+/// AutoNAT v1, probing soon and often enough that a player learns within seconds.
+fn autonat_v1(peer_id: PeerId, nat: &NatOptions) -> autonat::v1::Behaviour {
+    autonat::v1::Behaviour::new(
+        peer_id,
+        autonat::v1::Config {
+            boot_delay: AUTONAT_BOOT_DELAY,
+            retry_interval: AUTONAT_RETRY,
+            refresh_interval: AUTONAT_REFRESH,
+            throttle_server_period: AUTONAT_THROTTLE_SERVER,
+            only_global_ips: !nat.assume_global_addresses,
+            ..autonat::v1::Config::default()
+        },
+    )
+}
+
+/// Builds a swarm for a plain node: no UPnP, default relay limits (tests build crafted peers
+/// with it). `hide_addrs` keeps listen addresses out of identify, so peers reach this node
+/// only through addresses they were given (tests that route every byte through a proxy).
 pub fn build_swarm(
     keypair: Keypair,
     mdns_on: bool,
     hide_addrs: bool,
 ) -> Result<Swarm<Behaviour>, P2pError> {
-    let behaviour = behaviour(&keypair, mdns_on, hide_addrs)?;
+    build_node_swarm(
+        keypair,
+        SwarmOptions {
+            mdns: mdns_on,
+            hide_addrs,
+            nat: NatOptions::default(),
+            gate: RelayGate::new(),
+        },
+    )
+}
+
+/// Builds a swarm on TCP and QUIC (noise + yamux on TCP), with DNS names in multiaddrs where
+/// the system's resolver configuration can be read, and the relay client's transport.
+pub fn build_node_swarm(
+    keypair: Keypair,
+    options: SwarmOptions,
+) -> Result<Swarm<Behaviour>, P2pError> {
     let behaviour_err = |err| P2pError::Setup(format!("behaviour: {err}"));
+    let transport_err = |err| P2pError::Setup(format!("transport: {err}"));
     let idle = |config: libp2p::swarm::Config| {
         config.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
     };
     let tcp = || tcp::Config::default().nodelay(true);
+    let make = |key: &Keypair, relay_client| {
+        behaviour(key, &options, relay_client)
+            .map_err(|err| Box::new(err) as Box<dyn std::error::Error + Send + Sync>)
+    };
     let with_dns = SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
         .with_tcp(tcp(), noise::Config::new, yamux::Config::default)
-        .map_err(|err| P2pError::Setup(format!("transport: {err}")))?
+        .map_err(transport_err)?
+        .with_quic()
         .with_dns();
     let swarm = match with_dns {
         Ok(builder) => builder
-            .with_behaviour(|_| behaviour)
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(transport_err)?
+            .with_behaviour(make)
             .map_err(behaviour_err)?
             .with_swarm_config(idle)
             .build(),
@@ -187,8 +307,11 @@ pub fn build_swarm(
             SwarmBuilder::with_existing_identity(keypair)
                 .with_tokio()
                 .with_tcp(tcp(), noise::Config::new, yamux::Config::default)
-                .map_err(|err| P2pError::Setup(format!("transport: {err}")))?
-                .with_behaviour(|_| behaviour)
+                .map_err(transport_err)?
+                .with_quic()
+                .with_relay_client(noise::Config::new, yamux::Config::default)
+                .map_err(transport_err)?
+                .with_behaviour(make)
                 .map_err(behaviour_err)?
                 .with_swarm_config(idle)
                 .build()

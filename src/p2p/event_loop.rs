@@ -15,11 +15,13 @@ use futures::StreamExt;
 use libp2p::gossipsub::IdentTopic;
 use libp2p::kad::{self, GetProvidersOk, QueryResult, RecordKey};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, mdns};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{MissedTickBehavior, interval};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
+use super::nat::{AddrKind, Nat, NatReport, RelayGate};
+use super::reach::{NAT_TICK, Reservations};
 use super::redial::Redial;
 use super::sync::{Internal, Syncs};
 use super::{Command, NetworkOptions, P2pError, SyncProgress, peer_of, puts_topic};
@@ -54,10 +56,14 @@ pub(super) struct Setup {
     pub stats: Arc<Stats>,
     /// Commands from handles.
     pub commands: mpsc::Receiver<Command>,
-    /// Where listen addresses are published.
-    pub addrs: watch::Sender<Vec<Multiaddr>>,
+    /// Where shareable addresses are published, best first.
+    pub addrs: watch::Sender<Vec<(Multiaddr, AddrKind)>>,
     /// Where bootstrap progress is published.
     pub progress: watch::Sender<SyncProgress>,
+    /// Where NAT traversal's state is published.
+    pub nat_report: watch::Sender<NatReport>,
+    /// Who the relay serves (shared with the relay behaviour).
+    pub gate: Arc<RelayGate>,
 }
 
 /// The network task's state.
@@ -80,8 +86,8 @@ pub(super) struct EventLoop {
     pub(super) stats: Arc<Stats>,
     /// Commands from handles.
     commands: mpsc::Receiver<Command>,
-    /// Where listen addresses are published.
-    addrs: watch::Sender<Vec<Multiaddr>>,
+    /// Where shareable addresses are published, best first.
+    pub(super) addrs: watch::Sender<Vec<(Multiaddr, AddrKind)>>,
     /// Where bootstrap progress is published.
     pub(super) progress: watch::Sender<SyncProgress>,
     /// Results of helper tasks (sender cloned into them).
@@ -110,6 +116,16 @@ pub(super) struct EventLoop {
     pub(super) kad_bootstrapped: bool,
     /// When a gossip message was last published (shutdown lets a recent one leave).
     pub(super) last_published: Option<tokio::time::Instant>,
+    /// NAT traversal's state (connections, AutoNAT, UPnP, hole punches).
+    pub(super) nat: Nat,
+    /// Relay reservations this node holds.
+    pub(super) reservations: Reservations,
+    /// Connected peers that offer to relay.
+    pub(super) relay_capable: HashSet<PeerId>,
+    /// Who the relay serves.
+    pub(super) gate: Arc<RelayGate>,
+    /// Where NAT traversal's state is published.
+    pub(super) nat_report: watch::Sender<NatReport>,
 }
 
 impl EventLoop {
@@ -141,8 +157,20 @@ impl EventLoop {
             held: HashMap::new(),
             kad_bootstrapped: false,
             last_published: None,
+            nat: Nat::default(),
+            reservations: Reservations::default(),
+            relay_capable: HashSet::new(),
+            gate: setup.gate,
+            nat_report: setup.nat_report,
             options: setup.options,
         };
+        if let Some(upnp) = this.swarm.behaviour_mut().upnp.as_mut() {
+            let listen: Vec<Multiaddr> =
+                this.addrs.borrow().iter().map(|(a, _)| a.clone()).collect();
+            upnp.start(&listen);
+            this.nat.upnp = super::nat::UpnpStatus::Searching;
+        }
+        this.publish_addrs();
         for addr in this.options.join.clone() {
             let peer = peer_of(&addr);
             if let Some(peer) = peer {
@@ -172,6 +200,8 @@ impl EventLoop {
         anti_entropy.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut discovery = interval(DISCOVERY_PERIOD);
         discovery.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut nat_tick = interval(NAT_TICK);
+        nat_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stopped = None;
         loop {
             tokio::select! {
@@ -193,6 +223,7 @@ impl EventLoop {
                 _ = redial_tick.tick() => self.redial_due(),
                 _ = anti_entropy.tick() => self.anti_entropy(),
                 _ = discovery.tick() => self.discover(),
+                _ = nat_tick.tick() => self.nat_tick(),
             }
         }
         self.stats.remote.connected_peers.store(0, Relaxed);
@@ -262,10 +293,8 @@ impl EventLoop {
                 if let Some(reply) = self.pending_joins.remove(&connection_id) {
                     let _ = reply.send(Ok(()));
                 }
-                self.peers
-                    .entry(peer_id)
-                    .or_default()
-                    .push(endpoint.get_remote_address().clone());
+                let remote = self.nat_connection_up(connection_id, peer_id, &endpoint);
+                self.peers.entry(peer_id).or_default().push(remote);
                 self.stats
                     .remote
                     .connected_peers
@@ -277,16 +306,21 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 cause,
-                ..
             } => {
-                if let Some(addrs) = self.peers.get_mut(&peer_id) {
-                    let remote = endpoint.get_remote_address();
-                    if let Some(at) = addrs.iter().position(|a| a == remote) {
-                        addrs.remove(at);
-                    }
+                let remote = self.nat_connection_down(
+                    connection_id,
+                    peer_id,
+                    &endpoint,
+                    num_established == 0,
+                );
+                if let Some(addrs) = self.peers.get_mut(&peer_id)
+                    && let Some(at) = addrs.iter().position(|a| *a == remote)
+                {
+                    addrs.remove(at);
                 }
                 if num_established == 0 {
                     tracing::info!(peer = %peer_id, cause = ?cause, "peer disconnected");
@@ -317,41 +351,39 @@ impl EventLoop {
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => {
-                let local = *self.swarm.local_peer_id();
-                let address = address.with_p2p(local).unwrap_or_else(|a| a);
-                self.addrs.send_if_modified(|addrs| {
-                    let new = !addrs.contains(&address);
-                    if new {
-                        tracing::info!(%address, "listening");
-                        addrs.push(address);
-                    }
-                    new
-                });
+                tracing::info!(%address, "listening");
+                self.publish_addrs();
             }
-            SwarmEvent::ExpiredListenAddr { address, .. } => {
-                let local = *self.swarm.local_peer_id();
-                let address = address.with_p2p(local).unwrap_or_else(|a| a);
-                self.addrs.send_if_modified(|addrs| {
-                    let before = addrs.len();
-                    addrs.retain(|a| *a != address);
-                    addrs.len() != before
-                });
-            }
+            SwarmEvent::ExpiredListenAddr { .. }
+            | SwarmEvent::ExternalAddrConfirmed { .. }
+            | SwarmEvent::ExternalAddrExpired { .. } => self.publish_addrs(),
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => self.nat_listener_closed(listener_id, reason.err().map(|e| e.to_string())),
             _ => {}
         }
     }
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
-            BehaviourEvent::Gossipsub(event) => self.on_gossip(event),
-            BehaviourEvent::Sync(event) => self.on_sync_event(event),
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
-                if self.options.discovery =>
-            {
-                for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            BehaviourEvent::Gossipsub(event) => {
+                if let gossipsub::Event::Subscribed { peer_id, topic } = &event
+                    && *topic == self.topic.hash()
+                {
+                    self.note_member(*peer_id);
                 }
+                self.on_gossip(event)
             }
+            BehaviourEvent::Sync(event) => self.on_sync_event(event),
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                self.on_identified(peer_id, info)
+            }
+            BehaviourEvent::RelayClient(event) => self.on_relay_client(event),
+            BehaviourEvent::Dcutr(event) => self.on_dcutr(event),
+            BehaviourEvent::Autonat(event) => self.on_autonat(event),
+            BehaviourEvent::Upnp(event) => self.on_upnp(event),
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr);

@@ -1,8 +1,11 @@
 //! The network: one libp2p swarm per node, run in its own task and driven through a command
 //! channel (the `Client` / `EventLoop` / `Command` shape of libp2p's file-sharing example).
 //!
-//! - [`behaviour`]: the behaviours (TCP + noise + yamux, identify, ping, mDNS, Kademlia,
-//!   gossipsub, `/cmud/sync/2`) and their tuning.
+//! - [`behaviour`]: the behaviours (TCP and QUIC, identify, ping, mDNS, Kademlia, gossipsub,
+//!   `/cmud/sync/2`, relay client and server, DCUtR, AutoNAT, UPnP) and their tuning.
+//! - [`nat`]: reachability state and the kinds of shareable addresses (pure); `reach`: the
+//!   event loop's side of it (reservations, hand-over to direct connections); [`upnp`]: the
+//!   home router's port mapping.
 //! - [`wire`]: gossip batches and sync messages, postcard-encoded with a format version.
 //! - `event_loop`: the task that owns the swarm, with `dial` (joins, re-dials, discovery),
 //!   `gossip` (batches) and `sync` (bootstrap, anti-entropy); `redial`: re-dial bookkeeping.
@@ -17,9 +20,12 @@ mod dial;
 mod event_loop;
 mod gossip;
 pub mod identity;
+pub mod nat;
 pub mod progress;
+mod reach;
 mod redial;
 mod sync;
+pub mod upnp;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -39,8 +45,9 @@ use crate::store::gateway::GatewayHandle;
 use crate::store::stats::Stats;
 use crate::store::{Batch, Limits};
 
-use behaviour::Behaviour;
+use behaviour::{Behaviour, SwarmOptions};
 use event_loop::EventLoop;
+use nat::{AddrKind, NatOptions, NatReport, RelayGate, SharedAddr};
 
 /// How long `JOIN` waits for a dial to succeed or fail.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -99,6 +106,8 @@ pub struct NetworkOptions {
     /// Kademlia provider lookups). On for real use; tests that route every byte through a
     /// proxy turn it off so nobody learns a direct address.
     pub discovery: bool,
+    /// NAT traversal (UPnP, relay, what counts as an internet address).
+    pub nat: NatOptions,
 }
 
 /// Everything the network task starts with.
@@ -139,8 +148,10 @@ pub(crate) enum Command {
 /// The way to the network task; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct NetworkHandle {
-    /// Current listen addresses with `/p2p/<peer id>`.
-    addrs: watch::Receiver<Vec<Multiaddr>>,
+    /// Addresses a friend can use, with `/p2p/<peer id>`, best first.
+    addrs: watch::Receiver<Vec<(Multiaddr, AddrKind)>>,
+    /// NAT traversal's state.
+    nat: watch::Receiver<NatReport>,
     /// The task's mailbox.
     commands: mpsc::Sender<Command>,
     /// Progress of the current bootstrap.
@@ -160,13 +171,30 @@ impl std::fmt::Debug for Command {
 }
 
 impl NetworkHandle {
-    /// Multiaddrs (with `/p2p/<peer id>`) a friend can `--join`.
+    /// Multiaddrs (with `/p2p/<peer id>`) a friend can `--join`, best first.
     pub fn shareable_addrs(&self) -> Vec<String> {
         self.addrs
             .borrow()
             .iter()
-            .map(ToString::to_string)
+            .map(|(addr, _)| addr.to_string())
             .collect()
+    }
+
+    /// The same addresses with what each is good for.
+    pub fn labelled_addrs(&self) -> Vec<SharedAddr> {
+        self.addrs
+            .borrow()
+            .iter()
+            .map(|(addr, kind)| SharedAddr {
+                addr: addr.to_string(),
+                kind: *kind,
+            })
+            .collect()
+    }
+
+    /// NAT traversal's state, as `INFO` shows it.
+    pub fn nat_report(&self) -> NatReport {
+        self.nat.borrow().clone()
     }
 
     /// This node's peer id.
@@ -241,7 +269,16 @@ pub async fn start(setup: NetworkSetup) -> Result<NetworkHandle, P2pError> {
         stats,
     } = setup;
     let peer_id = keypair.public().to_peer_id();
-    let mut swarm = behaviour::build_swarm(keypair, options.mdns, !options.discovery)?;
+    let gate = RelayGate::new();
+    let mut swarm = behaviour::build_node_swarm(
+        keypair,
+        SwarmOptions {
+            mdns: options.mdns,
+            hide_addrs: !options.discovery,
+            nat: options.nat.clone(),
+            gate: gate.clone(),
+        },
+    )?;
     swarm
         .behaviour_mut()
         .gossipsub
@@ -249,7 +286,12 @@ pub async fn start(setup: NetworkSetup) -> Result<NetworkHandle, P2pError> {
         .map_err(|err| P2pError::Setup(format!("gossipsub subscribe: {err}")))?;
     let listeners = listen(&mut swarm, &options)?;
     let addrs = wait_for_addrs(&mut swarm, listeners).await?;
+    let addrs = addrs
+        .into_iter()
+        .map(|addr| (addr, AddrKind::Lan))
+        .collect();
     let (addrs_tx, addrs_rx) = watch::channel(addrs);
+    let (nat_tx, nat_rx) = watch::channel(NatReport::default());
     let (progress_tx, progress_rx) = watch::channel(SyncProgress::default());
     let (commands_tx, commands_rx) = mpsc::channel(64);
     let event_loop = EventLoop::new(event_loop::Setup {
@@ -261,10 +303,13 @@ pub async fn start(setup: NetworkSetup) -> Result<NetworkHandle, P2pError> {
         commands: commands_rx,
         addrs: addrs_tx,
         progress: progress_tx,
+        nat_report: nat_tx,
+        gate,
     });
     tokio::spawn(event_loop.run());
     Ok(NetworkHandle {
         addrs: addrs_rx,
+        nat: nat_rx,
         commands: commands_tx,
         progress: progress_rx,
         peer_id,
@@ -305,8 +350,8 @@ fn listen(
     Ok(listeners)
 }
 
-/// Whether a TCP port is already taken, checked with a plain bind: libp2p listens with
-/// `SO_REUSEPORT`, which would let a second cmud share the port silently.
+/// Whether a TCP or UDP (QUIC) port is already taken, checked with a plain bind: libp2p
+/// listens with `SO_REUSEPORT`, which would let a second cmud share the port silently.
 fn port_taken(addr: &Multiaddr) -> Option<String> {
     let mut ip = None;
     let mut port = None;
@@ -314,19 +359,25 @@ fn port_taken(addr: &Multiaddr) -> Option<String> {
         match protocol {
             Protocol::Ip4(v4) => ip = Some(std::net::IpAddr::V4(v4)),
             Protocol::Ip6(v6) => ip = Some(std::net::IpAddr::V6(v6)),
-            Protocol::Tcp(p) => port = Some(p),
+            Protocol::Tcp(p) => port = Some((p, "TCP")),
+            Protocol::Udp(p) => port = Some((p, "UDP")),
             _ => {}
         }
     }
-    match (ip, port) {
-        (Some(ip), Some(port)) if port != 0 => match TcpListener::bind((ip, port)) {
-            Ok(_) => None,
-            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
-                Some(format!("port {port} is taken"))
-            }
-            Err(_) => None, // Let libp2p report other problems in its own words.
-        },
-        _ => None,
+    let (ip, (port, kind)) = (ip?, port?);
+    if port == 0 {
+        return None;
+    }
+    let bound = match kind {
+        "TCP" => TcpListener::bind((ip, port)).map(drop),
+        _ => std::net::UdpSocket::bind((ip, port)).map(drop),
+    };
+    match bound {
+        Ok(()) => None,
+        Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
+            Some(format!("{kind} port {port} is taken"))
+        }
+        Err(_) => None, // Let libp2p report other problems in its own words.
     }
 }
 
@@ -334,6 +385,7 @@ fn with_port_zero(addr: &Multiaddr) -> Multiaddr {
     addr.iter()
         .map(|protocol| match protocol {
             Protocol::Tcp(_) => Protocol::Tcp(0),
+            Protocol::Udp(_) => Protocol::Udp(0),
             other => other,
         })
         .collect()

@@ -12,6 +12,7 @@ use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
 use super::auth::RpcEndpoint;
+pub use crate::p2p::nat::{AddrKind, SharedAddr};
 
 /// How long a query may wait for the replica's reply before it fails.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -96,8 +97,8 @@ pub trait Kv: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<(String, String)>, KvError>> + Send;
     /// The node's `INFO` fields (`peer_id`, `connected_peers`, `clock_offset_ms`, ...).
     fn info(&self) -> impl Future<Output = Result<BTreeMap<String, String>, KvError>> + Send;
-    /// Multiaddrs a friend can `--join` to reach this node.
-    fn addrs(&self) -> impl Future<Output = Result<Vec<String>, KvError>> + Send;
+    /// Multiaddrs a friend can `--join` to reach this node, best first, with their kinds.
+    fn addrs(&self) -> impl Future<Output = Result<Vec<SharedAddr>, KvError>> + Send;
     /// Peers this node is connected to.
     fn peers(&self) -> impl Future<Output = Result<Vec<PeerInfo>, KvError>> + Send;
     /// Dials a peer now; fails if it cannot be reached.
@@ -221,8 +222,16 @@ impl Kv for KvClient {
         Ok(parse_info(&text))
     }
 
-    async fn addrs(&self) -> Result<Vec<String>, KvError> {
-        self.query(&redis::cmd("ADDRS")).await
+    async fn addrs(&self) -> Result<Vec<SharedAddr>, KvError> {
+        // ADDRS answers one [address, kind] pair per address; an unknown kind is a LAN one.
+        let rows: Vec<(String, String)> = self.query(&redis::cmd("ADDRS")).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(addr, kind)| SharedAddr {
+                addr,
+                kind: kind.parse().unwrap_or(AddrKind::Lan),
+            })
+            .collect())
     }
 
     async fn peers(&self) -> Result<Vec<PeerInfo>, KvError> {

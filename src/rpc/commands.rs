@@ -118,10 +118,13 @@ pub fn execute(
         b"INFO" => reply.bulk(info(actor, node).as_bytes()),
         b"ACTOR" => return pin_actor(actor, args.get(1), &mut reply),
         b"ADDRS" => {
-            let addrs = node.listen_addrs();
+            // Best first, each as [address, kind]: internet, relay or lan.
+            let addrs = node.labelled_addrs();
             reply.array(addrs.len());
-            for addr in addrs {
-                reply.bulk(addr.as_bytes());
+            for shared in addrs {
+                reply.array(2);
+                reply.bulk(shared.addr.as_bytes());
+                reply.bulk(shared.kind.as_str().as_bytes());
             }
         }
         b"PEERS" => return Flow::Network(NetworkCommand::Peers),
@@ -332,6 +335,21 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
         actor.limits().max_clock_skew.as_millis(),
         load(&remote.pending_entries),
     );
+    if let Some(nat) = node.network.as_ref().map(|net| net.nat_report()) {
+        let external: Vec<String> = nat.external_addrs.iter().map(ToString::to_string).collect();
+        let _ = write!(
+            out,
+            "\r\n# Reachability\r\nnat_status:{}\r\nreachability:{}\r\nexternal_addrs:{}\r\nupnp:{}\r\nconnections_direct:{}\r\nconnections_relayed:{}\r\nhole_punch_ok:{}\r\nhole_punch_failed:{}\r\n",
+            nat.status.as_str(),
+            nat.reachability.as_str(),
+            external.join(","),
+            nat.upnp,
+            nat.connections_direct,
+            nat.connections_relayed,
+            nat.hole_punch_ok,
+            nat.hole_punch_failed,
+        );
+    }
     let clients = &node.clients;
     let _ = write!(
         out,

@@ -19,6 +19,7 @@ use super::connection::{self, ConnState};
 use super::pubsub;
 use super::resp::{FrameLimits, Reply};
 use crate::p2p::NetworkHandle;
+use crate::p2p::nat::SharedAddr;
 use crate::store::actor::{Actor, ConnectionService, Handoff, ToActor};
 
 /// The reply to a connection over `maxclients`, sent as it is closed.
@@ -57,11 +58,19 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    /// Multiaddrs (with `/p2p/<peer id>`) a friend can join, as text.
+    /// Multiaddrs (with `/p2p/<peer id>`) a friend can join, as text, best first.
     pub fn listen_addrs(&self) -> Vec<String> {
         self.network
             .as_ref()
             .map(NetworkHandle::shareable_addrs)
+            .unwrap_or_default()
+    }
+
+    /// The same addresses with what each is good for.
+    pub fn labelled_addrs(&self) -> Vec<SharedAddr> {
+        self.network
+            .as_ref()
+            .map(NetworkHandle::labelled_addrs)
             .unwrap_or_default()
     }
 }

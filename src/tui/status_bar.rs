@@ -73,6 +73,9 @@ fn parts(app: &App) -> Vec<Part> {
         n => format!("{n} peers"),
     };
     parts.push(part(peers, bar, 1));
+    if status.via_relay {
+        parts.push(part("via relay".to_owned(), bar, 1));
+    }
     let sync = match status.sync {
         SyncState::Offline => "offline".to_owned(),
         SyncState::Pending(n) => format!("{n} pending"),

@@ -52,6 +52,7 @@ impl TestNode {
             strict_listen: false,
             limits: Limits::default(),
             discovery,
+            nat: Default::default(),
         });
         let node = Node::start(options).await.unwrap();
         let kv = KvClient::connect(&node.game_endpoint()).await.unwrap();

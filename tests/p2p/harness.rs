@@ -44,6 +44,7 @@ pub fn options(dir: &TempDir, actors: usize, join: Vec<Multiaddr>, discovery: bo
         strict_listen: false,
         limits: Limits::default(),
         discovery,
+        nat: Default::default(),
     });
     options
 }

@@ -59,6 +59,7 @@ pub fn status(mode: Mode) -> Status {
         sync: SyncState::InSync,
         clock_offset_ms: 0,
         clock_warning: false,
+        via_relay: false,
         mode,
         players: vec![
             Presence {

@@ -1,0 +1,268 @@
+//! NAT traversal between real `cmud` processes behind real NATs, built by the test out of
+//! Linux network namespaces (see `netns/lab.rs`). Root and `ip`, `iptables`, `nft` and
+//! `miniupnpd` are needed; the tests run with `CMUD_NETNS_TESTS=1` (which `.ci/run` sets) and
+//! are skipped with a printed reason without it.
+//!
+//! Run alone: `CMUD_NETNS_TESTS=1 cargo test --test netns -- --nocapture`.
+
+mod netns {
+    pub mod lab;
+    pub mod resp;
+    pub mod stun;
+}
+
+use std::time::{Duration, Instant};
+
+use netns::lab::{Lab, Nat, Node, P2P_PORT, enabled, note};
+
+/// The backbone's address on the test internet.
+const BACKBONE_IP: &str = "203.0.113.1";
+
+/// How long two players behind NATs may take to hold a direct connection.
+const DIRECT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long a Put may take to reach the other player.
+const PUT_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How long AutoNAT and UPnP may take to conclude.
+const REACHABILITY_DEADLINE: Duration = Duration::from_secs(45);
+
+/// How many times the hole-punching scenario runs in `hole_punching_*` (the issue asks for 5;
+/// `CMUD_NETNS_REPEAT` changes it).
+const REPETITIONS: usize = 5;
+
+/// Polls `check` every 100 ms until it holds or `deadline` passes; returns the time taken.
+fn wait_for(deadline: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The backbone's TCP multiaddr.
+fn join_addr(node: &Node, ip: &str) -> String {
+    format!("/ip4/{ip}/tcp/{P2P_PORT}/p2p/{}", node.peer_id)
+}
+
+/// Whether `from` holds a direct (not relayed) connection to `to`.
+fn direct(from: &mut Node, to: &Node) -> bool {
+    from.rpc
+        .peers()
+        .get(&to.peer_id)
+        .is_some_and(|addrs| addrs.iter().any(|a| !a.contains("/p2p-circuit")))
+}
+
+/// Whether every connection `from` holds to `to` is direct (the relayed one, handed over,
+/// is gone: gossip runs over the direct path).
+fn direct_only(from: &mut Node, to: &Node) -> bool {
+    from.rpc
+        .peers()
+        .get(&to.peer_id)
+        .is_some_and(|addrs| !addrs.is_empty() && addrs.iter().all(|a| !a.contains("/p2p-circuit")))
+}
+
+/// Whether `from` holds any connection to `to`.
+fn connected(from: &mut Node, to: &Node) -> bool {
+    from.rpc.peers().contains_key(&to.peer_id)
+}
+
+/// A Put on `from` reaches `to` within the deadline.
+fn put_crosses(from: &mut Node, to: &mut Node, key: &str) -> Option<Duration> {
+    from.rpc.set(key, "crossed");
+    wait_for(PUT_DEADLINE, || {
+        to.rpc.get(key).as_deref() == Some("crossed")
+    })
+}
+
+/// One backbone and two players behind their own NATs (the second of kind `p2_nat`).
+struct World {
+    backbone: Node,
+    p1: Node,
+    p2: Node,
+    /// Dropped last: the namespaces go once the nodes are stopped.
+    _lab: Lab,
+}
+
+fn world(p2_nat: Nat) -> World {
+    let mut lab = Lab::new();
+    let b = lab.host("b", BACKBONE_IP);
+    let (_, p1) = lab.home("p1", "203.0.113.11", "198.51.100", Nat::PortPreserving);
+    let (_, p2) = lab.home("p2", "203.0.113.12", "192.0.2", p2_nat);
+    let backbone = lab.node(&b, &[], false);
+    let join = [join_addr(&backbone, BACKBONE_IP)];
+    let p1 = lab.node(&p1, &join, false);
+    let p2 = lab.node(&p2, &join, false);
+    World {
+        backbone,
+        p1,
+        p2,
+        _lab: lab,
+    }
+}
+
+fn logs(world: &World) -> String {
+    format!(
+        "--- backbone\n{}\n--- p1\n{}\n--- p2\n{}",
+        world.backbone.log(),
+        world.p1.log(),
+        world.p2.log()
+    )
+}
+
+#[test]
+fn hole_punching_gives_direct_connections_that_outlive_the_backbone() {
+    if !enabled() {
+        return;
+    }
+    let repetitions = std::env::var("CMUD_NETNS_REPEAT")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(REPETITIONS);
+    let mut direct_count = 0;
+    for round in 1..=repetitions {
+        let mut w = world(Nat::PortPreserving);
+        let (p1, p2) = (&mut w.p1, &mut w.p2);
+        let took = wait_for(DIRECT_DEADLINE, || {
+            direct_only(p1, p2) && direct_only(p2, p1)
+        });
+        let Some(took) = took else {
+            panic!(
+                "round {round}: no direct connection within {DIRECT_DEADLINE:?}\n{}",
+                logs(&w)
+            );
+        };
+        direct_count += 1;
+        w.backbone.kill();
+        let crossed = put_crosses(&mut w.p1, &mut w.p2, &format!("round/{round}"));
+        let Some(crossed) = crossed else {
+            panic!(
+                "round {round}: a Put did not cross the direct connection\n{}",
+                logs(&w)
+            );
+        };
+        let info = w.p1.rpc.info();
+        note(&format!(
+            "round {round}: direct after {:.1} s, Put crossed in {} ms without the backbone \
+             (p1 hole_punch_ok:{} connections_direct:{})",
+            took.as_secs_f64(),
+            crossed.as_millis(),
+            info["hole_punch_ok"],
+            info["connections_direct"],
+        ));
+    }
+    note(&format!("{direct_count} of {repetitions} direct"));
+}
+
+#[test]
+fn a_symmetric_nat_falls_back_to_the_relay() {
+    if !enabled() {
+        return;
+    }
+    let mut w = world(Nat::Symmetric);
+    let failed = wait_for(Duration::from_secs(60), || {
+        let count =
+            |node: &mut Node| -> u64 { node.rpc.field("hole_punch_failed").parse().unwrap_or(0) };
+        count(&mut w.p1) + count(&mut w.p2) > 0
+    });
+    assert!(
+        failed.is_some(),
+        "no failed hole punch counted\n{}",
+        logs(&w)
+    );
+    assert!(
+        !direct(&mut w.p1, &w.p2),
+        "a direct connection through a symmetric NAT?\n{}",
+        logs(&w)
+    );
+    let there = put_crosses(&mut w.p1, &mut w.p2, "sym/1");
+    let back = put_crosses(&mut w.p2, &mut w.p1, "sym/2");
+    assert!(
+        there.is_some() && back.is_some(),
+        "Puts did not cross through the backbone\n{}",
+        logs(&w)
+    );
+    let relayed = connected(&mut w.p1, &w.p2);
+    note(&format!(
+        "symmetric NAT: hole punch failure counted after {:.1} s; Puts crossed in {:?} and {:?} \
+         (p1-p2 relayed connection: {relayed})",
+        failed.unwrap_or_default().as_secs_f64(),
+        there.unwrap_or_default(),
+        back.unwrap_or_default(),
+    ));
+}
+
+#[test]
+fn upnp_mapping_makes_a_player_public_and_joinable() {
+    if !enabled() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let b = lab.host("b", BACKBONE_IP);
+    let n = lab.host("n", "203.0.113.3");
+    let (r1, p1) = lab.home("p1", "203.0.113.11", "198.51.100", Nat::PortPreserving);
+    lab.upnp(&r1, "198.51.100");
+    let backbone = lab.node(&b, &[], false);
+    let mut player = lab.node(&p1, &[join_addr(&backbone, BACKBONE_IP)], true);
+    let public = wait_for(REACHABILITY_DEADLINE, || {
+        let info = player.rpc.info();
+        info["upnp"].starts_with("mapped") && info["nat_status"] == "public"
+    });
+    assert!(
+        public.is_some(),
+        "no mapping confirmed: {:?}\n--- player\n{}\n--- miniupnpd\n{}",
+        player.rpc.info(),
+        player.log(),
+        lab.upnp_log(&r1)
+    );
+    let addrs = player.rpc.addrs();
+    let (best, kind) = addrs.first().cloned().unwrap_or_default();
+    assert_eq!(kind, "internet", "ADDRS: {addrs:?}");
+    assert!(best.starts_with("/ip4/203.0.113.11/"), "ADDRS: {addrs:?}");
+    let mut newcomer = lab.node(&n, std::slice::from_ref(&best), false);
+    let joined = wait_for(Duration::from_secs(20), || {
+        connected(&mut newcomer, &player)
+    });
+    assert!(
+        joined.is_some(),
+        "the newcomer could not join {best}\n{}",
+        newcomer.log()
+    );
+    note(&format!(
+        "UPnP: public after {:.1} s ({}); a newcomer joined {best}",
+        public.unwrap_or_default().as_secs_f64(),
+        player.rpc.field("upnp")
+    ));
+}
+
+#[test]
+fn autonat_tells_a_player_behind_nat_from_the_backbone() {
+    if !enabled() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let b = lab.host("b", BACKBONE_IP);
+    let (_, p1) = lab.home("p1", "203.0.113.11", "198.51.100", Nat::PortPreserving);
+    let mut backbone = lab.node(&b, &[], false);
+    let mut player = lab.node(&p1, &[join_addr(&backbone, BACKBONE_IP)], false);
+    let known = wait_for(REACHABILITY_DEADLINE, || {
+        player.rpc.field("nat_status") == "private" && backbone.rpc.field("nat_status") == "public"
+    });
+    assert!(
+        known.is_some(),
+        "player {:?}, backbone {:?}\n--- player\n{}\n--- backbone\n{}",
+        player.rpc.field("nat_status"),
+        backbone.rpc.field("nat_status"),
+        player.log(),
+        backbone.log()
+    );
+    note(&format!(
+        "AutoNAT: player private and backbone public after {:.1} s",
+        known.unwrap_or_default().as_secs_f64()
+    ));
+}
