@@ -27,6 +27,10 @@ pub struct Cli {
     #[arg(long)]
     pub plain: bool,
 
+    /// With --plain: write every game event as one JSON object per line (for bots).
+    #[arg(long, requires = "plain")]
+    pub json: bool,
+
     /// Your display name (skips the first-run question).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -99,6 +103,8 @@ pub struct Settings {
     pub profile: Profile,
     /// How to run the node.
     pub node: NodeOptions,
+    /// Whether `--plain` writes JSON events.
+    pub json: bool,
 }
 
 impl Cli {
@@ -185,6 +191,7 @@ impl Cli {
             paths,
             profile,
             node,
+            json: self.json,
         })
     }
 }
@@ -277,6 +284,7 @@ mod tests {
         assert!(err.to_string().contains("not an addr"));
         assert!(Cli::try_parse_from(["cmud", "--actors", "0"]).is_err());
         assert!(Cli::try_parse_from(["cmud", "--server-only", "--plain"]).is_err());
+        assert!(Cli::try_parse_from(["cmud", "--json"]).is_err(), "--json needs --plain");
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - [`commands`]: the command table and argument parsing.
 //! - [`session`]: one player's session (inputs in, events out), with its instant commands,
 //!   background jobs and news in private modules.
+//! - [`tell`]: sealing private tells to a player's X25519 key.
+//! - [`json`]: the JSON form of events, for `cmud --plain --json`.
 //! - [`clock`]: the game's clock, a parameter for deterministic tests.
 
 mod actions;
@@ -19,9 +21,12 @@ pub mod content;
 mod ctx;
 pub mod events;
 mod jobs;
+pub mod json;
 pub mod ledger;
+mod mail;
 pub mod names;
 pub mod news;
+mod places;
 pub mod player;
 pub mod schema;
 pub mod session;
@@ -29,3 +34,4 @@ mod shop;
 #[cfg(test)]
 mod sim_tests;
 mod social;
+pub mod tell;

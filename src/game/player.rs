@@ -31,11 +31,16 @@ pub enum Count {
 /// A change to the player's own state.
 #[derive(Clone, Debug)]
 pub enum Change {
-    /// Creates the character if it does not exist; sets the name either way.
+    /// Creates the character if it does not exist; sets the name (and the public key tells
+    /// are sealed to) either way.
     Enter {
         /// The display name.
         name: String,
+        /// The tell key's public half, hex.
+        tell_key: Option<String>,
     },
+    /// Takes a promotion earned by a share of a fallen problem, if one is owed.
+    Claim,
     /// Moves to a location id.
     Move(String),
     /// Adds mined coins.
@@ -73,6 +78,36 @@ pub enum Change {
     },
     /// Refreshes the heartbeat.
     Heartbeat,
+    /// Records that the player quit (others see them leave at once).
+    Leave,
+    /// Leaves a note at a location.
+    Note {
+        /// The location id.
+        loc: String,
+        /// What it says.
+        text: String,
+    },
+    /// Removes the player's notes at a location.
+    Unnote {
+        /// The location id.
+        loc: String,
+    },
+    /// Stores a sealed tell for a player.
+    Tell {
+        /// Recipient id.
+        to: String,
+        /// The sealed tell (see `tell`).
+        sealed: String,
+    },
+    /// Records that the player read a sender's tells up to `seq`.
+    Read {
+        /// Sender id.
+        from: String,
+        /// The highest seq read.
+        seq: u64,
+    },
+    /// Deletes the player's tells their recipients have read.
+    Tidy,
 }
 
 /// What a change did.
@@ -112,11 +147,19 @@ pub enum Outcome {
         /// Steps left.
         remaining: u64,
     },
-    /// `Work` finished the problem.
+    /// `Work` finished the problem, or `Work` or `Claim` took a promotion earned by a
+    /// share of a problem someone else finished.
     Promoted {
         /// The new rank's index.
         rank: usize,
     },
+    /// `Note` stored the note; `replaced` is the oldest note it took the place of.
+    Noted {
+        /// The note removed to stay within the cap.
+        replaced: Option<super::schema::Note>,
+    },
+    /// `Unnote` removed this many notes.
+    Unnoted(usize),
     /// `Work` refused: the player's rank is no longer the battle's, or has no problem.
     NotYourProblem,
     /// `Break` divided a kind.
@@ -224,7 +267,11 @@ impl<K: Kv> PlayerTask<K> {
 
     async fn apply(&mut self, change: Change) -> Result<Outcome, KvError> {
         match change {
-            Change::Enter { name } => self.enter(name).await,
+            Change::Enter { name, tell_key } => self.enter(name, tell_key).await,
+            Change::Claim => {
+                let world = self.world().await?;
+                self.claim(&world).await
+            }
             Change::Move(loc) => {
                 self.kv.put(&self.key(field::LOC), &loc).await?;
                 Ok(Outcome::Done)
@@ -247,16 +294,128 @@ impl<K: Kv> PlayerTask<K> {
                 self.kv.put(&self.key(field::SEEN), &now).await?;
                 Ok(Outcome::Done)
             }
+            Change::Leave => {
+                let now = self.clock.now_ms().to_string();
+                self.kv.put(&self.key(field::LEFT), &now).await?;
+                Ok(Outcome::Done)
+            }
+            Change::Note { loc, text } => self.note(loc, text).await,
+            Change::Unnote { loc } => {
+                let me = self.own().await?.player(&self.id);
+                let slots: Vec<u64> = me
+                    .notes
+                    .iter()
+                    .filter(|(_, note)| note.loc == loc)
+                    .map(|(slot, _)| *slot)
+                    .collect();
+                for slot in &slots {
+                    self.kv.delete(&self.key(&field::note(*slot))).await?;
+                }
+                Ok(Outcome::Unnoted(slots.len()))
+            }
+            Change::Tell { to, sealed } => self.tell(to, sealed).await,
+            Change::Read { from, seq } => {
+                let me = self.own().await?.player(&self.id);
+                let read_field = field::read(&from);
+                let before = me.read.get(&from).copied().unwrap_or(0);
+                let read = self.counter(&read_field, before).max(seq);
+                let mut writes = Vec::new();
+                self.bump(&mut writes, &read_field, read);
+                self.kv.put_many(&writes).await?;
+                Ok(Outcome::Done)
+            }
+            Change::Tidy => {
+                let world = self.world().await?;
+                let me = world.player(&self.id);
+                for (to, seq) in me.tells.keys() {
+                    let read = world.player(to).read.get(&self.id).copied().unwrap_or(0);
+                    if *seq <= read {
+                        self.kv.delete(&self.key(&field::tell(to, *seq))).await?;
+                    }
+                }
+                Ok(Outcome::Done)
+            }
         }
     }
 
-    async fn enter(&mut self, name: String) -> Result<Outcome, KvError> {
+    /// Takes an owed promotion (see [`ledger::owed_promotion`]).
+    async fn claim(&mut self, world: &World) -> Result<Outcome, KvError> {
+        let Some((rank, epoch)) = ledger::owed_promotion(&self.content, world, &self.id) else {
+            return Ok(Outcome::Done);
+        };
+        let next = rank + 1;
+        let writes = vec![
+            (
+                self.key(&field::solved(&self.content.rank(rank).id)),
+                epoch.to_string(),
+            ),
+            (self.key(field::RANK), self.content.rank(next).id.clone()),
+        ];
+        self.kv.put_many(&writes).await?;
+        Ok(Outcome::Promoted { rank: next })
+    }
+
+    async fn note(&mut self, loc: String, text: String) -> Result<Outcome, KvError> {
+        let me = self.own().await?.player(&self.id);
+        let cap = self.content.rules.notes.max_per_player;
+        let free = (0..cap).find(|slot| !me.notes.contains_key(slot));
+        let (slot, replaced) = match free {
+            Some(slot) => (slot, None),
+            None => {
+                let (slot, oldest) = me
+                    .notes
+                    .iter()
+                    .filter(|(slot, _)| **slot < cap)
+                    .min_by_key(|(slot, note)| (note.at_ms, **slot))
+                    .map(|(slot, note)| (*slot, note.clone()))
+                    .unwrap_or((0, super::schema::Note::default()));
+                (slot, Some(oldest))
+            }
+        };
+        let note = super::schema::Note {
+            at_ms: self.clock.now_ms(),
+            loc,
+            text,
+        };
+        self.kv
+            .put(&self.key(&field::note(slot)), &note.encode())
+            .await?;
+        Ok(Outcome::Noted { replaced })
+    }
+
+    async fn tell(&mut self, to: String, sealed: String) -> Result<Outcome, KvError> {
+        let world = self.world().await?;
+        if to == self.id || !world.player(&to).exists() {
+            return Ok(Outcome::NoSuchPlayer);
+        }
+        let me = world.player(&self.id);
+        let sent = me
+            .tells
+            .keys()
+            .filter(|(r, _)| *r == to)
+            .map(|(_, seq)| *seq)
+            .max()
+            .unwrap_or(0);
+        let read = world.player(&to).read.get(&self.id).copied().unwrap_or(0);
+        let floor = format!("tell/{to}");
+        let seq = self.counter(&floor, sent.max(read)).saturating_add(1);
+        self.floors.insert(floor, seq);
+        self.kv
+            .put(&self.key(&field::tell(&to, seq)), &sealed)
+            .await?;
+        Ok(Outcome::Done)
+    }
+
+    async fn enter(&mut self, name: String, tell_key: Option<String>) -> Result<Outcome, KvError> {
         let me = self.own().await?.player(&self.id);
         let rules = &self.content.rules;
         let mut writes = vec![
             (self.key(field::NAME), name),
             (self.key(field::SEEN), self.clock.now_ms().to_string()),
         ];
+        if let Some(key) = tell_key.filter(|key| me.tell_key.as_ref() != Some(key)) {
+            writes.push((self.key(field::TELL_KEY), key));
+        }
         let created = !me.exists();
         if created {
             writes.push((self.key(field::RANK), rules.ranks[0].id.clone()));
@@ -339,6 +498,9 @@ impl<K: Kv> PlayerTask<K> {
         let me = world.player(&self.id);
         if ledger::rank_index(&self.content, &me) != rank {
             return Ok(Outcome::NotYourProblem);
+        }
+        if let Outcome::Promoted { rank } = self.claim(&world).await? {
+            return Ok(Outcome::Promoted { rank });
         }
         let Some(problem) = ledger::problem(&self.content, &world, rank) else {
             return Ok(Outcome::NotYourProblem);

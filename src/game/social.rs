@@ -1,5 +1,6 @@
-//! The multiplayer and node commands: `map`, `who`, `say`, `shout`, `top`, `give`, and the
-//! node side, `addr` and `join`.
+//! The multiplayer and node commands: `map`, `who`, `say`, `emote`, `shout`, `top`, `give`,
+//! and the node side, `addr` and `join`. Places (`look`, notes) are in `places`, tells in
+//! `mail`.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use tokio::sync::oneshot;
 
 use super::commands;
 use super::ctx::Ctx;
-use super::events::{Event, LineKind};
+use super::events::{Chat, ChatScope, Detail, Event, Line, LineKind};
 use super::names::{self, Found};
 use super::news;
 use super::player::{Change, Outcome};
@@ -70,9 +71,9 @@ impl<K: Kv> Session<K> {
         Ok(())
     }
 
-    /// `say` and `shout`.
-    pub(super) async fn chat(&mut self, text: &str, shout: bool) -> Result<(), KvError> {
-        let verb = if shout { "shout" } else { "say" };
+    /// `say`, `emote` and `shout`.
+    pub(super) async fn chat(&mut self, text: &str, kind: ChatKind) -> Result<(), KvError> {
+        let verb = kind.verb();
         let text = commands::clean_text(text);
         let max = self.ctx.content.rules.chat.max_chars;
         if text.is_empty() {
@@ -86,36 +87,51 @@ impl<K: Kv> Session<K> {
             let why = format!("That is too long to {verb}: at most {max} characters.");
             return self.ctx.reply(LineKind::Error, why).await;
         }
-        let scope = if shout {
-            Scope::Shout
-        } else {
-            let world = self.world().await?;
-            Scope::Say(world.player(&self.ctx.id).loc.unwrap_or_default())
+        let world = self.world().await?;
+        let loc = world.player(&self.ctx.id).loc.unwrap_or_default();
+        let scope = match kind {
+            ChatKind::Say => Scope::Say(loc),
+            ChatKind::Emote => Scope::Emote(loc),
+            ChatKind::Shout => Scope::Shout,
         };
         self.ctx
             .player
             .apply(Change::Chat {
-                scope,
+                scope: scope.clone(),
                 text: text.clone(),
             })
             .await?;
-        self.ctx
-            .line(LineKind::Chat, format!("You {verb}: {text}"))
-            .await;
+        let me = names::display_names(&world)
+            .remove(&self.ctx.id)
+            .unwrap_or_default();
+        let shown = match kind {
+            ChatKind::Emote => format!("{me} {text}"),
+            _ => format!("You {verb}: {text}"),
+        };
+        let detail = Detail::Chat(Chat {
+            scope: ChatScope::from(&scope),
+            from: me,
+            text,
+        });
+        self.ctx.send(Event::Line(Line::about(LineKind::Chat, shown, detail))).await;
         Ok(())
     }
 
-    /// `top`.
+    /// `top`: by rank, then net worth (coins plus the shop value of hardware).
     pub(super) async fn top(&mut self) -> Result<(), KvError> {
         let world = self.world().await?;
         let content = self.ctx.content.clone();
         let rows = news::leaderboard(&content, &world);
-        self.ctx.line(LineKind::Info, "Leaderboard:").await;
-        for (i, (name, rank, coins)) in rows.into_iter().take(content.rules.top_size).enumerate() {
+        self.ctx.line(LineKind::Info, "Leaderboard (rank, then net worth):").await;
+        for (i, row) in rows.into_iter().take(content.rules.top_size).enumerate() {
             let text = format!(
-                "  {}. {name} - {rank}, {coins} {}",
+                "  {}. {} - {}, worth {} ({} + hardware {})",
                 i + 1,
-                content.rules.currency
+                row.name,
+                row.rank,
+                content.coins(row.worth),
+                row.coins,
+                row.hardware,
             );
             self.ctx.line(LineKind::Info, text).await;
         }
@@ -234,6 +250,27 @@ impl<K: Kv> Session<K> {
             }
         }
         Ok(())
+    }
+}
+
+/// Which way of talking to the room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ChatKind {
+    /// `say`: heard here.
+    Say,
+    /// `emote`: seen here.
+    Emote,
+    /// `shout`: heard everywhere.
+    Shout,
+}
+
+impl ChatKind {
+    fn verb(self) -> &'static str {
+        match self {
+            ChatKind::Say => "say",
+            ChatKind::Emote => "emote",
+            ChatKind::Shout => "shout",
+        }
     }
 }
 

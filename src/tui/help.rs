@@ -6,7 +6,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 
 use super::app::App;
-use super::complete::COMMANDS;
+use crate::game::commands as table;
+use crate::game::events::Mode;
 
 /// The keys, as the overlay lists them.
 pub const KEYS: &[(&str, &str)] = &[
@@ -23,13 +24,6 @@ pub const KEYS: &[(&str, &str)] = &[
     ("Ctrl-C", "quit"),
 ];
 
-/// The commands inside a problem battle, as the overlay lists them.
-pub const BATTLE_HELP: &[(&str, &str)] = &[
-    ("solve", "attack the problem"),
-    ("resign", "give up this battle"),
-    ("inv", "what you fight with"),
-];
-
 /// Columns the command column needs (name and arguments, then what it does).
 const COMMAND_COLUMNS: u16 = 40;
 
@@ -37,7 +31,8 @@ const COMMAND_COLUMNS: u16 = 40;
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let theme = app.theme;
     let width = area.width.min(80);
-    let height = area.height.min(COMMANDS.len() as u16 + 3);
+    let main: Vec<_> = table::available(Mode::Mining).collect();
+    let height = area.height.min(main.len() as u16 + 3);
     let popup = area.centered(Constraint::Length(width), Constraint::Length(height));
     let block = Block::bordered()
         .border_style(theme.title())
@@ -48,11 +43,10 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(block, popup);
 
     let mut commands = vec![Line::from(Span::styled("Commands", theme.title()))];
-    for command in COMMANDS {
-        let usage = format!("{} {}", command.name, command.args);
+    for command in &main {
         commands.push(Line::from(vec![
-            Span::styled(format!("{:<18}", usage.trim_end()), theme.title()),
-            Span::raw(command.about),
+            Span::styled(format!("{:<18}", command.synopsis()), theme.title()),
+            Span::raw(command.help),
         ]));
     }
     let mut keys = vec![Line::from(Span::styled("Keys", theme.title()))];
@@ -64,10 +58,10 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     }
     keys.push(Line::default());
     keys.push(Line::from(Span::styled("In a battle", theme.title())));
-    for (command, about) in BATTLE_HELP {
+    for command in table::available(Mode::Solving).filter(|c| !main.contains(c)) {
         keys.push(Line::from(vec![
-            Span::styled(format!("{command:<12}"), theme.title()),
-            Span::raw(*about),
+            Span::styled(format!("{:<12}", command.name), theme.title()),
+            Span::raw(command.help),
         ]));
     }
     if inner.width >= COMMAND_COLUMNS + 34 {
