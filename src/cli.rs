@@ -284,7 +284,10 @@ mod tests {
         assert!(err.to_string().contains("not an addr"));
         assert!(Cli::try_parse_from(["cmud", "--actors", "0"]).is_err());
         assert!(Cli::try_parse_from(["cmud", "--server-only", "--plain"]).is_err());
-        assert!(Cli::try_parse_from(["cmud", "--json"]).is_err(), "--json needs --plain");
+        assert!(
+            Cli::try_parse_from(["cmud", "--json"]).is_err(),
+            "--json needs --plain"
+        );
     }
 
     #[test]

@@ -296,10 +296,7 @@ async fn see_each_other(alice: &mut Player, bob: &mut Player) {
     bob.wait_for_line(|l| l == "--- alice arrives here. ---")
         .await;
     let mined = bob.run("mine 10").await;
-    assert!(
-        mined.iter().any(|l| l.starts_with("Mined ")),
-        "{mined:?}"
-    );
+    assert!(mined.iter().any(|l| l.starts_with("Mined ")), "{mined:?}");
     assert_eq!(bob.run("give alice 1").await, ["You gave 1 coin to alice."]);
     alice
         .wait_for_line(|l| l == "--- bob gave you 1 coin. ---")
@@ -430,7 +427,13 @@ async fn enter(kv: &KvClient, id: &str) -> PlayerHandle {
     let handle = PlayerHandle::spawn(kv.clone(), id.to_owned(), Content::embedded(), clock);
     let name = format!("n{id}");
     assert!(matches!(
-        handle.apply(Change::Enter { name, tell_key: None }).await.unwrap(),
+        handle
+            .apply(Change::Enter {
+                name,
+                tell_key: None
+            })
+            .await
+            .unwrap(),
         Outcome::Entered { created: true }
     ));
     handle

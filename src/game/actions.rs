@@ -12,8 +12,8 @@ use super::ledger;
 use super::names;
 use super::player::{Change, Outcome};
 use super::schema::World;
-use super::social::ChatKind;
 use super::session::Session;
+use super::social::ChatKind;
 use crate::rpc::{Kv, KvError};
 
 impl<K: Kv> Session<K> {
@@ -232,7 +232,11 @@ impl<K: Kv> Session<K> {
                 Lookup::Found(c) => (LineKind::Info, format!("{} - {}", c.synopsis(), c.help)),
                 Lookup::Ambiguous(names) => (
                     LineKind::Error,
-                    format!("{:?} could be {}.", commands::shorten(topic), or_list(&names)),
+                    format!(
+                        "{:?} could be {}.",
+                        commands::shorten(topic),
+                        or_list(&names)
+                    ),
                 ),
                 Lookup::Unknown => (
                     LineKind::Error,

@@ -119,7 +119,9 @@ impl Command {
 
     /// `name usage`, trimmed.
     pub fn synopsis(&self) -> String {
-        format!("{} {}", self.name, self.usage()).trim_end().to_owned()
+        format!("{} {}", self.name, self.usage())
+            .trim_end()
+            .to_owned()
     }
 
     /// Whether it works at `mode`'s prompt.
@@ -227,7 +229,10 @@ pub const COMMANDS: &[Command] = &[
         name: "buy",
         min: 1,
         aliases: &[],
-        args: &[arg("hardware", ArgKind::Hardware), opt("n|max", ArgKind::CountOrMax)],
+        args: &[
+            arg("hardware", ArgKind::Hardware),
+            opt("n|max", ArgKind::CountOrMax),
+        ],
         help: "buys n units of hardware (default 1), or as many as you can afford",
         at: Where::Main,
     },
@@ -429,10 +434,7 @@ pub fn lookup(word: &str) -> Lookup {
 /// The command called `id` in the table.
 pub fn command(id: CommandId) -> &'static Command {
     // Every id is in the table: `every_command_is_in_the_table_once_with_help` checks it.
-    COMMANDS
-        .iter()
-        .find(|c| c.id == id)
-        .unwrap_or(&COMMANDS[0])
+    COMMANDS.iter().find(|c| c.id == id).unwrap_or(&COMMANDS[0])
 }
 
 /// The commands that work at `mode`'s prompt, in `help` order.

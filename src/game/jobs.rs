@@ -208,7 +208,11 @@ fn mined_line(content: &Content, run: Mined) -> Line {
         1 => ", 1 came up empty".to_owned(),
         n => format!(", {n} came up empty"),
     };
-    let tries = if run.attempts == 1 { "attempt" } else { "attempts" };
+    let tries = if run.attempts == 1 {
+        "attempt"
+    } else {
+        "attempts"
+    };
     let text = if run.attempts < run.asked {
         format!(
             "Mining stopped after {} of {} attempts: mined {}{empty}.",

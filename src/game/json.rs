@@ -201,16 +201,25 @@ mod tests {
         assert_eq!(v["from"], "bob");
         assert_eq!(v["text"], "\"hi\"\n");
         let v = parsed(&Event::Line(Line::new(LineKind::Error, "no")));
-        assert_eq!((v["type"].as_str(), v["text"].as_str()), (Some("error"), Some("no")));
+        assert_eq!(
+            (v["type"].as_str(), v["text"].as_str()),
+            (Some("error"), Some("no"))
+        );
         let v = parsed(&Event::Progress(Some(Progress {
             label: "Mining".into(),
             done: 1,
             total: 3,
         })));
-        assert_eq!((v["type"].as_str(), v["done"].as_u64()), (Some("progress"), Some(1)));
+        assert_eq!(
+            (v["type"].as_str(), v["done"].as_u64()),
+            (Some("progress"), Some(1))
+        );
         assert_eq!(parsed(&Event::Progress(None))["type"], "progress_end");
         let v = parsed(&Event::Status(Status::default()));
-        assert_eq!((v["type"].as_str(), v["sync"].as_str()), (Some("status"), Some("offline")));
+        assert_eq!(
+            (v["type"].as_str(), v["sync"].as_str()),
+            (Some("status"), Some("offline"))
+        );
         assert_eq!(parsed(&Event::Quit)["type"], "quit");
         assert!(!to_line(&Event::Quit).contains('\n'));
     }

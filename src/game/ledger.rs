@@ -255,7 +255,11 @@ mod tests {
             ("p/C/work/Undergraduate/1", "7"),
         ]);
         let p = problem(&content, &w, 0).unwrap();
-        assert_eq!((p.epoch, p.done, p.remaining()), (2, 80, 70), "epoch 2 is 150 steps");
+        assert_eq!(
+            (p.epoch, p.done, p.remaining()),
+            (2, 80, 70),
+            "epoch 2 is 150 steps"
+        );
         assert!(problem(&content, &w, 5).is_none());
     }
 
@@ -311,7 +315,11 @@ mod tests {
         assert_eq!(named, [("alice", 56), ("carol", 34)]);
         assert_eq!(owed_promotion(&content, &w, "alice"), Some((0, 1)));
         assert_eq!(owed_promotion(&content, &w, "dan"), None);
-        assert_eq!(owed_promotion(&content, &w, "carol"), None, "already promoted");
+        assert_eq!(
+            owed_promotion(&content, &w, "carol"),
+            None,
+            "already promoted"
+        );
         // Once alice claims it too, nothing more is owed and the problem is at epoch 2.
         let w = World::from_items(&[
             ("p/alice/work/Undergraduate/1", "62"),

@@ -91,9 +91,11 @@ pub(super) async fn mark_read<K: Kv>(ctx: &Ctx<K>, tells: &[Unread]) -> Result<(
 
 /// Whether the player has sent tells that their recipients have read (so can be deleted).
 pub(super) fn read_by_recipients(world: &World, me: &str) -> bool {
-    world.player(me).tells.keys().any(|(to, seq)| {
-        world.player(to).read.get(me).copied().unwrap_or(0) >= *seq
-    })
+    world
+        .player(me)
+        .tells
+        .keys()
+        .any(|(to, seq)| world.player(to).read.get(me).copied().unwrap_or(0) >= *seq)
 }
 
 impl<K: Kv> Session<K> {
@@ -135,7 +137,9 @@ impl<K: Kv> Session<K> {
         let sealed = match sealed {
             Some(Ok(sealed)) => sealed,
             Some(Err(_)) | None => {
-                let why = format!("{shown} cannot receive tells: their cmud has published no key for them.");
+                let why = format!(
+                    "{shown} cannot receive tells: their cmud has published no key for them."
+                );
                 return self.ctx.reply(LineKind::Error, why).await;
             }
         };
@@ -149,7 +153,9 @@ impl<K: Kv> Session<K> {
         let away = !news::online(&self.ctx.content, &recipient, self.ctx.clock.now_ms());
         let mut said = format!("You tell {shown}: {text}");
         if away {
-            said.push_str(&format!(" ({shown} is away and will read it on coming back.)"));
+            said.push_str(&format!(
+                " ({shown} is away and will read it on coming back.)"
+            ));
         }
         let detail = Detail::Chat(Chat {
             scope: ChatScope::Tell,
@@ -159,7 +165,11 @@ impl<K: Kv> Session<K> {
             text,
         });
         self.ctx
-            .send(super::events::Event::Line(Line::about(LineKind::Chat, said, detail)))
+            .send(super::events::Event::Line(Line::about(
+                LineKind::Chat,
+                said,
+                detail,
+            )))
             .await;
         Ok(())
     }
@@ -173,13 +183,21 @@ impl<K: Kv> Session<K> {
         let world = self.world().await?;
         let waiting = unread(&self.ctx, &world);
         if waiting.is_empty() {
-            return self.ctx.reply(LineKind::Info, "No tells are waiting.").await;
+            return self
+                .ctx
+                .reply(LineKind::Info, "No tells are waiting.")
+                .await;
         }
         self.ctx
-            .line(LineKind::Info, format!("Tells while you were away ({}):", waiting.len()))
+            .line(
+                LineKind::Info,
+                format!("Tells while you were away ({}):", waiting.len()),
+            )
             .await;
         for t in &waiting {
-            self.ctx.send(super::events::Event::Line(tell_line(t, ChatScope::Mail))).await;
+            self.ctx
+                .send(super::events::Event::Line(tell_line(t, ChatScope::Mail)))
+                .await;
         }
         mark_read(&self.ctx, &waiting).await
     }

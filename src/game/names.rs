@@ -38,9 +38,9 @@ pub fn validate(name: &str, max_chars: usize) -> Result<(), NameError> {
 /// it (`alice#3kq`); `None` if nobody else does.
 pub fn taken(world: &World, me: &str, name: &str) -> Option<String> {
     let lower = name.to_lowercase();
-    let clash = world.characters().any(|p| {
-        p.id != me && p.name.as_deref().is_some_and(|n| n.to_lowercase() == lower)
-    });
+    let clash = world
+        .characters()
+        .any(|p| p.id != me && p.name.as_deref().is_some_and(|n| n.to_lowercase() == lower));
     if !clash {
         return None;
     }
@@ -171,7 +171,10 @@ mod tests {
     #[test]
     fn a_taken_name_says_how_the_player_would_be_shown() {
         let w = World::from_items(&[("p/12D3KooWaaa3kq/name", "alice")]);
-        assert_eq!(taken(&w, "12D3KooWbbbx7z", "Alice").as_deref(), Some("Alice#x7z"));
+        assert_eq!(
+            taken(&w, "12D3KooWbbbx7z", "Alice").as_deref(),
+            Some("Alice#x7z")
+        );
         assert_eq!(taken(&w, "12D3KooWaaa3kq", "alice"), None, "one's own name");
         assert_eq!(taken(&w, "12D3KooWbbbx7z", "bob"), None);
     }

@@ -140,10 +140,7 @@ pub fn diff(
             }));
             continue;
         };
-        let (was, is) = (
-            online(content, before, last_ms),
-            online(content, p, now_ms),
-        );
+        let (was, is) = (online(content, before, last_ms), online(content, p, now_ms));
         if !was && is {
             lines.push(presence_line(&name, PresenceChange::Joined));
         }
@@ -166,11 +163,7 @@ pub fn diff(
 
 /// Tells the player when another player takes their name, so the tag they are now shown with
 /// does not come as a surprise.
-fn my_name_line(
-    last: &World,
-    shown: &BTreeMap<String, String>,
-    me: &str,
-) -> Vec<Line> {
+fn my_name_line(last: &World, shown: &BTreeMap<String, String>, me: &str) -> Vec<Line> {
     let before = names::display_names(last).remove(me);
     match (before, shown.get(me)) {
         (Some(before), Some(after)) if before != *after && after.contains('#') => {
@@ -231,7 +224,10 @@ fn fallen_problems(
             let text = match shares.len() {
                 1 => format!("The {} problem falls to {who}.", rank.id),
                 2 => format!("The {} problem falls to {who}: both are promoted.", rank.id),
-                n => format!("The {} problem falls to {who}: all {n} are promoted.", rank.id),
+                n => format!(
+                    "The {} problem falls to {who}: all {n} are promoted.",
+                    rank.id
+                ),
             };
             lines.push(event(text));
         }

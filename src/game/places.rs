@@ -78,7 +78,10 @@ impl<K: Kv> Session<K> {
             return self.ctx.reply(LineKind::Error, why).await;
         }
         if text.chars().count() > rules.max_chars {
-            let why = format!("That note is too long: at most {} characters.", rules.max_chars);
+            let why = format!(
+                "That note is too long: at most {} characters.",
+                rules.max_chars
+            );
             return self.ctx.reply(LineKind::Error, why).await;
         }
         let world = self.world().await?;

@@ -343,15 +343,16 @@ impl<K: Kv> Session<K> {
             self.ctx.player.apply(Change::Tidy).await?;
         }
         let owed = super::ledger::owed_promotion(&self.ctx.content, &world, &self.ctx.id);
-        if owed.is_some() && self.job.is_none() {
-            if let Outcome::Promoted { rank } = self.ctx.player.apply(Change::Claim).await? {
-                if self.mode == Mode::Solving {
-                    self.mode = Mode::Mining;
-                    self.battle_rank = None;
-                }
-                let (_, mut cancel) = watch::channel(false);
-                super::jobs::promoted(&self.ctx, rank, &mut cancel).await;
+        if owed.is_some()
+            && self.job.is_none()
+            && let Outcome::Promoted { rank } = self.ctx.player.apply(Change::Claim).await?
+        {
+            if self.mode == Mode::Solving {
+                self.mode = Mode::Mining;
+                self.battle_rank = None;
             }
+            let (_, mut cancel) = watch::channel(false);
+            super::jobs::promoted(&self.ctx, rank, &mut cancel).await;
         }
         Ok(())
     }

@@ -127,7 +127,13 @@ async fn play(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let kv = replicas[p % REPLICAS].clone();
         let handle = PlayerHandle::spawn(kv, id(p), content.clone(), clock.clone());
         let name = format!("n{p}");
-        handle.apply(Change::Enter { name, tell_key: None }).await.unwrap();
+        handle
+            .apply(Change::Enter {
+                name,
+                tell_key: None,
+            })
+            .await
+            .unwrap();
         handles.push(handle);
     }
     for p in 0..PLAYERS {
@@ -187,7 +193,13 @@ async fn chat_is_a_ring_so_the_world_does_not_grow() {
     let clock = Arc::new(InstantClock::new(0));
     let handle = PlayerHandle::spawn(kv.clone(), "talker".into(), content.clone(), clock);
     let name = "talker".to_owned();
-    handle.apply(Change::Enter { name, tell_key: None }).await.unwrap();
+    handle
+        .apply(Change::Enter {
+            name,
+            tell_key: None,
+        })
+        .await
+        .unwrap();
     for i in 1..=150u64 {
         let change = Change::Chat {
             scope: super::schema::Scope::Shout,
@@ -213,7 +225,13 @@ async fn counters_never_saturate_into_free_coins() {
     let clock = Arc::new(InstantClock::new(0));
     let handle = PlayerHandle::spawn(kv.clone(), "me".into(), content, clock);
     let name = "me".to_owned();
-    handle.apply(Change::Enter { name, tell_key: None }).await.unwrap();
+    handle
+        .apply(Change::Enter {
+            name,
+            tell_key: None,
+        })
+        .await
+        .unwrap();
     let max = u64::MAX.to_string();
     for (key, value) in [
         ("p/rich1/name", "rich1"),

@@ -113,7 +113,9 @@ impl<K: Kv> Session<K> {
             from: me,
             text,
         });
-        self.ctx.send(Event::Line(Line::about(LineKind::Chat, shown, detail))).await;
+        self.ctx
+            .send(Event::Line(Line::about(LineKind::Chat, shown, detail)))
+            .await;
         Ok(())
     }
 
@@ -122,7 +124,9 @@ impl<K: Kv> Session<K> {
         let world = self.world().await?;
         let content = self.ctx.content.clone();
         let rows = news::leaderboard(&content, &world);
-        self.ctx.line(LineKind::Info, "Leaderboard (rank, then net worth):").await;
+        self.ctx
+            .line(LineKind::Info, "Leaderboard (rank, then net worth):")
+            .await;
         for (i, row) in rows.into_iter().take(content.rules.top_size).enumerate() {
             let text = format!(
                 "  {}. {} - {}, worth {} ({} + hardware {})",

@@ -208,7 +208,13 @@ mod tests {
     fn only_the_recipient_opens_a_tell() {
         let bob = TellKey::generate();
         let eve = TellKey::generate();
-        let sealed = seal(&bob.public_hex(), "alice-id", 42, "the password is swordfish").unwrap();
+        let sealed = seal(
+            &bob.public_hex(),
+            "alice-id",
+            42,
+            "the password is swordfish",
+        )
+        .unwrap();
         assert!(!sealed.contains("swordfish") && !sealed.contains("alice-id"));
         let opened = bob.open("alice-id", &sealed).unwrap();
         assert_eq!(
@@ -220,7 +226,11 @@ mod tests {
             }
         );
         assert_eq!(eve.open("alice-id", &sealed), None, "another key");
-        assert_eq!(bob.open("mallory", &sealed), None, "copied under another sender");
+        assert_eq!(
+            bob.open("mallory", &sealed),
+            None,
+            "copied under another sender"
+        );
         let mut tampered = sealed.clone();
         let last = tampered.pop().unwrap();
         tampered.push(if last == '0' { '1' } else { '0' });

@@ -56,7 +56,9 @@ impl Vocabulary {
                 rest.split_whitespace().count()
             };
             match commands::lookup(first) {
-                Lookup::Found(c) => c.arg(index).map_or(Vec::new(), |arg| self.pool(arg.kind, mode)),
+                Lookup::Found(c) => c
+                    .arg(index)
+                    .map_or(Vec::new(), |arg| self.pool(arg.kind, mode)),
                 _ => Vec::new(),
             }
         };
@@ -164,7 +166,10 @@ mod tests {
         assert_eq!(v.candidates("give B", Mode::Mining), ["bob"]);
         assert_eq!(v.candidates("tell b", Mode::Mining), ["bob"]);
         assert_eq!(v.candidates("help re", Mode::Solving), ["resign"]);
-        assert_eq!(v.candidates("give bob ", Mode::Mining), Vec::<String>::new());
+        assert_eq!(
+            v.candidates("give bob ", Mode::Mining),
+            Vec::<String>::new()
+        );
         assert!(v.candidates("a", Mode::Naming).is_empty());
     }
 
@@ -186,6 +191,9 @@ mod tests {
         let hardware = v.candidates("buy ", Mode::Mining);
         let rules = &Content::embedded().rules;
         assert_eq!(hardware.len(), rules.hardware.len());
-        assert_eq!(v.candidates("move ", Mode::Mining).len(), rules.locations.len());
+        assert_eq!(
+            v.candidates("move ", Mode::Mining).len(),
+            rules.locations.len()
+        );
     }
 }

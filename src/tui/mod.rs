@@ -48,7 +48,10 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     );
     let mut app = App::new(Theme::from_env());
     if let Some(why) = tell_problem {
-        app.note(LineKind::Error, format!("Tells cannot be read here: {why}."));
+        app.note(
+            LineKind::Error,
+            format!("Tells cannot be read here: {why}."),
+        );
     }
     if let Some(moved) = &started.rpc_moved {
         app.note(LineKind::Error, format!("Note: {moved}."));

@@ -5,13 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cmud::game::clock::InstantClock;
 use cmud::game::commands::{self, CommandId};
 use cmud::game::events::{LineKind, Mode};
 use cmud::game::tell::TellKey;
 use cmud::rpc::Kv;
 
-use super::harness::{DEADLINE, NetNode, Player, TestNode, content_with, options};
+use super::harness::{DEADLINE, NetNode, Player, ShiftedClock, TestNode, content_with, options};
 
 #[tokio::test]
 async fn every_command_of_the_table_has_help_and_a_handler() {
@@ -82,11 +81,17 @@ async fn look_notes_emotes_and_short_forms() {
         ]
     );
     let look = p.run("look").await;
-    assert!(!look.iter().any(|l| l.contains("meet at the fence")), "{look:?}");
+    assert!(
+        !look.iter().any(|l| l.contains("meet at the fence")),
+        "{look:?}"
+    );
     assert_eq!(p.run("unnote").await, ["You take down your 5 notes."]);
     assert_eq!(p.run("unnote").await, ["You have no note here."]);
     for (input, error) in [
-        ("note", "Note what? Type `note <text>`; `look` shows the notes here."),
+        (
+            "note",
+            "Note what? Type `note <text>`; `look` shows the notes here.",
+        ),
         ("'", "Say what? Type `say <text>`."),
         (
             "tell",
@@ -129,7 +134,7 @@ async fn friends_on_two_nodes_share_a_problem_tell_privately_and_see_each_other_
         ("progress_percent: 80", "progress_percent: 100"),
         ("break_percent: 15", "break_percent: 0"),
     ]);
-    let alice_clock = Arc::new(InstantClock::starting_now());
+    let alice_clock = Arc::new(ShiftedClock::default());
     let mut opts = options(Some("alice"), None, 1);
     opts.content = Some(content.clone());
     opts.tell_key = Some(a.tell_key());
@@ -139,12 +144,15 @@ async fn friends_on_two_nodes_share_a_problem_tell_privately_and_see_each_other_
         let mut opts = options(None, None, 2);
         opts.content = Some(content.clone());
         opts.tell_key = Some(b.tell_key());
+        opts.clock = Some(Arc::new(ShiftedClock::default()));
         opts
     };
     let alice_id = a.node.peer_id().to_owned();
     let bob_id = b.node.peer_id().to_owned();
-    wait_for_key(&b.kv, &format!("p/{alice_id}/"), |k, v| k.ends_with("/name") && v == "alice")
-        .await;
+    wait_for_key(&b.kv, &format!("p/{alice_id}/"), |k, v| {
+        k.ends_with("/name") && v == "alice"
+    })
+    .await;
 
     // bob first picks a name alice has: he is warned, and chooses another.
     let (mut bob, _) = Player::start(b.kv.clone(), bob_options()).await;
@@ -171,8 +179,12 @@ async fn friends_on_two_nodes_share_a_problem_tell_privately_and_see_each_other_
     .await;
     bob.run("solve").await;
     let out = bob.run("solve 10").await;
-    assert!(out.contains(&"--- Promoted to Masters! ---".to_owned()), "{out:?}");
-    let fell = "--- The Undergraduate problem falls to alice (60%) and bob (40%): both are promoted. ---";
+    assert!(
+        out.contains(&"--- Promoted to Masters! ---".to_owned()),
+        "{out:?}"
+    );
+    let fell =
+        "--- The Undergraduate problem falls to alice (60%) and bob (40%): both are promoted. ---";
     alice.wait_for_line(|l| l == fell).await;
     alice
         .wait_for_line(|l| l == "--- Promoted to Masters! ---")
@@ -197,12 +209,18 @@ async fn friends_on_two_nodes_share_a_problem_tell_privately_and_see_each_other_
     );
     let tell_prefix = format!("p/{alice_id}/tell/{bob_id}/");
     let stored = wait_for_key(&b.kv, &tell_prefix, |_, _| true).await;
-    assert!(!stored.contains("mat") && !stored.contains(&alice_id), "{stored}");
+    assert!(
+        !stored.contains("mat") && !stored.contains(&alice_id),
+        "{stored}"
+    );
     assert!(
         TellKey::generate().open(&alice_id, &stored).is_none(),
         "another node's key cannot open it"
     );
-    assert!(a.tell_key().open(&alice_id, &stored).is_none(), "nor the sender's");
+    assert!(
+        a.tell_key().open(&alice_id, &stored).is_none(),
+        "nor the sender's"
+    );
 
     // bob comes back: the tell waits for him, `mail` reads it, and alice's node deletes it.
     let (mut bob, _) = Player::start(b.kv.clone(), bob_options()).await;
@@ -210,19 +228,23 @@ async fn friends_on_two_nodes_share_a_problem_tell_privately_and_see_each_other_
         .await;
     assert_eq!(
         bob.run("mail").await,
-        ["Tells while you were away (1):", "alice tells you: the key is under the mat"]
+        [
+            "Tells while you were away (1):",
+            "alice tells you: the key is under the mat"
+        ]
     );
     assert_eq!(bob.run("mail").await, ["No tells are waiting."]);
     let start = tokio::time::Instant::now();
     while !a.kv.list(&tell_prefix).await.unwrap().is_empty() {
-        assert!(start.elapsed() < DEADLINE, "the read tell was never removed");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the read tell was never removed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A tell to someone online arrives at once.
     bob.run("tell alice thanks").await;
-    alice
-        .wait_for_line(|l| l == "bob tells you: thanks")
-        .await;
+    alice.wait_for_line(|l| l == "bob tells you: thanks").await;
 
     // Forty seconds later by alice's clock, bob's heartbeat has lapsed: he has gone quiet.
     alice_clock.advance(Duration::from_secs(40));
