@@ -95,6 +95,8 @@ pub struct Solving {
     pub coop_share_percent: u64,
     /// Each epoch of a rank's problem is this large, in percent of the one before.
     pub growth_percent: u64,
+    /// One step does at most this share of a problem, in percent, whatever the power.
+    pub max_step_percent: u64,
 }
 
 /// Numbers of notes.
@@ -339,6 +341,9 @@ impl Content {
         if s.coop_share_percent == 0 || s.coop_share_percent > 100 || s.growth_percent < 100 {
             return bad("coop_share_percent must be 1-100 and growth_percent at least 100".into());
         }
+        if s.max_step_percent == 0 || s.max_step_percent > 100 {
+            return bad("max_step_percent must be 1-100".into());
+        }
         if r.notes.max_per_player == 0 || r.notes.max_chars == 0 {
             return bad("notes need max_per_player and max_chars above 0".into());
         }
@@ -400,6 +405,14 @@ impl Content {
             }
         }
         Some(u64::try_from(size).unwrap_or(u64::MAX))
+    }
+
+    /// What one battle step with `power` does to a problem of `size` steps: the power, but
+    /// at most `max_step_percent` of the size (rounded up), so no problem falls in one blow.
+    pub fn step_progress(&self, power: u64, size: u64) -> u64 {
+        let cap = u128::from(size) * u128::from(self.rules.solving.max_step_percent);
+        let cap = u64::try_from(cap.div_ceil(100)).unwrap_or(u64::MAX).max(1);
+        power.min(cap)
     }
 
     /// Display name of a location id; unknown ids are shown as they are.

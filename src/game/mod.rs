@@ -15,6 +15,8 @@
 //! - [`clock`]: the game's clock, a parameter for deterministic tests.
 
 mod actions;
+#[cfg(test)]
+mod balance_tests;
 pub mod clock;
 pub mod commands;
 pub mod content;

@@ -505,7 +505,9 @@ impl<K: Kv> PlayerTask<K> {
         let Some(problem) = ledger::problem(&self.content, &world, rank) else {
             return Ok(Outcome::NotYourProblem);
         };
-        let power = ledger::power(&self.content, &me);
+        let power = self
+            .content
+            .step_progress(ledger::power(&self.content, &me), problem.size);
         let work_field = field::work(&problem.rank, problem.epoch);
         let mine = me
             .work

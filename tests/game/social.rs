@@ -254,3 +254,56 @@ async fn friends_on_two_nodes_share_a_problem_tell_privately_and_see_each_other_
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_json_session_is_one_object_per_event_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "jo\nsay hi there\n'quoted \"text\" \\ too\n:waves\nmine 2\nstats\nfrobnicate\nm\nlook\ntop\nhelp\n";
+    let (code, stdout, stderr) = super::plain(dir.path(), &["--json"], script).await;
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let mut types = std::collections::BTreeSet::new();
+    let mut chats = Vec::new();
+    for line in stdout.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
+        let kind = value["type"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no type: {line}"));
+        types.insert(kind.to_owned());
+        if kind == "chat" {
+            chats.push((
+                value["scope"].as_str().unwrap().to_owned(),
+                value["from"].as_str().unwrap().to_owned(),
+                value["text"].as_str().unwrap().to_owned(),
+            ));
+        }
+        if kind == "mined" {
+            assert_eq!(value["attempts"], 2, "{line}");
+            assert!(value["coins"].is_u64(), "{line}");
+        }
+    }
+    for wanted in [
+        "story",
+        "info",
+        "error",
+        "echo",
+        "chat",
+        "mined",
+        "status",
+        "progress",
+        "progress_end",
+        "name_chosen",
+        "quit",
+    ] {
+        assert!(types.contains(wanted), "no {wanted} event in {types:?}");
+    }
+    assert_eq!(
+        chats,
+        [
+            ("say".into(), "jo".into(), "hi there".into()),
+            ("say".into(), "jo".into(), "quoted \"text\" \\ too".into()),
+            ("emote".into(), "jo".into(), "waves".into()),
+        ]
+    );
+    assert_eq!(stdout.lines().last(), Some(r#"{"type":"quit"}"#));
+}
