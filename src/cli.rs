@@ -105,6 +105,9 @@ pub struct Settings {
     pub node: NodeOptions,
     /// Whether `--plain` writes JSON events.
     pub json: bool,
+    /// The addresses given with `--join` (the game reports how each went, and remembers
+    /// those that connected).
+    pub joins: Vec<String>,
 }
 
 impl Cli {
@@ -141,6 +144,7 @@ impl Cli {
             self.listen.clone()
         };
         let mut join = self.join.clone();
+        // Remembered peers are dialled too; the game reports every dial's outcome.
         for addr in parse_addrs("peers", &config.peers)?
             .into_iter()
             .chain(parse_addrs("profile peers", &profile.peers)?)
@@ -192,6 +196,7 @@ impl Cli {
             profile,
             node,
             json: self.json,
+            joins: self.join.iter().map(ToString::to_string).collect(),
         })
     }
 }
@@ -239,6 +244,7 @@ mod tests {
         let profile = Profile {
             name: Some("profile".into()),
             peers: vec![],
+            ..Profile::default()
         };
         let settings = cli.combine(config, profile, paths()).unwrap();
         assert_eq!(settings.name.as_deref(), Some("flag"));
@@ -260,6 +266,7 @@ mod tests {
         let profile = Profile {
             name: Some("profile".into()),
             peers: vec!["/ip4/127.0.0.1/tcp/1".into(), "/ip4/127.0.0.1/tcp/2".into()],
+            ..Profile::default()
         };
         let settings = cli.combine(config, profile, paths()).unwrap();
         assert_eq!(settings.name.as_deref(), Some("profile"));

@@ -4,6 +4,8 @@
 
 #[path = "game/harness.rs"]
 mod harness;
+#[path = "game/joins.rs"]
+mod joins;
 #[path = "game/social.rs"]
 mod social;
 

@@ -228,8 +228,12 @@ pub enum Event {
     Progress(Option<Progress>),
     /// The player chose this name: the front end remembers it (profile.ron).
     NameChosen(String),
-    /// The player joined this peer: the front end remembers it (profile.ron).
+    /// The node connected to this address, a node of this world (from `join`, `--join` or a
+    /// remembered peer): the front end remembers it (profile.ron).
     PeerJoined(String),
+    /// This remembered address could not be joined: the front end forgets it once it has
+    /// failed for a week (profile.ron).
+    PeerFailed(String),
     /// The session is over (`quit`); the front end exits.
     Quit,
 }

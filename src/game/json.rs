@@ -57,6 +57,8 @@ enum Json<'a> {
     NameChosen { name: &'a str },
     /// The node joined a peer.
     PeerJoined { addr: &'a str },
+    /// A remembered peer could not be joined.
+    PeerFailed { addr: &'a str },
     /// The session is over.
     Quit,
 }
@@ -103,6 +105,7 @@ pub fn to_line(event: &Event) -> String {
         Event::Progress(None) => Json::ProgressEnd,
         Event::NameChosen(name) => Json::NameChosen { name },
         Event::PeerJoined(addr) => Json::PeerJoined { addr },
+        Event::PeerFailed(addr) => Json::PeerFailed { addr },
         Event::Quit => Json::Quit,
     };
     // Serialising these plain structs cannot fail (no maps with non-string keys, no I/O).

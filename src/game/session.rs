@@ -47,6 +47,11 @@ pub struct SessionOptions {
     /// This node's key for private tells (`tell.key`); without one the player can send tells
     /// but not read them.
     pub tell_key: Option<Arc<TellKey>>,
+    /// Addresses given with `--join`: their outcome is reported like `join`'s.
+    pub joins: Vec<String>,
+    /// Remembered addresses (`profile.ron`): joined quietly, so the front end can remember
+    /// them again or forget them after a week of failures.
+    pub remembered_peers: Vec<String>,
 }
 
 /// Starts a session on `kv`: send it [`Input`]s, receive [`Event`]s until [`Event::Quit`].
@@ -146,6 +151,8 @@ pub(super) struct Session<K> {
     pub wanted_name: Option<String>,
     /// A name typed at the name prompt that another player uses: typed again, it is kept.
     pub taken_name: Option<String>,
+    /// `--join` addresses and remembered ones, joined once the session runs.
+    joins: (Vec<String>, Vec<String>),
     /// The tells that waited when the player came (`mail` reads them); `None` before the
     /// first look at the world. Tells beyond these are shown as they arrive.
     mailbox: Option<BTreeSet<(String, u64)>>,
@@ -168,6 +175,7 @@ impl<K: Kv> Session<K> {
                 .ok_or_else(|| KvError::Refused("INFO has no usable peer_id".into()))?,
         };
         let content = options.content.unwrap_or_else(Content::embedded);
+        let joins = (options.joins, options.remembered_peers);
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let player = PlayerHandle::spawn(kv.clone(), id.clone(), content.clone(), clock.clone());
         let rng = match options.seed {
@@ -201,10 +209,15 @@ impl<K: Kv> Session<K> {
             wanted_name: options.name,
             taken_name: None,
             mailbox: None,
+            joins,
         })
     }
 
     async fn run(&mut self, mut inputs: mpsc::Receiver<Input>) {
+        let (flags, remembered) = std::mem::take(&mut self.joins);
+        if !flags.is_empty() || !remembered.is_empty() {
+            super::social::join_at_start(self.ctx.clone(), flags, remembered);
+        }
         self.greet().await;
         self.refresh_status().await;
         let Some(mut job_rx) = self.job_rx.take() else {

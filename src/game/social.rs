@@ -2,6 +2,7 @@
 //! and the node side, `addr` and `join`. Places (`look`, notes) are in `places`, tells in
 //! `mail`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -281,23 +282,47 @@ impl ChatKind {
 /// How long `join` waits for the dial before it lets the player play on.
 const JOIN_WAIT: Duration = Duration::from_secs(1);
 
-/// Tells how a `join` ended.
+/// Tells how a `join` ended, in one line; an address that connected is remembered.
 async fn report_join<K: Kv>(ctx: &Ctx<K>, addr: &str, result: Result<(), KvError>) {
+    let shown = commands::shorten(addr);
     match result {
         Ok(()) => {
-            let text = format!("Joined {addr}. The world syncs in the background.");
+            let text = format!(
+                "Joined {shown}: connected to a node of this world, which syncs in the background."
+            );
             ctx.line(LineKind::Info, text).await;
             ctx.send(Event::PeerJoined(addr.to_owned())).await;
         }
-        Err(KvError::Refused(why)) => {
-            // The server says "ERR join <addr>: <reason>": keep the reason.
-            let marker = format!("{addr}: ");
-            let why = refusal(&why);
-            let why = why.rsplit_once(&marker).map_or(why, |(_, r)| r);
-            let text = format!("Could not join {}: {why}", commands::shorten(addr));
+        Err(KvError::Join { message, .. }) => {
+            let text = format!("Could not join {shown}: {message}.");
             ctx.line(LineKind::Error, text).await;
         }
         Err(err) => ctx.kv_error(&err).await,
+    }
+}
+
+/// Joins the addresses the player gave on the command line (`--join`, reported like `join`)
+/// and the remembered ones (quietly: they are remembered again, or forgotten after a week of
+/// failures), in the background.
+pub(super) fn join_at_start<K: Kv>(ctx: Arc<Ctx<K>>, flags: Vec<String>, remembered: Vec<String>) {
+    for (addr, loud) in flags.iter().map(|a| (a.clone(), true)).chain(
+        remembered
+            .into_iter()
+            .filter(|a| !flags.contains(a))
+            .map(|a| (a, false)),
+    ) {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let result = ctx.kv.join(&addr).await;
+            if loud {
+                return report_join(&ctx, &addr, result).await;
+            }
+            match result {
+                Ok(()) => ctx.send(Event::PeerJoined(addr)).await,
+                Err(KvError::Join { .. }) => ctx.send(Event::PeerFailed(addr)).await,
+                Err(err) => tracing::debug!(%addr, %err, "could not join a remembered peer"),
+            }
+        });
     }
 }
 

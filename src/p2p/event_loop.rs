@@ -94,6 +94,10 @@ pub(super) struct EventLoop {
     pub(super) redial: Redial,
     /// `JOIN`s waiting for their dial's outcome.
     pub(super) pending_joins: HashMap<ConnectionId, oneshot::Sender<Result<(), P2pError>>>,
+    /// Connected peers a sync exchange showed to be of this world.
+    pub(super) synced: HashSet<PeerId>,
+    /// `JOIN`s connected, waiting for the first sync exchange to show the peer's world.
+    pub(super) joins_awaiting_world: HashMap<PeerId, Vec<oneshot::Sender<Result<(), P2pError>>>>,
     /// Running bootstrap / anti-entropy exchanges, by peer.
     pub(super) sessions: HashMap<PeerId, Session>,
     /// Connected peers of another world, format or program: not synced with while connected.
@@ -133,6 +137,8 @@ impl EventLoop {
             peers: HashMap::new(),
             redial: Redial::default(),
             pending_joins: HashMap::new(),
+            joins_awaiting_world: HashMap::new(),
+            synced: HashSet::new(),
             sessions: HashMap::new(),
             foreign: HashSet::new(),
             offsets: HashMap::new(),
@@ -260,7 +266,7 @@ impl EventLoop {
             } => {
                 self.redial.connected(peer_id, connection_id);
                 if let Some(reply) = self.pending_joins.remove(&connection_id) {
-                    let _ = reply.send(Ok(()));
+                    self.await_world(peer_id, reply);
                 }
                 self.peers
                     .entry(peer_id)
@@ -297,6 +303,7 @@ impl EventLoop {
                     self.offset_warned.remove(&peer_id);
                     self.bad_logged.remove(&peer_id);
                     self.foreign.remove(&peer_id);
+                    self.join_failed(peer_id, super::JoinError::Unreachable);
                     self.update_clock_offset();
                     self.redial.disconnected(peer_id);
                 }
@@ -313,7 +320,10 @@ impl EventLoop {
                 tracing::debug!(peer = ?peer_id, %error, "dial failed");
                 self.redial.dial_failed(connection_id);
                 if let Some(reply) = self.pending_joins.remove(&connection_id) {
-                    let _ = reply.send(Err(P2pError::Dial(error.to_string())));
+                    let _ = reply.send(Err(super::JoinError::of_dial(&error).into()));
+                }
+                if let Some(peer) = peer_id.filter(|p| !self.swarm.is_connected(p)) {
+                    self.join_failed(peer, super::JoinError::of_dial(&error));
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => {

@@ -211,6 +211,7 @@ impl EventLoop {
                 ) {
                     tracing::info!(%peer, "peer does not speak /cmud/sync/1; not syncing with it");
                     self.foreign.insert(peer);
+                    self.join_failed(peer, super::JoinError::NotCmud);
                 } else {
                     tracing::debug!(%peer, %error, "sync request failed; anti-entropy retries");
                 }
@@ -255,6 +256,7 @@ impl EventLoop {
             if self.foreign.insert(peer) {
                 tracing::warn!(%peer, %reason, "refusing to sync with a peer");
             }
+            self.join_failed(peer, super::JoinError::ForeignWorld(reason.clone()));
             let _ = self
                 .swarm
                 .behaviour_mut()
@@ -291,6 +293,7 @@ impl EventLoop {
                     tracing::warn!(%peer, %reason, "a peer refused to sync with us");
                 }
                 self.sessions.remove(&peer);
+                self.join_failed(peer, super::JoinError::ForeignWorld(reason));
             }
             SyncResponse::Page {
                 format,
@@ -303,8 +306,11 @@ impl EventLoop {
                     tracing::warn!(%peer, format, "a peer answered in another format; not syncing with it");
                     self.foreign.insert(peer);
                     self.sessions.remove(&peer);
+                    let why = format!("it speaks format {format}");
+                    self.join_failed(peer, super::JoinError::ForeignWorld(why));
                     return;
                 }
+                self.join_confirmed(peer);
                 self.record_clock_offset(peer, offset_ms(sent_ms));
                 self.page_received(peer, entries, next, total);
             }

@@ -27,6 +27,69 @@ pub enum KvError {
     /// A stored value is not UTF-8 text.
     #[error("value under {0} is not text")]
     NotText(String),
+    /// A `JOIN` did not reach a node of this world with the expected peer id.
+    #[error("{message}")]
+    Join {
+        /// What went wrong.
+        kind: JoinKind,
+        /// The node's words for it, without the code word.
+        message: String,
+    },
+}
+
+/// Why a `JOIN` failed, as the node's reply names it (`p2p::JoinError`'s code words).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Nothing answers at that address.
+    Unreachable,
+    /// The host name does not resolve.
+    NoSuchHost,
+    /// A node answers with another peer id.
+    WrongPeer,
+    /// A node of another world (or format) answers.
+    ForeignWorld,
+    /// Something that is not a cmud node answers.
+    NotCmud,
+    /// No answer in time.
+    Timeout,
+    /// Not a multiaddr.
+    BadAddr,
+    /// This node has no network.
+    NoNetwork,
+    /// Anything else.
+    Other,
+}
+
+/// Reads a refused `JOIN`'s reply (`ERR join <addr>: <code>: <words>`) back into its kind.
+pub fn join_refusal(reply: &str) -> KvError {
+    const CODES: &[(&str, JoinKind)] = &[
+        ("unreachable: ", JoinKind::Unreachable),
+        ("no-such-host: ", JoinKind::NoSuchHost),
+        ("wrong-peer: ", JoinKind::WrongPeer),
+        ("foreign-world: ", JoinKind::ForeignWorld),
+        ("not-cmud: ", JoinKind::NotCmud),
+        ("timeout: ", JoinKind::Timeout),
+        ("failed: ", JoinKind::Other),
+    ];
+    for (code, kind) in CODES {
+        if let Some((_, words)) = reply.split_once(code) {
+            return KvError::Join {
+                kind: *kind,
+                message: words.trim().to_owned(),
+            };
+        }
+    }
+    let (kind, message) = if reply.contains("bad multiaddr") {
+        (JoinKind::BadAddr, "that is not a multiaddr".to_owned())
+    } else if reply.contains("without a network") {
+        (
+            JoinKind::NoNetwork,
+            "this node runs without a network".to_owned(),
+        )
+    } else {
+        (JoinKind::Other, reply.trim().to_owned())
+    };
+    KvError::Join { kind, message }
 }
 
 impl From<redis::RedisError> for KvError {
@@ -76,7 +139,8 @@ pub trait Kv: Clone + Send + Sync + 'static {
     fn addrs(&self) -> impl Future<Output = Result<Vec<String>, KvError>> + Send;
     /// Peers this node is connected to.
     fn peers(&self) -> impl Future<Output = Result<Vec<PeerInfo>, KvError>> + Send;
-    /// Dials a peer now; fails if it cannot be reached.
+    /// Dials a peer now; succeeds once connected to a node of this world with the peer id the
+    /// address names; fails with [`KvError::Join`] saying why not.
     fn join(&self, multiaddr: &str) -> impl Future<Output = Result<(), KvError>> + Send;
 }
 
@@ -198,10 +262,43 @@ impl Kv for KvClient {
             .client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
-        Ok(redis::cmd("JOIN")
+        match redis::cmd("JOIN")
             .arg(multiaddr)
             .query_async::<()>(&mut conn)
-            .await?)
+            .await
+            .map_err(KvError::from)
+        {
+            Err(KvError::Refused(reply)) => Err(join_refusal(&reply)),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_join_is_read_back_into_its_kind() {
+        let kind = |reply: &str| match join_refusal(reply) {
+            KvError::Join { kind, message } => (kind, message),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            kind(
+                "ResponseError: join /ip4/127.0.0.1/tcp/1: unreachable: nothing answers at that address"
+            ),
+            (
+                JoinKind::Unreachable,
+                "nothing answers at that address".into()
+            )
+        );
+        assert_eq!(kind("join x: bad multiaddr x").0, JoinKind::BadAddr);
+        assert_eq!(
+            kind("join /dns4/a: no-such-host: the host name does not resolve").0,
+            JoinKind::NoSuchHost
+        );
+        assert_eq!(kind("something new").0, JoinKind::Other);
     }
 }
 

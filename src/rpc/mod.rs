@@ -6,4 +6,4 @@ pub mod commands;
 pub mod resp;
 pub mod server;
 
-pub use client::{Kv, KvClient, KvError, PeerInfo};
+pub use client::{JoinKind, Kv, KvClient, KvError, PeerInfo};

@@ -133,7 +133,7 @@ impl App {
                 self.has_status = true;
             }
             Event::Progress(progress) => self.progress = progress,
-            Event::NameChosen(_) | Event::PeerJoined(_) => {
+            Event::NameChosen(_) | Event::PeerJoined(_) | Event::PeerFailed(_) => {
                 return vec![Command::Remember(event)];
             }
             Event::Quit => return self.quit(),

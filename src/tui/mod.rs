@@ -43,6 +43,8 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         SessionOptions {
             name: settings.name.clone(),
             tell_key: tell_key.ok().map(std::sync::Arc::new),
+            joins: settings.joins.clone(),
+            remembered_peers: settings.profile.peers.clone(),
             ..SessionOptions::default()
         },
     );

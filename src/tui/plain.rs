@@ -51,6 +51,8 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         name: settings.name.clone(),
         no_pauses: true,
         tell_key: tell_key.map(std::sync::Arc::new),
+        joins: settings.joins.clone(),
+        remembered_peers: settings.profile.peers.clone(),
         ..SessionOptions::default()
     };
     let (inputs, events) = session::spawn(kv, options);

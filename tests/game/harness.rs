@@ -82,9 +82,15 @@ impl NetNode {
     /// Starts a node that joins `join`. Settings come from the command line, so this keeps
     /// compiling whatever fields the network's options gain.
     pub async fn start(join: &[String]) -> NetNode {
+        Self::start_with(join, &[]).await
+    }
+
+    /// Like [`NetNode::start`], with more flags (`--world other`).
+    pub async fn start_with(join: &[String], extra: &[&str]) -> NetNode {
         let dir = tempfile::tempdir().unwrap();
         let mut args = vec!["cmud".to_owned()];
         args.extend(node_args(dir.path()));
+        args.extend(extra.iter().map(|s| s.to_string()));
         for addr in join {
             args.extend(["--join".to_owned(), addr.clone()]);
         }
@@ -171,7 +177,7 @@ pub fn options(name: Option<&str>, player_id: Option<&str>, seed: u64) -> Sessio
         clock: Some(Arc::new(InstantClock::starting_now())),
         player_id: player_id.map(str::to_owned),
         content: None,
-        tell_key: None,
+        ..SessionOptions::default()
     }
 }
 
@@ -185,6 +191,8 @@ pub struct Player {
     pub backlog: Vec<(LineKind, String)>,
     /// Names chosen (Event::NameChosen).
     pub chosen: Vec<String>,
+    /// Addresses the game said to remember (Event::PeerJoined).
+    pub joined: Vec<String>,
     /// Whether a long action runs, as far as the events read so far say.
     pub busy: bool,
     marks: u64,
@@ -200,6 +208,7 @@ impl Player {
             status: Status::default(),
             backlog: Vec::new(),
             chosen: Vec::new(),
+            joined: Vec::new(),
             busy: false,
             marks: 0,
         };
@@ -215,6 +224,7 @@ impl Player {
         match &event {
             Some(Event::Status(status)) => self.status = status.clone(),
             Some(Event::NameChosen(name)) => self.chosen.push(name.clone()),
+            Some(Event::PeerJoined(addr)) => self.joined.push(addr.clone()),
             Some(Event::Progress(progress)) => self.busy = progress.is_some(),
             _ => {}
         }
