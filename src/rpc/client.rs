@@ -274,6 +274,15 @@ impl Kv for KvClient {
     }
 }
 
+/// Parses `INFO` text (`# Section` headers and `field:value` lines) into a map.
+pub fn parse_info(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once(':'))
+        .map(|(field, value)| (field.trim().to_owned(), value.trim().to_owned()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,13 +309,4 @@ mod tests {
         );
         assert_eq!(kind("something new").0, JoinKind::Other);
     }
-}
-
-/// Parses `INFO` text (`# Section` headers and `field:value` lines) into a map.
-pub fn parse_info(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.split_once(':'))
-        .map(|(field, value)| (field.trim().to_owned(), value.trim().to_owned()))
-        .collect()
 }

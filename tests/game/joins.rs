@@ -56,7 +56,7 @@ async fn joins_say_in_one_line_what_went_wrong_and_succeed_only_when_connected()
         out.ends_with(": connected to a node of this world, which syncs in the background."),
         "{out}"
     );
-    assert_eq!(p.joined, [a_addr.clone()]);
+    assert_eq!(p.joined, [a_addr]);
     a.stop().await;
     b.stop().await;
     other.stop().await;
