@@ -13,8 +13,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::clock::Clock;
 use super::content::Content;
 use super::ledger;
-use super::schema::{self, ChatLine, Scope, World, field};
+use super::schema::{self, Scope, World, field};
 use crate::rpc::{Kv, KvError};
+
+#[path = "player_social.rs"]
+mod social;
 
 /// Changes queued before senders wait.
 const MAILBOX: usize = 64;
@@ -300,110 +303,11 @@ impl<K: Kv> PlayerTask<K> {
                 Ok(Outcome::Done)
             }
             Change::Note { loc, text } => self.note(loc, text).await,
-            Change::Unnote { loc } => {
-                let me = self.own().await?.player(&self.id);
-                let slots: Vec<u64> = me
-                    .notes
-                    .iter()
-                    .filter(|(_, note)| note.loc == loc)
-                    .map(|(slot, _)| *slot)
-                    .collect();
-                for slot in &slots {
-                    self.kv.delete(&self.key(&field::note(*slot))).await?;
-                }
-                Ok(Outcome::Unnoted(slots.len()))
-            }
+            Change::Unnote { loc } => self.unnote(&loc).await,
             Change::Tell { to, sealed } => self.tell(to, sealed).await,
-            Change::Read { from, seq } => {
-                let me = self.own().await?.player(&self.id);
-                let read_field = field::read(&from);
-                let before = me.read.get(&from).copied().unwrap_or(0);
-                let read = self.counter(&read_field, before).max(seq);
-                let mut writes = Vec::new();
-                self.bump(&mut writes, &read_field, read);
-                self.kv.put_many(&writes).await?;
-                Ok(Outcome::Done)
-            }
-            Change::Tidy => {
-                let world = self.world().await?;
-                let me = world.player(&self.id);
-                for (to, seq) in me.tells.keys() {
-                    let read = world.player(to).read.get(&self.id).copied().unwrap_or(0);
-                    if *seq <= read {
-                        self.kv.delete(&self.key(&field::tell(to, *seq))).await?;
-                    }
-                }
-                Ok(Outcome::Done)
-            }
+            Change::Read { from, seq } => self.read(from, seq).await,
+            Change::Tidy => self.tidy().await,
         }
-    }
-
-    /// Takes an owed promotion (see [`ledger::owed_promotion`]).
-    async fn claim(&mut self, world: &World) -> Result<Outcome, KvError> {
-        let Some((rank, epoch)) = ledger::owed_promotion(&self.content, world, &self.id) else {
-            return Ok(Outcome::Done);
-        };
-        let next = rank + 1;
-        let writes = vec![
-            (
-                self.key(&field::solved(&self.content.rank(rank).id)),
-                epoch.to_string(),
-            ),
-            (self.key(field::RANK), self.content.rank(next).id.clone()),
-        ];
-        self.kv.put_many(&writes).await?;
-        Ok(Outcome::Promoted { rank: next })
-    }
-
-    async fn note(&mut self, loc: String, text: String) -> Result<Outcome, KvError> {
-        let me = self.own().await?.player(&self.id);
-        let cap = self.content.rules.notes.max_per_player;
-        let free = (0..cap).find(|slot| !me.notes.contains_key(slot));
-        let (slot, replaced) = match free {
-            Some(slot) => (slot, None),
-            None => {
-                let (slot, oldest) = me
-                    .notes
-                    .iter()
-                    .filter(|(slot, _)| **slot < cap)
-                    .min_by_key(|(slot, note)| (note.at_ms, **slot))
-                    .map(|(slot, note)| (*slot, note.clone()))
-                    .unwrap_or((0, super::schema::Note::default()));
-                (slot, Some(oldest))
-            }
-        };
-        let note = super::schema::Note {
-            at_ms: self.clock.now_ms(),
-            loc,
-            text,
-        };
-        self.kv
-            .put(&self.key(&field::note(slot)), &note.encode())
-            .await?;
-        Ok(Outcome::Noted { replaced })
-    }
-
-    async fn tell(&mut self, to: String, sealed: String) -> Result<Outcome, KvError> {
-        let world = self.world().await?;
-        if to == self.id || !world.player(&to).exists() {
-            return Ok(Outcome::NoSuchPlayer);
-        }
-        let me = world.player(&self.id);
-        let sent = me
-            .tells
-            .keys()
-            .filter(|(r, _)| *r == to)
-            .map(|(_, seq)| *seq)
-            .max()
-            .unwrap_or(0);
-        let read = world.player(&to).read.get(&self.id).copied().unwrap_or(0);
-        let floor = format!("tell/{to}");
-        let seq = self.counter(&floor, sent.max(read)).saturating_add(1);
-        self.floors.insert(floor, seq);
-        self.kv
-            .put(&self.key(&field::tell(&to, seq)), &sealed)
-            .await?;
-        Ok(Outcome::Done)
     }
 
     async fn enter(&mut self, name: String, tell_key: Option<String>) -> Result<Outcome, KvError> {
@@ -591,23 +495,5 @@ impl<K: Kv> PlayerTask<K> {
             after: 0,
             restarted: true,
         })
-    }
-
-    async fn chat(&mut self, scope: Scope, text: String) -> Result<Outcome, KvError> {
-        let me = self.own().await?.player(&self.id);
-        let last = me.chat.iter().map(|line| line.seq).max().unwrap_or(0);
-        let seq = self.counter("chat", last).saturating_add(1);
-        self.floors.insert("chat".to_owned(), seq);
-        let line = ChatLine {
-            seq,
-            at_ms: self.clock.now_ms(),
-            scope,
-            text,
-        };
-        let slot = seq % self.content.rules.chat.ring;
-        self.kv
-            .put(&self.key(&field::chat(slot)), &line.encode())
-            .await?;
-        Ok(Outcome::Done)
     }
 }
