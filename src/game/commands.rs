@@ -97,6 +97,8 @@ pub struct Command {
     pub args: &'static [Arg],
     /// What it does, one line.
     pub help: &'static str,
+    /// What it does in a few words, for narrow places (the terminal UI's help overlay).
+    pub brief: &'static str,
     /// Where it works.
     pub at: Where,
 }
@@ -163,6 +165,7 @@ const TEXT: &[Arg] = &[arg("text", ArgKind::Text)];
 pub const COMMANDS: &[Command] = &[
     Command {
         id: CommandId::Help,
+        brief: "list commands",
         name: "help",
         min: 1,
         aliases: &["?"],
@@ -172,6 +175,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Stats,
+        brief: "rank, coins, power",
         name: "stats",
         min: 2,
         aliases: &[],
@@ -181,6 +185,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Map,
+        brief: "who is where",
         name: "map",
         min: 2,
         aliases: &[],
@@ -190,6 +195,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Look,
+        brief: "look around here",
         name: "look",
         min: 1,
         aliases: &[],
@@ -199,6 +205,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Move,
+        brief: "go somewhere",
         name: "move",
         min: 0,
         aliases: &["go"],
@@ -208,6 +215,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Mine,
+        brief: "mine coins",
         name: "mine",
         min: 0,
         aliases: &[],
@@ -217,6 +225,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Shop,
+        brief: "hardware for sale",
         name: "shop",
         min: 2,
         aliases: &[],
@@ -226,6 +235,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Buy,
+        brief: "buy hardware",
         name: "buy",
         min: 1,
         aliases: &[],
@@ -238,6 +248,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Inv,
+        brief: "what you own",
         name: "inv",
         min: 1,
         aliases: &["inventory"],
@@ -247,6 +258,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Solve,
+        brief: "battle your problem",
         name: "solve",
         min: 3,
         aliases: &[],
@@ -256,6 +268,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Resign,
+        brief: "give up this battle",
         name: "resign",
         min: 1,
         aliases: &[],
@@ -265,6 +278,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Stop,
+        brief: "stop mining/solving",
         name: "stop",
         min: 3,
         aliases: &[],
@@ -274,6 +288,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Who,
+        brief: "who is online",
         name: "who",
         min: 1,
         aliases: &[],
@@ -283,6 +298,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Say,
+        brief: "talk to the room",
         name: "say",
         min: 2,
         aliases: &["'"],
@@ -292,6 +308,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Emote,
+        brief: "act something out",
         name: "emote",
         min: 1,
         aliases: &[":", "me"],
@@ -301,6 +318,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Shout,
+        brief: "talk to everyone",
         name: "shout",
         min: 4,
         aliases: &[],
@@ -310,6 +328,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Tell,
+        brief: "a private word",
         name: "tell",
         min: 2,
         aliases: &["whisper"],
@@ -319,6 +338,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Mail,
+        brief: "tells while away",
         name: "mail",
         min: 0,
         aliases: &[],
@@ -328,6 +348,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Note,
+        brief: "leave a note here",
         name: "note",
         min: 1,
         aliases: &[],
@@ -337,6 +358,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Unnote,
+        brief: "take your notes down",
         name: "unnote",
         min: 1,
         aliases: &[],
@@ -346,6 +368,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Top,
+        brief: "the leaderboard",
         name: "top",
         min: 1,
         aliases: &[],
@@ -355,6 +378,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Give,
+        brief: "give coins",
         name: "give",
         min: 1,
         aliases: &[],
@@ -364,6 +388,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Addr,
+        brief: "addresses to share",
         name: "addr",
         min: 1,
         aliases: &[],
@@ -373,6 +398,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Join,
+        brief: "dial a friend",
         name: "join",
         min: 1,
         aliases: &[],
@@ -382,6 +408,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         id: CommandId::Quit,
+        brief: "leave the game",
         name: "quit",
         min: 1,
         aliases: &["exit"],
@@ -552,6 +579,11 @@ mod tests {
         let mut ids = std::collections::HashSet::new();
         for c in COMMANDS {
             assert!(!c.help.is_empty(), "{} has no help", c.name);
+            assert!(
+                !c.brief.is_empty() && c.brief.chars().count() <= 20,
+                "{}: a brief of 1-20 characters",
+                c.name
+            );
             assert!(names.insert(c.name), "{} twice", c.name);
             assert!(ids.insert(c.id), "{:?} twice", c.id);
             assert_eq!(command(c.id).name, c.name);

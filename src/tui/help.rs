@@ -45,8 +45,8 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let mut commands = vec![Line::from(Span::styled("Commands", theme.title()))];
     for command in &main {
         commands.push(Line::from(vec![
-            Span::styled(format!("{:<18}", command.synopsis()), theme.title()),
-            Span::raw(command.help),
+            Span::styled(format!("{:<19}", command.synopsis()), theme.title()),
+            Span::raw(command.brief),
         ]));
     }
     let mut keys = vec![Line::from(Span::styled("Keys", theme.title()))];
@@ -61,7 +61,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     for command in table::available(Mode::Solving).filter(|c| !main.contains(c)) {
         keys.push(Line::from(vec![
             Span::styled(format!("{:<12}", command.name), theme.title()),
-            Span::raw(command.help),
+            Span::raw(command.brief),
         ]));
     }
     if inner.width >= COMMAND_COLUMNS + 34 {
