@@ -126,7 +126,7 @@ async fn transcript_of_a_first_game() {
             ),
             (
                 "join /ip4/127.0.0.1/tcp/9",
-                &["Could not join /ip4/127.0.0.1/tcp/9: this node runs without a network"],
+                &["Could not join /ip4/127.0.0.1/tcp/9: this node runs without a network."],
             ),
             (
                 "help buy",
