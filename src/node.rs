@@ -16,7 +16,7 @@ use crate::p2p::{self, NetworkHandle, NetworkOptions, NetworkSetup, P2pError, id
 use crate::rpc::resp::FrameLimits;
 use crate::rpc::server::{self, NodeInfo, RpcService};
 use crate::store::stats::Stats;
-use crate::store::{Limits, NodeId, OpenStore, StartOptions, Store, StoreError};
+use crate::store::{Limits, OpenStore, Signer, StartOptions, Store, StoreError};
 
 /// File name of the world database inside a world folder.
 pub const DB_FILE: &str = "world.redb";
@@ -134,8 +134,12 @@ impl Node {
             source,
         })?;
         let peer_id = keypair.public().to_peer_id().to_string();
+        let signer = Signer::new(&keypair, &options.world).map_err(|err| NodeError::Io {
+            path: dir.join(identity::IDENTITY_FILE),
+            source: io::Error::other(err),
+        })?;
 
-        let open = OpenStore::open(&dir.join(DB_FILE))?;
+        let open = OpenStore::open(&dir.join(DB_FILE), signer)?;
         tracing::info!(
             entries = open.loaded_entries(),
             "loaded the world from disk"
@@ -178,7 +182,6 @@ impl Node {
             network: network.clone(),
         });
         let store = open.start(StartOptions {
-            node: NodeId::new(peer_id),
             actors,
             limits: options.limits,
             outbound,

@@ -133,50 +133,50 @@ async fn a_redis_client_speaks_to_the_port() {
 
     let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
     assert_eq!(pong, "PONG");
-    set(&mut conn, "p/alice/loc", "fence").await;
+    set(&mut conn, "w/alice/loc", "fence").await;
     assert_eq!(
-        get(&mut conn, "p/alice/loc").await.as_deref(),
+        get(&mut conn, "w/alice/loc").await.as_deref(),
         Some("fence")
     );
-    assert_eq!(get(&mut conn, "p/nobody").await, None);
+    assert_eq!(get(&mut conn, "w/nobody").await, None);
 
     let () = redis::cmd("MSET")
-        .arg(&["p/alice/coins", "3", "p/bob/loc", "gates5", "q/other", "x"])
+        .arg(&["w/alice/coins", "3", "w/bob/loc", "gates5", "q/other", "x"])
         .query_async(&mut conn)
         .await
         .unwrap();
     let values: Vec<Option<String>> = redis::cmd("MGET")
-        .arg(&["p/alice/coins", "missing", "p/bob/loc"])
+        .arg(&["w/alice/coins", "missing", "w/bob/loc"])
         .query_async(&mut conn)
         .await
         .unwrap();
     assert_eq!(values, [Some("3".into()), None, Some("gates5".into())]);
 
     let listed: Vec<String> = redis::cmd("LIST")
-        .arg("p/")
+        .arg("w/")
         .query_async(&mut conn)
         .await
         .unwrap();
     assert_eq!(
         listed,
         [
-            "p/alice/coins",
+            "w/alice/coins",
             "3",
-            "p/alice/loc",
+            "w/alice/loc",
             "fence",
-            "p/bob/loc",
+            "w/bob/loc",
             "gates5"
         ],
         "LIST is key, value, ... in key order, and only under the prefix"
     );
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("p/a*")
+        .arg("w/a*")
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(keys, ["p/alice/coins", "p/alice/loc"]);
+    assert_eq!(keys, ["w/alice/coins", "w/alice/loc"]);
     let err = redis::cmd("KEYS")
-        .arg("p/*/loc")
+        .arg("w/*/loc")
         .query_async::<Vec<String>>(&mut conn)
         .await
         .unwrap_err();
@@ -185,12 +185,12 @@ async fn a_redis_client_speaks_to_the_port() {
     let size: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
     assert_eq!(size, 4);
     let deleted: u64 = redis::cmd("DEL")
-        .arg(&["p/bob/loc", "missing"])
+        .arg(&["w/bob/loc", "missing"])
         .query_async(&mut conn)
         .await
         .unwrap();
     assert_eq!(deleted, 1, "only live keys count as deleted");
-    assert_eq!(get(&mut conn, "p/bob/loc").await, None);
+    assert_eq!(get(&mut conn, "w/bob/loc").await, None);
     let size: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
     assert_eq!(size, 3, "a tombstone is not a key");
 
@@ -578,6 +578,60 @@ async fn a_restarted_node_has_its_world_and_newer_writes_still_win() {
         })
         .await;
     }
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_under_another_nodes_namespace_are_refused_whole() {
+    let (node, _dir) = node(2).await;
+    let own = format!("p/{}/", node.peer_id());
+    let other = "p/12D3KooWSomebodyElse/";
+    let mut conn = connect(node.rpc_addr()).await;
+    let refusal = format!(
+        "p/12D3KooWSomebodyElse/ belongs to another node: this node writes only under {own}"
+    );
+    let err = redis::cmd("SET")
+        .arg(format!("{other}name"))
+        .arg("mallory")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("ERR"));
+    assert_eq!(err.detail(), Some(refusal.as_str()));
+    // MSET is all or nothing: the pair in our own namespace is not written either.
+    let err = redis::cmd("MSET")
+        .arg(format!("{own}name"))
+        .arg("alice")
+        .arg(format!("{other}mined"))
+        .arg("1000000")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap_err();
+    assert_eq!(err.detail(), Some(refusal.as_str()));
+    assert_eq!(get(&mut conn, &format!("{own}name")).await, None);
+    let err = redis::cmd("DEL")
+        .arg("p/")
+        .query_async::<i64>(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(
+        err.detail().unwrap().contains("belongs to another node"),
+        "{err}"
+    );
+    // Our own namespace and keys outside `p/` are open.
+    set(&mut conn, &format!("{own}name"), "alice").await;
+    set(&mut conn, "anything/else", "1").await;
+    assert_eq!(
+        get(&mut conn, &format!("{own}name")).await.as_deref(),
+        Some("alice")
+    );
+    // The game's client gets the refusal typed.
+    let kv = cmud::rpc::KvClient::connect(node.rpc_addr()).await.unwrap();
+    let refused = cmud::rpc::Kv::put(&kv, &format!("{other}name"), "x").await;
+    assert!(
+        matches!(refused, Err(cmud::rpc::KvError::ForeignNamespace(ref why)) if *why == refusal),
+        "{refused:?}"
+    );
     node.shutdown().await;
 }
 

@@ -61,7 +61,10 @@ impl Kv for MemKv {
         Ok(Vec::new())
     }
     async fn join(&self, _: &str) -> Result<(), KvError> {
-        Err(KvError::Refused("no network".into()))
+        Err(KvError::Join {
+            kind: crate::rpc::JoinKind::NoNetwork,
+            message: "no network".into(),
+        })
     }
 }
 

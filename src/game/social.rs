@@ -195,7 +195,7 @@ impl<K: Kv> Session<K> {
         let addrs = match self.ctx.kv.addrs().await {
             Ok(addrs) => addrs,
             Err(KvError::Refused(why)) => {
-                let text = format!("No address to share: {}.", refusal(&why));
+                let text = format!("No address to share: {why}.");
                 return self.ctx.reply(LineKind::Error, text).await;
             }
             Err(err) => return Err(err),
@@ -324,12 +324,4 @@ pub(super) fn join_at_start<K: Kv>(ctx: Arc<Ctx<K>>, flags: Vec<String>, remembe
             }
         });
     }
-}
-
-/// The replica's reason for refusing, without the protocol's prefixes
-/// (`ResponseError: `, `ERR `).
-fn refusal(why: &str) -> &str {
-    let why = why.trim();
-    let why = why.strip_prefix("ResponseError: ").unwrap_or(why);
-    why.strip_prefix("ERR ").unwrap_or(why)
 }

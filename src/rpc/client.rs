@@ -15,15 +15,20 @@ use redis::aio::MultiplexedConnection;
 /// How long a query may wait for the replica's reply before it fails.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Why a query to the replica failed.
+/// Why a query to the replica failed. The replica's refusals arrive typed: the game matches on
+/// the variant, never on protocol text.
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
     /// The RPC port could not be reached or the connection broke.
     #[error("replica unreachable: {0}")]
     Connection(String),
-    /// The replica answered with an error (for example a value over the size limit).
+    /// The replica refused the query (for example a value over the size limit); its reason.
     #[error("replica refused: {0}")]
     Refused(String),
+    /// The write touches another node's `p/<id>/` namespace, which only that node may write;
+    /// nothing of the command was written. The replica's reason.
+    #[error("{0}")]
+    ForeignNamespace(String),
     /// A stored value is not UTF-8 text.
     #[error("value under {0} is not text")]
     NotText(String),
@@ -92,12 +97,23 @@ pub fn join_refusal(reply: &str) -> KvError {
     KvError::Join { kind, message }
 }
 
+/// How the replica words a refusal to write another node's namespace (see `rpc::commands`).
+const FOREIGN_NAMESPACE_MARK: &str = "belongs to another node";
+
 impl From<redis::RedisError> for KvError {
     fn from(err: redis::RedisError) -> Self {
         if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
-            KvError::Connection(err.to_string())
+            return KvError::Connection(err.to_string());
+        }
+        // A server error's text without its code (`ERR`); other errors as the crate words them.
+        let reason = match (err.code(), err.detail()) {
+            (Some(_), Some(detail)) => detail.trim().to_owned(),
+            _ => err.to_string(),
+        };
+        if reason.contains(FOREIGN_NAMESPACE_MARK) {
+            KvError::ForeignNamespace(reason)
         } else {
-            KvError::Refused(err.to_string())
+            KvError::Refused(reason)
         }
     }
 }

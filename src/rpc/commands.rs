@@ -14,6 +14,7 @@ use super::resp::Reply;
 use super::server::NodeInfo;
 use crate::store::actor::Actor;
 use crate::store::clock::wall_millis;
+use crate::store::validate::{Limits, Rejected, check_local_key, namespace_owner};
 
 /// What the connection loop does after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -157,7 +158,7 @@ fn get(actor: &Actor, key: &[u8], reply: &mut Reply<'_>) {
 fn set(actor: &Actor, pairs: &[Bytes], reply: &mut Reply<'_>) {
     let limits = actor.limits();
     for pair in pairs.chunks_exact(2) {
-        if let Err(message) = check_key(&pair[0], limits.max_key_bytes) {
+        if let Err(message) = check_key(actor, &pair[0], limits) {
             return reply.error(&message);
         }
         if pair[1].len() > limits.max_value_bytes {
@@ -181,7 +182,7 @@ fn del(actor: &Actor, keys: &[Bytes], reply: &mut Reply<'_>) {
     let limits = actor.limits();
     if let Some(message) = keys
         .iter()
-        .find_map(|key| check_key(key, limits.max_key_bytes).err())
+        .find_map(|key| check_key(actor, key, limits).err())
     {
         return reply.error(&message);
     }
@@ -208,13 +209,23 @@ fn owned(arg: &Bytes) -> Bytes {
     Bytes::copy_from_slice(arg)
 }
 
-fn check_key(key: &[u8], max_key_bytes: usize) -> Result<(), String> {
-    if key.is_empty() {
-        Err("ERR empty keys are not allowed".to_owned())
-    } else if key.len() > max_key_bytes {
-        Err(format!("ERR key is longer than {max_key_bytes} bytes"))
-    } else {
-        Ok(())
+/// Whether this node may write `key`: size limits, and only its own `p/<id>/` namespace.
+fn check_key(actor: &Actor, key: &[u8], limits: &Limits) -> Result<(), String> {
+    let own = actor.replica().node().clone();
+    match check_local_key(key, own.as_str(), limits) {
+        Ok(()) => Ok(()),
+        Err(Rejected::Key(0)) => Err("ERR empty keys are not allowed".to_owned()),
+        Err(Rejected::Namespace) => {
+            let owner = String::from_utf8_lossy(namespace_owner(key).unwrap_or_default());
+            Err(format!(
+                "ERR p/{}/ belongs to another node: this node writes only under p/{own}/",
+                truncate(&owner, 64)
+            ))
+        }
+        Err(_) => Err(format!(
+            "ERR key is longer than {} bytes",
+            limits.max_key_bytes
+        )),
     }
 }
 
@@ -331,7 +342,7 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
     );
     let _ = write!(
         out,
-        "\r\n# Stats\r\nputs_total:{}\r\nsync_messages_sent_local:{}\r\nsync_bytes_sent_local:{}\r\nmax_sync_rate_per_pair:{:.2}\r\nsync_messages_sent_remote:{}\r\nsync_bytes_sent_remote:{}\r\nsync_bytes_received_remote:{}\r\nrejected_versions:{}\r\nrejected_entries:{}\r\nrejected_batches:{}\r\n",
+        "\r\n# Stats\r\nputs_total:{}\r\nsync_messages_sent_local:{}\r\nsync_bytes_sent_local:{}\r\nmax_sync_rate_per_pair:{:.2}\r\nsync_messages_sent_remote:{}\r\nsync_bytes_sent_remote:{}\r\nsync_bytes_received_remote:{}\r\nrejected_versions:{}\r\nrejected_entries:{}\r\nrejected_signatures:{}\r\nrejected_namespaces:{}\r\nrejected_batches:{}\r\n",
         stats.puts_total(),
         stats.local_messages(),
         stats.local_bytes(),
@@ -341,6 +352,8 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
         load(&remote.bytes_received),
         load(&remote.rejected_versions),
         load(&remote.rejected_entries),
+        load(&remote.rejected_signatures),
+        load(&remote.rejected_namespaces),
         load(&remote.rejected_batches),
     );
     out

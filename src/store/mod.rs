@@ -2,7 +2,8 @@
 //!
 //! - [`entry`]: versions, entries and the LWW merge (the lattice).
 //! - [`clock`]: the hybrid logical clock that versions writes.
-//! - [`validate`]: checks on entries from peers.
+//! - [`sign`]: the signed encoding of entries, signing and batch verification.
+//! - [`validate`]: the one place entries are judged (limits, namespaces, signatures).
 //! - [`replica`]: one actor's private map.
 //! - [`actor`]: query actor threads and local sync between them.
 //! - [`gateway`]: the node's bridge to the network, a full replica of its own.
@@ -19,6 +20,7 @@ pub mod entry;
 pub mod gateway;
 pub mod persist;
 pub mod replica;
+pub mod sign;
 pub mod stats;
 pub mod validate;
 
@@ -29,6 +31,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 pub use entry::{Batch, Entry, Key, KeyedEntry, NodeId, Version};
+pub use sign::Signer;
 pub use validate::Limits;
 
 use actor::{ActorSetup, ActorThread, ConnectionService, Mailboxes, ToActor};
@@ -85,12 +88,12 @@ pub struct OpenStore {
     gateway: GatewayHandle,
     /// The gateway's mailbox, consumed by `start`.
     gateway_inbox: mpsc::UnboundedReceiver<ToGateway>,
+    /// Signs this node's entries (and names its id and world).
+    signer: Arc<Signer>,
 }
 
 /// How to run the store's actors.
 pub struct StartOptions {
-    /// This node's id, stamped on every write.
-    pub node: NodeId,
     /// Number of query actors (at least 1).
     pub actors: usize,
     /// Limits on keys, values and clock skew.
@@ -118,15 +121,17 @@ pub struct Store {
 }
 
 impl OpenStore {
-    /// Opens the database at `path` and loads it.
-    pub fn open(path: &Path) -> Result<OpenStore, StoreError> {
-        let (db, map) = persist::open(path)?;
+    /// Opens the database at `path` and loads it. `signer` is this node's identity: its id
+    /// is stamped on every write and its key signs them.
+    pub fn open(path: &Path, signer: Signer) -> Result<OpenStore, StoreError> {
+        let (db, map) = persist::open(path, &signer)?;
         let (gateway, gateway_inbox) = gateway::channel();
         Ok(OpenStore {
             db,
             map,
             gateway,
             gateway_inbox,
+            signer: Arc::new(signer),
         })
     }
 
@@ -143,8 +148,8 @@ impl OpenStore {
     /// Starts the persist actor, the gateway and the query actors. Must be called inside a
     /// tokio runtime (the gateway is a task on it).
     pub fn start(self, options: StartOptions) -> Result<Store, StoreError> {
+        let node = self.signer.node().clone();
         let StartOptions {
-            node,
             actors,
             limits,
             outbound,
@@ -182,6 +187,7 @@ impl OpenStore {
             persist: persist.clone(),
             outbound,
             limits,
+            signer: self.signer,
             stats,
         }));
         Ok(Store {

@@ -48,6 +48,11 @@ impl Replica {
         replica
     }
 
+    /// The node whose writes this replica stamps (its own namespace is `p/<node>/`).
+    pub fn node(&self) -> &NodeId {
+        self.clock.node()
+    }
+
     /// The live value under `key`.
     pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
         self.map.get(key).and_then(|entry| entry.value.as_ref())
