@@ -27,6 +27,10 @@ pub struct Cli {
     #[arg(long)]
     pub plain: bool,
 
+    /// With --plain: write every game event as one JSON object per line (for bots).
+    #[arg(long, requires = "plain")]
+    pub json: bool,
+
     /// Your display name (skips the first-run question).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -105,6 +109,11 @@ pub struct Settings {
     pub profile: Profile,
     /// How to run the node.
     pub node: NodeOptions,
+    /// Whether `--plain` writes JSON events.
+    pub json: bool,
+    /// The addresses given with `--join` (the game reports how each went, and remembers
+    /// those that connected).
+    pub joins: Vec<String>,
     /// How the terminal UI shows its log (`timestamps`, `bell_on_mention` in config.ron).
     pub screen: ScreenOptions,
 }
@@ -154,6 +163,7 @@ impl Cli {
             self.listen.clone()
         };
         let mut join = self.join.clone();
+        // Remembered peers are dialled too; the game reports every dial's outcome.
         for addr in parse_addrs("peers", &config.peers)?
             .into_iter()
             .chain(parse_addrs("profile peers", &profile.peers)?)
@@ -215,6 +225,8 @@ impl Cli {
             profile,
             node,
             screen,
+            json: self.json,
+            joins: self.join.iter().map(ToString::to_string).collect(),
         })
     }
 }
@@ -262,6 +274,7 @@ mod tests {
         let profile = Profile {
             name: Some("profile".into()),
             peers: vec![],
+            ..Profile::default()
         };
         let settings = cli.combine(config, profile, paths()).unwrap();
         assert_eq!(settings.name.as_deref(), Some("flag"));
@@ -283,6 +296,7 @@ mod tests {
         let profile = Profile {
             name: Some("profile".into()),
             peers: vec!["/ip4/127.0.0.1/tcp/1".into(), "/ip4/127.0.0.1/tcp/2".into()],
+            ..Profile::default()
         };
         let settings = cli.combine(config, profile, paths()).unwrap();
         assert_eq!(settings.name.as_deref(), Some("profile"));
@@ -307,6 +321,10 @@ mod tests {
         assert!(err.to_string().contains("not an addr"));
         assert!(Cli::try_parse_from(["cmud", "--actors", "0"]).is_err());
         assert!(Cli::try_parse_from(["cmud", "--server-only", "--plain"]).is_err());
+        assert!(
+            Cli::try_parse_from(["cmud", "--json"]).is_err(),
+            "--json needs --plain"
+        );
     }
 
     #[test]

@@ -258,9 +258,15 @@ impl Config {
 pub struct Profile {
     /// The name chosen on first run.
     pub name: Option<String>,
-    /// Peers joined from inside the game, dialled again on the next start.
+    /// Peers that connected (from `join` or `--join`), dialled again on the next start.
     pub peers: Vec<String>,
+    /// For a remembered peer whose dials fail: when they started failing, in seconds since
+    /// the Unix epoch. One that keeps failing for [`FORGET_FAILING_PEER`] is forgotten.
+    pub failing_since: std::collections::BTreeMap<String, u64>,
 }
+
+/// How long a remembered peer may fail before it is forgotten.
+pub const FORGET_FAILING_PEER: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Profile {
     /// Reads `path`; a missing file is an empty profile.
@@ -288,12 +294,32 @@ impl Profile {
         write_atomically(path, &text)
     }
 
-    /// Remembers a joined peer (once).
+    /// Remembers a joined peer (once); it is not failing any more. Returns whether the
+    /// profile changed.
     pub fn add_peer(&mut self, multiaddr: &str) -> bool {
+        let was_failing = self.failing_since.remove(multiaddr).is_some();
         if self.peers.iter().any(|p| p == multiaddr) {
-            return false;
+            return was_failing;
         }
         self.peers.push(multiaddr.to_owned());
+        true
+    }
+
+    /// A remembered peer could not be joined at `now_secs`: it is forgotten once it has
+    /// failed since more than [`FORGET_FAILING_PEER`]. Returns whether the profile changed.
+    pub fn peer_failed(&mut self, multiaddr: &str, now_secs: u64) -> bool {
+        if !self.peers.iter().any(|p| p == multiaddr) {
+            return false;
+        }
+        let Some(&since) = self.failing_since.get(multiaddr) else {
+            self.failing_since.insert(multiaddr.to_owned(), now_secs);
+            return true;
+        };
+        if now_secs.saturating_sub(since) < FORGET_FAILING_PEER.as_secs() {
+            return false;
+        }
+        self.peers.retain(|p| p != multiaddr);
+        self.failing_since.remove(multiaddr);
         true
     }
 }
@@ -390,6 +416,26 @@ pub fn validate_world(world: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
+mod profile_tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_failing_for_a_week_is_forgotten() {
+        let mut profile = Profile::default();
+        let addr = "/ip4/203.0.113.7/tcp/7441";
+        assert!(!profile.peer_failed(addr, 0), "only remembered peers");
+        assert!(profile.add_peer(addr));
+        assert!(profile.peer_failed(addr, 100));
+        let week = FORGET_FAILING_PEER.as_secs();
+        assert!(!profile.peer_failed(addr, 100 + week - 1));
+        assert!(profile.add_peer(addr), "a success clears the failures");
+        assert!(profile.peer_failed(addr, 200));
+        assert!(profile.peer_failed(addr, 200 + week));
+        assert!(profile.peers.is_empty() && profile.failing_since.is_empty());
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -429,6 +475,7 @@ mod tests {
         let mut profile = Profile {
             name: Some("ada".into()),
             peers: vec![],
+            ..Profile::default()
         };
         assert!(profile.add_peer("/ip4/127.0.0.1/tcp/1"));
         assert!(!profile.add_peer("/ip4/127.0.0.1/tcp/1"));

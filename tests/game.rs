@@ -4,6 +4,10 @@
 
 #[path = "game/harness.rs"]
 mod harness;
+#[path = "game/joins.rs"]
+mod joins;
+#[path = "game/social.rs"]
+mod social;
 // Shared with the network tests, which use more of it.
 #[allow(dead_code)]
 #[path = "p2p/proxy.rs"]
@@ -19,7 +23,9 @@ use cmud::game::ledger;
 use cmud::game::player::{Change, Count, Outcome, PlayerHandle};
 use cmud::game::schema::World;
 use cmud::rpc::{Kv, KvClient};
-use harness::{DEADLINE, Player, TestNode, content_with, joined_nodes, options};
+use harness::{
+    DEADLINE, NetNode, Player, TestNode, content_with, joined_nodes, node_args, options,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -74,17 +80,7 @@ async fn transcript_of_a_first_game() {
                 "buy cpu",
                 &["You cannot afford that: it costs 1 coin and you have 0."],
             ),
-            (
-                "mine 3",
-                &[
-                    "--- Mining bitcoin [1/3]... ---",
-                    "Successfully mined 1 coin!",
-                    "--- Mining bitcoin [2/3]... ---",
-                    "Successfully mined 1 coin!",
-                    "--- Mining bitcoin [3/3]... ---",
-                    "Successfully mined 1 coin!",
-                ],
-            ),
+            ("mine 3", &["Mined 3 coins in 3 attempts."]),
             (
                 "buy cpu 2",
                 &["You have purchased 2 Xeon CPUs for 2 coins."],
@@ -115,7 +111,10 @@ async fn transcript_of_a_first_game() {
             ),
             (
                 "top",
-                &["Leaderboard:", "  1. alice - Undergraduate, 0 coins"],
+                &[
+                    "Leaderboard (rank, then net worth):",
+                    "  1. alice - Undergraduate, worth 4 coins (0 + hardware 4)",
+                ],
             ),
             (
                 "give alice 1",
@@ -133,11 +132,15 @@ async fn transcript_of_a_first_game() {
             ),
             (
                 "join /ip4/127.0.0.1/tcp/9",
-                &["Could not join /ip4/127.0.0.1/tcp/9: this node runs without a network"],
+                &["Could not join /ip4/127.0.0.1/tcp/9: this node runs without a network."],
             ),
             (
                 "help buy",
-                &["buy <hardware> [n|max] - buys n units of hardware (default 1)"],
+                &["buy <hardware> [n|max] - buys n units of hardware (default 1), or as many as you can afford"],
+            ),
+            (
+                "s",
+                &["\"s\" could be stats, shop, solve, stop, say or shout. Type more of it."],
             ),
         ],
     )
@@ -153,7 +156,7 @@ async fn transcript_of_a_first_game() {
         &[
             (
                 "shop",
-                &["You are in a battle: use `help`, `inv`, `solve`, `resign`, `stop`, `who`, `say`, `shout`, `top`, `addr`, `join`, `quit`, or `resign` first."],
+                &["You are in a battle: use `help`, `look`, `inv`, `solve`, `resign`, `stop`, `who`, `say`, `emote`, `shout`, `tell`, `mail`, `top`, `addr`, `join`, `quit`, or `resign` first."],
             ),
             (
                 "solve 2",
@@ -304,10 +307,7 @@ async fn see_each_other(alice: &mut Player, bob: &mut Player) {
     bob.wait_for_line(|l| l == "--- alice arrives here. ---")
         .await;
     let mined = bob.run("mine 10").await;
-    assert!(
-        mined.iter().any(|l| l.starts_with("Successfully mined")),
-        "{mined:?}"
-    );
+    assert!(mined.iter().any(|l| l.starts_with("Mined ")), "{mined:?}");
     assert_eq!(bob.run("give alice 1").await, ["You gave 1 coin to alice."]);
     alice
         .wait_for_line(|l| l == "--- bob gave you 1 coin. ---")
@@ -324,41 +324,17 @@ async fn see_each_other(alice: &mut Player, bob: &mut Player) {
 
 #[tokio::test]
 async fn two_players_on_connected_nodes_see_each_other() {
-    use cmud::node::Node;
-    // Settings come from the command line, as `cmud --join ...` would make them, so this
-    // test keeps compiling whatever fields the network's options gain.
-    let settings = |dir: &std::path::Path, join: &[String]| {
-        let mut args = vec!["cmud".to_owned()];
-        args.extend(node_args(dir));
-        for addr in join {
-            args.extend(["--join".to_owned(), addr.clone()]);
-        }
-        <cmud::cli::Cli as clap::Parser>::parse_from(args)
-            .settings()
-            .unwrap()
-            .node
-    };
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let node_a = Node::start(settings(dir_a.path(), &[])).await.unwrap();
-    assert!(
-        !node_a.shareable_addrs().is_empty(),
-        "a node returns from start once it listens"
-    );
-    let node_b = Node::start(settings(dir_b.path(), &node_a.shareable_addrs()))
-        .await
-        .unwrap();
-    let kv_a = KvClient::connect(&node_a.game_endpoint()).await.unwrap();
-    let kv_b = KvClient::connect(&node_b.game_endpoint()).await.unwrap();
-    let (mut alice, _) = Player::start(kv_a, options(Some("alice"), None, 1)).await;
-    let (mut bob, _) = Player::start(kv_b, options(Some("bob"), None, 2)).await;
+    let [a, b] = NetNode::pair().await;
+    let (mut alice, _) = Player::start(a.kv.clone(), options(Some("alice"), None, 1)).await;
+    let (mut bob, _) = Player::start(b.kv.clone(), options(Some("bob"), None, 2)).await;
     alice
         .run_until("who", |out| {
             out.first().map(String::as_str) == Some("Online now (2):")
         })
         .await;
     see_each_other(&mut alice, &mut bob).await;
-    node_a.shutdown().await;
-    node_b.shutdown().await;
+    a.stop().await;
+    b.stop().await;
 }
 
 /// Whether a settled view conserves coins: balances plus spending equal mining, which also
@@ -435,7 +411,13 @@ async fn enter(kv: &KvClient, id: &str) -> PlayerHandle {
     let handle = PlayerHandle::spawn(kv.clone(), id.to_owned(), Content::embedded(), clock);
     let name = format!("n{id}");
     assert!(matches!(
-        handle.apply(Change::Enter { name }).await.unwrap(),
+        handle
+            .apply(Change::Enter {
+                name,
+                tell_key: None
+            })
+            .await
+            .unwrap(),
         Outcome::Entered { created: true }
     ));
     handle
@@ -497,7 +479,7 @@ async fn concurrent_progress_on_two_nodes_is_kept_and_simultaneous_finishers_are
     settled(&[a.client().await, b.client().await], 2).await;
     let work = |h: PlayerHandle| {
         tokio::spawn(async move {
-            for _ in 0..30 {
+            for _ in 0..40 {
                 let outcome = h.apply(Change::Work { rank: 0 }).await.unwrap();
                 assert!(
                     matches!(outcome, Outcome::Progress { epoch: 1, .. }),
@@ -512,9 +494,10 @@ async fn concurrent_progress_on_two_nodes_is_kept_and_simultaneous_finishers_are
     let content = Content::embedded();
     for view in settled(&[a.client().await, b.client().await], 2).await {
         let problem = ledger::problem(&content, &view, 0).unwrap();
-        assert_eq!((problem.epoch, problem.done), (1, 60), "progress was lost");
+        assert_eq!((problem.epoch, problem.done), (1, 80), "progress was lost");
     }
-    // Now both finish at once, each before seeing the other's last step.
+    // Now both finish at once, each before seeing the other's last step (a step does at most
+    // a fifth of the problem: the 20 steps left).
     proxy.cut().await;
     let start = tokio::time::Instant::now();
     while a.kv.info().await.unwrap()["connected_peers"] != "0" {
@@ -584,8 +567,9 @@ async fn long_actions_leave_input_live_and_can_be_interrupted() {
     ]));
     let (mut p, _) = Player::start(node.kv.clone(), opts).await;
     p.inputs.send(Input::Line("mine 3".into())).await.unwrap();
-    p.wait_for_line(|l| l == "--- Mining bitcoin [1/3]... ---")
-        .await;
+    while !p.busy {
+        p.next().await;
+    }
     let started = tokio::time::Instant::now();
     assert_eq!(p.run("stats").await[0], "Name: dora");
     assert_eq!(
@@ -597,7 +581,7 @@ async fn long_actions_leave_input_live_and_can_be_interrupted() {
         "input waited for mining"
     );
     p.inputs.send(Input::Interrupt).await.unwrap();
-    p.wait_for_line(|l| l == "Mining stopped after 0 of 3 attempts.")
+    p.wait_for_line(|l| l == "Mining stopped after 0 of 3 attempts: mined 0 coins.")
         .await;
     p.wait_idle().await;
     // A battle step, stopped with the `stop` command, then `resign`.
@@ -724,23 +708,6 @@ async fn shared_names_are_told_apart_and_gifts_accept_the_tag() {
         .await;
 }
 
-/// The flags of a test node whose files live under `dir`: loopback, free ports, no mDNS.
-fn node_args(dir: &std::path::Path) -> Vec<String> {
-    vec![
-        "--no-mdns".into(),
-        "--rpc-port".into(),
-        "0".into(),
-        "--actors".into(),
-        "2".into(),
-        "--listen".into(),
-        "/ip4/127.0.0.1/tcp/0".into(),
-        "--data-dir".into(),
-        dir.join("data").display().to_string(),
-        "--config".into(),
-        dir.join("config.ron").display().to_string(),
-    ]
-}
-
 /// Runs `cmud --plain` on `dir` with `stdin`, returning (exit code, stdout, stderr).
 async fn plain(dir: &std::path::Path, extra: &[&str], stdin: &str) -> (i32, String, String) {
     use tokio::io::AsyncWriteExt;
@@ -833,7 +800,7 @@ async fn plain_transcript_asks_for_a_name_and_exits_zero_at_end_of_input() {
     let lines: Vec<&str> = stdout.lines().collect();
     let mined = lines
         .iter()
-        .position(|l| l.starts_with("Successfully mined") || *l == "Didn't mine a coin.")
+        .position(|l| l.starts_with("Mined "))
         .expect("a mining result");
     let named: Vec<usize> = (0..lines.len())
         .filter(|&i| lines[i] == "Name: alice")
@@ -889,10 +856,12 @@ async fn players_without_a_recent_heartbeat_are_offline() {
 #[tokio::test]
 async fn a_problem_finished_by_someone_else_starts_over_for_the_others() {
     let nodes = joined_nodes(2).await;
+    // alice's one step of four is under the co-op share, so she is not promoted with bob.
     let content = content_with(&[
         ("problem: Some(100)", "problem: Some(4)"),
         ("progress_percent: 80", "progress_percent: 100"),
         ("break_percent: 15", "break_percent: 0"),
+        ("coop_share_percent: 10", "coop_share_percent: 50"),
     ]);
     let mut opts = options(Some("alice"), None, 1);
     opts.content = Some(content.clone());
@@ -922,7 +891,7 @@ async fn a_problem_finished_by_someone_else_starts_over_for_the_others() {
         [
             "--- Computing problem... ---",
             "Someone else finished this problem first: it starts over.",
-            "The problem has 3 remaining steps."
+            "The problem has 5 remaining steps."
         ]
     );
 }
@@ -939,11 +908,13 @@ async fn plain_survives_a_long_paste_into_a_terminal() {
     let driven = tokio::time::timeout(
         DEADLINE,
         cmud::tui::plain::drive(
-            inputs,
-            events,
+            cmud::tui::plain::Game { inputs, events },
             script.as_bytes(),
             &mut out,
-            true,
+            cmud::tui::plain::Frontend {
+                interactive: true,
+                output: cmud::tui::plain::Output::Text,
+            },
             &mut |_| {},
         ),
     )

@@ -84,7 +84,7 @@ fn tab_completes_commands_then_cycles_and_knows_arguments() {
     for (typed, expected) in [
         ("buy q", "buy quantum "),
         ("give b", "give bob "),
-        ("move Ga", "move Gates 5 "),
+        ("move f", "move fence "),
     ] {
         app.input.clear();
         type_text(&mut app, typed);

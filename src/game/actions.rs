@@ -5,7 +5,7 @@
 //!
 //! A player's mistake is an `Error` line, never a failure of the session.
 
-use super::commands::{self, Command, Where};
+use super::commands::{self, CommandId, Lookup};
 use super::content::fill;
 use super::events::{Event, LineKind, Mode};
 use super::ledger;
@@ -13,6 +13,7 @@ use super::names;
 use super::player::{Change, Outcome};
 use super::schema::World;
 use super::session::Session;
+use super::social::ChatKind;
 use crate::rpc::{Kv, KvError};
 
 impl<K: Kv> Session<K> {
@@ -41,9 +42,15 @@ impl<K: Kv> Session<K> {
             // The world knows this player but the front end did not: let it remember.
             self.ctx.send(Event::NameChosen(name.clone())).await;
         }
+        let from_flag = wanted.is_some();
         match wanted.or(stored) {
             Some(name) => match names::validate(&name, max) {
-                Ok(()) => self.enter(name).await,
+                Ok(()) => {
+                    if from_flag {
+                        self.warn_if_taken(&name, false).await;
+                    }
+                    self.enter(name).await
+                }
                 Err(why) => {
                     self.ctx
                         .line(LineKind::Error, format!("Cannot play as {name:?}: {why}"))
@@ -55,6 +62,27 @@ impl<K: Kv> Session<K> {
         }
     }
 
+    /// Warns if another player uses `name`; returns whether one does. `asking` says the
+    /// player may still choose another.
+    async fn warn_if_taken(&mut self, name: &str, asking: bool) -> bool {
+        let world = match self.world().await {
+            Ok(world) => world,
+            Err(_) => return false,
+        };
+        let Some(shown) = names::taken(&world, &self.ctx.id, name) else {
+            return false;
+        };
+        let text = if asking {
+            format!(
+                "Another player is already called {name}. Type {name} again to keep it (you will be shown as {shown}), or choose another name."
+            )
+        } else {
+            format!("Another player is already called {name}: you are shown as {shown}.")
+        };
+        self.ctx.line(LineKind::Event, text).await;
+        true
+    }
+
     async fn ask_name(&mut self) {
         self.mode = Mode::Naming;
         for text in self.ctx.content.story.ask_name.clone() {
@@ -62,26 +90,36 @@ impl<K: Kv> Session<K> {
         }
     }
 
-    /// A line typed at the name prompt.
+    /// A line typed at the name prompt. A name another player uses is warned about once;
+    /// typed again, it is kept.
     pub(super) async fn naming_line(&mut self, line: &str) {
         let (word, _) = commands::split(line);
-        if commands::lookup(word).is_some_and(|c| c.name == "quit") {
+        if matches!(commands::lookup(word), Lookup::Found(c) if c.id == CommandId::Quit) {
             return self.quit().await;
         }
-        match names::validate(word, self.ctx.content.rules.max_name_chars) {
-            Ok(()) => {
-                self.ctx.send(Event::NameChosen(word.to_owned())).await;
-                self.enter(word.to_owned()).await;
-            }
-            Err(why) => self.ctx.line(LineKind::Error, why).await,
+        if let Err(why) = names::validate(word, self.ctx.content.rules.max_name_chars) {
+            return self.ctx.line(LineKind::Error, why.to_string()).await;
         }
+        let confirmed = self
+            .taken_name
+            .take()
+            .is_some_and(|taken| taken.eq_ignore_ascii_case(word));
+        if !confirmed && self.warn_if_taken(word, true).await {
+            self.taken_name = Some(word.to_owned());
+            return;
+        }
+        self.ctx.send(Event::NameChosen(word.to_owned())).await;
+        self.enter(word.to_owned()).await;
     }
 
     async fn enter(&mut self, name: String) {
         let created = match self
             .ctx
             .player
-            .apply(Change::Enter { name: name.clone() })
+            .apply(Change::Enter {
+                name: name.clone(),
+                tell_key: self.ctx.tell.as_ref().map(|key| key.public_hex()),
+            })
             .await
         {
             Ok(Outcome::Entered { created }) => created,
@@ -110,21 +148,26 @@ impl<K: Kv> Session<K> {
     /// A line typed at the main or battle prompt.
     pub(super) async fn command(&mut self, line: &str) {
         let (word, rest) = commands::split(line);
-        let Some(command) = commands::lookup(word) else {
-            let text = format!(
-                "Unknown command {:?}. Type `help` for the list.",
-                commands::shorten(word)
-            );
-            return self.ctx.line(LineKind::Error, text).await;
+        let command = match commands::lookup(word) {
+            Lookup::Found(command) => command,
+            Lookup::Ambiguous(names) => {
+                let text = format!(
+                    "{:?} could be {}. Type more of it.",
+                    commands::shorten(word),
+                    or_list(&names)
+                );
+                return self.ctx.line(LineKind::Error, text).await;
+            }
+            Lookup::Unknown => {
+                let text = format!(
+                    "Unknown command {:?}. Type `help` for the list.",
+                    commands::shorten(word)
+                );
+                return self.ctx.line(LineKind::Error, text).await;
+            }
         };
-        let battle = self.mode == Mode::Solving;
-        let allowed = match command.at {
-            Where::Both => true,
-            Where::Main => !battle,
-            Where::Battle => battle,
-        };
-        if !allowed {
-            let text = if battle {
+        if !command.allowed(self.mode) {
+            let text = if self.mode == Mode::Solving {
                 format!(
                     "You are in a battle: use {}, or `resign` first.",
                     battle_list()
@@ -134,35 +177,41 @@ impl<K: Kv> Session<K> {
             };
             return self.ctx.line(LineKind::Error, text).await;
         }
-        self.run_command(command, rest).await;
-    }
-
-    async fn run_command(&mut self, command: &Command, rest: &str) {
-        let result = match command.name {
-            "help" => return self.help(rest).await,
-            "stats" => return self.stats().await,
-            "map" => self.map().await,
-            "move" => self.walk(rest).await,
-            "mine" => return self.mine(rest).await,
-            "shop" => self.shop().await,
-            "buy" => self.buy(rest).await,
-            "inv" => self.inventory().await,
-            "solve" => return self.solve(rest).await,
-            "resign" => return self.resign().await,
-            "stop" => return self.stop().await,
-            "who" => self.who().await,
-            "say" => self.chat(rest, false).await,
-            "shout" => self.chat(rest, true).await,
-            "top" => self.top().await,
-            "give" => self.give(rest).await,
-            "addr" => self.addr(rest).await,
-            "join" => self.join(rest).await,
-            "quit" => return self.quit().await,
-            _ => Ok(()),
-        };
-        if let Err(err) = result {
+        if let Err(err) = self.run_command(command.id, rest).await {
             self.ctx.kv_error(&err).await;
         }
+    }
+
+    /// Runs a command: one arm per command of the table, and no other.
+    async fn run_command(&mut self, id: CommandId, rest: &str) -> Result<(), KvError> {
+        match id {
+            CommandId::Help => self.help(rest).await,
+            CommandId::Stats => self.stats().await,
+            CommandId::Map => return self.map().await,
+            CommandId::Look => return self.look().await,
+            CommandId::Move => return self.walk(rest).await,
+            CommandId::Mine => self.mine(rest).await,
+            CommandId::Shop => return self.shop().await,
+            CommandId::Buy => return self.buy(rest).await,
+            CommandId::Inv => return self.inventory().await,
+            CommandId::Solve => self.solve(rest).await,
+            CommandId::Resign => self.resign().await,
+            CommandId::Stop => self.stop().await,
+            CommandId::Who => return self.who().await,
+            CommandId::Say => return self.chat(rest, ChatKind::Say).await,
+            CommandId::Emote => return self.chat(rest, ChatKind::Emote).await,
+            CommandId::Shout => return self.chat(rest, ChatKind::Shout).await,
+            CommandId::Tell => return self.tell_player(rest).await,
+            CommandId::Mail => return self.mail().await,
+            CommandId::Note => return self.note(rest).await,
+            CommandId::Unnote => return self.unnote().await,
+            CommandId::Top => return self.top().await,
+            CommandId::Give => return self.give(rest).await,
+            CommandId::Addr => return self.addr(rest).await,
+            CommandId::Join => return self.join(rest).await,
+            CommandId::Quit => self.quit().await,
+        }
+        Ok(())
     }
 
     /// The current snapshot of the world.
@@ -179,30 +228,31 @@ impl<K: Kv> Session<K> {
 
     async fn help(&mut self, topic: &str) {
         if !topic.is_empty() {
-            let text = match commands::lookup(topic) {
-                Some(c) => format!("{} {} - {}", c.name, c.usage, c.help),
-                None => format!("No command {:?}.", commands::shorten(topic)),
+            let (kind, text) = match commands::lookup(topic) {
+                Lookup::Found(c) => (LineKind::Info, format!("{} - {}", c.synopsis(), c.help)),
+                Lookup::Ambiguous(names) => (
+                    LineKind::Error,
+                    format!(
+                        "{:?} could be {}.",
+                        commands::shorten(topic),
+                        or_list(&names)
+                    ),
+                ),
+                Lookup::Unknown => (
+                    LineKind::Error,
+                    format!("No command {:?}.", commands::shorten(topic)),
+                ),
             };
-            let kind = if text.starts_with("No ") {
-                LineKind::Error
-            } else {
-                LineKind::Info
-            };
-            return self.ctx.line(kind, text.replace("  -", " -")).await;
+            return self.ctx.line(kind, text).await;
         }
-        let battle = self.mode == Mode::Solving;
-        let title = if battle {
+        let title = if self.mode == Mode::Solving {
             "Battle commands:"
         } else {
             "Commands:"
         };
         self.ctx.line(LineKind::Info, title).await;
-        for c in commands::COMMANDS {
-            if (battle && c.at == Where::Main) || (!battle && c.at == Where::Battle) {
-                continue;
-            }
-            let head = format!("{} {}", c.name, c.usage);
-            let text = format!("  {:<24} {}", head.trim_end(), c.help);
+        for c in commands::available(self.mode) {
+            let text = format!("  {:<24} {}", c.synopsis(), c.help);
             self.ctx.line(LineKind::Info, text).await;
         }
     }
@@ -275,6 +325,11 @@ impl<K: Kv> Session<K> {
 
     async fn quit(&mut self) {
         self.stop_job().await;
+        if self.mode != Mode::Naming
+            && let Err(err) = self.ctx.player.apply(Change::Leave).await
+        {
+            tracing::debug!(%err, "could not record leaving");
+        }
         let name = match self.world().await {
             Ok(world) => names::display_names(&world)
                 .remove(&self.ctx.id)
@@ -293,12 +348,28 @@ impl<K: Kv> Session<K> {
 
 /// The battle commands, for messages.
 fn battle_list() -> String {
-    commands::COMMANDS
-        .iter()
-        .filter(|c| c.at != Where::Main)
+    commands::available(Mode::Solving)
         .map(|c| format!("`{}`", c.name))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `a, b or c`.
+pub(super) fn or_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+/// `a, b and c`.
+pub(super) fn and_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
 }
 
 /// `coins` -> `Coins`.

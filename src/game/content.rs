@@ -62,6 +62,8 @@ pub struct Location {
     pub id: String,
     /// Display name.
     pub name: String,
+    /// What `look` says of it.
+    pub description: String,
 }
 
 /// Numbers of `mine`.
@@ -88,6 +90,22 @@ pub struct Solving {
     pub max_step_ms: u64,
     /// Largest `n` in `solve n`.
     pub max_steps: u64,
+    /// A player whose work on a fallen problem is at least this share of its size, in
+    /// percent, is promoted with its finisher.
+    pub coop_share_percent: u64,
+    /// Each epoch of a rank's problem is this large, in percent of the one before.
+    pub growth_percent: u64,
+    /// One step does at most this share of a problem, in percent, whatever the power.
+    pub max_step_percent: u64,
+}
+
+/// Numbers of notes.
+#[derive(Clone, Debug, Deserialize)]
+pub struct NoteRules {
+    /// Notes one player may have in the world.
+    pub max_per_player: u64,
+    /// Longest note, in characters.
+    pub max_chars: usize,
 }
 
 /// Numbers of presence.
@@ -135,6 +153,8 @@ pub struct Rules {
     pub presence: PresenceRules,
     /// Chat numbers.
     pub chat: ChatRules,
+    /// Note numbers.
+    pub notes: NoteRules,
     /// Longest display name, in characters.
     pub max_name_chars: usize,
     /// Pause after a line of story text, in milliseconds.
@@ -318,6 +338,15 @@ impl Content {
         if r.mining.max_attempts == 0 || s.max_steps == 0 || r.presence.heartbeat_secs == 0 {
             return bad("max_attempts, max_steps and heartbeat_secs must be above 0".into());
         }
+        if s.coop_share_percent == 0 || s.coop_share_percent > 100 || s.growth_percent < 100 {
+            return bad("coop_share_percent must be 1-100 and growth_percent at least 100".into());
+        }
+        if s.max_step_percent == 0 || s.max_step_percent > 100 {
+            return bad("max_step_percent must be 1-100".into());
+        }
+        if r.notes.max_per_player == 0 || r.notes.max_chars == 0 {
+            return bad("notes need max_per_player and max_chars above 0".into());
+        }
         Ok(())
     }
 
@@ -361,6 +390,29 @@ impl Content {
             &self.rules.currency
         };
         format!("{n} {unit}")
+    }
+
+    /// The size of epoch `epoch` (from 1) of rank `rank_index`'s problem: the rank's size,
+    /// grown by `growth_percent` for each epoch before it; `None` for a rank without one.
+    pub fn problem_size(&self, rank_index: usize, epoch: u64) -> Option<u64> {
+        let base = self.rank(rank_index).problem?;
+        let growth = u128::from(self.rules.solving.growth_percent);
+        let mut size = u128::from(base);
+        for _ in 1..epoch {
+            size = size * growth / 100;
+            if size >= u128::from(u64::MAX) {
+                return Some(u64::MAX);
+            }
+        }
+        Some(u64::try_from(size).unwrap_or(u64::MAX))
+    }
+
+    /// What one battle step with `power` does to a problem of `size` steps: the power, but
+    /// at most `max_step_percent` of the size (rounded up), so no problem falls in one blow.
+    pub fn step_progress(&self, power: u64, size: u64) -> u64 {
+        let cap = u128::from(size) * u128::from(self.rules.solving.max_step_percent);
+        let cap = u64::try_from(cap.div_ceil(100)).unwrap_or(u64::MAX).max(1);
+        power.min(cap)
     }
 
     /// Display name of a location id; unknown ids are shown as they are.

@@ -29,6 +29,8 @@ pub struct Ctx<K> {
     pub events: mpsc::Sender<Event>,
     /// Whether story text runs without pauses.
     pub no_pauses: bool,
+    /// This node's key for reading tells, if it has one.
+    pub tell: Option<Arc<super::tell::TellKey>>,
 }
 
 impl<K: Kv> Ctx<K> {

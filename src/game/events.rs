@@ -41,6 +41,9 @@ pub struct Line {
     pub kind: LineKind,
     /// The text, without a trailing newline.
     pub text: String,
+    /// What it is about, in typed fields, for front ends that want more than the text (the
+    /// JSON interface, colours by chat scope); `None` for plain output.
+    pub detail: Option<Detail>,
 }
 
 impl Line {
@@ -49,8 +52,96 @@ impl Line {
         Line {
             kind,
             text: text.into(),
+            detail: None,
         }
     }
+
+    /// A line with typed details.
+    pub fn about(kind: LineKind, text: impl Into<String>, detail: Detail) -> Self {
+        Line {
+            kind,
+            text: text.into(),
+            detail: Some(detail),
+        }
+    }
+}
+
+/// Who a chat line reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatScope {
+    /// Said to the players at one location.
+    Say,
+    /// Acted out to the players at one location (`emote`, `:waves`).
+    Emote,
+    /// Shouted to everyone.
+    Shout,
+    /// A private tell, read as it arrived.
+    Tell,
+    /// A private tell that waited while the player was away (`mail`).
+    Mail,
+}
+
+impl From<&super::schema::Scope> for ChatScope {
+    fn from(scope: &super::schema::Scope) -> Self {
+        match scope {
+            super::schema::Scope::Say(_) => ChatScope::Say,
+            super::schema::Scope::Emote(_) => ChatScope::Emote,
+            super::schema::Scope::Shout => ChatScope::Shout,
+        }
+    }
+}
+
+/// A chat line, typed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Chat {
+    /// Who it reached.
+    pub scope: ChatScope,
+    /// The speaker's shown name (the player's own for what they said).
+    pub from: String,
+    /// What was said (for a tell the player sent: to whom and what, see the text).
+    pub text: String,
+}
+
+/// How a player's presence changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceChange {
+    /// Came online (new, or back).
+    Joined,
+    /// Quit.
+    Left,
+    /// Their heartbeat lapsed (a crash, a lost network).
+    Quiet,
+}
+
+/// The end of a `mine` run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Mined {
+    /// Coins found.
+    pub coins: u64,
+    /// Attempts made.
+    pub attempts: u64,
+    /// Attempts asked for.
+    pub asked: u64,
+    /// Attempts that found nothing.
+    pub empty: u64,
+}
+
+/// What a line is about, for front ends that want typed fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Detail {
+    /// Someone talked (or the player did).
+    Chat(Chat),
+    /// A player came or went.
+    Presence {
+        /// Their shown name.
+        name: String,
+        /// How.
+        change: PresenceChange,
+    },
+    /// A `mine` run ended.
+    Mined(Mined),
 }
 
 /// Which prompt the game is at.
@@ -174,11 +265,15 @@ pub enum Event {
     Progress(Option<Progress>),
     /// The player chose this name: the front end remembers it (profile.ron).
     NameChosen(String),
-    /// The player joined this peer: the front end remembers it (profile.ron).
+    /// The node connected to this address, a node of this world (from `join`, `--join` or a
+    /// remembered peer): the front end remembers it (profile.ron).
     PeerJoined(String),
     /// The player asked to copy this text (`addr copy`) to the system clipboard; the front
     /// end does it if it can and says what it did.
     Copy(String),
+    /// This remembered address could not be joined: the front end forgets it once it has
+    /// failed for a week (profile.ron).
+    PeerFailed(String),
     /// The session is over (`quit`); the front end exits.
     Quit,
 }

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use super::commands;
 use super::content::Content;
 use super::ctx::Ctx;
-use super::events::{Activity, Event, LineKind, Mode, Progress};
+use super::events::{Activity, Detail, Event, Line, LineKind, Mined, Mode, Progress};
 use super::ledger;
 use super::player::{Change, Outcome};
 use super::schema::World;
@@ -170,36 +170,64 @@ async fn mine<K: Kv>(
     attempts: u64,
 ) -> JobEnd {
     let rules = &ctx.content.rules;
+    let mut run = Mined {
+        coins: 0,
+        attempts: 0,
+        asked: attempts,
+        empty: 0,
+    };
     for i in 1..=attempts {
-        let text = format!("--- Mining bitcoin [{i}/{attempts}]... ---");
-        ctx.line(LineKind::Event, text).await;
         let pause = random_pause(&mut rng, rules.mining.max_attempt_ms);
         if !ctx.pause(pause, &mut cancel).await {
-            let text = format!("Mining stopped after {} of {attempts} attempts.", i - 1);
-            ctx.line(LineKind::Info, text).await;
-            return JobEnd::Finished;
+            break;
         }
         let success = rng.random_range(0..100) < rules.mining.success_percent;
         let power = my_power(&ctx).await.unwrap_or(0);
         if success && power > 0 {
             let coins = rng.random_range(1..=power);
-            match ctx.player.apply(Change::Mined(coins)).await {
-                Ok(_) => {
-                    let text = format!("Successfully mined {}!", ctx.content.coins(coins));
-                    ctx.line(LineKind::Event, text).await;
-                }
-                Err(err) => {
-                    ctx.kv_error(&err).await;
-                    return JobEnd::Finished;
-                }
+            if let Err(err) = ctx.player.apply(Change::Mined(coins)).await {
+                ctx.kv_error(&err).await;
+                break;
             }
+            run.coins = run.coins.saturating_add(coins);
         } else {
-            ctx.line(LineKind::Event, "Didn't mine a coin.").await;
+            run.empty += 1;
         }
+        run.attempts = i;
         refresh(&tx);
         progress(&ctx, Activity::Mining, i, attempts).await;
     }
+    ctx.send(Event::Line(mined_line(&ctx.content, run))).await;
     JobEnd::Finished
+}
+
+/// The one line a `mine` run ends with.
+fn mined_line(content: &Content, run: Mined) -> Line {
+    let empty = match run.empty {
+        0 => String::new(),
+        1 => ", 1 came up empty".to_owned(),
+        n => format!(", {n} came up empty"),
+    };
+    let tries = if run.attempts == 1 {
+        "attempt"
+    } else {
+        "attempts"
+    };
+    let text = if run.attempts < run.asked {
+        format!(
+            "Mining stopped after {} of {} attempts: mined {}{empty}.",
+            run.attempts,
+            run.asked,
+            content.coins(run.coins)
+        )
+    } else {
+        format!(
+            "Mined {} in {} {tries}{empty}.",
+            content.coins(run.coins),
+            run.attempts
+        )
+    };
+    Line::about(LineKind::Event, text, Detail::Mined(run))
 }
 
 /// What one battle step rolled.
@@ -324,7 +352,7 @@ async fn report_step<K: Kv>(
 }
 
 /// Tells a promotion to rank `rank`.
-async fn promoted<K: Kv>(ctx: &Ctx<K>, rank: usize, cancel: &mut watch::Receiver<bool>) {
+pub(super) async fn promoted<K: Kv>(ctx: &Ctx<K>, rank: usize, cancel: &mut watch::Receiver<bool>) {
     let content = &ctx.content;
     let new_rank = content.rank(rank).id.clone();
     ctx.line(LineKind::Event, format!("--- Promoted to {new_rank}! ---"))

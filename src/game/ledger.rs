@@ -107,7 +107,7 @@ impl Problem {
 /// The current state of rank `rank_index`'s problem, or `None` for a rank without one.
 pub fn problem(content: &Content, world: &World, rank_index: usize) -> Option<Problem> {
     let rank = content.rank(rank_index);
-    let size = rank.problem?;
+    rank.problem?;
     // The first epoch nobody has finished. Honest play finishes epochs in order (a claim is
     // only made on the epoch after the claims its writer saw), so this is one more than the
     // highest claim; but a peer's claim of an absurd epoch (u64::MAX saturates, so that epoch
@@ -124,18 +124,82 @@ pub fn problem(content: &Content, world: &World, rank_index: usize) -> Option<Pr
         }
         epoch += 1; // At most one per player: cannot overflow.
     }
-    let key = (rank.id.clone(), epoch);
-    let done = world
-        .players
-        .values()
-        .filter_map(|p| p.work.get(&key))
-        .fold(0u64, |sum, &n| sum.saturating_add(n));
     Some(Problem {
         rank: rank.id.clone(),
         epoch,
-        size,
-        done,
+        size: content.problem_size(rank_index, epoch)?,
+        done: work_on(world, &rank.id, epoch),
     })
+}
+
+/// Steps everyone did on an epoch of a rank's problem.
+fn work_on(world: &World, rank: &str, epoch: u64) -> u64 {
+    let key = (rank.to_owned(), epoch);
+    world
+        .players
+        .values()
+        .filter_map(|p| p.work.get(&key))
+        .fold(0u64, |sum, &n| sum.saturating_add(n))
+}
+
+/// Whether `work` steps on an epoch of size `size` earn a share of its promotion.
+fn earns_share(content: &Content, work: u64, size: u64) -> bool {
+    let needed = u128::from(size) * u128::from(content.rules.solving.coop_share_percent);
+    u128::from(work) * 100 >= needed && work > 0
+}
+
+/// One player's part in a fallen problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Share {
+    /// The player id.
+    pub id: String,
+    /// Their part of all the work done on it, in percent (rounded).
+    pub percent: u64,
+}
+
+/// Who is promoted by the fall of an epoch of rank `rank_index`'s problem: everyone at that
+/// rank's work whose work on it is at least `coop_share_percent` of its size, largest share
+/// first (a pure function of the world, so every node names the same players).
+pub fn shares(content: &Content, world: &World, rank_index: usize, epoch: u64) -> Vec<Share> {
+    let rank = &content.rank(rank_index).id;
+    let Some(size) = content.problem_size(rank_index, epoch) else {
+        return Vec::new();
+    };
+    let total = work_on(world, rank, epoch).max(1);
+    let mut shares: Vec<Share> = world
+        .players
+        .values()
+        .filter_map(|p| {
+            let work = *p.work.get(&(rank.clone(), epoch))?;
+            let finished = p.solved.get(rank) == Some(&epoch);
+            (finished || earns_share(content, work, size)).then(|| Share {
+                id: p.id.clone(),
+                percent: u64::try_from(u128::from(work) * 100 / u128::from(total))
+                    .unwrap_or(100)
+                    .min(100),
+            })
+        })
+        .collect();
+    shares.sort_by(|a, b| b.percent.cmp(&a.percent).then(a.id.cmp(&b.id)));
+    shares
+}
+
+/// A promotion player `id` has earned but not taken: an epoch of their rank's problem that
+/// fell (someone claimed it) while their work on it was at least the co-op share. Returns the
+/// rank index and the epoch.
+pub fn owed_promotion(content: &Content, world: &World, id: &str) -> Option<(usize, u64)> {
+    let me = world.player(id);
+    let rank = rank_index(content, &me);
+    let current = problem(content, world, rank)?;
+    me.work
+        .iter()
+        .filter(|((r, epoch), _)| *r == current.rank && *epoch < current.epoch)
+        .find(|((_, epoch), work)| {
+            content
+                .problem_size(rank, *epoch)
+                .is_some_and(|size| earns_share(content, **work, size))
+        })
+        .map(|((_, epoch), _)| (rank, *epoch))
 }
 
 #[cfg(test)]
@@ -191,7 +255,11 @@ mod tests {
             ("p/C/work/Undergraduate/1", "7"),
         ]);
         let p = problem(&content, &w, 0).unwrap();
-        assert_eq!((p.epoch, p.done, p.remaining()), (2, 80, 20));
+        assert_eq!(
+            (p.epoch, p.done, p.remaining()),
+            (2, 80, 70),
+            "epoch 2 is 150 steps"
+        );
         assert!(problem(&content, &w, 5).is_none());
     }
 
@@ -207,7 +275,7 @@ mod tests {
             ("p/B/work/Undergraduate/2", "30"),
         ]);
         let p = problem(&content, &w, 0).unwrap();
-        assert_eq!((p.epoch, p.done, p.remaining()), (2, 30, 70));
+        assert_eq!((p.epoch, p.done, p.remaining()), (2, 30, 120));
         // Claims that skip epochs are not believed either; claims of the same epoch are.
         let w = World::from_items(&[
             ("p/A/solved/Masters", "1"),
@@ -216,6 +284,51 @@ mod tests {
             ("p/X/solved/Masters", "7"),
         ]);
         assert_eq!(problem(&content, &w, 1).unwrap().epoch, 3);
+    }
+
+    #[test]
+    fn problems_grow_with_each_epoch() {
+        let content = Content::embedded();
+        assert_eq!(content.problem_size(0, 1), Some(100));
+        assert_eq!(content.problem_size(0, 2), Some(150));
+        assert_eq!(content.problem_size(0, 3), Some(225));
+        assert_eq!(content.problem_size(0, 500), Some(u64::MAX));
+        assert_eq!(content.problem_size(5, 1), None);
+        let w = World::from_items(&[("p/A/solved/Undergraduate", "1")]);
+        let p = problem(&content, &w, 0).unwrap();
+        assert_eq!((p.epoch, p.size), (2, 150));
+    }
+
+    #[test]
+    fn helpers_with_a_share_are_promoted_with_the_finisher() {
+        let content = Content::embedded();
+        // carol finished epoch 1 (size 100): alice did 62, carol 38, dan 9 (under 10%).
+        let w = World::from_items(&[
+            ("p/alice/work/Undergraduate/1", "62"),
+            ("p/carol/work/Undergraduate/1", "38"),
+            ("p/carol/solved/Undergraduate", "1"),
+            ("p/carol/rank", "Masters"),
+            ("p/dan/work/Undergraduate/1", "9"),
+        ]);
+        let shares = shares(&content, &w, 0, 1);
+        let named: Vec<(&str, u64)> = shares.iter().map(|s| (s.id.as_str(), s.percent)).collect();
+        assert_eq!(named, [("alice", 56), ("carol", 34)]);
+        assert_eq!(owed_promotion(&content, &w, "alice"), Some((0, 1)));
+        assert_eq!(owed_promotion(&content, &w, "dan"), None);
+        assert_eq!(
+            owed_promotion(&content, &w, "carol"),
+            None,
+            "already promoted"
+        );
+        // Once alice claims it too, nothing more is owed and the problem is at epoch 2.
+        let w = World::from_items(&[
+            ("p/alice/work/Undergraduate/1", "62"),
+            ("p/alice/solved/Undergraduate", "1"),
+            ("p/alice/rank", "Masters"),
+            ("p/carol/solved/Undergraduate", "1"),
+        ]);
+        assert_eq!(owed_promotion(&content, &w, "alice"), None);
+        assert_eq!(problem(&content, &w, 0).unwrap().epoch, 2);
     }
 
     #[test]

@@ -10,18 +10,25 @@
 //! - [`commands`]: the command table and argument parsing.
 //! - [`session`]: one player's session (inputs in, events out), with its instant commands,
 //!   background jobs and news in private modules.
+//! - [`tell`]: sealing private tells to a player's X25519 key.
+//! - [`json`]: the JSON form of events, for `cmud --plain --json`.
 //! - [`clock`]: the game's clock, a parameter for deterministic tests.
 
 mod actions;
+#[cfg(test)]
+mod balance_tests;
 pub mod clock;
 pub mod commands;
 pub mod content;
 mod ctx;
 pub mod events;
 mod jobs;
+pub mod json;
 pub mod ledger;
+mod mail;
 pub mod names;
 pub mod news;
+mod places;
 pub mod player;
 pub mod schema;
 pub mod session;
@@ -31,3 +38,4 @@ mod sim_tests;
 mod social;
 
 pub use social::sort_by_reach;
+pub mod tell;

@@ -16,21 +16,39 @@ pub fn is_name_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_' || c == '-'
 }
 
-/// Checks a chosen name: 1 to `max_chars` letters, digits, `_` or `-`.
-pub fn validate(name: &str, max_chars: usize) -> Result<(), String> {
+/// The one rule for names, and its one message: a name the game refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("A name is 1 to {max_chars} letters, digits, _ or -, with no spaces.")]
+pub struct NameError {
+    /// The longest name allowed, in characters (`max_name_chars` in the rules).
+    pub max_chars: usize,
+}
+
+/// Checks a chosen name: 1 to `max_chars` letters, digits, `_` or `-`. Both front ends show
+/// the same message (the game sends it; a front end may check early with this function).
+pub fn validate(name: &str, max_chars: usize) -> Result<(), NameError> {
     let count = name.chars().count();
-    if count == 0 {
-        return Err("A name needs at least one character.".to_owned());
-    }
-    if count > max_chars {
-        return Err(format!("A name has at most {max_chars} characters."));
-    }
-    if let Some(bad) = name.chars().find(|&c| !is_name_char(c)) {
-        return Err(format!(
-            "A name may hold only letters, digits, _ and - (not {bad:?})."
-        ));
+    if count == 0 || count > max_chars || !name.chars().all(is_name_char) {
+        return Err(NameError { max_chars });
     }
     Ok(())
+}
+
+/// If another player than `me` already uses `name`, the name `me` would be shown under with
+/// it (`alice#3kq`); `None` if nobody else does.
+pub fn taken(world: &World, me: &str, name: &str) -> Option<String> {
+    let lower = name.to_lowercase();
+    let clash = world
+        .characters()
+        .any(|p| p.id != me && p.name.as_deref().is_some_and(|n| n.to_lowercase() == lower));
+    if !clash {
+        return None;
+    }
+    let mut with_me = world.clone();
+    let record = with_me.players.entry(me.to_owned()).or_default();
+    record.id = me.to_owned();
+    record.name = Some(name.to_owned());
+    display_names(&with_me).remove(me)
 }
 
 /// The name every player is shown under: their name, or `name#tag` when several share it.
@@ -136,6 +154,30 @@ pub fn find(world: &World, typed: &str) -> Found {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_rule_one_message() {
+        let messages: std::collections::BTreeSet<String> = ["", "a/b", "a b", "alice#1"]
+            .into_iter()
+            .map(|bad| validate(bad, 16).unwrap_err().to_string())
+            .chain([validate(&"x".repeat(17), 16).unwrap_err().to_string()])
+            .collect();
+        assert_eq!(
+            messages.into_iter().collect::<Vec<_>>(),
+            ["A name is 1 to 16 letters, digits, _ or -, with no spaces."]
+        );
+    }
+
+    #[test]
+    fn a_taken_name_says_how_the_player_would_be_shown() {
+        let w = World::from_items(&[("p/12D3KooWaaa3kq/name", "alice")]);
+        assert_eq!(
+            taken(&w, "12D3KooWbbbx7z", "Alice").as_deref(),
+            Some("Alice#x7z")
+        );
+        assert_eq!(taken(&w, "12D3KooWaaa3kq", "alice"), None, "one's own name");
+        assert_eq!(taken(&w, "12D3KooWbbbx7z", "bob"), None);
+    }
 
     #[test]
     fn names_are_checked() {

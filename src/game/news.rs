@@ -4,11 +4,13 @@
 //!
 //! Owns only the last snapshot it compared against; it writes nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::content::Content;
 use super::ctx::Ctx;
-use super::events::{Line, LineKind, Mode, Presence, Status, SyncState};
+use super::events::{
+    Chat, ChatScope, Detail, Line, LineKind, Mode, Presence, PresenceChange, Status, SyncState,
+};
 use super::ledger;
 use super::names;
 use super::schema::{PlayerRecord, Scope, World};
@@ -17,20 +19,27 @@ use crate::rpc::{Kv, KvError};
 /// The last look at the world.
 #[derive(Debug, Default)]
 pub struct News {
-    /// The snapshot the next look is compared with (`None` before the first look).
-    last: Option<World>,
+    /// The snapshot the next look is compared with (`None` before the first look), and the
+    /// time it was taken (milliseconds), which decided who was online in it.
+    last: Option<(World, u64)>,
 }
 
 impl News {
     /// Reads the world and returns what changed since the last look, as lines to show.
     pub(super) async fn look<K: Kv>(&mut self, ctx: &Ctx<K>) -> Result<Vec<Line>, KvError> {
         let world = World::from_pairs(ctx.kv.list(super::schema::PLAYERS_PREFIX).await?);
+        let now_ms = ctx.clock.now_ms();
         let lines = match &self.last {
-            Some(last) => diff(&ctx.content, last, &world, &ctx.id, ctx.clock.now_ms()),
+            Some((last, last_ms)) => diff(&ctx.content, (last, *last_ms), &world, &ctx.id, now_ms),
             None => Vec::new(),
         };
-        self.last = Some(world);
+        self.last = Some((world, now_ms));
         Ok(lines)
+    }
+
+    /// The snapshot of the last look, and the one before it (for what is new in it).
+    pub(super) fn world(&self) -> Option<&World> {
+        self.last.as_ref().map(|(world, _)| world)
     }
 
     /// A fresh status snapshot.
@@ -78,9 +87,10 @@ impl News {
 /// Whether a player's heartbeat is within the online window of `now_ms`, either way: a clock
 /// a little ahead still counts, but a heartbeat far in the future (a peer can store any
 /// number) would otherwise show its player online for good.
+/// A player who quit after their last heartbeat is offline at once.
 pub fn online(content: &Content, player: &PlayerRecord, now_ms: u64) -> bool {
     let window = content.rules.presence.online_secs.saturating_mul(1000);
-    now_ms.abs_diff(player.seen_ms) <= window
+    now_ms.abs_diff(player.seen_ms) <= window && player.left_ms < player.seen_ms
 }
 
 /// Every character, online first, then by name. Player `me` is playing, so online.
@@ -103,12 +113,19 @@ pub fn presence(content: &Content, world: &World, now_ms: u64, me: &str) -> Vec<
     players
 }
 
-/// What changed between two snapshots that player `me` should hear about.
-pub fn diff(content: &Content, last: &World, now: &World, me: &str, now_ms: u64) -> Vec<Line> {
+/// What changed between two snapshots that player `me` should hear about; `last` comes with
+/// the time it was taken, which decided who was online in it.
+pub fn diff(
+    content: &Content,
+    (last, last_ms): (&World, u64),
+    now: &World,
+    me: &str,
+    now_ms: u64,
+) -> Vec<Line> {
     let shown = names::display_names(now);
     let my_loc = now.player(me).loc.unwrap_or_default();
     let recent_ms = content.rules.chat.recent_secs.saturating_mul(1000);
-    let mut lines = Vec::new();
+    let mut lines = my_name_line(last, &shown, me);
     for p in now.characters().filter(|p| p.id != me) {
         let name = shown.get(&p.id).cloned().unwrap_or_default();
         let before = last.players.get(&p.id).filter(|b| b.exists());
@@ -116,7 +133,7 @@ pub fn diff(content: &Content, last: &World, now: &World, me: &str, now_ms: u64)
             // Someone new (or newly synced): their gifts to me count from zero, and only
             // their recent chat is shown.
             if online(content, p, now_ms) {
-                lines.push(event(format!("{name} has joined the world.")));
+                lines.push(presence_line(&name, PresenceChange::Joined));
             }
             lines.extend(gift_line(content, &PlayerRecord::default(), p, &name, me));
             lines.extend(chat_lines(p, &name, &my_loc, |line| {
@@ -124,10 +141,97 @@ pub fn diff(content: &Content, last: &World, now: &World, me: &str, now_ms: u64)
             }));
             continue;
         };
+        let (was, is) = (online(content, before, last_ms), online(content, p, now_ms));
+        if !was && is {
+            lines.push(presence_line(&name, PresenceChange::Joined));
+        }
         lines.extend(changes(content, before, p, &name, &my_loc));
         lines.extend(gift_line(content, before, p, &name, me));
         let heard = before.chat.iter().map(|l| l.seq).max().unwrap_or(0);
         lines.extend(chat_lines(p, &name, &my_loc, |line| line.seq > heard));
+        if was && !is {
+            let change = if p.left_ms > before.left_ms {
+                PresenceChange::Left
+            } else {
+                PresenceChange::Quiet
+            };
+            lines.push(presence_line(&name, change));
+        }
+    }
+    lines.extend(fallen_problems(content, last, now, &shown));
+    lines
+}
+
+/// Tells the player when another player takes their name, so the tag they are now shown with
+/// does not come as a surprise.
+fn my_name_line(last: &World, shown: &BTreeMap<String, String>, me: &str) -> Vec<Line> {
+    let before = names::display_names(last).remove(me);
+    match (before, shown.get(me)) {
+        (Some(before), Some(after)) if before != *after && after.contains('#') => {
+            let text = format!(
+                "Another player is also called {}: everyone now sees you as {after}.",
+                before.split('#').next().unwrap_or_default()
+            );
+            vec![event(text)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn presence_line(name: &str, change: PresenceChange) -> Line {
+    let text = match change {
+        PresenceChange::Joined => format!("--- {name} has joined the world. ---"),
+        PresenceChange::Left => format!("--- {name} has left the world. ---"),
+        PresenceChange::Quiet => format!("--- {name} has gone quiet. ---"),
+    };
+    let detail = Detail::Presence {
+        name: name.to_owned(),
+        change,
+    };
+    Line::about(LineKind::Event, text, detail)
+}
+
+/// Problems that fell since the last look: who finished them, with whom, and their shares.
+fn fallen_problems(
+    content: &Content,
+    last: &World,
+    now: &World,
+    shown: &BTreeMap<String, String>,
+) -> Vec<Line> {
+    let claims = |world: &World, rank: &str| -> BTreeSet<u64> {
+        world
+            .players
+            .values()
+            .filter_map(|p| p.solved.get(rank).copied())
+            .collect()
+    };
+    let mut lines = Vec::new();
+    for (index, rank) in content.rules.ranks.iter().enumerate() {
+        let before = claims(last, &rank.id);
+        for epoch in claims(now, &rank.id).difference(&before) {
+            let shares = ledger::shares(content, now, index, *epoch);
+            if shares.is_empty() {
+                continue;
+            }
+            let named: Vec<String> = shares
+                .iter()
+                .map(|s| {
+                    let name = shown.get(&s.id).cloned().unwrap_or_else(|| s.id.clone());
+                    format!("{name} ({}%)", s.percent)
+                })
+                .collect();
+            let names: Vec<&str> = named.iter().map(String::as_str).collect();
+            let who = super::actions::and_list(&names);
+            let text = match shares.len() {
+                1 => format!("The {} problem falls to {who}.", rank.id),
+                2 => format!("The {} problem falls to {who}: both are promoted.", rank.id),
+                n => format!(
+                    "The {} problem falls to {who}: all {n} are promoted.",
+                    rank.id
+                ),
+            };
+            lines.push(event(text));
+        }
     }
     lines
 }
@@ -190,41 +294,73 @@ fn chat_lines(
     p.chat
         .iter()
         .filter(|line| new(line))
-        .filter_map(|line| {
+        .filter(|line| line.scope.location().is_none_or(|loc| loc == my_loc))
+        .map(|line| {
             let (kind, text) = match &line.scope {
                 Scope::Shout => (LineKind::Shout, format!("{name} shouts: {}", line.text)),
-                Scope::Say(loc) if loc == my_loc => {
-                    (LineKind::Chat, format!("{name} says: {}", line.text))
-                }
-                Scope::Say(_) => return None,
+                Scope::Say(_) => (LineKind::Chat, format!("{name} says: {}", line.text)),
+                Scope::Emote(_) => (LineKind::Chat, format!("{name} {}", line.text)),
             };
-            Some(Line::new(kind, text))
+            let detail = Detail::Chat(Chat {
+                scope: ChatScope::from(&line.scope),
+                from: name.to_owned(),
+                text: line.text.clone(),
+            });
+            Line::about(kind, text, detail)
         })
         .collect()
 }
 
-/// Players by rank (highest first), then coins, then name: `(display name, rank, coins)`.
-pub fn leaderboard(content: &Content, world: &World) -> Vec<(String, String, u64)> {
+/// One row of the leaderboard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Standing {
+    /// Shown name.
+    pub name: String,
+    /// Rank name.
+    pub rank: String,
+    /// Spendable coins.
+    pub coins: u64,
+    /// What the player's hardware cost in the shop.
+    pub hardware: u64,
+    /// Coins plus hardware.
+    pub worth: u64,
+}
+
+/// What a player's hardware is worth at shop prices.
+pub fn hardware_value(content: &Content, player: &PlayerRecord) -> u64 {
+    player
+        .hardware
+        .iter()
+        .filter_map(|(id, &n)| Some(content.hardware(id)?.price.saturating_mul(n)))
+        .fold(0u64, u64::saturating_add)
+}
+
+/// Players by rank (highest first), then net worth, then name.
+pub fn leaderboard(content: &Content, world: &World) -> Vec<Standing> {
     let shown: BTreeMap<String, String> = names::display_names(world);
     let balances = ledger::balances(world);
-    let mut rows: Vec<(usize, u64, String)> = world
+    let mut rows: Vec<(usize, Standing)> = world
         .characters()
         .map(|p| {
-            (
-                ledger::rank_index(content, p),
-                balances.get(p.id.as_str()).copied().unwrap_or(0),
-                shown.get(&p.id).cloned().unwrap_or_default(),
-            )
+            let coins = balances.get(p.id.as_str()).copied().unwrap_or(0);
+            let hardware = hardware_value(content, p);
+            let rank = ledger::rank_index(content, p);
+            let standing = Standing {
+                name: shown.get(&p.id).cloned().unwrap_or_default(),
+                rank: content.rank(rank).id.clone(),
+                coins,
+                hardware,
+                worth: coins.saturating_add(hardware),
+            };
+            (rank, standing)
         })
         .collect();
-    rows.sort_by(|a, b| {
-        b.0.cmp(&a.0)
-            .then(b.1.cmp(&a.1))
-            .then(a.2.to_lowercase().cmp(&b.2.to_lowercase()))
+    rows.sort_by(|(ra, a), (rb, b)| {
+        rb.cmp(ra)
+            .then(b.worth.cmp(&a.worth))
+            .then(a.name.to_lowercase().cmp(&b.name.to_lowercase()))
     });
-    rows.into_iter()
-        .map(|(rank, coins, name)| (name, content.rank(rank).id.clone(), coins))
-        .collect()
+    rows.into_iter().map(|(_, standing)| standing).collect()
 }
 
 #[cfg(test)]
@@ -250,7 +386,7 @@ mod tests {
         items.push(("p/b/chat/2", "2|10|say:fence|elsewhere"));
         items.push(("p/b/chat/3", "3|10|shout|HEY"));
         let now = World::from_items(&items);
-        let texts: Vec<String> = diff(&content, &last, &now, "me", 20)
+        let texts: Vec<String> = diff(&content, (&last, 10), &now, "me", 20)
             .into_iter()
             .map(|l| l.text)
             .collect();
@@ -264,7 +400,56 @@ mod tests {
                 "bob shouts: HEY",
             ]
         );
-        assert!(diff(&content, &now, &now, "me", 20).is_empty());
+        assert!(diff(&content, (&now, 20), &now, "me", 20).is_empty());
+    }
+
+    #[test]
+    fn leaving_quitting_and_fallen_problems_are_news() {
+        let content = Content::embedded();
+        let t = 1_000_000_000u64;
+        let seen = t.to_string();
+        let base = [
+            ("p/me/name", "me"),
+            ("p/b/name", "bob"),
+            ("p/b/seen", seen.as_str()),
+            ("p/c/name", "cat"),
+            ("p/c/seen", seen.as_str()),
+            ("p/c/work/Undergraduate/1", "62"),
+            ("p/b/work/Undergraduate/1", "38"),
+        ];
+        let last = World::from_items(&base);
+        let mut items = base.to_vec();
+        let left = (t + 1).to_string();
+        items.push(("p/b/left", left.as_str()));
+        items.push(("p/b/solved/Undergraduate", "1"));
+        let now = World::from_items(&items);
+        let texts: Vec<String> = diff(&content, (&last, t), &now, "me", t + 60_000)
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "--- bob has left the world. ---",
+                "--- cat has gone quiet. ---",
+                "--- The Undergraduate problem falls to cat (62%) and bob (38%): both are promoted. ---",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_player_hears_when_another_takes_their_name() {
+        let content = Content::embedded();
+        let last = World::from_items(&[("p/me1/name", "alice")]);
+        let now = World::from_items(&[("p/me1/name", "alice"), ("p/xy2/name", "alice")]);
+        let texts: Vec<String> = diff(&content, (&last, 0), &now, "me1", 0)
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        assert_eq!(
+            texts,
+            ["--- Another player is also called alice: everyone now sees you as alice#me1. ---"]
+        );
     }
 
     #[test]
@@ -278,7 +463,7 @@ mod tests {
             ("p/c/chat/1", "1|1|shout|ancient"),
             ("p/c/chat/2", "2|999000|shout|fresh"),
         ]);
-        let texts: Vec<String> = diff(&content, &last, &now, "me", 1_000_000)
+        let texts: Vec<String> = diff(&content, (&last, 1_000_000), &now, "me", 1_000_000)
             .into_iter()
             .map(|l| l.text)
             .collect();
@@ -316,7 +501,22 @@ mod tests {
             ("p/b/rank", "Masters"),
             ("p/c/name", "poor"),
         ]);
-        let names: Vec<String> = leaderboard(&content, &w).into_iter().map(|r| r.0).collect();
+        let names: Vec<String> = leaderboard(&content, &w)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
         assert_eq!(names, ["grad", "rich", "poor"]);
+        // Hardware counts at its shop price: spending does not drop a player down the board.
+        let w = World::from_items(&[
+            ("p/a/name", "saver"),
+            ("p/a/mined", "50"),
+            ("p/b/name", "investor"),
+            ("p/b/mined", "60"),
+            ("p/b/spent", "55"),
+            ("p/b/hw/gpu", "11"),
+        ]);
+        let rows = leaderboard(&content, &w);
+        assert_eq!((rows[0].name.as_str(), rows[0].worth), ("investor", 60));
+        assert_eq!((rows[0].coins, rows[0].hardware), (5, 55));
     }
 }

@@ -13,8 +13,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::clock::Clock;
 use super::content::Content;
 use super::ledger;
-use super::schema::{self, ChatLine, Scope, World, field};
+use super::schema::{self, Scope, World, field};
 use crate::rpc::{Kv, KvError};
+
+#[path = "player_social.rs"]
+mod social;
 
 /// Changes queued before senders wait.
 const MAILBOX: usize = 64;
@@ -31,11 +34,16 @@ pub enum Count {
 /// A change to the player's own state.
 #[derive(Clone, Debug)]
 pub enum Change {
-    /// Creates the character if it does not exist; sets the name either way.
+    /// Creates the character if it does not exist; sets the name (and the public key tells
+    /// are sealed to) either way.
     Enter {
         /// The display name.
         name: String,
+        /// The tell key's public half, hex.
+        tell_key: Option<String>,
     },
+    /// Takes a promotion earned by a share of a fallen problem, if one is owed.
+    Claim,
     /// Moves to a location id.
     Move(String),
     /// Adds mined coins.
@@ -73,6 +81,36 @@ pub enum Change {
     },
     /// Refreshes the heartbeat.
     Heartbeat,
+    /// Records that the player quit (others see them leave at once).
+    Leave,
+    /// Leaves a note at a location.
+    Note {
+        /// The location id.
+        loc: String,
+        /// What it says.
+        text: String,
+    },
+    /// Removes the player's notes at a location.
+    Unnote {
+        /// The location id.
+        loc: String,
+    },
+    /// Stores a sealed tell for a player.
+    Tell {
+        /// Recipient id.
+        to: String,
+        /// The sealed tell (see `tell`).
+        sealed: String,
+    },
+    /// Records that the player read a sender's tells up to `seq`.
+    Read {
+        /// Sender id.
+        from: String,
+        /// The highest seq read.
+        seq: u64,
+    },
+    /// Deletes the player's tells their recipients have read.
+    Tidy,
 }
 
 /// What a change did.
@@ -112,11 +150,19 @@ pub enum Outcome {
         /// Steps left.
         remaining: u64,
     },
-    /// `Work` finished the problem.
+    /// `Work` finished the problem, or `Work` or `Claim` took a promotion earned by a
+    /// share of a problem someone else finished.
     Promoted {
         /// The new rank's index.
         rank: usize,
     },
+    /// `Note` stored the note; `replaced` is the oldest note it took the place of.
+    Noted {
+        /// The note removed to stay within the cap.
+        replaced: Option<super::schema::Note>,
+    },
+    /// `Unnote` removed this many notes.
+    Unnoted(usize),
     /// `Work` refused: the player's rank is no longer the battle's, or has no problem.
     NotYourProblem,
     /// `Break` divided a kind.
@@ -224,7 +270,11 @@ impl<K: Kv> PlayerTask<K> {
 
     async fn apply(&mut self, change: Change) -> Result<Outcome, KvError> {
         match change {
-            Change::Enter { name } => self.enter(name).await,
+            Change::Enter { name, tell_key } => self.enter(name, tell_key).await,
+            Change::Claim => {
+                let world = self.world().await?;
+                self.claim(&world).await
+            }
             Change::Move(loc) => {
                 self.kv.put(&self.key(field::LOC), &loc).await?;
                 Ok(Outcome::Done)
@@ -247,16 +297,29 @@ impl<K: Kv> PlayerTask<K> {
                 self.kv.put(&self.key(field::SEEN), &now).await?;
                 Ok(Outcome::Done)
             }
+            Change::Leave => {
+                let now = self.clock.now_ms().to_string();
+                self.kv.put(&self.key(field::LEFT), &now).await?;
+                Ok(Outcome::Done)
+            }
+            Change::Note { loc, text } => self.note(loc, text).await,
+            Change::Unnote { loc } => self.unnote(&loc).await,
+            Change::Tell { to, sealed } => self.tell(to, sealed).await,
+            Change::Read { from, seq } => self.read(from, seq).await,
+            Change::Tidy => self.tidy().await,
         }
     }
 
-    async fn enter(&mut self, name: String) -> Result<Outcome, KvError> {
+    async fn enter(&mut self, name: String, tell_key: Option<String>) -> Result<Outcome, KvError> {
         let me = self.own().await?.player(&self.id);
         let rules = &self.content.rules;
         let mut writes = vec![
             (self.key(field::NAME), name),
             (self.key(field::SEEN), self.clock.now_ms().to_string()),
         ];
+        if let Some(key) = tell_key.filter(|key| me.tell_key.as_ref() != Some(key)) {
+            writes.push((self.key(field::TELL_KEY), key));
+        }
         let created = !me.exists();
         if created {
             writes.push((self.key(field::RANK), rules.ranks[0].id.clone()));
@@ -340,10 +403,15 @@ impl<K: Kv> PlayerTask<K> {
         if ledger::rank_index(&self.content, &me) != rank {
             return Ok(Outcome::NotYourProblem);
         }
+        if let Outcome::Promoted { rank } = self.claim(&world).await? {
+            return Ok(Outcome::Promoted { rank });
+        }
         let Some(problem) = ledger::problem(&self.content, &world, rank) else {
             return Ok(Outcome::NotYourProblem);
         };
-        let power = ledger::power(&self.content, &me);
+        let power = self
+            .content
+            .step_progress(ledger::power(&self.content, &me), problem.size);
         let work_field = field::work(&problem.rank, problem.epoch);
         let mine = me
             .work
@@ -427,23 +495,5 @@ impl<K: Kv> PlayerTask<K> {
             after: 0,
             restarted: true,
         })
-    }
-
-    async fn chat(&mut self, scope: Scope, text: String) -> Result<Outcome, KvError> {
-        let me = self.own().await?.player(&self.id);
-        let last = me.chat.iter().map(|line| line.seq).max().unwrap_or(0);
-        let seq = self.counter("chat", last).saturating_add(1);
-        self.floors.insert("chat".to_owned(), seq);
-        let line = ChatLine {
-            seq,
-            at_ms: self.clock.now_ms(),
-            scope,
-            text,
-        };
-        let slot = seq % self.content.rules.chat.ring;
-        self.kv
-            .put(&self.key(&field::chat(slot)), &line.encode())
-            .await?;
-        Ok(Outcome::Done)
     }
 }

@@ -18,7 +18,12 @@
 //! | `p/<id>/work/<rank>/<epoch>` | steps this player did on that epoch of the rank's problem |
 //! | `p/<id>/solved/<rank>` | the epoch of that rank's problem this player finished |
 //! | `p/<id>/seen` | heartbeat, milliseconds since the Unix epoch |
-//! | `p/<id>/chat/<n mod ring>` | `seq|millis|scope|text`, scope `say:<loc>` or `shout` |
+//! | `p/<id>/chat/<n mod ring>` | `seq|millis|scope|text`, scope `say:<loc>`, `emote:<loc>` or `shout` |
+//! | `p/<id>/left` | when the player last quit, milliseconds since the Unix epoch |
+//! | `p/<id>/note/<slot>` | `millis|loc|text`: a note left at a location (`slot` below the cap) |
+//! | `p/<id>/tellkey` | the player's X25519 public key for tells, hex |
+//! | `p/<id>/tell/<recipient-id>/<seq>` | a tell sealed to the recipient's key (see `tell`) |
+//! | `p/<id>/read/<sender-id>` | the highest `seq` of that sender's tells this player has read |
 
 use std::collections::BTreeMap;
 
@@ -77,6 +82,10 @@ pub mod field {
     pub const SPENT: &str = "spent";
     /// Heartbeat.
     pub const SEEN: &str = "seen";
+    /// When the player last quit.
+    pub const LEFT: &str = "left";
+    /// The public key tells are sealed to.
+    pub const TELL_KEY: &str = "tellkey";
 
     /// `hw/<hw>`.
     pub fn hardware(hw: &str) -> String {
@@ -102,15 +111,42 @@ pub mod field {
     pub fn chat(slot: u64) -> String {
         format!("chat/{slot}")
     }
+
+    /// `note/<slot>`.
+    pub fn note(slot: u64) -> String {
+        format!("note/{slot}")
+    }
+
+    /// `tell/<recipient>/<seq>`.
+    pub fn tell(recipient: &str, seq: u64) -> String {
+        format!("tell/{recipient}/{seq}")
+    }
+
+    /// `read/<sender>`.
+    pub fn read(sender: &str) -> String {
+        format!("read/{sender}")
+    }
 }
 
-/// Whether a chat line was said in a room or shouted to everyone.
+/// Whether a chat line was said or acted out in a room, or shouted to everyone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
     /// Heard by players at this location.
     Say(String),
+    /// Acted out (`emote`), seen by players at this location.
+    Emote(String),
     /// Heard by everyone.
     Shout,
+}
+
+impl Scope {
+    /// The location it is heard at; `None` for everywhere.
+    pub fn location(&self) -> Option<&str> {
+        match self {
+            Scope::Say(loc) | Scope::Emote(loc) => Some(loc),
+            Scope::Shout => None,
+        }
+    }
 }
 
 /// One line of a player's chat ring.
@@ -131,6 +167,7 @@ impl ChatLine {
     pub fn encode(&self) -> String {
         let scope = match &self.scope {
             Scope::Say(loc) => format!("say:{loc}"),
+            Scope::Emote(loc) => format!("emote:{loc}"),
             Scope::Shout => "shout".to_owned(),
         };
         format!("{}|{}|{}|{}", self.seq, self.at_ms, scope, self.text)
@@ -143,7 +180,11 @@ impl ChatLine {
         let at_ms = parts.next()?.parse().ok()?;
         let scope = match parts.next()? {
             "shout" => Scope::Shout,
-            other => Scope::Say(other.strip_prefix("say:")?.to_owned()),
+            other => match other.split_once(':')? {
+                ("say", loc) => Scope::Say(loc.to_owned()),
+                ("emote", loc) => Scope::Emote(loc.to_owned()),
+                _ => return None,
+            },
         };
         let text = shown_text(parts.next()?, MAX_CHAT_CHARS);
         Some(ChatLine {
@@ -152,6 +193,33 @@ impl ChatLine {
             scope,
             text,
         })
+    }
+}
+
+/// A note a player left at a location.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Note {
+    /// When it was left, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The location id.
+    pub loc: String,
+    /// What it says.
+    pub text: String,
+}
+
+impl Note {
+    /// The stored form, `millis|loc|text`.
+    pub fn encode(&self) -> String {
+        format!("{}|{}|{}", self.at_ms, self.loc, self.text)
+    }
+
+    /// Reads the stored form; `None` if it is malformed.
+    pub fn decode(value: &str) -> Option<Note> {
+        let mut parts = value.splitn(3, '|');
+        let at_ms = parts.next()?.parse().ok()?;
+        let loc = shown_text(parts.next()?, MAX_FIELD_CHARS);
+        let text = shown_text(parts.next()?, MAX_CHAT_CHARS);
+        Some(Note { at_ms, loc, text })
     }
 }
 
@@ -182,6 +250,16 @@ pub struct PlayerRecord {
     pub seen_ms: u64,
     /// The chat ring, in `seq` order.
     pub chat: Vec<ChatLine>,
+    /// When the player last quit, in milliseconds (0 if never).
+    pub left_ms: u64,
+    /// Notes left, by slot.
+    pub notes: BTreeMap<u64, Note>,
+    /// The public key tells to this player are sealed to, as stored (hex).
+    pub tell_key: Option<String>,
+    /// Sealed tells this player sent, by (recipient id, seq), as stored.
+    pub tells: BTreeMap<(String, u64), String>,
+    /// The highest tell `seq` read, per sender id.
+    pub read: BTreeMap<String, u64>,
 }
 
 impl PlayerRecord {
@@ -195,6 +273,26 @@ impl PlayerRecord {
             (field::MINED, "") => self.mined = number().unwrap_or(0),
             (field::SPENT, "") => self.spent = number().unwrap_or(0),
             (field::SEEN, "") => self.seen_ms = number().unwrap_or(0),
+            (field::LEFT, "") => self.left_ms = number().unwrap_or(0),
+            (field::TELL_KEY, "") => self.tell_key = Some(shown_text(value, MAX_FIELD_CHARS)),
+            ("note", slot) => {
+                if let (Ok(slot), Some(note)) = (slot.parse(), Note::decode(value)) {
+                    self.notes.insert(slot, note);
+                }
+            }
+            ("tell", rest) => {
+                let parsed = rest
+                    .split_once('/')
+                    .and_then(|(to, seq)| Some((to, seq.parse::<u64>().ok()?)));
+                if let Some((to, seq)) = parsed.filter(|(to, _)| !to.is_empty()) {
+                    self.tells.insert((to.to_owned(), seq), value.to_owned());
+                }
+            }
+            ("read", from) if !from.is_empty() => {
+                if let Some(n) = number() {
+                    self.read.insert(from.to_owned(), n);
+                }
+            }
             ("hw", hw) if !hw.is_empty() => {
                 if let Some(n) = number() {
                     self.hardware.insert(hw.to_owned(), n);

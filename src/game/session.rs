@@ -6,6 +6,7 @@
 //! write goes through the player's mutation task (`player`). Between inputs it polls the
 //! world for news (`news`) and keeps the heartbeat fresh.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -21,7 +22,8 @@ use super::content::Content;
 use super::ctx::Ctx;
 use super::events::{Activity, Event, Input, Line, LineKind, Mode, Progress, Status};
 use super::news::News;
-use super::player::PlayerHandle;
+use super::player::{Change, Outcome, PlayerHandle};
+use super::tell::TellKey;
 use crate::rpc::{Kv, KvError};
 
 /// How a session runs.
@@ -42,6 +44,14 @@ pub struct SessionOptions {
     pub player_id: Option<String>,
     /// The rules and story; `None` is the embedded `assets/`.
     pub content: Option<Arc<Content>>,
+    /// This node's key for private tells (`tell.key`); without one the player can send tells
+    /// but not read them.
+    pub tell_key: Option<Arc<TellKey>>,
+    /// Addresses given with `--join`: their outcome is reported like `join`'s.
+    pub joins: Vec<String>,
+    /// Remembered addresses (`profile.ron`): joined quietly, so the front end can remember
+    /// them again or forget them after a week of failures.
+    pub remembered_peers: Vec<String>,
 }
 
 /// Starts a session on `kv`: send it [`Input`]s, receive [`Event`]s until [`Event::Quit`].
@@ -139,6 +149,13 @@ pub(super) struct Session<K> {
     pub quitting: bool,
     /// The name from the options, used once.
     pub wanted_name: Option<String>,
+    /// A name typed at the name prompt that another player uses: typed again, it is kept.
+    pub taken_name: Option<String>,
+    /// `--join` addresses and remembered ones, joined once the session runs.
+    joins: (Vec<String>, Vec<String>),
+    /// The tells that waited when the player came (`mail` reads them); `None` before the
+    /// first look at the world. Tells beyond these are shown as they arrive.
+    mailbox: Option<BTreeSet<(String, u64)>>,
 }
 
 impl<K: Kv> Session<K> {
@@ -158,6 +175,7 @@ impl<K: Kv> Session<K> {
                 .ok_or_else(|| KvError::Refused("INFO has no usable peer_id".into()))?,
         };
         let content = options.content.unwrap_or_else(Content::embedded);
+        let joins = (options.joins, options.remembered_peers);
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let player = PlayerHandle::spawn(kv.clone(), id.clone(), content.clone(), clock.clone());
         let rng = match options.seed {
@@ -174,6 +192,7 @@ impl<K: Kv> Session<K> {
                 clock,
                 events,
                 no_pauses: options.no_pauses,
+                tell: options.tell_key,
             }),
             mode: Mode::Naming,
             battle_rank: None,
@@ -188,10 +207,17 @@ impl<K: Kv> Session<K> {
             last_heartbeat: None,
             quitting: false,
             wanted_name: options.name,
+            taken_name: None,
+            mailbox: None,
+            joins,
         })
     }
 
     async fn run(&mut self, mut inputs: mpsc::Receiver<Input>) {
+        let (flags, remembered) = std::mem::take(&mut self.joins);
+        if !flags.is_empty() || !remembered.is_empty() {
+            super::social::join_at_start(self.ctx.clone(), flags, remembered);
+        }
         self.greet().await;
         self.refresh_status().await;
         let Some(mut job_rx) = self.job_rx.take() else {
@@ -287,8 +313,61 @@ impl<K: Kv> Session<K> {
                     self.ctx.send(Event::Line(line)).await;
                 }
             }
-            Err(err) => tracing::debug!(%err, "polling the world failed"),
+            Err(err) => return tracing::debug!(%err, "polling the world failed"),
         }
+        if let Err(err) = self.after_look().await {
+            tracing::debug!(%err, "acting on the world's news failed");
+        }
+    }
+
+    /// What the player's own task does about what a look found: takes a promotion earned by a
+    /// share of a fallen problem, shows tells that arrived, deletes tells their recipients
+    /// read.
+    async fn after_look(&mut self) -> Result<(), KvError> {
+        let Some(world) = self.news.world().cloned() else {
+            return Ok(());
+        };
+        let unread = super::mail::unread(&self.ctx, &world);
+        match &self.mailbox {
+            None => {
+                self.mailbox = Some(unread.iter().map(|t| (t.from.clone(), t.seq)).collect());
+                if !unread.is_empty() {
+                    let text = format!(
+                        "{} tell{} came while you were away: type `mail` to read them.",
+                        unread.len(),
+                        if unread.len() == 1 { "" } else { "s" }
+                    );
+                    self.ctx.line(LineKind::Event, text).await;
+                }
+            }
+            Some(mailbox) => {
+                let live: Vec<_> = unread
+                    .into_iter()
+                    .filter(|t| !mailbox.contains(&(t.from.clone(), t.seq)))
+                    .collect();
+                for t in &live {
+                    let line = super::mail::tell_line(t, super::events::ChatScope::Tell);
+                    self.ctx.send(Event::Line(line)).await;
+                }
+                super::mail::mark_read(&self.ctx, &live).await?;
+            }
+        }
+        if super::mail::read_by_recipients(&world, &self.ctx.id) {
+            self.ctx.player.apply(Change::Tidy).await?;
+        }
+        let owed = super::ledger::owed_promotion(&self.ctx.content, &world, &self.ctx.id);
+        if owed.is_some()
+            && self.job.is_none()
+            && let Outcome::Promoted { rank } = self.ctx.player.apply(Change::Claim).await?
+        {
+            if self.mode == Mode::Solving {
+                self.mode = Mode::Mining;
+                self.battle_rank = None;
+            }
+            let (_, mut cancel) = watch::channel(false);
+            super::jobs::promoted(&self.ctx, rank, &mut cancel).await;
+        }
+        Ok(())
     }
 
     /// Sends a status snapshot if it changed.

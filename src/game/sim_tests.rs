@@ -62,7 +62,10 @@ impl Kv for MemKv {
         Ok(Vec::new())
     }
     async fn join(&self, _: &str) -> Result<(), KvError> {
-        Err(KvError::JoinFailed("no network".into()))
+        Err(KvError::Join {
+            kind: crate::rpc::JoinKind::NoNetwork,
+            message: "no network".into(),
+        })
     }
 }
 
@@ -128,7 +131,13 @@ async fn play(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let kv = replicas[p % REPLICAS].clone();
         let handle = PlayerHandle::spawn(kv, id(p), content.clone(), clock.clone());
         let name = format!("n{p}");
-        handle.apply(Change::Enter { name }).await.unwrap();
+        handle
+            .apply(Change::Enter {
+                name,
+                tell_key: None,
+            })
+            .await
+            .unwrap();
         handles.push(handle);
     }
     for p in 0..PLAYERS {
@@ -188,7 +197,13 @@ async fn chat_is_a_ring_so_the_world_does_not_grow() {
     let clock = Arc::new(InstantClock::new(0));
     let handle = PlayerHandle::spawn(kv.clone(), "talker".into(), content.clone(), clock);
     let name = "talker".to_owned();
-    handle.apply(Change::Enter { name }).await.unwrap();
+    handle
+        .apply(Change::Enter {
+            name,
+            tell_key: None,
+        })
+        .await
+        .unwrap();
     for i in 1..=150u64 {
         let change = Change::Chat {
             scope: super::schema::Scope::Shout,
@@ -214,7 +229,13 @@ async fn counters_never_saturate_into_free_coins() {
     let clock = Arc::new(InstantClock::new(0));
     let handle = PlayerHandle::spawn(kv.clone(), "me".into(), content, clock);
     let name = "me".to_owned();
-    handle.apply(Change::Enter { name }).await.unwrap();
+    handle
+        .apply(Change::Enter {
+            name,
+            tell_key: None,
+        })
+        .await
+        .unwrap();
     let max = u64::MAX.to_string();
     for (key, value) in [
         ("p/rich1/name", "rich1"),
@@ -304,7 +325,7 @@ impl Kv for SlowJoinKv {
 /// waiting for room to say it ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_a_job_after_the_session_was_busy_does_not_hang() {
-    use super::events::{Event, Input};
+    use super::events::{Activity, Event, Input};
     use super::session::{self, SessionOptions};
     use std::time::Duration;
     for seed in 0..8 {
@@ -319,14 +340,14 @@ async fn stopping_a_job_after_the_session_was_busy_does_not_hang() {
             seed: Some(seed),
             clock: Some(Arc::new(InstantClock::new(0))),
             player_id: Some("miner".into()),
-            content: None,
+            ..SessionOptions::default()
         };
         let (inputs, mut events) = session::spawn(kv, options);
         let (attempts_tx, mut attempts) = tokio::sync::mpsc::unbounded_channel();
         let reader = tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 match event {
-                    Event::Line(line) if line.text.starts_with("--- Mining bitcoin") => {
+                    Event::Progress(Some(progress)) if progress.activity == Activity::Mining => {
                         let _ = attempts_tx.send(());
                     }
                     Event::Quit => return true,
@@ -369,7 +390,7 @@ async fn input_stays_live_while_a_join_dials() {
         seed: Some(1),
         clock: Some(Arc::new(InstantClock::new(0))),
         player_id: Some("joiner".into()),
-        content: None,
+        ..SessionOptions::default()
     };
     let (inputs, mut events) = session::spawn(kv, options);
     for line in ["join /ip4/192.0.2.1/tcp/1", "stats"] {

@@ -1,13 +1,15 @@
-//! The multiplayer and node commands: `map`, `who`, `say`, `shout`, `top`, `give`, and the
-//! node side, `addr` and `join`.
+//! The multiplayer and node commands: `map`, `who`, `say`, `emote`, `shout`, `top`, `give`,
+//! and the node side, `addr` and `join`. Places (`look`, notes) are in `places`, tells in
+//! `mail`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use super::commands;
 use super::ctx::Ctx;
-use super::events::{Event, LineKind};
+use super::events::{Chat, ChatScope, Detail, Event, Line, LineKind};
 use super::names::{self, Found};
 use super::news;
 use super::player::{Change, Outcome};
@@ -71,9 +73,9 @@ impl<K: Kv> Session<K> {
         Ok(())
     }
 
-    /// `say` and `shout`.
-    pub(super) async fn chat(&mut self, text: &str, shout: bool) -> Result<(), KvError> {
-        let verb = if shout { "shout" } else { "say" };
+    /// `say`, `emote` and `shout`.
+    pub(super) async fn chat(&mut self, text: &str, kind: ChatKind) -> Result<(), KvError> {
+        let verb = kind.verb();
         let text = commands::clean_text(text);
         let max = self.ctx.content.rules.chat.max_chars;
         if text.is_empty() {
@@ -87,39 +89,59 @@ impl<K: Kv> Session<K> {
             let why = format!("That is too long to {verb}: at most {max} characters.");
             return self.ctx.reply(LineKind::Error, why).await;
         }
-        let scope = if shout {
-            Scope::Shout
-        } else {
-            let world = self.world().await?;
-            Scope::Say(world.player(&self.ctx.id).loc.unwrap_or_default())
+        let world = self.world().await?;
+        let loc = world.player(&self.ctx.id).loc.unwrap_or_default();
+        let scope = match kind {
+            ChatKind::Say => Scope::Say(loc),
+            ChatKind::Emote => Scope::Emote(loc),
+            ChatKind::Shout => Scope::Shout,
         };
         self.ctx
             .player
             .apply(Change::Chat {
-                scope,
+                scope: scope.clone(),
                 text: text.clone(),
             })
             .await?;
-        let kind = if shout {
-            LineKind::Shout
-        } else {
-            LineKind::Chat
+        let me = names::display_names(&world)
+            .remove(&self.ctx.id)
+            .unwrap_or_default();
+        let shown = match kind {
+            ChatKind::Emote => format!("{me} {text}"),
+            _ => format!("You {verb}: {text}"),
         };
-        self.ctx.line(kind, format!("You {verb}: {text}")).await;
+        let line_kind = match kind {
+            ChatKind::Shout => LineKind::Shout,
+            _ => LineKind::Chat,
+        };
+        let detail = Detail::Chat(Chat {
+            scope: ChatScope::from(&scope),
+            from: me,
+            text,
+        });
+        self.ctx
+            .send(Event::Line(Line::about(line_kind, shown, detail)))
+            .await;
         Ok(())
     }
 
-    /// `top`.
+    /// `top`: by rank, then net worth (coins plus the shop value of hardware).
     pub(super) async fn top(&mut self) -> Result<(), KvError> {
         let world = self.world().await?;
         let content = self.ctx.content.clone();
         let rows = news::leaderboard(&content, &world);
-        self.ctx.line(LineKind::Info, "Leaderboard:").await;
-        for (i, (name, rank, coins)) in rows.into_iter().take(content.rules.top_size).enumerate() {
+        self.ctx
+            .line(LineKind::Info, "Leaderboard (rank, then net worth):")
+            .await;
+        for (i, row) in rows.into_iter().take(content.rules.top_size).enumerate() {
             let text = format!(
-                "  {}. {name} - {rank}, {coins} {}",
+                "  {}. {} - {}, worth {} ({} + hardware {})",
                 i + 1,
-                content.rules.currency
+                row.name,
+                row.rank,
+                content.coins(row.worth),
+                row.coins,
+                row.hardware,
             );
             self.ctx.line(LineKind::Info, text).await;
         }
@@ -268,6 +290,27 @@ impl<K: Kv> Session<K> {
     }
 }
 
+/// Which way of talking to the room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ChatKind {
+    /// `say`: heard here.
+    Say,
+    /// `emote`: seen here.
+    Emote,
+    /// `shout`: heard everywhere.
+    Shout,
+}
+
+impl ChatKind {
+    fn verb(self) -> &'static str {
+        match self {
+            ChatKind::Say => "say",
+            ChatKind::Emote => "emote",
+            ChatKind::Shout => "shout",
+        }
+    }
+}
+
 /// How long `join` waits for the dial before it lets the player play on.
 const JOIN_WAIT: Duration = Duration::from_secs(1);
 
@@ -286,19 +329,47 @@ fn reachability_sentence(addrs: &[SharedAddr]) -> &'static str {
     }
 }
 
-/// Tells how a `join` ended.
+/// Tells how a `join` ended, in one line; an address that connected is remembered.
 async fn report_join<K: Kv>(ctx: &Ctx<K>, addr: &str, result: Result<(), KvError>) {
+    let shown = commands::shorten(addr);
     match result {
         Ok(()) => {
-            let text = format!("Joined {addr}. The world syncs in the background.");
+            let text = format!(
+                "Joined {shown}: connected to a node of this world, which syncs in the background."
+            );
             ctx.line(LineKind::Info, text).await;
             ctx.send(Event::PeerJoined(addr.to_owned())).await;
         }
-        Err(KvError::JoinFailed(why)) => {
-            let text = format!("Could not join {}: {why}", commands::shorten(addr));
+        Err(KvError::Join { message, .. }) => {
+            let text = format!("Could not join {shown}: {message}.");
             ctx.line(LineKind::Error, text).await;
         }
         Err(err) => ctx.kv_error(&err).await,
+    }
+}
+
+/// Joins the addresses the player gave on the command line (`--join`, reported like `join`)
+/// and the remembered ones (quietly: they are remembered again, or forgotten after a week of
+/// failures), in the background.
+pub(super) fn join_at_start<K: Kv>(ctx: Arc<Ctx<K>>, flags: Vec<String>, remembered: Vec<String>) {
+    for (addr, loud) in flags.iter().map(|a| (a.clone(), true)).chain(
+        remembered
+            .into_iter()
+            .filter(|a| !flags.contains(a))
+            .map(|a| (a, false)),
+    ) {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let result = ctx.kv.join(&addr).await;
+            if loud {
+                return report_join(&ctx, &addr, result).await;
+            }
+            match result {
+                Ok(()) => ctx.send(Event::PeerJoined(addr)).await,
+                Err(KvError::Join { .. }) => ctx.send(Event::PeerFailed(addr)).await,
+                Err(err) => tracing::debug!(%addr, %err, "could not join a remembered peer"),
+            }
+        });
     }
 }
 

@@ -8,14 +8,17 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::event_loop::EventLoop;
-use super::{P2pError, peer_of};
+use super::{JoinError, P2pError, peer_of};
+
+/// Why a dial did not start when one to the same peer is under way.
+const ALREADY_DIALLING: &str = "already dialling that peer";
 
 impl EventLoop {
     pub(super) fn join(&mut self, addr: Multiaddr, reply: oneshot::Sender<Result<(), P2pError>>) {
         let peer = peer_of(&addr);
-        if peer.is_some_and(|peer| self.swarm.is_connected(&peer)) {
-            self.redial.add(addr, peer);
-            let _ = reply.send(Ok(()));
+        if let Some(peer) = peer.filter(|peer| self.swarm.is_connected(peer)) {
+            self.redial.add(addr, Some(peer));
+            self.await_world(peer, reply);
             return;
         }
         if let Some(peer) = peer {
@@ -28,6 +31,14 @@ impl EventLoop {
         match self.dial(addr, peer) {
             Ok(id) => {
                 self.pending_joins.insert(id, reply);
+            }
+            // Already being dialled (a `--join` at start): its connection will answer.
+            Err(P2pError::Dial(why)) if why == ALREADY_DIALLING && peer.is_some() => {
+                let peer = peer.unwrap_or_else(|| unreachable!("checked just above"));
+                self.joins_awaiting_world
+                    .entry(peer)
+                    .or_default()
+                    .push(reply);
             }
             Err(err) => {
                 let _ = reply.send(Err(err));
@@ -53,12 +64,49 @@ impl EventLoop {
             Err(DialError::DialPeerConditionFalse(_)) => {
                 let connected = peer.is_some_and(|peer| self.swarm.is_connected(&peer));
                 self.redial.not_dialled(&addr, connected);
-                Err(P2pError::Dial("already dialling that peer".into()))
+                Err(P2pError::Dial(ALREADY_DIALLING.into()))
             }
             Err(err) => {
                 self.redial.not_dialled(&addr, false);
                 Err(P2pError::Dial(err.to_string()))
             }
+        }
+    }
+
+    /// A `JOIN` connected to `peer`: it succeeds once a sync exchange shows the peer is of
+    /// this world (at once if one already did), and fails if the peer turns out foreign.
+    pub(super) fn await_world(
+        &mut self,
+        peer: PeerId,
+        reply: oneshot::Sender<Result<(), P2pError>>,
+    ) {
+        if self.foreign.contains(&peer) {
+            let why = "it refused to sync with us, or we with it".to_owned();
+            let _ = reply.send(Err(JoinError::ForeignWorld(why).into()));
+        } else if self.synced.contains(&peer) {
+            let _ = reply.send(Ok(()));
+        } else {
+            self.joins_awaiting_world
+                .entry(peer)
+                .or_default()
+                .push(reply);
+            self.start_sync(peer);
+        }
+    }
+
+    /// A sync exchange with `peer` worked: it is of this world.
+    pub(super) fn join_confirmed(&mut self, peer: PeerId) {
+        self.synced.insert(peer);
+        for reply in self.joins_awaiting_world.remove(&peer).unwrap_or_default() {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    /// `peer` is not one to join (another world, not cmud, gone).
+    pub(super) fn join_failed(&mut self, peer: PeerId, why: JoinError) {
+        self.synced.remove(&peer);
+        for reply in self.joins_awaiting_world.remove(&peer).unwrap_or_default() {
+            let _ = reply.send(Err(why.clone().into()));
         }
     }
 

@@ -102,6 +102,10 @@ pub(super) struct EventLoop {
     pub(super) pending_joins: HashMap<ConnectionId, oneshot::Sender<Result<(), P2pError>>>,
     /// Bootstrap / anti-entropy: the session running and the peers waiting.
     pub(super) sync: Syncs,
+    /// Connected peers a sync exchange showed to be of this world.
+    pub(super) synced: HashSet<PeerId>,
+    /// `JOIN`s connected, waiting for the first sync exchange to show the peer's world.
+    pub(super) joins_awaiting_world: HashMap<PeerId, Vec<oneshot::Sender<Result<(), P2pError>>>>,
     /// Connected peers of another world, format or program: not synced with while connected.
     pub(super) foreign: HashSet<PeerId>,
     /// Last clock offset seen per peer (their clock minus ours), in milliseconds.
@@ -150,6 +154,8 @@ impl EventLoop {
             redial: Redial::default(),
             pending_joins: HashMap::new(),
             sync: Syncs::default(),
+            joins_awaiting_world: HashMap::new(),
+            synced: HashSet::new(),
             foreign: HashSet::new(),
             offsets: HashMap::new(),
             offset_warned: HashSet::new(),
@@ -291,7 +297,7 @@ impl EventLoop {
             } => {
                 self.redial.connected(peer_id, connection_id);
                 if let Some(reply) = self.pending_joins.remove(&connection_id) {
-                    let _ = reply.send(Ok(()));
+                    self.await_world(peer_id, reply);
                 }
                 let remote = self.nat_connection_up(connection_id, peer_id, &endpoint);
                 self.peers.entry(peer_id).or_default().push(remote);
@@ -331,6 +337,7 @@ impl EventLoop {
                     self.offset_warned.remove(&peer_id);
                     self.bad_logged.remove(&peer_id);
                     self.foreign.remove(&peer_id);
+                    self.join_failed(peer_id, super::JoinError::Unreachable);
                     self.update_clock_offset();
                     self.redial.disconnected(peer_id);
                 }
@@ -347,7 +354,10 @@ impl EventLoop {
                 tracing::debug!(peer = ?peer_id, %error, "dial failed");
                 self.redial.dial_failed(connection_id);
                 if let Some(reply) = self.pending_joins.remove(&connection_id) {
-                    let _ = reply.send(Err(P2pError::Dial(error.to_string())));
+                    let _ = reply.send(Err(super::JoinError::of_dial(&error).into()));
+                }
+                if let Some(peer) = peer_id.filter(|p| !self.swarm.is_connected(p)) {
+                    self.join_failed(peer, super::JoinError::of_dial(&error));
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => {

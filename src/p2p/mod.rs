@@ -82,6 +82,60 @@ pub enum P2pError {
     /// The network task has stopped.
     #[error("the network has stopped")]
     Stopped,
+    /// A `JOIN` did not reach a node of this world with the expected peer id.
+    #[error("{0}")]
+    Join(#[from] JoinError),
+}
+
+/// Why a `JOIN` failed, one kind per thing a player can do something about. The text starts
+/// with a stable code word (`unreachable:` ...) so a client across the RPC port reads the kind
+/// back (`rpc::client`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// Nothing accepted the connection there.
+    #[error("unreachable: nothing answers at that address")]
+    Unreachable,
+    /// The host name does not resolve.
+    #[error("no-such-host: the host name does not resolve")]
+    NoSuchHost,
+    /// A node answered with another peer id than the address names.
+    #[error("wrong-peer: the node there is {0}, not the peer id in the address")]
+    WrongPeer(String),
+    /// A node answered but is of another world (or format).
+    #[error("foreign-world: the node there is not of this world ({0})")]
+    ForeignWorld(String),
+    /// Something answered that does not speak cmud's sync protocol.
+    #[error("not-cmud: the program there is not a cmud node")]
+    NotCmud,
+    /// No answer in time.
+    #[error("timeout: no answer within {0} s")]
+    Timeout(u64),
+    /// Another failure, as libp2p says it.
+    #[error("failed: {0}")]
+    Other(String),
+}
+
+impl JoinError {
+    /// The kind of a failed dial.
+    fn of_dial(error: &libp2p::swarm::DialError) -> JoinError {
+        use libp2p::swarm::DialError;
+        match error {
+            DialError::WrongPeerId { obtained, .. } => JoinError::WrongPeer(obtained.to_string()),
+            DialError::Transport(errors) => {
+                let text = format!("{errors:?}");
+                if text.contains("ConnectionRefused") {
+                    JoinError::Unreachable
+                } else if text.contains("ResolveError") || text.contains("NoRecordsFound") {
+                    JoinError::NoSuchHost
+                } else if text.contains("TimedOut") || text.contains("Unreachable") {
+                    JoinError::Unreachable
+                } else {
+                    JoinError::Other(error.to_string())
+                }
+            }
+            other => JoinError::Other(other.to_string()),
+        }
+    }
 }
 
 /// How to run the network.
@@ -211,7 +265,9 @@ impl NetworkHandle {
         rx.await.unwrap_or_default()
     }
 
-    /// Dials `addr` now; an error if it cannot be reached. The peer is re-dialled after drops.
+    /// Dials `addr` now; succeeds once connected to a node of this world (with the peer id the
+    /// address names, if it names one), an error saying why not otherwise. The peer is
+    /// re-dialled after drops.
     pub async fn join(&self, addr: &str) -> Result<(), P2pError> {
         let addr: Multiaddr = addr
             .parse()
@@ -224,10 +280,7 @@ impl NetworkHandle {
         match tokio::time::timeout(JOIN_TIMEOUT, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(P2pError::Stopped),
-            Err(_) => Err(P2pError::Dial(format!(
-                "no answer from {addr} within {} s",
-                JOIN_TIMEOUT.as_secs()
-            ))),
+            Err(_) => Err(JoinError::Timeout(JOIN_TIMEOUT.as_secs()).into()),
         }
     }
 

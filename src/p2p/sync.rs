@@ -284,6 +284,7 @@ impl EventLoop {
                 ) {
                     tracing::info!(%peer, "peer does not speak /cmud/sync/2; not syncing with it");
                     self.foreign.insert(peer);
+                    self.join_failed(peer, super::JoinError::NotCmud);
                 } else {
                     tracing::debug!(%peer, %error, "sync request failed; anti-entropy retries");
                 }
@@ -329,6 +330,7 @@ impl EventLoop {
             if self.foreign.insert(peer) {
                 tracing::warn!(%peer, %reason, "refusing to sync with a peer");
             }
+            self.join_failed(peer, super::JoinError::ForeignWorld(reason.clone()));
             let _ = self
                 .swarm
                 .behaviour_mut()
@@ -364,6 +366,7 @@ impl EventLoop {
                     tracing::warn!(%peer, %reason, "a peer refused to sync with us");
                 }
                 self.finish_sync();
+                self.join_failed(peer, super::JoinError::ForeignWorld(reason));
             }
             SyncResponse::Reply {
                 format,
@@ -375,8 +378,11 @@ impl EventLoop {
                     tracing::warn!(%peer, format, "a peer answered in another format; not syncing with it");
                     self.foreign.insert(peer);
                     self.finish_sync();
+                    let why = format!("it speaks format {format}");
+                    self.join_failed(peer, super::JoinError::ForeignWorld(why));
                     return;
                 }
+                self.join_confirmed(peer);
                 self.record_clock_offset(peer, offset_ms(sent_ms));
                 self.reply_received(peer, message, total);
             }

@@ -35,12 +35,72 @@ pub enum KvError {
     /// nothing of the command was written. The replica's reason.
     #[error("{0}")]
     ForeignNamespace(String),
-    /// A `JOIN` could not reach the peer; why.
-    #[error("{0}")]
-    JoinFailed(String),
     /// A stored value is not UTF-8 text.
     #[error("value under {0} is not text")]
     NotText(String),
+    /// A `JOIN` did not reach a node of this world with the expected peer id.
+    #[error("{message}")]
+    Join {
+        /// What went wrong.
+        kind: JoinKind,
+        /// The node's words for it, without the code word.
+        message: String,
+    },
+}
+
+/// Why a `JOIN` failed, as the node's reply names it (`p2p::JoinError`'s code words).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Nothing answers at that address.
+    Unreachable,
+    /// The host name does not resolve.
+    NoSuchHost,
+    /// A node answers with another peer id.
+    WrongPeer,
+    /// A node of another world (or format) answers.
+    ForeignWorld,
+    /// Something that is not a cmud node answers.
+    NotCmud,
+    /// No answer in time.
+    Timeout,
+    /// Not a multiaddr.
+    BadAddr,
+    /// This node has no network.
+    NoNetwork,
+    /// Anything else.
+    Other,
+}
+
+/// Reads a refused `JOIN`'s reply (`ERR join <addr>: <code>: <words>`) back into its kind.
+pub fn join_refusal(reply: &str) -> KvError {
+    const CODES: &[(&str, JoinKind)] = &[
+        ("unreachable: ", JoinKind::Unreachable),
+        ("no-such-host: ", JoinKind::NoSuchHost),
+        ("wrong-peer: ", JoinKind::WrongPeer),
+        ("foreign-world: ", JoinKind::ForeignWorld),
+        ("not-cmud: ", JoinKind::NotCmud),
+        ("timeout: ", JoinKind::Timeout),
+        ("failed: ", JoinKind::Other),
+    ];
+    for (code, kind) in CODES {
+        if let Some((_, words)) = reply.split_once(code) {
+            return KvError::Join {
+                kind: *kind,
+                message: words.trim().to_owned(),
+            };
+        }
+    }
+    let (kind, message) = if reply.contains("bad multiaddr") {
+        (JoinKind::BadAddr, "that is not a multiaddr".to_owned())
+    } else if reply.contains("without a network") {
+        (
+            JoinKind::NoNetwork,
+            "this node runs without a network".to_owned(),
+        )
+    } else {
+        (JoinKind::Other, reply.trim().to_owned())
+    };
+    KvError::Join { kind, message }
 }
 
 /// How the replica words a refusal to write another node's namespace (see `rpc::commands`).
@@ -101,7 +161,8 @@ pub trait Kv: Clone + Send + Sync + 'static {
     fn addrs(&self) -> impl Future<Output = Result<Vec<SharedAddr>, KvError>> + Send;
     /// Peers this node is connected to.
     fn peers(&self) -> impl Future<Output = Result<Vec<PeerInfo>, KvError>> + Send;
-    /// Dials a peer now; fails if it cannot be reached.
+    /// Dials a peer now; succeeds once connected to a node of this world with the peer id the
+    /// address names; fails with [`KvError::Join`] saying why not.
     fn join(&self, multiaddr: &str) -> impl Future<Output = Result<(), KvError>> + Send;
 }
 
@@ -263,12 +324,7 @@ impl Kv for KvClient {
             .await
             .map_err(KvError::from)
         {
-            // The node says "join <addr>: <reason>": the reason is what the player needs.
-            Err(KvError::Refused(why)) => {
-                let marker = format!("join {multiaddr}: ");
-                let reason = why.strip_prefix(&marker).unwrap_or(&why);
-                Err(KvError::JoinFailed(reason.to_owned()))
-            }
+            Err(KvError::Refused(reply)) => Err(join_refusal(&reply)),
             other => other,
         }
     }
@@ -281,4 +337,32 @@ pub fn parse_info(text: &str) -> BTreeMap<String, String> {
         .filter_map(|line| line.split_once(':'))
         .map(|(field, value)| (field.trim().to_owned(), value.trim().to_owned()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_join_is_read_back_into_its_kind() {
+        let kind = |reply: &str| match join_refusal(reply) {
+            KvError::Join { kind, message } => (kind, message),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            kind(
+                "ResponseError: join /ip4/127.0.0.1/tcp/1: unreachable: nothing answers at that address"
+            ),
+            (
+                JoinKind::Unreachable,
+                "nothing answers at that address".into()
+            )
+        );
+        assert_eq!(kind("join x: bad multiaddr x").0, JoinKind::BadAddr);
+        assert_eq!(
+            kind("join /dns4/a: no-such-host: the host name does not resolve").0,
+            JoinKind::NoSuchHost
+        );
+        assert_eq!(kind("something new").0, JoinKind::Other);
+    }
 }

@@ -15,5 +15,5 @@ pub mod resp;
 pub mod server;
 
 pub use auth::RpcEndpoint;
-pub use client::{Kv, KvClient, KvError, PeerInfo};
+pub use client::{JoinKind, Kv, KvClient, KvError, PeerInfo};
 pub use clients::RpcOptions;

@@ -242,7 +242,7 @@ impl App {
             }
             Event::Progress(progress) => self.progress = progress,
             Event::Copy(text) => return vec![Command::Copy(text)],
-            Event::NameChosen(_) | Event::PeerJoined(_) => {
+            Event::NameChosen(_) | Event::PeerJoined(_) | Event::PeerFailed(_) => {
                 return vec![Command::Remember(event)];
             }
             Event::Quit => return self.quit(),

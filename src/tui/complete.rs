@@ -1,99 +1,37 @@
-//! Tab completion, and the command table the help overlay shares with it.
-//!
-//! The UI does not query the replica, so it completes from what it knows: the game's commands
-//! (listed here, as in DESIGN.md), the hardware names, and the locations and players seen in
-//! [`Status`] snapshots.
+//! Tab completion from the game's command table: command names at the prompt's mode, then
+//! each argument by its kind (locations and hardware from the rules data, player names from
+//! [`Status`] snapshots, `max`, command names). Nothing here lists commands, hardware or
+//! locations itself.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
+use crate::game::commands::{self, ArgKind, Lookup};
+use crate::game::content::Content;
 use crate::game::events::{Mode, Status};
 
-/// One game command, for completion and the help overlay.
-#[derive(Clone, Copy, Debug)]
-pub struct CommandHelp {
-    /// The command word.
-    pub name: &'static str,
-    /// Its arguments, as help shows them.
-    pub args: &'static str,
-    /// What it does, in a few words.
-    pub about: &'static str,
-    /// What its first argument completes to.
-    pub completes: Arg,
-}
-
-/// What an argument completes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arg {
-    /// Nothing in particular (player names are offered).
-    Free,
-    /// A location.
-    Location,
-    /// A hardware kind.
-    Hardware,
-    /// A player's name.
-    Player,
-}
-
-const fn cmd(
-    name: &'static str,
-    args: &'static str,
-    about: &'static str,
-    completes: Arg,
-) -> CommandHelp {
-    CommandHelp {
-        name,
-        args,
-        about,
-        completes,
-    }
-}
-
-/// The commands at the main prompt.
-pub const COMMANDS: &[CommandHelp] = &[
-    cmd("help", "", "list commands", Arg::Free),
-    cmd("stats", "", "rank, coins, power", Arg::Free),
-    cmd("map", "", "where you can go", Arg::Free),
-    cmd("move", "<place>", "go somewhere", Arg::Location),
-    cmd("mine", "[n]", "mine coins", Arg::Free),
-    cmd("shop", "", "hardware for sale", Arg::Free),
-    cmd("buy", "<hw> [n|max]", "buy hardware", Arg::Hardware),
-    cmd("inv", "", "what you own", Arg::Free),
-    cmd("solve", "", "battle your problem", Arg::Free),
-    cmd("who", "", "who is online, where", Arg::Free),
-    cmd("say", "<text>", "talk to the room", Arg::Free),
-    cmd("shout", "<text>", "talk to everyone", Arg::Free),
-    cmd("top", "", "the leaderboard", Arg::Free),
-    cmd("give", "<player> <n>", "give coins", Arg::Player),
-    cmd("addr", "", "addresses to share", Arg::Free),
-    cmd("join", "<multiaddr>", "dial a friend", Arg::Free),
-    cmd("quit", "", "leave the game", Arg::Free),
-];
-
-/// The commands inside a problem battle.
-pub const BATTLE_COMMANDS: &[&str] = &["solve", "resign", "inv", "help", "quit"];
-
-/// Hardware kinds (`buy`).
-pub const HARDWARE: &[&str] = &["cpu", "gpu", "asic", "quantum", "dark_matter"];
-
-/// What completion knows beyond the static tables.
-#[derive(Clone, Debug, Default)]
+/// What completion knows beyond the command table.
+#[derive(Clone, Debug)]
 pub struct Vocabulary {
-    /// Locations seen (the player's own and other players').
-    pub locations: BTreeSet<String>,
+    /// The rules (locations, hardware).
+    content: Arc<Content>,
     /// Player names seen.
     pub players: BTreeSet<String>,
 }
 
-impl Vocabulary {
-    /// Learns the locations and players of a status snapshot.
-    pub fn learn(&mut self, status: &Status) {
-        if !status.location.is_empty() {
-            self.locations.insert(status.location.clone());
+impl Default for Vocabulary {
+    fn default() -> Self {
+        Vocabulary {
+            content: Content::embedded(),
+            players: BTreeSet::new(),
         }
+    }
+}
+
+impl Vocabulary {
+    /// Learns the players of a status snapshot.
+    pub fn learn(&mut self, status: &Status) {
         for presence in &status.players {
-            if !presence.location.is_empty() {
-                self.locations.insert(presence.location.clone());
-            }
             if !presence.name.is_empty() {
                 self.players.insert(presence.name.clone());
             }
@@ -104,23 +42,24 @@ impl Vocabulary {
     /// duplicates. Matching ignores case.
     pub fn candidates(&self, line: &str, mode: Mode) -> Vec<String> {
         let (head, word) = split_last_word(line);
-        let words: Vec<&str> = head.split_whitespace().collect();
-        let pool: Vec<String> = match (mode, words.first()) {
-            (Mode::Naming, _) => Vec::new(),
-            (Mode::Solving, None) => BATTLE_COMMANDS.iter().map(|s| s.to_string()).collect(),
-            (Mode::Mining, None) => COMMANDS.iter().map(|c| c.name.to_owned()).collect(),
-            (_, Some(first)) => {
-                let arg = COMMANDS
-                    .iter()
-                    .find(|c| c.name.eq_ignore_ascii_case(first))
-                    .map_or(Arg::Free, |c| c.completes);
-                match (arg, words.len()) {
-                    (Arg::Location, 1) => self.locations.iter().cloned().collect(),
-                    (Arg::Hardware, 1) => HARDWARE.iter().map(|s| s.to_string()).collect(),
-                    (Arg::Hardware, 2) => vec!["max".to_owned()],
-                    (Arg::Player | Arg::Free, _) => self.players.iter().cloned().collect(),
-                    _ => Vec::new(),
-                }
+        let (first, rest) = commands::split(head);
+        let pool: Vec<String> = if mode == Mode::Naming {
+            Vec::new()
+        } else if first.is_empty() {
+            commands::available(mode)
+                .map(|c| c.name.to_owned())
+                .collect()
+        } else {
+            let index = if rest.is_empty() {
+                0
+            } else {
+                rest.split_whitespace().count()
+            };
+            match commands::lookup(first) {
+                Lookup::Found(c) => c
+                    .arg(index)
+                    .map_or(Vec::new(), |arg| self.pool(arg.kind, mode)),
+                _ => Vec::new(),
             }
         };
         let lower = word.to_lowercase();
@@ -131,6 +70,21 @@ impl Vocabulary {
         out.sort();
         out.dedup();
         out
+    }
+
+    /// What an argument of `kind` completes to.
+    fn pool(&self, kind: ArgKind, mode: Mode) -> Vec<String> {
+        let rules = &self.content.rules;
+        match kind {
+            ArgKind::Location => rules.locations.iter().map(|l| l.id.clone()).collect(),
+            ArgKind::Hardware => rules.hardware.iter().map(|h| h.id.clone()).collect(),
+            ArgKind::CountOrMax => vec!["max".to_owned()],
+            ArgKind::Player | ArgKind::Text => self.players.iter().cloned().collect(),
+            ArgKind::Command => commands::available(mode)
+                .map(|c| c.name.to_owned())
+                .collect(),
+            ArgKind::Count | ArgKind::Multiaddr => Vec::new(),
+        }
     }
 }
 
@@ -201,13 +155,45 @@ mod tests {
         assert_eq!(v.candidates("mi", Mode::Mining), ["mine"]);
         assert_eq!(
             v.candidates("s", Mode::Mining),
-            ["say", "shop", "shout", "solve", "stats"]
+            ["say", "shop", "shout", "solve", "stats", "stop"]
         );
         assert_eq!(v.candidates("r", Mode::Solving), ["resign"]);
+        assert_eq!(v.candidates("b", Mode::Solving), Vec::<String>::new());
         assert_eq!(v.candidates("buy d", Mode::Mining), ["dark_matter"]);
+        assert_eq!(v.candidates("b d", Mode::Mining), ["dark_matter"]);
         assert_eq!(v.candidates("buy gpu m", Mode::Mining), ["max"]);
-        assert_eq!(v.candidates("move g", Mode::Mining), ["Gates 5"]);
+        assert_eq!(v.candidates("move f", Mode::Mining), ["fence"]);
         assert_eq!(v.candidates("give B", Mode::Mining), ["bob"]);
+        assert_eq!(v.candidates("tell b", Mode::Mining), ["bob"]);
+        assert_eq!(v.candidates("help re", Mode::Solving), ["resign"]);
+        assert_eq!(
+            v.candidates("give bob ", Mode::Mining),
+            Vec::<String>::new()
+        );
         assert!(v.candidates("a", Mode::Naming).is_empty());
+    }
+
+    #[test]
+    fn every_command_completes_from_the_table() {
+        let v = vocabulary();
+        for c in commands::COMMANDS {
+            let mode = if c.allowed(Mode::Mining) {
+                Mode::Mining
+            } else {
+                Mode::Solving
+            };
+            assert!(
+                v.candidates(c.name, mode).contains(&c.name.to_owned()),
+                "{}",
+                c.name
+            );
+        }
+        let hardware = v.candidates("buy ", Mode::Mining);
+        let rules = &Content::embedded().rules;
+        assert_eq!(hardware.len(), rules.hardware.len());
+        assert_eq!(
+            v.candidates("move ", Mode::Mining).len(),
+            rules.locations.len()
+        );
     }
 }

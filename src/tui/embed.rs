@@ -58,7 +58,7 @@ pub async fn start_node_quietly(settings: &Settings) -> anyhow::Result<StartedNo
     })
 }
 
-/// Keeps what the game learned (a chosen name, a joined peer) in `profile.ron`. Other events
+/// Keeps what the game learned (a chosen name, a joined or failing peer) in `profile.ron`. Other events
 /// are ignored. Failures are logged, not fatal: the game goes on.
 pub fn remember(settings: &mut Settings, event: &Event) {
     let changed = match event {
@@ -67,6 +67,12 @@ pub fn remember(settings: &mut Settings, event: &Event) {
             true
         }
         Event::PeerJoined(addr) => settings.profile.add_peer(addr),
+        Event::PeerFailed(addr) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            settings.profile.peer_failed(addr, now)
+        }
         _ => false,
     };
     if changed && let Err(err) = settings.profile.save(&settings.paths.profile_file) {

@@ -74,8 +74,8 @@ pub fn lines(theme: Theme, width: usize) -> Vec<Line<'static>> {
     let heading = |text: &str| Line::from(Span::styled(text.to_owned(), theme.title()));
     let mut lines = vec![heading("Commands (help <command> in the game says more)")];
     for command in COMMANDS.iter().filter(|c| c.at != Where::Battle) {
-        let usage = format!("{} {}", command.name, command.usage);
-        entry(&mut lines, theme, usage.trim_end(), command.help, width);
+        let usage = command.synopsis();
+        entry(&mut lines, theme, &usage, command.help, width);
     }
     lines.push(Line::default());
     lines.push(heading("In a battle"));

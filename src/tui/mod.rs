@@ -38,15 +38,26 @@ use self::theme::Theme;
 /// Runs the game in the terminal UI with an embedded node.
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let started = embed::start_node_quietly(&settings).await?;
+    let tell_key = crate::game::tell::TellKey::load_or_create(&settings.node.world_dir);
+    let tell_problem = tell_key.as_ref().err().map(ToString::to_string);
     let (input, events) = session::spawn(
         started.kv,
         SessionOptions {
             name: settings.name.clone(),
+            tell_key: tell_key.ok().map(std::sync::Arc::new),
+            joins: settings.joins.clone(),
+            remembered_peers: settings.profile.peers.clone(),
             ..SessionOptions::default()
         },
     );
     let mut app = App::new(Theme::from_env());
     app.options = settings.screen;
+    if let Some(why) = tell_problem {
+        app.note(
+            LineKind::Error,
+            format!("Tells cannot be read here: {why}."),
+        );
+    }
     if let Some(moved) = &started.rpc_moved {
         app.note(LineKind::Error, format!("Note: {moved}."));
     }

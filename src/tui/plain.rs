@@ -7,6 +7,12 @@
 //! prompts and each command waits for the previous one's long action (`mine 5`) to finish, so
 //! a script reads like a transcript. Exits on `quit` or end of input, once the node has
 //! flushed the world to disk. Node addresses go to stderr; stdout is the game's.
+//!
+//! With `--json` every event is written as one JSON object per line (`game::json`) instead,
+//! for bots; there are no prompts then.
+//!
+//! Stdin is read on a thread of its own, so leaving never waits for a line that will not come
+//! (a read blocked on a terminal would otherwise hold the runtime open until Enter).
 
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
@@ -26,24 +32,45 @@ const SYNC_MARK: &str = "# plain: ready";
 /// Inputs read ahead of the game before reading pauses.
 const MAX_PENDING: usize = 64;
 
+/// How the REPL writes events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Lines of text, and prompts on a terminal.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
 /// Runs the game as a plain REPL with an embedded node.
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let (node, kv) = embed::start_node(&settings).await?;
+    let tell_key = crate::game::tell::TellKey::load_or_create(&settings.node.world_dir)
+        .map_err(|err| eprintln!("cmud: tells cannot be read on this node: {err}"))
+        .ok();
     let options = SessionOptions {
         name: settings.name.clone(),
         no_pauses: true,
+        tell_key: tell_key.map(std::sync::Arc::new),
+        joins: settings.joins.clone(),
+        remembered_peers: settings.profile.peers.clone(),
         ..SessionOptions::default()
     };
     let (inputs, events) = session::spawn(kv, options);
+    let output = if settings.json {
+        Output::Json
+    } else {
+        Output::Text
+    };
     let interactive = std::io::stdin().is_terminal();
-    let stdin = BufReader::new(tokio::io::stdin());
     let mut stdout = std::io::stdout();
     let result = drive(
-        inputs,
-        events,
-        stdin,
+        Game { inputs, events },
+        stdin_reader(),
         &mut stdout,
-        interactive,
+        Frontend {
+            interactive,
+            output,
+        },
         &mut |event| embed::remember(&mut settings, event),
     )
     .await;
@@ -51,10 +78,58 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     result.map_err(Into::into)
 }
 
+/// Stdin as an async reader fed by a thread of its own: the thread stays blocked in its read
+/// when the game ends, and the process exits without waiting for it.
+fn stdin_reader() -> BufReader<tokio::io::DuplexStream> {
+    use std::io::BufRead;
+    use tokio::io::AsyncWriteExt;
+    const PIPE_BYTES: usize = 64 * 1024;
+    let (mut tx, rx) = tokio::io::duplex(PIPE_BYTES);
+    let handle = tokio::runtime::Handle::current();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match stdin.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if handle.block_on(tx.write_all(&line)).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Dropping `tx` ends the reader's input.
+    });
+    BufReader::new(rx)
+}
+
+/// The session, as the REPL talks to it.
+pub struct Game {
+    /// Where inputs go.
+    pub inputs: mpsc::Sender<Input>,
+    /// Where events come from.
+    pub events: mpsc::Receiver<Event>,
+}
+
+/// How the REPL behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct Frontend {
+    /// Whether stdin is a terminal: prompts, lines passed on at once, Ctrl-C handled.
+    pub interactive: bool,
+    /// Text or JSON.
+    pub output: Output,
+}
+
 /// Where the REPL stands.
 struct Repl {
     /// Whether prompts are shown and input is passed on at once (a terminal).
     interactive: bool,
+    /// Text or JSON.
+    output: Output,
+    /// Whether Ctrl-C already interrupted the running action (a second one exits).
+    interrupted: bool,
     /// The game's current prompt.
     mode: Mode,
     /// Sync marks sent whose echo has not come back yet.
@@ -70,6 +145,11 @@ struct Repl {
 }
 
 impl Repl {
+    /// Whether prompts are shown (text on a terminal).
+    fn prompts(&self) -> bool {
+        self.interactive && self.output == Output::Text
+    }
+
     /// Whether the next line of input may be read now.
     fn ready_for_input(&self) -> bool {
         !self.eof && (self.interactive || (self.unacknowledged == 0 && !self.busy))
@@ -80,19 +160,21 @@ impl Repl {
 /// `remember` sees every event (to keep a chosen name in the profile). Returns when the game
 /// quits.
 pub async fn drive<R, W>(
-    inputs: mpsc::Sender<Input>,
-    mut events: mpsc::Receiver<Event>,
+    game: Game,
     mut reader: R,
     out: &mut W,
-    interactive: bool,
+    frontend: Frontend,
     remember: &mut dyn FnMut(&Event),
 ) -> std::io::Result<()>
 where
     R: AsyncBufRead + Unpin,
     W: Write,
 {
+    let Game { inputs, mut events } = game;
     let mut repl = Repl {
-        interactive,
+        interactive: frontend.interactive,
+        output: frontend.output,
+        interrupted: false,
         mode: Mode::Naming,
         unacknowledged: 1,
         busy: false,
@@ -139,7 +221,7 @@ where
                     return Ok(());
                 }
                 // Background news (chat, gifts) printed over the prompt: show it again.
-                if repl.interactive && !repl.prompt_visible && repl.unacknowledged == 0
+                if repl.prompts() && !repl.prompt_visible && repl.unacknowledged == 0
                     && !repl.eof && events.is_empty()
                 {
                     write!(out, "{}", repl.mode.prompt())?;
@@ -148,10 +230,16 @@ where
                 }
             }
             _ = tokio::signal::ctrl_c(), if repl.interactive => {
-                if repl.busy {
+                if repl.busy && !repl.interrupted {
                     // Ahead of any queued lines: it is meant for the action running now.
+                    repl.interrupted = true;
                     pending.push_front(Input::Interrupt);
+                } else if repl.busy || repl.quit_sent {
+                    // A second Ctrl-C: leave at once.
+                    out.flush()?;
+                    return Ok(());
                 } else {
+                    repl.quit_sent = true;
                     pending.push_back(Input::Line("quit".into()));
                 }
             }
@@ -169,38 +257,41 @@ where
 /// Writes one event; returns false when the game has quit.
 fn show<W: Write>(repl: &mut Repl, event: &Event, out: &mut W) -> std::io::Result<bool> {
     match event {
-        Event::Line(line) if line.kind == LineKind::Echo => {
-            if line.text == SYNC_MARK {
-                repl.unacknowledged = repl.unacknowledged.saturating_sub(1);
-                if repl.interactive && repl.unacknowledged == 0 && !repl.eof {
-                    write!(out, "{}", repl.mode.prompt())?;
-                    repl.prompt_visible = true;
-                }
+        Event::Line(line) if line.kind == LineKind::Echo && line.text == SYNC_MARK => {
+            repl.unacknowledged = repl.unacknowledged.saturating_sub(1);
+            if repl.prompts() && repl.unacknowledged == 0 && !repl.eof {
+                write!(out, "{}", repl.mode.prompt())?;
+                repl.prompt_visible = true;
             }
-        }
-        Event::Line(line) => {
-            if repl.prompt_visible {
-                // Start below the prompt rather than after it.
-                writeln!(out)?;
-                repl.prompt_visible = false;
-            }
-            writeln!(out, "{}", line.text)?;
         }
         Event::Status(status) => repl.mode = status.mode,
-        Event::Progress(progress) => repl.busy = progress.is_some(),
-        Event::Quit => {
-            out.flush()?;
-            return Ok(false);
+        Event::Progress(progress) => {
+            repl.busy = progress.is_some();
+            repl.interrupted &= repl.busy;
         }
-        Event::Copy(_) => {
+        Event::Copy(_) if matches!(repl.output, Output::Text) => {
             // A line front end has no clipboard of its own: the address is on its own line.
             writeln!(
                 out,
                 "cmud --plain does not copy; select the address below instead."
             )?;
         }
-        Event::NameChosen(_) | Event::PeerJoined(_) => {}
+        _ => {}
+    }
+    let shown = match (repl.output, event) {
+        (_, Event::Line(line)) if line.kind == LineKind::Echo && line.text == SYNC_MARK => None,
+        (Output::Json, event) => Some(crate::game::json::to_line(event)),
+        (Output::Text, Event::Line(line)) if line.kind != LineKind::Echo => Some(line.text.clone()),
+        (Output::Text, _) => None,
+    };
+    if let Some(text) = shown {
+        if repl.prompt_visible {
+            // Start below the prompt rather than after it.
+            writeln!(out)?;
+            repl.prompt_visible = false;
+        }
+        writeln!(out, "{text}")?;
     }
     out.flush()?;
-    Ok(true)
+    Ok(!matches!(event, Event::Quit))
 }

@@ -76,6 +76,113 @@ impl TestNode {
     }
 }
 
+/// The flags of a test node whose files live under `dir`: loopback, free ports, no mDNS.
+pub fn node_args(dir: &std::path::Path) -> Vec<String> {
+    vec![
+        "--no-mdns".into(),
+        "--rpc-port".into(),
+        "0".into(),
+        "--actors".into(),
+        "2".into(),
+        "--listen".into(),
+        "/ip4/127.0.0.1/tcp/0".into(),
+        "--data-dir".into(),
+        dir.join("data").display().to_string(),
+        "--config".into(),
+        dir.join("config.ron").display().to_string(),
+    ]
+}
+
+/// A node with its own identity and a real network on loopback, as `cmud --join ...` would
+/// start it, and a client on it.
+pub struct NetNode {
+    pub node: Node,
+    pub kv: KvClient,
+    pub dir: tempfile::TempDir,
+    /// Its world folder (identity.key, tell.key).
+    pub world_dir: std::path::PathBuf,
+}
+
+impl NetNode {
+    /// Starts a node that joins `join`. Settings come from the command line, so this keeps
+    /// compiling whatever fields the network's options gain.
+    pub async fn start(join: &[String]) -> NetNode {
+        Self::start_with(join, &[]).await
+    }
+
+    /// Like [`NetNode::start`], with more flags (`--world other`).
+    pub async fn start_with(join: &[String], extra: &[&str]) -> NetNode {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["cmud".to_owned()];
+        args.extend(node_args(dir.path()));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        for addr in join {
+            args.extend(["--join".to_owned(), addr.clone()]);
+        }
+        let options = <cmud::cli::Cli as clap::Parser>::parse_from(args)
+            .settings()
+            .unwrap()
+            .node;
+        let world_dir = options.world_dir.clone();
+        let node = Node::start(options).await.unwrap();
+        assert!(
+            !node.shareable_addrs().is_empty(),
+            "a node returns from start once it listens"
+        );
+        let kv = KvClient::connect(&node.game_endpoint()).await.unwrap();
+        NetNode {
+            node,
+            kv,
+            dir,
+            world_dir,
+        }
+    }
+
+    /// Two nodes, the second joined to the first.
+    pub async fn pair() -> [NetNode; 2] {
+        let a = NetNode::start(&[]).await;
+        let b = NetNode::start(&a.node.shareable_addrs()).await;
+        [a, b]
+    }
+
+    /// This node's tell key (made in its world folder on first use).
+    pub fn tell_key(&self) -> Arc<cmud::game::tell::TellKey> {
+        Arc::new(cmud::game::tell::TellKey::load_or_create(&self.world_dir).unwrap())
+    }
+
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.node.shutdown().await;
+        self.dir
+    }
+}
+
+/// Wall time, moved ahead at will, with pauses that end at once: heartbeats stay real between
+/// players on several nodes while long actions run instantly.
+#[derive(Debug, Default)]
+pub struct ShiftedClock {
+    /// How far ahead of the system clock, in milliseconds.
+    ahead_ms: std::sync::atomic::AtomicU64,
+}
+
+impl ShiftedClock {
+    pub fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap();
+        self.ahead_ms
+            .fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl cmud::game::clock::Clock for ShiftedClock {
+    fn now_ms(&self) -> u64 {
+        let ahead = self.ahead_ms.load(std::sync::atomic::Ordering::Relaxed);
+        cmud::game::clock::SystemClock.now_ms() + ahead
+    }
+
+    fn pause(&self, _: Duration) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(tokio::task::yield_now())
+    }
+}
+
 /// Rules with some numbers changed, for tests.
 pub fn content_with(changes: &[(&str, &str)]) -> Arc<Content> {
     let mut rules = RULES_RON.to_owned();
@@ -95,6 +202,7 @@ pub fn options(name: Option<&str>, player_id: Option<&str>, seed: u64) -> Sessio
         clock: Some(Arc::new(InstantClock::starting_now())),
         player_id: player_id.map(str::to_owned),
         content: None,
+        ..SessionOptions::default()
     }
 }
 
@@ -108,6 +216,8 @@ pub struct Player {
     pub backlog: Vec<(LineKind, String)>,
     /// Names chosen (Event::NameChosen).
     pub chosen: Vec<String>,
+    /// Addresses the game said to remember (Event::PeerJoined).
+    pub joined: Vec<String>,
     /// Whether a long action runs, as far as the events read so far say.
     pub busy: bool,
     marks: u64,
@@ -123,6 +233,7 @@ impl Player {
             status: Status::default(),
             backlog: Vec::new(),
             chosen: Vec::new(),
+            joined: Vec::new(),
             busy: false,
             marks: 0,
         };
@@ -138,6 +249,7 @@ impl Player {
         match &event {
             Some(Event::Status(status)) => self.status = status.clone(),
             Some(Event::NameChosen(name)) => self.chosen.push(name.clone()),
+            Some(Event::PeerJoined(addr)) => self.joined.push(addr.clone()),
             Some(Event::Progress(progress)) => self.busy = progress.is_some(),
             _ => {}
         }
