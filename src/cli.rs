@@ -164,6 +164,7 @@ impl Cli {
             rpc_fallback: !server_only,
             actors,
             limits,
+            fsync: config.fsync,
             network: Some(NetworkOptions {
                 world,
                 listen,

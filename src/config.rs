@@ -11,6 +11,8 @@ use std::time::Duration;
 use directories::ProjectDirs;
 use serde::{Deserialize, Serialize};
 
+use crate::store::Fsync;
+
 /// The commented default `config.ron`, written on first run.
 pub const DEFAULT_CONFIG_RON: &str = include_str!("../config/default.ron");
 
@@ -79,6 +81,9 @@ pub struct Config {
     pub max_args: usize,
     /// Where world folders live; `None` uses the platform data directory.
     pub data_dir: Option<PathBuf>,
+    /// When the append-only log of writes is forced to disk (power loss; a crash of cmud
+    /// alone loses nothing acknowledged whatever this says).
+    pub fsync: Fsync,
 }
 
 /// Default RPC port.
@@ -102,6 +107,7 @@ impl Default for Config {
             max_value_bytes: 32 * 1024,
             max_args: 1024,
             data_dir: None,
+            fsync: Fsync::default(),
         }
     }
 }

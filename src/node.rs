@@ -15,8 +15,9 @@ use tokio::sync::{mpsc, watch};
 use crate::p2p::{self, NetworkHandle, NetworkOptions, NetworkSetup, P2pError, identity};
 use crate::rpc::resp::FrameLimits;
 use crate::rpc::server::{self, NodeInfo, RpcService};
+use crate::store::log::LOG_DIR;
 use crate::store::stats::Stats;
-use crate::store::{Limits, NodeId, OpenStore, StartOptions, Store, StoreError};
+use crate::store::{Fsync, Limits, NodeId, OpenStore, StartOptions, Store, StoreError};
 
 /// File name of the world database inside a world folder.
 pub const DB_FILE: &str = "world.redb";
@@ -79,6 +80,8 @@ pub struct NodeOptions {
     pub actors: usize,
     /// Key, value and clock-skew limits.
     pub limits: Limits,
+    /// When the append-only log is forced to disk.
+    pub fsync: Fsync,
     /// The network, or `None` for a replica that talks to nobody.
     pub network: Option<NetworkOptions>,
 }
@@ -94,6 +97,7 @@ impl NodeOptions {
             rpc_fallback: false,
             actors,
             limits: Limits::default(),
+            fsync: Fsync::default(),
             network: None,
         }
     }
@@ -135,7 +139,7 @@ impl Node {
         })?;
         let peer_id = keypair.public().to_peer_id().to_string();
 
-        let open = OpenStore::open(&dir.join(DB_FILE))?;
+        let open = OpenStore::open(&dir.join(DB_FILE), &dir.join(LOG_DIR), options.fsync)?;
         tracing::info!(
             entries = open.loaded_entries(),
             "loaded the world from disk"
@@ -243,7 +247,7 @@ impl Node {
 }
 
 /// Takes the world folder's lock, or says who holds it.
-fn lock_world(dir: &Path) -> Result<File, NodeError> {
+pub fn lock_world(dir: &Path) -> Result<File, NodeError> {
     let path = dir.join(LOCK_FILE);
     let io_err = |source| NodeError::Io {
         path: path.clone(),

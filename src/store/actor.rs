@@ -23,6 +23,9 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at};
 
 use super::entry::Batch;
 use super::gateway::GatewayHandle;
+use super::log::LogWriter;
+#[cfg(doc)]
+use super::log::MAX_UNTRIMMED_BYTES;
 use super::replica::Replica;
 use super::stats::Stats;
 use super::validate::Limits;
@@ -30,6 +33,9 @@ use super::validate::Limits;
 /// How often an actor flushes its first-hand Puts to the other local participants. Also the
 /// floor on the gap between two messages from one actor to another (at most 10 per second).
 pub const FLUSH_PERIOD: Duration = Duration::from_millis(100);
+
+/// How often an actor held by backpressure looks again whether persistence caught up.
+const HOLD_POLL: Duration = Duration::from_millis(5);
 
 /// A client connection moving to an actor, with whatever bytes were read but not yet handled.
 #[derive(Debug)]
@@ -83,6 +89,8 @@ pub struct Actor {
     stats: Arc<Stats>,
     /// Key and value limits the RPC port enforces.
     limits: Limits,
+    /// This actor's append-only log, written at every flush.
+    log: RefCell<LogWriter>,
 }
 
 impl Actor {
@@ -136,11 +144,20 @@ impl Actor {
             })
     }
 
-    /// Sends the first-hand Puts since the last flush to every other actor and the gateway.
+    /// Sends the first-hand Puts since the last flush to every other actor and the gateway,
+    /// after appending them to the log.
     fn flush(&self) {
+        if let Err(err) = self.log.borrow_mut().tick() {
+            tracing::error!(%err, "could not force the log to disk");
+        }
         let Some(batch) = self.replica.borrow_mut().take_pending() else {
             return;
         };
+        let closed = self.log.borrow_mut().append(&batch).unwrap_or_else(|err| {
+            // redb still gets the batch; only a crash before its commit would lose it.
+            tracing::error!(%err, "could not append to the log");
+            None
+        });
         let bytes: usize = batch.iter().map(|(key, entry)| entry.wire_size(key)).sum();
         let row = &self.stats.senders[self.index];
         for (to, mailbox) in self.mailboxes.actors.iter().enumerate() {
@@ -157,6 +174,33 @@ impl Actor {
         }
         if self.mailboxes.gateway.local_batch(self.index, batch) {
             row.sent(self.stats.gateway_index(), bytes);
+        }
+        if let Some(segment) = closed {
+            self.mailboxes.gateway.log_closed(self.index, segment);
+        }
+        self.hold_while_persistence_lags();
+    }
+
+    /// Backpressure: while the node's log holds more than [`MAX_UNTRIMMED_BYTES`] that redb
+    /// has not committed, this actor (and so every connection on it) waits. Its own open
+    /// segment is closed first, so that the wait always ends once redb catches up.
+    fn hold_while_persistence_lags(&self) {
+        if !self.log.borrow().backlogged() {
+            return;
+        }
+        self.close_log();
+        tracing::warn!("persistence is behind: holding writers until it catches up");
+        while self.log.borrow().backlogged() {
+            thread::sleep(HOLD_POLL);
+        }
+    }
+
+    /// Closes the open log segment and says so behind this actor's batches.
+    fn close_log(&self) {
+        match self.log.borrow_mut().close() {
+            Ok(Some(segment)) => self.mailboxes.gateway.log_closed(self.index, segment),
+            Ok(None) => {}
+            Err(err) => tracing::error!(%err, "could not close a log segment"),
         }
     }
 }
@@ -182,6 +226,8 @@ pub struct ActorSetup {
     pub index: usize,
     /// Its initial replica (loaded from disk).
     pub replica: Replica,
+    /// Its append-only log.
+    pub log: LogWriter,
     /// Its own mailbox.
     pub inbox: mpsc::UnboundedReceiver<ToActor>,
     /// Everyone's mailboxes.
@@ -209,6 +255,7 @@ async fn run(setup: ActorSetup) {
     let ActorSetup {
         index,
         replica,
+        log,
         mut inbox,
         mailboxes,
         stats,
@@ -221,6 +268,7 @@ async fn run(setup: ActorSetup) {
         mailboxes,
         stats,
         limits,
+        log: RefCell::new(log),
     });
     // The first tick comes one period after start, so no pair ever sees more than one message
     // per period, counted from the start.
@@ -237,11 +285,13 @@ async fn run(setup: ActorSetup) {
                 }
                 Some(ToActor::Shutdown(done)) => {
                     actor.flush();
+                    actor.close_log();
                     let _ = done.send(());
                     break;
                 }
                 None => {
                     actor.flush();
+                    actor.close_log();
                     break;
                 }
             },

@@ -35,6 +35,14 @@ pub enum ToGateway {
         /// Its entries.
         batch: Batch,
     },
+    /// A local actor closed a segment of its log after handing over the batches in it: passed
+    /// on to persistence behind those batches, which may then trim it.
+    LogClosed {
+        /// The actor's index.
+        from: usize,
+        /// The segment closed.
+        segment: u64,
+    },
     /// Entries received from a peer, not yet validated.
     Remote {
         /// The entries.
@@ -70,6 +78,7 @@ impl std::fmt::Debug for ToGateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ToGateway::Local { from, batch } => write!(f, "Local({from}, {} entries)", batch.len()),
+            ToGateway::LogClosed { from, segment } => write!(f, "LogClosed({from}, {segment})"),
             ToGateway::Remote { entries, .. } => write!(f, "Remote({} entries)", entries.len()),
             ToGateway::Query(_) => f.write_str("Query"),
             ToGateway::Shutdown(_) => f.write_str("Shutdown"),
@@ -81,6 +90,11 @@ impl GatewayHandle {
     /// Hands over a local actor's batch. Returns false if the gateway has stopped.
     pub fn local_batch(&self, from: usize, batch: Batch) -> bool {
         self.tx.send(ToGateway::Local { from, batch }).is_ok()
+    }
+
+    /// Says that actor `from` closed log segment `segment` after its last batch in it.
+    pub fn log_closed(&self, from: usize, segment: u64) {
+        let _ = self.tx.send(ToGateway::LogClosed { from, segment });
     }
 
     /// Hands over entries from a peer and waits until they are merged into the gateway's
@@ -189,6 +203,10 @@ pub async fn run(setup: GatewaySetup) {
         tokio::select! {
             message = inbox.recv() => match message {
                 Some(ToGateway::Local { batch, .. }) => gateway.local(batch),
+                // Straight on, behind the batches this actor handed over before it.
+                Some(ToGateway::LogClosed { from, segment }) => {
+                    gateway.persist.log_closed(from, segment)
+                }
                 Some(ToGateway::Remote { entries, merged }) => {
                     let report = gateway.remote(entries);
                     if let Some(reply) = merged {

@@ -6,6 +6,7 @@
 //! - [`replica`]: one actor's private map.
 //! - [`actor`]: query actor threads and local sync between them.
 //! - [`gateway`]: the node's bridge to the network, a full replica of its own.
+//! - [`log`]: the append-only log that covers what redb has not committed yet.
 //! - [`persist`]: durable storage in redb.
 //! - [`stats`]: lock-free counters for `INFO`.
 //!
@@ -17,6 +18,7 @@ pub mod actor;
 pub mod clock;
 pub mod entry;
 pub mod gateway;
+pub mod log;
 pub mod persist;
 pub mod replica;
 pub mod stats;
@@ -29,10 +31,12 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 pub use entry::{Batch, Entry, Key, KeyedEntry, NodeId, Version};
+pub use log::Fsync;
 pub use validate::Limits;
 
 use actor::{ActorSetup, ActorThread, ConnectionService, Mailboxes, ToActor};
 use gateway::{GatewayHandle, GatewaySetup, ToGateway};
+use log::LogWriter;
 use persist::PersistHandle;
 use replica::Replica;
 use stats::Stats;
@@ -60,6 +64,21 @@ pub enum StoreError {
         /// The newest this build reads.
         supported: u64,
     },
+    /// The database is damaged: the node does not start on it, nor replace it.
+    #[error(
+        "world database {path} is damaged: {detail}.\n  cmud will not start on it. Move the file \
+         away to start afresh (peers send the world again), or move it away and `cmud import` \
+         a backup made with `cmud export`"
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The append-only log could not be read or written.
+    #[error(transparent)]
+    Log(#[from] log::LogError),
     /// A thread could not be started.
     #[error("could not start a store thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -70,6 +89,13 @@ impl StoreError {
         StoreError::Database {
             path: path.to_owned(),
             message: err.to_string(),
+        }
+    }
+
+    fn damaged(path: &Path, detail: impl std::fmt::Display) -> Self {
+        StoreError::Damaged {
+            path: path.to_owned(),
+            detail: detail.to_string(),
         }
     }
 }
@@ -85,6 +111,8 @@ pub struct OpenStore {
     gateway: GatewayHandle,
     /// The gateway's mailbox, consumed by `start`.
     gateway_inbox: mpsc::UnboundedReceiver<ToGateway>,
+    /// The append-only log's folder and fsync policy.
+    log: (PathBuf, Fsync),
 }
 
 /// How to run the store's actors.
@@ -118,15 +146,17 @@ pub struct Store {
 }
 
 impl OpenStore {
-    /// Opens the database at `path` and loads it.
-    pub fn open(path: &Path) -> Result<OpenStore, StoreError> {
-        let (db, map) = persist::open(path)?;
+    /// Opens the database at `path`, loads it, and replays the log in `log_dir`; the actors
+    /// will log their writes there, forced to disk as `fsync` says.
+    pub fn open(path: &Path, log_dir: &Path, fsync: Fsync) -> Result<OpenStore, StoreError> {
+        let (db, map) = persist::open(path, log_dir)?;
         let (gateway, gateway_inbox) = gateway::channel();
         Ok(OpenStore {
             db,
             map,
             gateway,
             gateway_inbox,
+            log: (log_dir.to_owned(), fsync),
         })
     }
 
@@ -152,7 +182,13 @@ impl OpenStore {
             service,
         } = options;
         let actors = actors.max(1);
-        let (persist, persist_thread) = persist::spawn(self.db)?;
+        let (log_dir, fsync) = self.log;
+        let untrimmed = log::Untrimmed::default();
+        let trimmer = persist::Trimmer {
+            dir: log_dir.clone(),
+            untrimmed: untrimmed.clone(),
+        };
+        let (persist, persist_thread) = persist::spawn(self.db, Some(trimmer))?;
         let (senders, inboxes): (Vec<_>, Vec<_>) = (0..actors)
             .map(|_| mpsc::unbounded_channel::<ToActor>())
             .unzip();
@@ -168,6 +204,7 @@ impl OpenStore {
             threads.push(actor::spawn(ActorSetup {
                 index,
                 replica: Replica::with_entries(node.clone(), actor_id, &self.map),
+                log: LogWriter::new(&log_dir, index, fsync, untrimmed.clone()),
                 inbox,
                 mailboxes: mailboxes.clone(),
                 stats: stats.clone(),

@@ -6,7 +6,8 @@
 //! key space: it keeps only the latest entry per key until the next commit.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,7 +16,8 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::StoreError;
-use super::entry::{Batch, Entry, Key};
+use super::entry::{Batch, Entry, Key, Merged, merge};
+use super::log::{self, Untrimmed};
 
 /// Minimum time between two commits.
 pub const COMMIT_PERIOD: Duration = Duration::from_millis(100);
@@ -36,6 +38,14 @@ enum ToPersist {
     Batch(Batch),
     /// Commit now and say when done.
     Flush(mpsc::Sender<()>),
+    /// An actor closed a log segment after handing over its last batch: once what came
+    /// before is committed, the segment (and that actor's earlier ones) may go.
+    LogClosed {
+        /// The actor whose log it is.
+        actor: usize,
+        /// The segment closed.
+        segment: u64,
+    },
 }
 
 /// The way to the persist actor; cheap to clone.
@@ -52,6 +62,11 @@ impl PersistHandle {
         let _ = self.tx.send(ToPersist::Batch(batch));
     }
 
+    /// Says that `actor` closed log segment `segment` after handing over its batches.
+    pub fn log_closed(&self, actor: usize, segment: u64) {
+        let _ = self.tx.send(ToPersist::LogClosed { actor, segment });
+    }
+
     /// Commits everything queued so far and waits for it (blocking; call from a blocking
     /// context or at shutdown).
     pub fn flush_blocking(&self) {
@@ -62,9 +77,66 @@ impl PersistHandle {
     }
 }
 
-/// Opens (or creates) the world's database, checks its format and loads every entry.
-pub fn open(path: &Path) -> Result<(Database, BTreeMap<Key, Entry>), StoreError> {
-    let db = Database::create(path).map_err(|err| StoreError::db(path, err))?;
+/// Opens (or creates) the world's database, checks its format, loads every entry, and replays
+/// what the append-only log in `log_dir` holds beyond it (committing it, then deleting the log).
+///
+/// A damaged database (empty, truncated, overwritten, or holding an unreadable entry) is a
+/// [`StoreError::Damaged`]: it is never started on, nor silently replaced.
+pub fn open(path: &Path, log_dir: &Path) -> Result<(Database, BTreeMap<Key, Entry>), StoreError> {
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.len() == 0
+    {
+        return Err(StoreError::damaged(path, "the file is empty"));
+    }
+    let (db, mut map) = quietly_catching_panics(path, || {
+        let db = create(path)?;
+        let map = load(&db, path)?;
+        Ok((db, map))
+    })?;
+    replay_log(&db, path, log_dir, &mut map)?;
+    Ok((db, map))
+}
+
+/// Runs `open` with redb's panics on damaged files turned into [`StoreError::Damaged`], and
+/// without the panic's backtrace on the terminal.
+fn quietly_catching_panics<T>(
+    path: &Path,
+    open: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open));
+    std::panic::set_hook(hook);
+    result.unwrap_or_else(|panic| {
+        let detail = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("redb could not read it");
+        Err(StoreError::damaged(path, detail))
+    })
+}
+
+/// Opens the database file and makes sure its tables exist and its format is one we read.
+fn create(path: &Path) -> Result<Database, StoreError> {
+    let db = Database::create(path).map_err(|err| match err {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+            StoreError::damaged(path, detail)
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Io(err))
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            StoreError::damaged(path, format!("it is not a readable redb database ({err})"))
+        }
+        // redb reads a file that is not a database (overwritten) as an unknown format.
+        redb::DatabaseError::UpgradeRequired(_) => {
+            StoreError::damaged(path, "it is not a redb database of a known format")
+        }
+        other => StoreError::db(path, other),
+    })?;
     let write = db.begin_write().map_err(|err| StoreError::db(path, err))?;
     {
         let mut meta = write
@@ -93,7 +165,11 @@ pub fn open(path: &Path) -> Result<(Database, BTreeMap<Key, Entry>), StoreError>
             .map_err(|err| StoreError::db(path, err))?;
     }
     write.commit().map_err(|err| StoreError::db(path, err))?;
+    Ok(db)
+}
 
+/// Reads every entry; one that does not decode means the file is damaged.
+fn load(db: &Database, path: &Path) -> Result<BTreeMap<Key, Entry>, StoreError> {
     let mut map = BTreeMap::new();
     let read = db.begin_read().map_err(|err| StoreError::db(path, err))?;
     let table = read
@@ -101,28 +177,104 @@ pub fn open(path: &Path) -> Result<(Database, BTreeMap<Key, Entry>), StoreError>
         .map_err(|err| StoreError::db(path, err))?;
     for row in table.iter().map_err(|err| StoreError::db(path, err))? {
         let (key, value) = row.map_err(|err| StoreError::db(path, err))?;
-        match postcard::from_bytes::<Entry>(value.value()) {
-            Ok(entry) => {
-                map.insert(Bytes::copy_from_slice(key.value()), entry);
+        let entry = postcard::from_bytes::<Entry>(value.value()).map_err(|err| {
+            let key = String::from_utf8_lossy(key.value());
+            StoreError::damaged(
+                path,
+                format!("the entry under {key:?} is unreadable ({err})"),
+            )
+        })?;
+        map.insert(Bytes::copy_from_slice(key.value()), entry);
+    }
+    Ok(map)
+}
+
+/// Merges every segment of the log into `map` and the database, then deletes the segments.
+fn replay_log(
+    db: &Database,
+    path: &Path,
+    log_dir: &Path,
+    map: &mut BTreeMap<Key, Entry>,
+) -> Result<(), StoreError> {
+    let segments = log::segments(log_dir)?;
+    if segments.is_empty() {
+        return Ok(());
+    }
+    let mut changed = HashMap::new();
+    let (mut records, mut torn) = (0, 0);
+    for (segment, _, _) in &segments {
+        let read = log::read_segment(segment)?;
+        records += read.records;
+        torn += read.torn_bytes;
+        for (key, entry) in read.entries {
+            if merge(map, key.clone(), entry.clone()) != Merged::Unchanged {
+                changed.insert(key, entry);
             }
-            Err(err) => tracing::warn!(?err, "skipping an unreadable entry in {}", path.display()),
         }
     }
-    Ok((db, map))
+    if torn > 0 {
+        tracing::warn!(
+            torn,
+            "the log ended in a write cut short; its last bytes are ignored"
+        );
+    }
+    tracing::info!(
+        records,
+        recovered = changed.len(),
+        "replayed the log left by a node that did not stop cleanly"
+    );
+    commit(db, &changed).map_err(|err| StoreError::db(path, err))?;
+    for (segment, _, _) in &segments {
+        std::fs::remove_file(segment).map_err(|source| {
+            StoreError::Log(log::LogError::Io {
+                path: segment.clone(),
+                source,
+            })
+        })?;
+    }
+    Ok(())
+}
+
+/// The log the persist actor trims after its commits.
+#[derive(Clone, Debug)]
+pub struct Trimmer {
+    /// The log folder.
+    pub dir: PathBuf,
+    /// Bytes of log not yet trimmed, which the writers watch.
+    pub untrimmed: Untrimmed,
+}
+
+impl Trimmer {
+    /// Deletes the closed segments once everything handed over before them is committed.
+    fn trim(&self, closed: &mut Vec<(usize, u64)>) {
+        for (actor, segment) in closed.drain(..) {
+            match log::trim(&self.dir, actor, segment) {
+                Ok(freed) => {
+                    self.untrimmed
+                        .fetch_sub(freed.min(self.untrimmed.load(Relaxed)), Relaxed);
+                }
+                Err(err) => tracing::error!(%err, "could not trim the log"),
+            }
+        }
+    }
 }
 
 /// Starts the persist actor on its own thread. It stops, after a last commit, once every
 /// handle is dropped.
-pub fn spawn(db: Database) -> std::io::Result<(PersistHandle, thread::JoinHandle<()>)> {
+pub fn spawn(
+    db: Database,
+    trimmer: Option<Trimmer>,
+) -> std::io::Result<(PersistHandle, thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel();
     let join = thread::Builder::new()
         .name("cmud-persist".into())
-        .spawn(move || run(db, rx))?;
+        .spawn(move || run(db, trimmer, rx))?;
     Ok((PersistHandle { tx }, join))
 }
 
-fn run(db: Database, inbox: mpsc::Receiver<ToPersist>) {
+fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>) {
     let mut pending: HashMap<Key, Entry> = HashMap::new();
+    let mut segments: Vec<(usize, u64)> = Vec::new();
     let mut waiting: Vec<mpsc::Sender<()>> = Vec::new();
     let mut last_commit = Instant::now() - COMMIT_PERIOD;
     let mut closed = false;
@@ -134,7 +286,7 @@ fn run(db: Database, inbox: mpsc::Receiver<ToPersist>) {
             inbox.recv_timeout(COMMIT_PERIOD)
         };
         match first {
-            Ok(message) => absorb(message, &mut pending, &mut waiting),
+            Ok(message) => absorb(message, &mut pending, &mut segments, &mut waiting),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => closed = true,
         }
@@ -146,13 +298,13 @@ fn run(db: Database, inbox: mpsc::Receiver<ToPersist>) {
                 break;
             }
             match inbox.recv_timeout(left) {
-                Ok(message) => absorb(message, &mut pending, &mut waiting),
+                Ok(message) => absorb(message, &mut pending, &mut segments, &mut waiting),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => closed = true,
             }
         }
         while let Ok(message) = inbox.try_recv() {
-            absorb(message, &mut pending, &mut waiting);
+            absorb(message, &mut pending, &mut segments, &mut waiting);
         }
         if !pending.is_empty() {
             last_commit = Instant::now();
@@ -164,6 +316,12 @@ fn run(db: Database, inbox: mpsc::Receiver<ToPersist>) {
                 }
             }
         }
+        // Everything handed over before the segments closed is committed now.
+        if pending.is_empty()
+            && let Some(trimmer) = &trimmer
+        {
+            trimmer.trim(&mut segments);
+        }
         for done in waiting.drain(..) {
             let _ = done.send(());
         }
@@ -174,6 +332,7 @@ fn run(db: Database, inbox: mpsc::Receiver<ToPersist>) {
 fn absorb(
     message: ToPersist,
     pending: &mut HashMap<Key, Entry>,
+    closed: &mut Vec<(usize, u64)>,
     waiting: &mut Vec<mpsc::Sender<()>>,
 ) {
     match message {
@@ -190,6 +349,7 @@ fn absorb(
             }
         }
         ToPersist::Flush(done) => waiting.push(done),
+        ToPersist::LogClosed { actor, segment } => closed.push((actor, segment)),
     }
 }
 
@@ -219,4 +379,91 @@ fn commit(db: &Database, pending: &HashMap<Key, Entry>) -> Result<(), redb::Erro
     }
     write.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::entry::{NodeId, Version};
+
+    fn keyed(n: u64) -> (Key, Entry) {
+        let version = Version {
+            millis: n,
+            counter: 0,
+            node: NodeId::new("peer"),
+            actor: 0,
+        };
+        (
+            Bytes::from(format!("key/{n:06}")),
+            Entry::value(version, Bytes::from(format!("value-{n}"))),
+        )
+    }
+
+    /// A closed database of `n` entries in `dir`; returns its path.
+    fn database(dir: &Path, n: u64) -> PathBuf {
+        let path = dir.join("world.redb");
+        let (db, _) = open(&path, &dir.join("log")).unwrap();
+        let pending: HashMap<Key, Entry> = (0..n).map(keyed).collect();
+        commit(&db, &pending).unwrap();
+        path
+    }
+
+    fn damage(path: &Path, err: StoreError) -> String {
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Damaged { .. }), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("cmud import"), "{text}");
+        text
+    }
+
+    #[test]
+    fn an_empty_file_is_damage_not_a_new_world() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("world.redb");
+        std::fs::write(&path, b"").unwrap();
+        let err = open(&path, &dir.path().join("log")).unwrap_err();
+        assert!(damage(&path, err).contains("empty"));
+    }
+
+    #[test]
+    fn a_truncated_file_is_damage_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database(dir.path(), 2000);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(len / 2).unwrap();
+        drop(file);
+        let err = open(&path, &dir.path().join("log")).unwrap_err();
+        damage(&path, err);
+    }
+
+    #[test]
+    fn an_overwritten_file_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database(dir.path(), 10);
+        let len = std::fs::metadata(&path).unwrap().len() as usize;
+        std::fs::write(&path, vec![0x5A; len]).unwrap();
+        let err = open(&path, &dir.path().join("log")).unwrap_err();
+        damage(&path, err);
+    }
+
+    #[test]
+    fn the_log_is_replayed_into_the_database_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_dir = dir.path().join("log");
+        let path = database(dir.path(), 3);
+        let mut writer = log::LogWriter::new(&log_dir, 1, log::Fsync::No, Untrimmed::default());
+        // Newer than what redb holds for key 1, and a key redb never had.
+        let mut newer = keyed(1);
+        newer.1.version.millis = 100;
+        writer.append(&[newer.clone(), keyed(7)]).unwrap();
+        drop(writer);
+        let (_, map) = open(&path, &log_dir).unwrap();
+        assert_eq!(map.len(), 4);
+        assert_eq!(map[&newer.0], newer.1);
+        assert!(log::segments(&log_dir).unwrap().is_empty());
+        // And it was committed: a second open without the log still has it.
+        let (_, map) = open(&path, &log_dir).unwrap();
+        assert_eq!(map[&keyed(7).0], keyed(7).1);
+    }
 }
