@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use cmud::cli::{Cli, FrontEnd, Settings};
+use cmud::admin;
+use cmud::cli::{Cli, Command, FrontEnd, Settings};
 use cmud::node::Node;
 use tracing_subscriber::EnvFilter;
 
@@ -19,6 +20,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(command) = &cli.command {
+        return run_tool(command, &settings);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,6 +39,50 @@ fn main() -> ExitCode {
             eprintln!("cmud: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs `cmud check`, `export` or `import` on the world of `settings`.
+fn run_tool(command: &Command, settings: &Settings) -> ExitCode {
+    let dir = &settings.node.world_dir;
+    let limits = &settings.node.limits;
+    let result = match command {
+        Command::Check => admin::check(dir, limits).map(|report| {
+            print!("{report}");
+            report.problems.is_empty()
+        }),
+        Command::Export { prefix, output } => export(dir, prefix, output.as_deref()).map(|n| {
+            eprintln!("cmud: exported {n} entries");
+            true
+        }),
+        Command::Import { file } => admin::import(dir, file, limits).map(|report| {
+            eprintln!(
+                "cmud: read {} entries: {} merged, {} already there at the same or a newer version",
+                report.read, report.merged, report.unchanged
+            );
+            true
+        }),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("cmud: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn export(dir: &Path, prefix: &str, output: Option<&Path>) -> Result<usize, admin::AdminError> {
+    match output {
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|source| admin::AdminError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+            admin::export(dir, prefix.as_bytes(), &mut std::io::BufWriter::new(file))
+        }
+        None => admin::export(dir, prefix.as_bytes(), &mut std::io::stdout().lock()),
     }
 }
 

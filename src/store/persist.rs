@@ -353,6 +353,16 @@ fn absorb(
     }
 }
 
+/// Merges `entries` into the database under last-writer-wins, in one transaction (for tools
+/// working on a stopped node's folder).
+pub fn merge_into(
+    db: &Database,
+    path: &Path,
+    entries: &HashMap<Key, Entry>,
+) -> Result<(), StoreError> {
+    commit(db, entries).map_err(|err| StoreError::db(path, err))
+}
+
 fn commit(db: &Database, pending: &HashMap<Key, Entry>) -> Result<(), redb::Error> {
     let write = db.begin_write()?;
     {

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests: running the real `cmud` binary, and waiting for a
 //! condition with a generous deadline.
 
+// Each test crate uses a part of these helpers.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -8,6 +11,16 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// A raw RESP connection to a node's RPC port (for pipelining by hand), with generous
+/// timeouts.
+pub fn raw_connection(addr: SocketAddr) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    stream
+}
 
 /// Polls `check` every 20 ms until it holds; fails the test after `deadline`.
 pub async fn eventually(deadline: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -27,9 +40,36 @@ pub struct Binary {
 }
 
 impl Binary {
+    /// The binary with its data, config and home folders under `root`.
+    fn base(root: &Path) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cmud"));
+        command
+            .arg("--data-dir")
+            .arg(root.join("data"))
+            .env("HOME", root.join("home"))
+            .env("XDG_CONFIG_HOME", root.join("config"))
+            .env("XDG_DATA_HOME", root.join("share"))
+            .env("RUST_LOG", "info");
+        command
+    }
+
+    /// Runs a tool (`check`, `export`, `import`) on the data under `root` to its end.
+    pub fn tool(root: &Path, args: &[&str]) -> Output {
+        Self::base(root)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cmud runs")
+    }
+
+    /// The world folder of the nodes under `root`.
+    pub fn world_dir(root: &Path) -> std::path::PathBuf {
+        root.join("data").join("cmud")
+    }
+
     /// The command line every test node uses: free ports, loopback, no mDNS.
     fn command(root: &Path) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_cmud"));
+        let mut command = Self::base(root);
         command
             .args([
                 "--server-only",
@@ -39,13 +79,7 @@ impl Binary {
                 "2",
                 "--no-mdns",
             ])
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
-            .arg("--data-dir")
-            .arg(root.join("data"))
-            .env("HOME", root.join("home"))
-            .env("XDG_CONFIG_HOME", root.join("config"))
-            .env("XDG_DATA_HOME", root.join("share"))
-            .env("RUST_LOG", "info");
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"]);
         command
     }
 
