@@ -127,10 +127,7 @@ impl ExportLine {
     /// The line for `entry` under `key`.
     pub fn new(key: &[u8], entry: &Entry) -> ExportLine {
         let (key, key_base64) = split_bytes(key);
-        let (value, value_base64) = entry
-            .value
-            .as_deref()
-            .map_or((None, None), split_bytes);
+        let (value, value_base64) = entry.value.as_deref().map_or((None, None), split_bytes);
         ExportLine {
             key,
             key_base64,
@@ -306,7 +303,10 @@ pub fn export(dir: &Path, prefix: &[u8], out: &mut impl Write) -> Result<usize, 
         source,
     };
     let mut written = 0;
-    for (key, entry) in world.map.range::<[u8], _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded)) {
+    for (key, entry) in world.map.range::<[u8], _>((
+        std::ops::Bound::Included(prefix),
+        std::ops::Bound::Unbounded,
+    )) {
         if !key.starts_with(prefix) {
             break;
         }
@@ -387,7 +387,10 @@ mod tests {
     fn round_trip(key: &[u8], entry: &Entry) -> String {
         let text = serde_json::to_string(&ExportLine::new(key, entry)).unwrap();
         let back: ExportLine = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.into_entry().unwrap(), (Bytes::copy_from_slice(key), entry.clone()));
+        assert_eq!(
+            back.into_entry().unwrap(),
+            (Bytes::copy_from_slice(key), entry.clone())
+        );
         text
     }
 

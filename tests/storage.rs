@@ -71,7 +71,11 @@ fn writer(addr: SocketAddr, id: usize, first_seq: u64) -> (Vec<Vec<Acked>>, u64)
             if i % CHECKED_EVERY == 0 {
                 seq += 1;
                 let key = format!("chk/{id}/{next_checked}");
-                request.extend(command(&[b"SET", key.as_bytes(), seq.to_string().as_bytes()]));
+                request.extend(command(&[
+                    b"SET",
+                    key.as_bytes(),
+                    seq.to_string().as_bytes(),
+                ]));
                 checked.push((next_checked, seq));
                 next_checked = (next_checked + 1) % CHECKED_KEYS;
             } else {
@@ -107,11 +111,39 @@ struct Round {
     rate: f64,
 }
 
-/// Loads a node with `writers` pipelining writers, kills it with SIGKILL after `run_for`,
-/// restarts it and checks every key's latest write acknowledged 250 ms before the kill.
-fn kill_under_load(root: &Path, round: u64, writers: usize, run_for: Duration) -> Round {
+/// Loads a node with `writers` pipelining writers (and `redis-benchmark` beside them if
+/// `benchmark`), kills it with SIGKILL after `run_for`, restarts it and checks every key's
+/// latest write acknowledged 250 ms before the kill.
+fn kill_under_load(
+    root: &Path,
+    round: u64,
+    writers: usize,
+    benchmark: bool,
+    run_for: Duration,
+) -> Round {
     let mut server = Binary::server(root);
     let addr = server.rpc_addr();
+    let mut bench = benchmark.then(|| {
+        std::process::Command::new("redis-benchmark")
+            .args(["-h", "127.0.0.1", "-p", &addr.port().to_string()])
+            .args([
+                "-t",
+                "set",
+                "-r",
+                "200000",
+                "-c",
+                "20",
+                "-P",
+                "16",
+                "-n",
+                "100000000",
+                "-q",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-benchmark runs")
+    });
     let started = Instant::now();
     let handles: Vec<_> = (0..writers)
         .map(|id| thread::spawn(move || writer(addr, id, round << 32)))
@@ -119,8 +151,18 @@ fn kill_under_load(root: &Path, round: u64, writers: usize, run_for: Duration) -
     thread::sleep(run_for);
     let killed_at = Instant::now();
     server.kill_9();
+    if let Some(bench) = &mut bench {
+        let _ = bench.kill();
+        let _ = bench.wait();
+    }
     let elapsed = killed_at - started;
-    for (acked, _) in handles.iter().map(|_| ()).zip(std::iter::empty::<(Vec<Option<Acked>>, u64)>()) { let _ = acked; }
+    for (acked, _) in handles
+        .iter()
+        .map(|_| ())
+        .zip(std::iter::empty::<(Vec<Option<Acked>>, u64)>())
+    {
+        let _ = acked;
+    }
     let results: Vec<_> = handles
         .into_iter()
         .map(|h| h.join().expect("writer"))
@@ -149,9 +191,10 @@ fn kill_under_load(root: &Path, round: u64, writers: usize, run_for: Duration) -
     let mut lost = 0;
     for want in &expected {
         let found = match lines.next() {
-            Some(header) if header.starts_with('$') && header != "$-1" => {
-                lines.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-            }
+            Some(header) if header.starts_with('$') && header != "$-1" => lines
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0),
             _ => 0,
         };
         lost += usize::from(found < *want);
@@ -165,13 +208,13 @@ fn kill_under_load(root: &Path, round: u64, writers: usize, run_for: Duration) -
     }
 }
 
-fn kill_loop(kills: u64, writers: usize) {
+fn kill_loop(kills: u64, writers: usize, benchmark: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut lost = 0;
     for round in 1..=kills {
         // Between 0.6 and 1.6 s of load, so the kill lands anywhere in the commit cycle.
         let run_for = Duration::from_millis(600 + rand::random::<u64>() % 1000);
-        let figures = kill_under_load(dir.path(), round, writers, run_for);
+        let figures = kill_under_load(dir.path(), round, writers, benchmark, run_for);
         eprintln!(
             "kill {round}: {} of {} checked keys lost, {:.0} SET/s acknowledged",
             figures.lost, figures.checked, figures.rate
@@ -184,14 +227,15 @@ fn kill_loop(kills: u64, writers: usize) {
 
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_write() {
-    kill_loop(3, 4);
+    kill_loop(3, 4, false);
 }
 
-/// The full version: `cargo test --release --test storage -- --ignored kill_9_twelve`.
+/// The full version, with `redis-benchmark -t set -r 200000 -c 20 -P 16` beside 4 writers:
+/// `cargo test --release --test storage -- --ignored --nocapture kill_9_twelve`.
 #[test]
-#[ignore = "long: 12 kills under full load; figures in the README"]
+#[ignore = "long: 12 kills under full load with redis-benchmark; figures in the README"]
 fn kill_9_twelve_times_under_full_load() {
-    kill_loop(12, 8);
+    kill_loop(12, 4, true);
 }
 
 fn stderr(output: &Output) -> String {
@@ -222,7 +266,11 @@ fn export_import_export_is_byte_identical_and_tools_refuse_a_running_node() {
     let out = Binary::tool(first.path(), &["export", "-o", dump.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let exported = std::fs::read_to_string(&dump).unwrap();
-    assert_eq!(exported.lines().count(), 302, "300 keys, 2 odd ones, one a tombstone");
+    assert_eq!(
+        exported.lines().count(),
+        302,
+        "300 keys, 2 odd ones, one a tombstone"
+    );
     assert!(exported.contains(r#"{"key":"p/k007","tombstone":true"#));
     assert!(exported.contains(r#""value_base64":"/wAK""#));
 
@@ -245,7 +293,11 @@ fn export_import_export_is_byte_identical_and_tools_refuse_a_running_node() {
     let mut server = Binary::server(second.path());
     let reply = raw(server.rpc_addr(), &command(&[b"GET", b"bin"]), 9);
     assert_eq!(reply, b"$3\r\n\xFF\x00\x0A\r\n");
-    for args in [&["check"][..], &["export"], &["import", dump.to_str().unwrap()]] {
+    for args in [
+        &["check"][..],
+        &["export"],
+        &["import", dump.to_str().unwrap()],
+    ] {
         let out = Binary::tool(second.path(), args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(stderr(&out).contains("is running"), "{}", stderr(&out));
@@ -279,13 +331,20 @@ fn a_damaged_database_is_one_clear_message_and_exit_1() {
     ];
     for (kind, bytes) in damages {
         std::fs::write(&db, &bytes).unwrap();
-        for out in [Binary::run_to_end(dir.path()), Binary::tool(dir.path(), &["check"])] {
+        for out in [
+            Binary::run_to_end(dir.path()),
+            Binary::tool(dir.path(), &["check"]),
+        ] {
             let text = stderr(&out);
             assert_eq!(out.status.code(), Some(1), "{kind}: {text}");
             assert!(text.contains("world.redb is damaged"), "{kind}: {text}");
             assert!(text.contains("cmud import"), "{kind}: {text}");
             assert!(!text.contains("panicked"), "{kind}: {text}");
         }
-        assert_eq!(std::fs::read(&db).unwrap(), bytes, "{kind}: the file is left alone");
+        assert_eq!(
+            std::fs::read(&db).unwrap(),
+            bytes,
+            "{kind}: the file is left alone"
+        );
     }
 }
