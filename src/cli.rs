@@ -181,6 +181,7 @@ impl Cli {
             max_value_bytes: config.max_value_bytes,
             max_args: config.max_args,
             max_clock_skew: Duration::from_secs(config.max_clock_skew_secs.max(1)),
+            tombstone_ttl: Duration::from_secs(config.tombstone_ttl_secs.max(1)),
         };
         let server_only = front_end == FrontEnd::ServerOnly;
         let node = NodeOptions {

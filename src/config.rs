@@ -12,6 +12,7 @@ use directories::ProjectDirs;
 use serde::{Deserialize, Serialize};
 
 use crate::store::Fsync;
+use crate::store::validate::DEFAULT_TOMBSTONE_TTL;
 
 /// The commented default `config.ron`, written on first run.
 pub const DEFAULT_CONFIG_RON: &str = include_str!("../config/default.ron");
@@ -81,6 +82,8 @@ pub struct Config {
     pub max_args: usize,
     /// Where world folders live; `None` uses the platform data directory.
     pub data_dir: Option<PathBuf>,
+    /// How long a deleted key's tombstone is kept, in seconds, before every replica purges it.
+    pub tombstone_ttl_secs: u64,
     /// When the append-only log of writes is forced to disk (power loss; a crash of cmud
     /// alone loses nothing acknowledged whatever this says).
     pub fsync: Fsync,
@@ -107,6 +110,7 @@ impl Default for Config {
             max_value_bytes: 32 * 1024,
             max_args: 1024,
             data_dir: None,
+            tombstone_ttl_secs: DEFAULT_TOMBSTONE_TTL.as_secs(),
             fsync: Fsync::default(),
         }
     }

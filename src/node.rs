@@ -139,7 +139,13 @@ impl Node {
         })?;
         let peer_id = keypair.public().to_peer_id().to_string();
 
-        let open = OpenStore::open(&dir.join(DB_FILE), &dir.join(LOG_DIR), options.fsync)?;
+        let open = OpenStore::open(
+            &dir.join(DB_FILE),
+            &dir.join(LOG_DIR),
+            options.fsync,
+            options.limits.tombstone_ttl,
+            &NodeId::new(peer_id.clone()),
+        )?;
         tracing::info!(
             entries = open.loaded_entries(),
             "loaded the world from disk"

@@ -9,7 +9,7 @@
 //! This file owns the actor loop and local sync; what a connection says is the RPC layer's
 //! business (see [`ConnectionService`]).
 
-use std::cell::{Ref, RefCell, RefMut};
+use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread;
@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::LocalSet;
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
 
+use super::clock::wall_millis;
 use super::entry::Batch;
 use super::gateway::GatewayHandle;
 use super::log::LogWriter;
@@ -28,7 +29,7 @@ use super::log::LogWriter;
 use super::log::MAX_UNTRIMMED_BYTES;
 use super::replica::Replica;
 use super::stats::Stats;
-use super::validate::Limits;
+use super::validate::{Limits, purge_horizon, purge_period};
 
 /// How often an actor flushes its first-hand Puts to the other local participants. Also the
 /// floor on the gap between two messages from one actor to another (at most 10 per second).
@@ -91,6 +92,8 @@ pub struct Actor {
     limits: Limits,
     /// This actor's append-only log, written at every flush.
     log: RefCell<LogWriter>,
+    /// When this actor last purged expired tombstones.
+    last_purge: Cell<Instant>,
 }
 
 impl Actor {
@@ -147,6 +150,7 @@ impl Actor {
     /// Sends the first-hand Puts since the last flush to every other actor and the gateway,
     /// after appending them to the log.
     fn flush(&self) {
+        self.purge_if_due();
         if let Err(err) = self.log.borrow_mut().tick() {
             tracing::error!(%err, "could not force the log to disk");
         }
@@ -179,6 +183,19 @@ impl Actor {
             self.mailboxes.gateway.log_closed(self.index, segment);
         }
         self.hold_while_persistence_lags();
+    }
+
+    /// Drops tombstones past the purge horizon, once per purge period.
+    fn purge_if_due(&self) {
+        if self.last_purge.get().elapsed() < purge_period(self.limits.tombstone_ttl) {
+            return;
+        }
+        self.last_purge.set(Instant::now());
+        let horizon = purge_horizon(wall_millis(), self.limits.tombstone_ttl);
+        let purged = self.replica.borrow_mut().purge_expired(horizon);
+        if purged > 0 {
+            tracing::debug!(actor = self.index, purged, "purged expired tombstones");
+        }
     }
 
     /// Backpressure: while the node's log holds more than [`MAX_UNTRIMMED_BYTES`] that redb
@@ -269,6 +286,7 @@ async fn run(setup: ActorSetup) {
         stats,
         limits,
         log: RefCell::new(log),
+        last_purge: Cell::new(Instant::now()),
     });
     // The first tick comes one period after start, so no pair ever sees more than one message
     // per period, counted from the start.

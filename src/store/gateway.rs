@@ -21,7 +21,7 @@ use super::clock::wall_millis;
 use super::entry::{Batch, Entry, Key, KeyedEntry, Merged, merge};
 use super::persist::PersistHandle;
 use super::stats::Stats;
-use super::validate::{Limits, check_entry};
+use super::validate::{Limits, check_entry, is_expired_tombstone, purge_horizon, purge_period};
 
 /// A read of the gateway's replica, run on the gateway task.
 pub type Query = Box<dyn FnOnce(&BTreeMap<Key, Entry>) + Send>;
@@ -174,6 +174,8 @@ struct Gateway {
     limits: Limits,
     /// Node-wide counters.
     stats: Arc<Stats>,
+    /// When the gateway last purged expired tombstones.
+    last_purge: Instant,
 }
 
 /// Runs the gateway until `Shutdown` or until every handle is dropped.
@@ -196,6 +198,7 @@ pub async fn run(setup: GatewaySetup) {
         network: outbound,
         limits,
         stats,
+        last_purge: Instant::now(),
     };
     let mut tick = interval_at(Instant::now() + FLUSH_PERIOD, FLUSH_PERIOD);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -224,7 +227,10 @@ pub async fn run(setup: GatewaySetup) {
                     break;
                 }
             },
-            _ = tick.tick() => gateway.flush().await,
+            _ = tick.tick() => {
+                gateway.purge_if_due();
+                gateway.flush().await;
+            }
         }
     }
 }
@@ -241,6 +247,36 @@ impl Gateway {
         // Persist the actor's batch as it is: the persist actor coalesces, and going straight
         // there keeps the time from acknowledgement to disk short.
         self.persist.batch(batch);
+    }
+
+    /// Drops tombstones past the purge horizon, once per purge period, and has persistence
+    /// delete them too.
+    fn purge_if_due(&mut self) {
+        let ttl = self.limits.tombstone_ttl;
+        if self.last_purge.elapsed() < purge_period(ttl) {
+            return;
+        }
+        self.last_purge = Instant::now();
+        let horizon = purge_horizon(wall_millis(), ttl);
+        let expired: Vec<Key> = self
+            .map
+            .iter()
+            .filter(|(_, entry)| is_expired_tombstone(entry, horizon))
+            .map(|(key, _)| key.clone())
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        for key in &expired {
+            self.map.remove(key);
+            self.inbound.remove(key);
+            self.unpublished.remove(key);
+        }
+        tracing::debug!(purged = expired.len(), "purged expired tombstones");
+        self.stats
+            .tombstones_purged
+            .fetch_add(expired.len() as u64, Relaxed);
+        self.persist.purge(expired, horizon);
     }
 
     fn remote(&mut self, entries: Vec<KeyedEntry>) -> RemoteMerge {

@@ -27,6 +27,7 @@ pub mod validate;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -35,11 +36,13 @@ pub use log::Fsync;
 pub use validate::Limits;
 
 use actor::{ActorSetup, ActorThread, ConnectionService, Mailboxes, ToActor};
+use clock::wall_millis;
 use gateway::{GatewayHandle, GatewaySetup, ToGateway};
 use log::LogWriter;
 use persist::PersistHandle;
 use replica::Replica;
 use stats::Stats;
+use validate::{is_expired_tombstone, purge_horizon};
 
 /// Why the store could not start.
 #[derive(Debug, thiserror::Error)]
@@ -148,8 +151,40 @@ pub struct Store {
 impl OpenStore {
     /// Opens the database at `path`, loads it, and replays the log in `log_dir`; the actors
     /// will log their writes there, forced to disk as `fsync` says.
-    pub fn open(path: &Path, log_dir: &Path, fsync: Fsync) -> Result<OpenStore, StoreError> {
-        let (db, map) = persist::open(path, log_dir)?;
+    ///
+    /// Tombstones older than `ttl` are dropped. If no node ran here for longer than `ttl`,
+    /// others may have deleted keys and purged the tombstones meanwhile, so every entry not
+    /// written by `own` is dropped too and fetched again from peers: an old value never comes
+    /// back to life.
+    pub fn open(
+        path: &Path,
+        log_dir: &Path,
+        fsync: Fsync,
+        ttl: Duration,
+        own: &NodeId,
+    ) -> Result<OpenStore, StoreError> {
+        let (db, mut map) = persist::open(path, log_dir)?;
+        let now = wall_millis();
+        let horizon = purge_horizon(now, ttl);
+        let out_of_contact = persist::last_seen(&db, path)?.is_some_and(|last| last < horizon);
+        let forget: Vec<Key> = map
+            .iter()
+            .filter(|(_, entry)| {
+                is_expired_tombstone(entry, horizon) || (out_of_contact && entry.author() != own)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        if out_of_contact {
+            tracing::warn!(
+                dropped = forget.len(),
+                "no node ran on this world for longer than tombstone_ttl: dropping what others \
+                 wrote, to fetch it again from peers"
+            );
+        }
+        for key in &forget {
+            map.remove(key);
+        }
+        persist::forget(&db, path, &forget, now)?;
         let (gateway, gateway_inbox) = gateway::channel();
         Ok(OpenStore {
             db,

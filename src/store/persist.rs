@@ -16,8 +16,10 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::StoreError;
+use super::clock::wall_millis;
 use super::entry::{Batch, Entry, Key, Merged, merge};
 use super::log::{self, Untrimmed};
+use super::validate::is_expired_tombstone;
 
 /// Minimum time between two commits.
 pub const COMMIT_PERIOD: Duration = Duration::from_millis(100);
@@ -28,8 +30,16 @@ pub const DISK_FORMAT_VERSION: u64 = 1;
 /// Key -> postcard-encoded [`Entry`].
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 
-/// Facts about the database itself (`format_version`).
+/// Facts about the database itself (`format_version`, [`LAST_SEEN`]).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The last time a node ran on the database, in milliseconds since the Unix epoch: written at
+/// every commit and at least every [`TOUCH_PERIOD`], so that a node stopped for longer than
+/// `tombstone_ttl` knows it on start.
+const LAST_SEEN: &str = "last_seen_ms";
+
+/// Longest time between two writes of [`LAST_SEEN`] while a node runs.
+const TOUCH_PERIOD: Duration = Duration::from_secs(60);
 
 /// Messages the persist actor takes.
 #[derive(Debug)]
@@ -38,6 +48,13 @@ enum ToPersist {
     Batch(Batch),
     /// Commit now and say when done.
     Flush(mpsc::Sender<()>),
+    /// Delete these keys if what redb holds for them is a tombstone older than `horizon_ms`.
+    Purge {
+        /// Keys the gateway purged.
+        keys: Vec<Key>,
+        /// The purge horizon, in milliseconds since the Unix epoch.
+        horizon_ms: u64,
+    },
     /// An actor closed a log segment after handing over its last batch: once what came
     /// before is committed, the segment (and that actor's earlier ones) may go.
     LogClosed {
@@ -60,6 +77,11 @@ impl PersistHandle {
     pub fn batch(&self, batch: Batch) {
         // A stopped persist actor has already logged why; there is nobody else to tell.
         let _ = self.tx.send(ToPersist::Batch(batch));
+    }
+
+    /// Has the database drop `keys` where they hold tombstones older than `horizon_ms`.
+    pub fn purge(&self, keys: Vec<Key>, horizon_ms: u64) {
+        let _ = self.tx.send(ToPersist::Purge { keys, horizon_ms });
     }
 
     /// Says that `actor` closed log segment `segment` after handing over its batches.
@@ -275,18 +297,31 @@ pub fn spawn(
 fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>) {
     let mut pending: HashMap<Key, Entry> = HashMap::new();
     let mut segments: Vec<(usize, u64)> = Vec::new();
+    let mut purges: Vec<(Vec<Key>, u64)> = Vec::new();
     let mut waiting: Vec<mpsc::Sender<()>> = Vec::new();
     let mut last_commit = Instant::now() - COMMIT_PERIOD;
     let mut closed = false;
     while !closed {
         // Wait for work; with a failed commit outstanding, wake up to retry it.
         let first = if pending.is_empty() {
-            inbox.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            let message = inbox.recv_timeout(TOUCH_PERIOD);
+            if matches!(message, Err(RecvTimeoutError::Timeout))
+                && let Err(err) = touch(&db)
+            {
+                tracing::error!(%err, "could not write to the world database");
+            }
+            message
         } else {
             inbox.recv_timeout(COMMIT_PERIOD)
         };
         match first {
-            Ok(message) => absorb(message, &mut pending, &mut segments, &mut waiting),
+            Ok(message) => absorb(
+                message,
+                &mut pending,
+                &mut segments,
+                &mut purges,
+                &mut waiting,
+            ),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => closed = true,
         }
@@ -298,13 +333,25 @@ fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>)
                 break;
             }
             match inbox.recv_timeout(left) {
-                Ok(message) => absorb(message, &mut pending, &mut segments, &mut waiting),
+                Ok(message) => absorb(
+                    message,
+                    &mut pending,
+                    &mut segments,
+                    &mut purges,
+                    &mut waiting,
+                ),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => closed = true,
             }
         }
         while let Ok(message) = inbox.try_recv() {
-            absorb(message, &mut pending, &mut segments, &mut waiting);
+            absorb(
+                message,
+                &mut pending,
+                &mut segments,
+                &mut purges,
+                &mut waiting,
+            );
         }
         if !pending.is_empty() {
             last_commit = Instant::now();
@@ -322,6 +369,11 @@ fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>)
         {
             trimmer.trim(&mut segments);
         }
+        for (keys, horizon_ms) in purges.drain(..) {
+            if let Err(err) = delete_expired(&db, &keys, horizon_ms) {
+                tracing::error!(%err, "could not purge tombstones from the world database");
+            }
+        }
         for done in waiting.drain(..) {
             let _ = done.send(());
         }
@@ -333,6 +385,7 @@ fn absorb(
     message: ToPersist,
     pending: &mut HashMap<Key, Entry>,
     closed: &mut Vec<(usize, u64)>,
+    purges: &mut Vec<(Vec<Key>, u64)>,
     waiting: &mut Vec<mpsc::Sender<()>>,
 ) {
     match message {
@@ -350,7 +403,67 @@ fn absorb(
         }
         ToPersist::Flush(done) => waiting.push(done),
         ToPersist::LogClosed { actor, segment } => closed.push((actor, segment)),
+        ToPersist::Purge { keys, horizon_ms } => purges.push((keys, horizon_ms)),
     }
+}
+
+/// The last time a node ran on this database (milliseconds since the Unix epoch), if known.
+pub fn last_seen(db: &Database, path: &Path) -> Result<Option<u64>, StoreError> {
+    let read = db.begin_read().map_err(|err| StoreError::db(path, err))?;
+    let meta = read
+        .open_table(META)
+        .map_err(|err| StoreError::db(path, err))?;
+    let found = meta
+        .get(LAST_SEEN)
+        .map_err(|err| StoreError::db(path, err))?
+        .map(|v| v.value());
+    Ok(found)
+}
+
+/// Deletes `keys` whatever they hold and records `now_ms` as the last time a node ran here.
+pub fn forget(db: &Database, path: &Path, keys: &[Key], now_ms: u64) -> Result<(), StoreError> {
+    let run = || -> Result<(), redb::Error> {
+        let write = db.begin_write()?;
+        {
+            let mut table = write.open_table(ENTRIES)?;
+            for key in keys {
+                table.remove(key.as_ref())?;
+            }
+            write.open_table(META)?.insert(LAST_SEEN, now_ms)?;
+        }
+        write.commit()?;
+        Ok(())
+    };
+    run().map_err(|err| StoreError::db(path, err))
+}
+
+/// Records that a node is running here now.
+fn touch(db: &Database) -> Result<(), redb::Error> {
+    let write = db.begin_write()?;
+    write.open_table(META)?.insert(LAST_SEEN, wall_millis())?;
+    write.commit()?;
+    Ok(())
+}
+
+/// Deletes `keys` where the database holds a tombstone older than `horizon_ms` (a newer
+/// write under the key stays).
+pub fn delete_expired(db: &Database, keys: &[Key], horizon_ms: u64) -> Result<(), redb::Error> {
+    let write = db.begin_write()?;
+    {
+        let mut table = write.open_table(ENTRIES)?;
+        for key in keys {
+            let expired = match table.get(key.as_ref())? {
+                Some(stored) => postcard::from_bytes::<Entry>(stored.value())
+                    .is_ok_and(|stored| is_expired_tombstone(&stored, horizon_ms)),
+                None => false,
+            };
+            if expired {
+                table.remove(key.as_ref())?;
+            }
+        }
+    }
+    write.commit()?;
+    Ok(())
 }
 
 /// Merges `entries` into the database under last-writer-wins, in one transaction (for tools
@@ -366,6 +479,7 @@ pub fn merge_into(
 fn commit(db: &Database, pending: &HashMap<Key, Entry>) -> Result<(), redb::Error> {
     let write = db.begin_write()?;
     {
+        write.open_table(META)?.insert(LAST_SEEN, wall_millis())?;
         let mut table = write.open_table(ENTRIES)?;
         let mut buf = Vec::new();
         for (key, entry) in pending {

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::clock::Hlc;
 use super::entry::{Batch, Entry, Key, KeyedEntry, Merged, NodeId, merge};
+use super::validate::is_expired_tombstone;
 
 /// A full replica owned by one actor.
 #[derive(Debug)]
@@ -46,6 +47,14 @@ impl Replica {
         replica.live = entries.values().filter(|e| !e.is_tombstone()).count();
         replica.map = entries.clone();
         replica
+    }
+
+    /// Drops tombstones written before `horizon_ms`; returns how many.
+    pub fn purge_expired(&mut self, horizon_ms: u64) -> usize {
+        let before = self.map.len();
+        self.map
+            .retain(|_, entry| !is_expired_tombstone(entry, horizon_ms));
+        before - self.map.len()
     }
 
     /// The live value under `key`.
@@ -143,6 +152,19 @@ mod tests {
 
     fn bytes(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn only_tombstones_older_than_the_horizon_are_purged() {
+        let mut replica = Replica::new(NodeId::new("n"), 0);
+        replica.put(bytes("old"), Some(bytes("v")), 1_000);
+        replica.put(bytes("gone"), None, 1_000);
+        replica.put(bytes("recent"), None, 2_000);
+        assert_eq!(replica.purge_expired(2_000), 1);
+        assert!(replica.entry(b"gone").is_none());
+        assert!(replica.entry(b"recent").is_some());
+        assert_eq!(replica.get(b"old"), Some(&bytes("v")));
+        assert_eq!(replica.live_keys(), 1);
     }
 
     #[test]
