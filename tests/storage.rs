@@ -156,13 +156,6 @@ fn kill_under_load(
         let _ = bench.wait();
     }
     let elapsed = killed_at - started;
-    for (acked, _) in handles
-        .iter()
-        .map(|_| ())
-        .zip(std::iter::empty::<(Vec<Option<Acked>>, u64)>())
-    {
-        let _ = acked;
-    }
     let results: Vec<_> = handles
         .into_iter()
         .map(|h| h.join().expect("writer"))
@@ -347,4 +340,111 @@ fn a_damaged_database_is_one_clear_message_and_exit_1() {
             "{kind}: the file is left alone"
         );
     }
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+/// SETs `key:<12 digits>` (16 bytes) to `abc` for `0..n` over one pipelined connection.
+fn load_small_keys(addr: SocketAddr, n: u64) {
+    const CHUNK: u64 = 10_000;
+    let mut stream = raw_connection(addr);
+    let mut reply = vec![0u8; CHUNK as usize * 5];
+    for start in (0..n).step_by(CHUNK as usize) {
+        let end = (start + CHUNK).min(n);
+        let mut request = Vec::new();
+        for k in start..end {
+            request.extend(command(&[
+                b"SET",
+                format!("key:{k:012}").as_bytes(),
+                b"abc",
+            ]));
+        }
+        stream.write_all(&request).expect("write");
+        let len = (end - start) as usize * 5;
+        stream.read_exact(&mut reply[..len]).expect("replies");
+    }
+}
+
+/// Waits until the resident memory of `pid` stops growing (two readings a second apart
+/// within 1%), for at most a minute; returns it.
+fn settled_rss(pid: u32) -> u64 {
+    let started = Instant::now();
+    let mut last = rss_bytes(pid);
+    loop {
+        thread::sleep(Duration::from_secs(1));
+        let now = rss_bytes(pid);
+        if now.abs_diff(last) * 100 <= last || started.elapsed() > Duration::from_secs(60) {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Bytes per entry of a million small keys in a 2-actor node, beside redis-server's if it is
+/// installed: `cargo test --release --test storage -- --ignored --nocapture memory`.
+#[test]
+#[ignore = "heavy: a million keys; figures in the README"]
+fn memory_per_entry_of_a_million_small_keys() {
+    const KEYS: u64 = 1_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Binary::server(dir.path());
+    let empty = settled_rss(server.pid());
+    load_small_keys(server.rpc_addr(), KEYS);
+    let full = settled_rss(server.pid());
+    let per_entry = (full - empty) / KEYS;
+    assert!(server.terminate().success());
+    let redb = std::fs::metadata(Binary::world_dir(dir.path()).join("world.redb"))
+        .unwrap()
+        .len();
+    eprintln!(
+        "cmud (2 actors): RSS {} MB empty, {} MB with {KEYS} keys: {per_entry} B per entry; world.redb {} MB",
+        empty >> 20,
+        full >> 20,
+        redb >> 20
+    );
+    if let Ok(mut redis) = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "7479",
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    {
+        let addr: SocketAddr = "127.0.0.1:7479".parse().unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server starts"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        let empty = settled_rss(redis.id());
+        load_small_keys(addr, KEYS);
+        let full = settled_rss(redis.id());
+        eprintln!(
+            "redis-server: RSS {} MB with {KEYS} keys: {} B per entry",
+            full >> 20,
+            (full - empty) / KEYS
+        );
+        let _ = redis.kill();
+        let _ = redis.wait();
+    }
+    assert!(per_entry < 2_000, "{per_entry} B per entry");
 }

@@ -139,6 +139,11 @@ impl Binary {
         self.rpc_addr
     }
 
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the node with SIGKILL: no flush, no goodbye.
     pub fn kill_9(&mut self) {
         self.child.kill().expect("kill -9");
