@@ -19,7 +19,7 @@ use crate::node::{DB_FILE, NodeError, lock_world};
 use crate::store::clock::wall_millis;
 use crate::store::entry::{Entry, Key, Merged, NodeId, Version, merge};
 use crate::store::log::{self, LOG_DIR};
-use crate::store::validate::check_entry;
+use crate::store::validate::{Rejected, check_entry};
 use crate::store::{Limits, StoreError, persist};
 
 /// Why a tool could not do its work.
@@ -231,6 +231,8 @@ pub struct CheckReport {
     pub writers: usize,
     /// Entries that carry a signature.
     pub signed: usize,
+    /// Tombstones past `tombstone_ttl`, which the node purges on its next start.
+    pub expired: usize,
     /// Log segments left by a crash, replayed into the database.
     pub replayed_segments: usize,
     /// Size of the database file, in bytes.
@@ -258,11 +260,13 @@ pub fn check(dir: &Path, limits: &Limits) -> Result<CheckReport, AdminError> {
         }
         report.signed += usize::from(entry.signature.is_some());
         writers.insert(entry.author().clone());
-        if let Err(reason) = check_entry(key, entry, now, limits) {
-            report.problems.push(format!(
+        match check_entry(key, entry, now, limits) {
+            Ok(()) => {}
+            Err(Rejected::Expired) => report.expired += 1,
+            Err(reason) => report.problems.push(format!(
                 "{}: {reason}",
                 String::from_utf8_lossy(key).escape_debug()
-            ));
+            )),
         }
     }
     report.writers = writers.len();
@@ -277,6 +281,13 @@ impl std::fmt::Display for CheckReport {
             self.entries, self.live, self.tombstones, self.signed, self.writers
         )?;
         writeln!(f, "database file: {} bytes", self.file_bytes)?;
+        if self.expired > 0 {
+            writeln!(
+                f,
+                "{} tombstones are past tombstone_ttl: the node purges them when it starts",
+                self.expired
+            )?;
+        }
         if self.replayed_segments > 0 {
             writeln!(
                 f,
@@ -328,6 +339,8 @@ pub struct ImportReport {
     pub merged: usize,
     /// Entries the world already had at the same or a newer version.
     pub unchanged: usize,
+    /// Tombstones past `tombstone_ttl`, left out: every node has forgotten those keys.
+    pub expired: usize,
 }
 
 /// Merges the JSON lines of `file` into the world in `dir` (created if missing) under
@@ -354,15 +367,22 @@ pub fn import(dir: &Path, file: &Path, limits: &Limits) -> Result<ImportReport, 
         let parsed: ExportLine =
             serde_json::from_str(&line).map_err(|err| bad(format!("not an entry: {err}")))?;
         let (key, entry) = parsed.into_entry().map_err(bad)?;
-        check_entry(&key, &entry, now, limits).map_err(|reason| bad(reason.to_string()))?;
         report.read += 1;
+        match check_entry(&key, &entry, now, limits) {
+            Ok(()) => {}
+            Err(Rejected::Expired) => {
+                report.expired += 1;
+                continue;
+            }
+            Err(reason) => return Err(bad(reason.to_string())),
+        }
         if merge(&mut world.map, key.clone(), entry.clone()) != Merged::Unchanged {
             changed.insert(key, entry);
         }
     }
     // A key twice in the file counts once, at its newest version.
     report.merged = changed.len();
-    report.unchanged = report.read - report.merged;
+    report.unchanged = report.read - report.expired - report.merged;
     persist::merge_into(&world.db, &world.path, &changed)?;
     Ok(report)
 }
@@ -409,6 +429,36 @@ mod tests {
         let text = round_trip(b"gone", &signed);
         assert!(text.contains(r#""tombstone":true"#), "{text}");
         assert!(!text.contains(r#""value"#), "{text}");
+    }
+
+    #[test]
+    fn import_leaves_out_expired_tombstones_and_counts_what_it_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let world = dir.path().join("w");
+        let file = dir.path().join("in.jsonl");
+        let live = ExportLine::new(b"k", &entry(Some(b"v")));
+        let mut old = entry(None);
+        old.version.millis = 1;
+        let expired = ExportLine::new(b"old", &old);
+        let text = [&live, &expired, &live]
+            .map(|line| serde_json::to_string(line).unwrap())
+            .join("\n");
+        std::fs::write(&file, text).unwrap();
+        let report = import(&world, &file, &Limits::default()).unwrap();
+        let want = ImportReport {
+            read: 3,
+            merged: 1,
+            unchanged: 1,
+            expired: 1,
+        };
+        assert_eq!(report, want);
+        let mut out = Vec::new();
+        assert_eq!(export(&world, b"", &mut out).unwrap(), 1);
+        assert_eq!(check(&world, &Limits::default()).unwrap().live, 1);
+        assert!(matches!(
+            export(&dir.path().join("none"), b"", &mut out),
+            Err(AdminError::NoWorld(_))
+        ));
     }
 
     #[test]

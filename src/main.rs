@@ -57,8 +57,9 @@ fn run_tool(command: &Command, settings: &Settings) -> ExitCode {
         }),
         Command::Import { file } => admin::import(dir, file, limits).map(|report| {
             eprintln!(
-                "cmud: read {} entries: {} merged, {} already there at the same or a newer version",
-                report.read, report.merged, report.unchanged
+                "cmud: read {} entries: {} merged, {} already there at the same or a newer \
+                 version, {} tombstones past tombstone_ttl left out",
+                report.read, report.merged, report.unchanged, report.expired
             );
             true
         }),
