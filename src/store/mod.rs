@@ -163,7 +163,7 @@ impl OpenStore {
         ttl: Duration,
         own: &NodeId,
     ) -> Result<OpenStore, StoreError> {
-        let (db, mut map) = persist::open(path, log_dir)?;
+        let (mut db, mut map) = persist::open(path, log_dir)?;
         let now = wall_millis();
         let horizon = purge_horizon(now, ttl);
         let out_of_contact = persist::last_seen(&db, path)?.is_some_and(|last| last < horizon);
@@ -185,6 +185,7 @@ impl OpenStore {
             map.remove(key);
         }
         persist::forget(&db, path, &forget, now)?;
+        persist::compact_if_sparse(&mut db, path)?;
         let (gateway, gateway_inbox) = gateway::channel();
         Ok(OpenStore {
             db,

@@ -245,7 +245,7 @@ fn replay_log(
         recovered = changed.len(),
         "replayed the log left by a node that did not stop cleanly"
     );
-    commit(db, &changed).map_err(|err| StoreError::db(path, err))?;
+    commit(db, &changed, None).map_err(|err| StoreError::db(path, err))?;
     for (segment, _, _) in &segments {
         std::fs::remove_file(segment).map_err(|source| {
             StoreError::Log(log::LogError::Io {
@@ -355,7 +355,7 @@ fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>)
         }
         if !pending.is_empty() {
             last_commit = Instant::now();
-            match commit(&db, &pending) {
+            match commit(&db, &pending, Some(wall_millis())) {
                 Ok(()) => pending.clear(),
                 // Keep the entries: the next round retries them.
                 Err(err) => {
@@ -437,6 +437,28 @@ pub fn forget(db: &Database, path: &Path, keys: &[Key], now_ms: u64) -> Result<(
     run().map_err(|err| StoreError::db(path, err))
 }
 
+/// Compacts the database when more than half of its file is free space (after many deletes or
+/// purged tombstones), so the space is given back. Call before any transaction is open.
+pub fn compact_if_sparse(db: &mut Database, path: &Path) -> Result<(), StoreError> {
+    let file_bytes = std::fs::metadata(path).map_or(0, |meta| meta.len());
+    // Pages freed by the last transactions are only released by the ones after them.
+    for _ in 0..2 {
+        let empty = db.begin_write().map_err(|err| StoreError::db(path, err))?;
+        empty.commit().map_err(|err| StoreError::db(path, err))?;
+    }
+    let write = db.begin_write().map_err(|err| StoreError::db(path, err))?;
+    let stats = write.stats().map_err(|err| StoreError::db(path, err))?;
+    let used_bytes = stats.allocated_pages() * stats.page_size() as u64;
+    write.abort().map_err(|err| StoreError::db(path, err))?;
+    if used_bytes.saturating_mul(2) >= file_bytes {
+        return Ok(());
+    }
+    db.compact().map_err(|err| StoreError::db(path, err))?;
+    let after = std::fs::metadata(path).map_or(0, |meta| meta.len());
+    tracing::info!(before = file_bytes, after, "compacted the world database");
+    Ok(())
+}
+
 /// Records that a node is running here now.
 fn touch(db: &Database) -> Result<(), redb::Error> {
     let write = db.begin_write()?;
@@ -473,13 +495,21 @@ pub fn merge_into(
     path: &Path,
     entries: &HashMap<Key, Entry>,
 ) -> Result<(), StoreError> {
-    commit(db, entries).map_err(|err| StoreError::db(path, err))
+    commit(db, entries, None).map_err(|err| StoreError::db(path, err))
 }
 
-fn commit(db: &Database, pending: &HashMap<Key, Entry>) -> Result<(), redb::Error> {
+/// Writes `pending` under last-writer-wins, and `last_seen` (by a running node only: a replay
+/// or an import does not mean a node was in touch with the world).
+fn commit(
+    db: &Database,
+    pending: &HashMap<Key, Entry>,
+    last_seen: Option<u64>,
+) -> Result<(), redb::Error> {
     let write = db.begin_write()?;
     {
-        write.open_table(META)?.insert(LAST_SEEN, wall_millis())?;
+        if let Some(now_ms) = last_seen {
+            write.open_table(META)?.insert(LAST_SEEN, now_ms)?;
+        }
         let mut table = write.open_table(ENTRIES)?;
         let mut buf = Vec::new();
         for (key, entry) in pending {
@@ -528,7 +558,7 @@ mod tests {
         let path = dir.join("world.redb");
         let (db, _) = open(&path, &dir.join("log")).unwrap();
         let pending: HashMap<Key, Entry> = (0..n).map(keyed).collect();
-        commit(&db, &pending).unwrap();
+        commit(&db, &pending, None).unwrap();
         path
     }
 
@@ -572,6 +602,22 @@ mod tests {
     }
 
     #[test]
+    fn a_mostly_empty_database_is_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database(dir.path(), 20_000);
+        let (mut db, map) = open(&path, &dir.path().join("log")).unwrap();
+        let full = std::fs::metadata(&path).unwrap().len();
+        let keys: Vec<Key> = map.into_keys().collect();
+        forget(&db, &path, &keys, 1).unwrap();
+        compact_if_sparse(&mut db, &path).unwrap();
+        let compacted = std::fs::metadata(&path).unwrap().len();
+        assert!(compacted * 2 < full, "{full} -> {compacted} bytes");
+        // Nothing more to give back: no second compaction.
+        compact_if_sparse(&mut db, &path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), compacted);
+    }
+
+    #[test]
     fn the_log_is_replayed_into_the_database_and_removed() {
         let dir = tempfile::tempdir().unwrap();
         let log_dir = dir.path().join("log");
@@ -582,7 +628,13 @@ mod tests {
         newer.1.version.millis = 100;
         writer.append(&[newer.clone(), keyed(7)]).unwrap();
         drop(writer);
-        let (_, map) = open(&path, &log_dir).unwrap();
+        let (db, map) = open(&path, &log_dir).unwrap();
+        assert_eq!(
+            last_seen(&db, &path).unwrap(),
+            None,
+            "a replay is not a node in touch with the world"
+        );
+        drop(db);
         assert_eq!(map.len(), 4);
         assert_eq!(map[&newer.0], newer.1);
         assert!(log::segments(&log_dir).unwrap().is_empty());
