@@ -151,6 +151,7 @@ fn kill_under_load(
     thread::sleep(run_for);
     let killed_at = Instant::now();
     server.kill_9();
+    let killed_log = server.stderr();
     if let Some(bench) = &mut bench {
         let _ = bench.kill();
         let _ = bench.wait();
@@ -190,7 +191,19 @@ fn kill_under_load(
                 .unwrap_or(0),
             _ => 0,
         };
-        lost += usize::from(found < *want);
+        if found < *want {
+            lost += 1;
+            eprintln!(
+                "lost: wanted round {} seq {}, found round {} seq {}",
+                want >> 32,
+                want & 0xFFFF_FFFF,
+                found >> 32,
+                found & 0xFFFF_FFFF
+            );
+        }
+    }
+    if lost > 0 {
+        eprintln!("the killed node logged:\n{}", killed_log);
     }
     drop(server);
     let acknowledged: u64 = results.iter().map(|(_, total)| total).sum();

@@ -160,13 +160,20 @@ impl Actor {
     /// after appending them to the log.
     fn flush(&self) {
         self.last_flush.set(Instant::now());
-        self.purge_if_due();
+        if let Some(batch) = self.replica.borrow_mut().take_pending() {
+            self.hand_over(batch);
+        }
+        // Only once the acknowledged writes are in the log: a slow fsync or purge holds this
+        // actor (and its writers), never writes acknowledged but not yet logged.
         if let Err(err) = self.log.borrow_mut().tick() {
             tracing::error!(%err, "could not force the log to disk");
         }
-        let Some(batch) = self.replica.borrow_mut().take_pending() else {
-            return;
-        };
+        self.purge_if_due();
+        self.hold_while_persistence_lags();
+    }
+
+    /// Logs one flush's batch, then hands it to every other actor and the gateway.
+    fn hand_over(&self, batch: Batch) {
         let closed = self.log.borrow_mut().append(&batch).unwrap_or_else(|err| {
             // redb still gets the batch; only a crash before its commit would lose it.
             tracing::error!(%err, "could not append to the log");
@@ -192,7 +199,6 @@ impl Actor {
         if let Some(segment) = closed {
             self.mailboxes.gateway.log_closed(self.index, segment);
         }
-        self.hold_while_persistence_lags();
     }
 
     /// Drops tombstones past the purge horizon, once per purge period.
