@@ -91,10 +91,12 @@ async fn serve_connection(
             match execute(&actor, &node, &args, &mut output) {
                 Flow::Continue => {}
                 Flow::Quit => {
+                    actor.log_before_reply();
                     stream.write_all(&output).await?;
                     return Ok(());
                 }
                 Flow::MoveTo(to) => {
+                    actor.log_before_reply();
                     stream.write_all(&output).await?;
                     let conn = Handoff {
                         stream: stream.into_std()?,
@@ -110,6 +112,8 @@ async fn serve_connection(
             }
         }
         if !output.is_empty() {
+            // Acknowledged writes must be in the log before their acknowledgements leave.
+            actor.log_before_reply();
             stream.write_all(&output).await?;
             output.clear();
         }

@@ -172,13 +172,23 @@ impl Actor {
         self.hold_while_persistence_lags();
     }
 
-    /// Logs one flush's batch, then hands it to every other actor and the gateway.
-    fn hand_over(&self, batch: Batch) {
-        let closed = self.log.borrow_mut().append(&batch).unwrap_or_else(|err| {
-            // redb still gets the batch; only a crash before its commit would lose it.
+    /// Appends the writes made since the last call to the log. The RPC layer calls this
+    /// before it sends acknowledgements, so nothing acknowledged is only in memory.
+    pub fn log_before_reply(&self) {
+        let unlogged = self.replica.borrow_mut().take_unlogged();
+        if unlogged.is_empty() {
+            return;
+        }
+        if let Err(err) = self.log.borrow_mut().write(&unlogged) {
+            // redb still gets the entries; only a crash before its commit would lose them.
             tracing::error!(%err, "could not append to the log");
-            None
-        });
+        }
+    }
+
+    /// Hands one flush's batch to every other actor and the gateway, with the log complete
+    /// before it and a full log segment closed after it.
+    fn hand_over(&self, batch: Batch) {
+        self.log_before_reply();
         let bytes: usize = batch.iter().map(|(key, entry)| entry.wire_size(key)).sum();
         let row = &self.stats.senders[self.index];
         for (to, mailbox) in self.mailboxes.actors.iter().enumerate() {
@@ -196,8 +206,10 @@ impl Actor {
         if self.mailboxes.gateway.local_batch(self.index, batch) {
             row.sent(self.stats.gateway_index(), bytes);
         }
-        if let Some(segment) = closed {
-            self.mailboxes.gateway.log_closed(self.index, segment);
+        match self.log.borrow_mut().rotate_if_full() {
+            Ok(Some(segment)) => self.mailboxes.gateway.log_closed(self.index, segment),
+            Ok(None) => {}
+            Err(err) => tracing::error!(%err, "could not close a log segment"),
         }
     }
 

@@ -48,8 +48,8 @@ pub const LOG_DIR: &str = "log";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fsync {
-    /// After every flush (each actor's appends, every 100 ms): a power loss loses at most the
-    /// writes of the last flush period. Slowest.
+    /// Before every acknowledgement (each record is forced to disk before its replies are
+    /// sent): a power loss loses nothing acknowledged. Slowest by far.
     Always,
     /// At most once a second per actor: a power loss loses at most about a second of writes.
     #[default]
@@ -132,9 +132,17 @@ impl LogWriter {
         }
     }
 
-    /// Appends one flush's entries. Returns the number of a segment this append closed, which
-    /// may be trimmed once everything handed to persistence before it is committed.
+    /// Appends entries and closes the segment if it is full. Returns the number of a segment
+    /// this closed, which may be trimmed once everything handed to persistence before it is
+    /// committed.
     pub fn append(&mut self, entries: &[KeyedEntry]) -> Result<Option<u64>, LogError> {
+        self.write(entries)?;
+        self.rotate_if_full()
+    }
+
+    /// Appends entries as one record, never closing the segment (their batch may not have
+    /// been handed to persistence yet).
+    pub fn write(&mut self, entries: &[KeyedEntry]) -> Result<(), LogError> {
         let record = encode_record(entries);
         if self.current.is_none() {
             self.current = Some(self.open_segment()?);
@@ -145,13 +153,21 @@ impl LogWriter {
         let path = segment_path(&self.dir, self.actor, segment.number);
         segment.file.write_all(&record).map_err(io_error(&path))?;
         segment.bytes += record.len() as u64;
-        let full = segment.bytes >= SEGMENT_BYTES || segment.opened.elapsed() >= SEGMENT_AGE;
         self.untrimmed
             .fetch_add(record.len() as u64, Ordering::Relaxed);
         self.dirty = true;
         if self.fsync == Fsync::Always {
             self.sync()?;
         }
+        Ok(())
+    }
+
+    /// Closes the open segment if it is big or old enough; returns its number if so. Call
+    /// only once everything written to it has been handed to persistence.
+    pub fn rotate_if_full(&mut self) -> Result<Option<u64>, LogError> {
+        let full = self.current.as_ref().is_some_and(|segment| {
+            segment.bytes >= SEGMENT_BYTES || segment.opened.elapsed() >= SEGMENT_AGE
+        });
         if full { self.close() } else { Ok(None) }
     }
 

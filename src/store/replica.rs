@@ -24,6 +24,8 @@ pub struct Replica {
     clock: Hlc,
     /// First-hand Puts since the last flush, latest per key.
     pending: HashMap<Key, Entry>,
+    /// First-hand Puts not yet in the log, in order (see [`Replica::take_unlogged`]).
+    unlogged: Vec<KeyedEntry>,
 }
 
 impl Replica {
@@ -34,6 +36,7 @@ impl Replica {
             live: 0,
             clock: Hlc::new(node, actor),
             pending: HashMap::new(),
+            unlogged: Vec::new(),
         }
     }
 
@@ -47,6 +50,12 @@ impl Replica {
         replica.live = entries.values().filter(|e| !e.is_tombstone()).count();
         replica.map = entries.clone();
         replica
+    }
+
+    /// The first-hand Puts made since the last call, for the log: they are written to it
+    /// before their acknowledgement leaves.
+    pub fn take_unlogged(&mut self) -> Vec<KeyedEntry> {
+        std::mem::take(&mut self.unlogged)
     }
 
     /// Drops tombstones written before `horizon_ms`; returns how many.
@@ -78,6 +87,7 @@ impl Replica {
             signature: None,
         };
         self.pending.insert(key.clone(), entry.clone());
+        self.unlogged.push((key.clone(), entry.clone()));
         let was_live = match merge(&mut self.map, key, entry) {
             Merged::Changed { was_live } => was_live,
             // The clock is past every version this replica holds or has seen, so a fresh
