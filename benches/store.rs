@@ -108,8 +108,13 @@ fn through_the_port(c: &mut Criterion) {
     let node = runtime
         .block_on(Node::start(NodeOptions::local(dir.path().join("bench"), 1)))
         .expect("node");
-    let mut stream = TcpStream::connect(node.rpc_addr()).expect("connect");
+    let endpoint = node.rpc_endpoint();
+    let mut stream = TcpStream::connect(endpoint.addr).expect("connect");
     stream.set_nodelay(true).expect("nodelay");
+    stream.write_all(&endpoint.auth_line()).expect("AUTH");
+    let mut ok = [0u8; 5];
+    stream.read_exact(&mut ok).expect("AUTH reply");
+    assert_eq!(&ok, b"+OK\r\n", "AUTH with the node's token");
 
     let mut group = c.benchmark_group("rpc, one actor, pipeline 100");
     group.throughput(Throughput::Elements(PIPELINE as u64));

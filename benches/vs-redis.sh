@@ -8,7 +8,8 @@
 #   ROUNDS=5 benches/vs-redis.sh
 #   ACTORS=1 benches/vs-redis.sh  # query actors of the cmud node (default 2)
 #
-# Needs redis-server and redis-benchmark (Debian: apt-get install redis-server).
+# Needs redis-server and redis-benchmark (Debian: apt-get install redis-server). The cmud node
+# is reached with its RPC token (`redis-benchmark -a`), as every client of cmud must.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,9 +41,21 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
   --daemonize no >"$work/redis.out" 2>&1 &
 redis_pid=$!
 
+# The cmud node's RPC token (it writes rpc.token in its world folder on start).
+cmud_token() {
+  cat "$work/data/cmud/rpc.token" 2>/dev/null
+}
+
+# auth_args PORT: the -a flag for redis-cli and redis-benchmark if PORT is cmud's.
+auth_args() {
+  [ "$1" = "$CMUD_PORT" ] && printf '%s\n' -a "$(cmud_token)"
+  return 0
+}
+
 wait_port() {
   for _ in $(seq 100); do
-    [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return 0
+    mapfile -t auth < <(auth_args "$1")
+    [ "$(redis-cli -p "$1" "${auth[@]}" --no-auth-warning ping 2>/dev/null)" = PONG ] && return 0
     sleep 0.1
   done
   echo "vs-redis: nothing answers on port $1" >&2
@@ -54,7 +67,8 @@ wait_port "$REDIS_PORT"
 
 # One run: prints "SET <rps>" and "GET <rps>", then "SET-r <rps>" for random keys.
 run() {
-  redis-benchmark -p "$1" -t set,get -n "$REQUESTS" -c "$CLIENTS" -P "$2" --csv 2>/dev/null |
+  mapfile -t auth < <(auth_args "$1")
+  redis-benchmark -p "$1" "${auth[@]}" -t set,get -n "$REQUESTS" -c "$CLIENTS" -P "$2" --csv 2>/dev/null |
     awk -F'","' 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); print $1, $2 }'
   redis-benchmark -p "$1" -t set -r 100000 -n 200000 -c "$CLIENTS" -P "$2" --csv 2>/dev/null |
     awk -F'","' 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); print $1 "-r", $2 }'

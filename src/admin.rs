@@ -16,6 +16,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::node::{DB_FILE, NodeError, lock_world};
+use crate::p2p::identity;
+use crate::store::Signer;
 use crate::store::clock::wall_millis;
 use crate::store::entry::{Entry, Key, Merged, NodeId, Version, merge};
 use crate::store::log::{self, LOG_DIR};
@@ -191,8 +193,9 @@ struct Stopped {
 }
 
 impl Stopped {
-    /// Locks and opens the world in `dir`; `create` makes an empty world if there is none.
-    fn open(dir: &Path, create: bool) -> Result<Stopped, AdminError> {
+    /// Locks and opens the world `world` in `dir`; `create` makes an empty world if there is
+    /// none. Entries this node's identity wrote but did not sign yet are signed on opening.
+    fn open(dir: &Path, world: &str, create: bool) -> Result<Stopped, AdminError> {
         let path = dir.join(DB_FILE);
         if !create && !path.exists() {
             return Err(AdminError::NoWorld(dir.to_owned()));
@@ -207,7 +210,16 @@ impl Stopped {
         })?;
         let log_dir = dir.join(LOG_DIR);
         let replayed_segments = log::segments(&log_dir).map_err(StoreError::from)?.len();
-        let (db, map) = persist::open(&path, &log_dir)?;
+        let key_path = dir.join(identity::IDENTITY_FILE);
+        let keypair = identity::load_or_create(&key_path).map_err(|source| AdminError::Io {
+            path: key_path.clone(),
+            source,
+        })?;
+        let signer = Signer::new(&keypair, world).map_err(|err| AdminError::Io {
+            path: key_path,
+            source: io::Error::other(err.to_string()),
+        })?;
+        let (db, map) = persist::open(&path, &log_dir, &signer)?;
         Ok(Stopped {
             path,
             db,
@@ -242,8 +254,8 @@ pub struct CheckReport {
 }
 
 /// Reads the whole world in `dir` and verifies every entry as if a peer had sent it.
-pub fn check(dir: &Path, limits: &Limits) -> Result<CheckReport, AdminError> {
-    let world = Stopped::open(dir, false)?;
+pub fn check(dir: &Path, world: &str, limits: &Limits) -> Result<CheckReport, AdminError> {
+    let world = Stopped::open(dir, world, false)?;
     let now = wall_millis();
     let mut report = CheckReport {
         replayed_segments: world.replayed_segments,
@@ -307,8 +319,13 @@ impl std::fmt::Display for CheckReport {
 
 /// Writes every entry of the world in `dir` whose key starts with `prefix` to `out`, one JSON
 /// line each, in key order. Returns the number written.
-pub fn export(dir: &Path, prefix: &[u8], out: &mut impl Write) -> Result<usize, AdminError> {
-    let world = Stopped::open(dir, false)?;
+pub fn export(
+    dir: &Path,
+    world: &str,
+    prefix: &[u8],
+    out: &mut impl Write,
+) -> Result<usize, AdminError> {
+    let world = Stopped::open(dir, world, false)?;
     let out_err = |source| AdminError::Io {
         path: "the output".into(),
         source,
@@ -345,12 +362,17 @@ pub struct ImportReport {
 
 /// Merges the JSON lines of `file` into the world in `dir` (created if missing) under
 /// last-writer-wins. Every line is read and verified first: one bad line imports nothing.
-pub fn import(dir: &Path, file: &Path, limits: &Limits) -> Result<ImportReport, AdminError> {
+pub fn import(
+    dir: &Path,
+    world: &str,
+    file: &Path,
+    limits: &Limits,
+) -> Result<ImportReport, AdminError> {
     let input = File::open(file).map_err(|source| AdminError::Io {
         path: file.to_owned(),
         source,
     })?;
-    let mut world = Stopped::open(dir, true)?;
+    let mut world = Stopped::open(dir, world, true)?;
     let now = wall_millis();
     let mut report = ImportReport::default();
     let mut changed = HashMap::new();
@@ -444,7 +466,7 @@ mod tests {
             .map(|line| serde_json::to_string(line).unwrap())
             .join("\n");
         std::fs::write(&file, text).unwrap();
-        let report = import(&world, &file, &Limits::default()).unwrap();
+        let report = import(&world, "w", &file, &Limits::default()).unwrap();
         let want = ImportReport {
             read: 3,
             merged: 1,
@@ -453,10 +475,10 @@ mod tests {
         };
         assert_eq!(report, want);
         let mut out = Vec::new();
-        assert_eq!(export(&world, b"", &mut out).unwrap(), 1);
-        assert_eq!(check(&world, &Limits::default()).unwrap().live, 1);
+        assert_eq!(export(&world, "w", b"", &mut out).unwrap(), 1);
+        assert_eq!(check(&world, "w", &Limits::default()).unwrap().live, 1);
         assert!(matches!(
-            export(&dir.path().join("none"), b"", &mut out),
+            export(&dir.path().join("none"), "w", b"", &mut out),
             Err(AdminError::NoWorld(_))
         ));
     }

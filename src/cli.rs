@@ -63,6 +63,10 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
 
+    /// Print the RPC port's token (from rpc.token in the world's folder, written if missing)
+    /// and exit: `redis-cli -p 7440 -a "$(cmud --print-rpc-token)"`.
+    #[arg(long)]
+    pub print_rpc_token: bool,
     /// A tool to run on a stopped node's world instead of playing.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -193,6 +197,7 @@ impl Cli {
             actors,
             limits,
             fsync: config.fsync,
+            rpc: config.rpc_options(),
             network: Some(NetworkOptions {
                 world,
                 listen,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use directories::ProjectDirs;
 use serde::{Deserialize, Serialize};
 
+use crate::rpc::RpcOptions;
 use crate::store::Fsync;
 use crate::store::validate::DEFAULT_TOMBSTONE_TTL;
 
@@ -87,10 +88,25 @@ pub struct Config {
     /// When the append-only log of writes is forced to disk (power loss; a crash of cmud
     /// alone loses nothing acknowledged whatever this says).
     pub fsync: Fsync,
+    /// Whether RPC clients must `AUTH` with the token in `rpc.token`.
+    pub rpc_auth: bool,
+    /// Unread output one RPC client may hold before it is closed (also the largest reply).
+    pub max_client_output_bytes: usize,
+    /// Bytes of unfinished commands all RPC connections may hold before reading pauses.
+    pub max_pending_input_bytes: usize,
+    /// Unread output all RPC clients may hold before the largest holders are closed.
+    pub max_total_output_bytes: usize,
+    /// Most RPC clients at once (capped by the file limit).
+    pub maxclients: usize,
+    /// Seconds an RPC client may stay idle before it is closed; 0 = never.
+    pub timeout: u64,
 }
 
 /// Default RPC port.
 pub const DEFAULT_RPC_PORT: u16 = 7440;
+
+/// A mebibyte, in bytes.
+const MIB: usize = 1024 * 1024;
 
 /// Default libp2p TCP port.
 pub const DEFAULT_P2P_PORT: u16 = 7441;
@@ -112,6 +128,12 @@ impl Default for Config {
             data_dir: None,
             tombstone_ttl_secs: DEFAULT_TOMBSTONE_TTL.as_secs(),
             fsync: Fsync::default(),
+            rpc_auth: true,
+            max_client_output_bytes: 64 * MIB,
+            max_pending_input_bytes: 256 * MIB,
+            max_total_output_bytes: 256 * MIB,
+            maxclients: 10_000,
+            timeout: 0,
         }
     }
 }
@@ -141,7 +163,37 @@ impl Config {
             self.max_value_bytes,
             1024..=16 * 1024 * 1024,
         )?;
-        check("max_args", self.max_args, 16..=64 * 1024)
+        check("max_args", self.max_args, 16..=64 * 1024)?;
+        // The largest reply must hold a few of the largest values.
+        let least_output = MIB.max(4 * self.max_value_bytes);
+        check(
+            "max_client_output_bytes",
+            self.max_client_output_bytes,
+            least_output..=usize::MAX / 4,
+        )?;
+        check(
+            "max_total_output_bytes",
+            self.max_total_output_bytes,
+            self.max_client_output_bytes..=usize::MAX / 4,
+        )?;
+        check(
+            "max_pending_input_bytes",
+            self.max_pending_input_bytes,
+            16 * MIB..=usize::MAX / 4,
+        )?;
+        check("maxclients", self.maxclients, 1..=1_000_000)
+    }
+
+    /// The RPC port's settings.
+    pub fn rpc_options(&self) -> RpcOptions {
+        RpcOptions {
+            auth: self.rpc_auth,
+            max_client_output_bytes: self.max_client_output_bytes,
+            max_pending_input_bytes: self.max_pending_input_bytes,
+            max_total_output_bytes: self.max_total_output_bytes,
+            maxclients: self.maxclients,
+            idle_timeout: (self.timeout > 0).then(|| Duration::from_secs(self.timeout)),
+        }
     }
 
     /// Reads `path`, first writing the commented defaults there if it does not exist.

@@ -23,6 +23,9 @@ fn main() -> ExitCode {
     if let Some(command) = &cli.command {
         return run_tool(command, &settings);
     }
+    if cli.print_rpc_token {
+        return print_rpc_token(&settings.node.world_dir);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -45,17 +48,20 @@ fn main() -> ExitCode {
 /// Runs `cmud check`, `export` or `import` on the world of `settings`.
 fn run_tool(command: &Command, settings: &Settings) -> ExitCode {
     let dir = &settings.node.world_dir;
+    let world = &settings.node.world;
     let limits = &settings.node.limits;
     let result = match command {
-        Command::Check => admin::check(dir, limits).map(|report| {
+        Command::Check => admin::check(dir, world, limits).map(|report| {
             print!("{report}");
             report.problems.is_empty()
         }),
-        Command::Export { prefix, output } => export(dir, prefix, output.as_deref()).map(|n| {
-            eprintln!("cmud: exported {n} entries");
-            true
-        }),
-        Command::Import { file } => admin::import(dir, file, limits).map(|report| {
+        Command::Export { prefix, output } => {
+            export(dir, world, prefix, output.as_deref()).map(|n| {
+                eprintln!("cmud: exported {n} entries");
+                true
+            })
+        }
+        Command::Import { file } => admin::import(dir, world, file, limits).map(|report| {
             eprintln!(
                 "cmud: read {} entries: {} merged, {} already there at the same or a newer \
                  version, {} tombstones past tombstone_ttl left out",
@@ -74,16 +80,43 @@ fn run_tool(command: &Command, settings: &Settings) -> ExitCode {
     }
 }
 
-fn export(dir: &Path, prefix: &str, output: Option<&Path>) -> Result<usize, admin::AdminError> {
+/// `--print-rpc-token`: the token of the world's RPC port, for scripts.
+fn print_rpc_token(world_dir: &Path) -> ExitCode {
+    let path = world_dir.join(cmud::rpc::auth::TOKEN_FILE);
+    let token = std::fs::create_dir_all(world_dir)
+        .and_then(|()| cmud::rpc::auth::load_or_create_token(&path));
+    match token {
+        Ok(token) => {
+            println!("{}", token.expose());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("cmud: {}: {err}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn export(
+    dir: &Path,
+    world: &str,
+    prefix: &str,
+    output: Option<&Path>,
+) -> Result<usize, admin::AdminError> {
     match output {
         Some(path) => {
             let file = std::fs::File::create(path).map_err(|source| admin::AdminError::Io {
                 path: path.to_owned(),
                 source,
             })?;
-            admin::export(dir, prefix.as_bytes(), &mut std::io::BufWriter::new(file))
+            admin::export(
+                dir,
+                world,
+                prefix.as_bytes(),
+                &mut std::io::BufWriter::new(file),
+            )
         }
-        None => admin::export(dir, prefix.as_bytes(), &mut std::io::stdout().lock()),
+        None => admin::export(dir, world, prefix.as_bytes(), &mut std::io::stdout().lock()),
     }
 }
 

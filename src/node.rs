@@ -13,11 +13,14 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use crate::p2p::{self, NetworkHandle, NetworkOptions, NetworkSetup, P2pError, identity};
+use crate::rpc::auth::{self, Credentials, DEFAULT_USER, GAME_USER, RpcEndpoint, Secret};
+use crate::rpc::clients::{self, Clients, RpcOptions};
+use crate::rpc::process;
 use crate::rpc::resp::FrameLimits;
 use crate::rpc::server::{self, NodeInfo, RpcService};
 use crate::store::log::LOG_DIR;
 use crate::store::stats::Stats;
-use crate::store::{Fsync, Limits, NodeId, OpenStore, StartOptions, Store, StoreError};
+use crate::store::{Fsync, Limits, OpenStore, Signer, StartOptions, Store, StoreError};
 
 /// File name of the world database inside a world folder.
 pub const DB_FILE: &str = "world.redb";
@@ -82,6 +85,8 @@ pub struct NodeOptions {
     pub limits: Limits,
     /// When the append-only log is forced to disk.
     pub fsync: Fsync,
+    /// The RPC port's access and client limits.
+    pub rpc: RpcOptions,
     /// The network, or `None` for a replica that talks to nobody.
     pub network: Option<NetworkOptions>,
 }
@@ -98,6 +103,7 @@ impl NodeOptions {
             actors,
             limits: Limits::default(),
             fsync: Fsync::default(),
+            rpc: RpcOptions::default(),
             network: None,
         }
     }
@@ -138,13 +144,19 @@ impl Node {
             source,
         })?;
         let peer_id = keypair.public().to_peer_id().to_string();
+        let token = rpc_token(dir, &options.rpc)?;
+        let rpc_options = capped(options.rpc.clone());
+        let signer = Signer::new(&keypair, &options.world).map_err(|err| NodeError::Io {
+            path: dir.join(identity::IDENTITY_FILE),
+            source: io::Error::other(err),
+        })?;
 
         let open = OpenStore::open(
             &dir.join(DB_FILE),
             &dir.join(LOG_DIR),
             options.fsync,
             options.limits.tombstone_ttl,
-            &NodeId::new(peer_id.clone()),
+            signer,
         )?;
         tracing::info!(
             entries = open.loaded_entries(),
@@ -186,9 +198,12 @@ impl Node {
             rpc_port: rpc_addr.port(),
             frame_limits: frame_limits(&options.limits),
             network: network.clone(),
+            token,
+            game_secret: Secret::random(),
+            max_reply_bytes: rpc_options.max_client_output_bytes,
+            clients: Clients::new(rpc_options),
         });
         let store = open.start(StartOptions {
-            node: NodeId::new(peer_id),
             actors,
             limits: options.limits,
             outbound,
@@ -198,6 +213,7 @@ impl Node {
         let (stop_accepting, stop_rx) = watch::channel(false);
         let acceptor = tokio::spawn(server::accept_loop(
             listener,
+            info.clone(),
             store.actor_mailboxes().to_vec(),
             stop_rx,
         ));
@@ -216,6 +232,30 @@ impl Node {
     /// The RPC address (127.0.0.1 and the port actually bound).
     pub fn rpc_addr(&self) -> SocketAddr {
         self.rpc_addr
+    }
+
+    /// How an ordinary client (a tool, a test) reaches the RPC port: the address and the token
+    /// of `rpc.token` as user `default`.
+    pub fn rpc_endpoint(&self) -> RpcEndpoint {
+        RpcEndpoint {
+            addr: self.rpc_addr,
+            credentials: self.info.token.clone().map(|secret| Credentials {
+                user: DEFAULT_USER.to_owned(),
+                secret,
+            }),
+        }
+    }
+
+    /// How the node's own game reaches the RPC port: its connections are never closed,
+    /// delayed or timed out because of other clients.
+    pub fn game_endpoint(&self) -> RpcEndpoint {
+        RpcEndpoint {
+            addr: self.rpc_addr,
+            credentials: Some(Credentials {
+                user: GAME_USER.to_owned(),
+                secret: self.info.game_secret.clone(),
+            }),
+        }
     }
 
     /// This node's peer id (also the player's id in the world).
@@ -250,6 +290,50 @@ impl Node {
             network.shutdown().await;
         }
     }
+}
+
+/// The token of `rpc.token` in the world folder (created on first start), or `None` with a
+/// warning when `rpc_auth` is off.
+fn rpc_token(dir: &Path, options: &RpcOptions) -> Result<Option<Secret>, NodeError> {
+    if !options.auth {
+        tracing::warn!(
+            "rpc_auth is off: any local user can read and write this world through the rpc port"
+        );
+        return Ok(None);
+    }
+    let path = dir.join(auth::TOKEN_FILE);
+    auth::load_or_create_token(&path)
+        .map(Some)
+        .map_err(|source| NodeError::Io { path, source })
+}
+
+/// The RPC options with `maxclients` capped to what the file limit allows, once the soft file
+/// limit is raised to the hard one (as Redis does).
+fn capped(mut options: RpcOptions) -> RpcOptions {
+    process::return_large_buffers_to_the_system();
+    let limit = process::raise_fd_limit();
+    match limit {
+        Some((now, before)) if now > before => {
+            tracing::info!(
+                before,
+                now,
+                "file limit (RLIMIT_NOFILE) raised to the hard limit"
+            );
+        }
+        Some((now, _)) => tracing::info!(now, "file limit (RLIMIT_NOFILE) is the hard limit"),
+        None => {}
+    }
+    let allowed = clients::cap_maxclients(options.maxclients, limit.map(|(now, _)| now));
+    if allowed < options.maxclients {
+        tracing::warn!(
+            maxclients = options.maxclients,
+            file_limit = limit.map(|(now, _)| now),
+            using = allowed,
+            "maxclients is more than the file limit allows"
+        );
+        options.maxclients = allowed;
+    }
+    options
 }
 
 /// Takes the world folder's lock, or says who holds it.

@@ -4,6 +4,10 @@
 
 #[path = "game/harness.rs"]
 mod harness;
+// Shared with the network tests, which use more of it.
+#[allow(dead_code)]
+#[path = "p2p/proxy.rs"]
+mod proxy;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +19,7 @@ use cmud::game::ledger;
 use cmud::game::player::{Change, Count, Outcome, PlayerHandle};
 use cmud::game::schema::World;
 use cmud::rpc::{Kv, KvClient};
-use harness::{DEADLINE, Player, TestNode, content_with, mirror, options};
+use harness::{DEADLINE, Player, TestNode, content_with, joined_nodes, options};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -254,7 +258,9 @@ async fn bad_input_never_crashes_a_command() {
     }
     assert_eq!(p.run("resign").await.len(), 1);
     // Names are checked too.
-    let (mut q, _) = Player::start(node.kv.clone(), options(None, Some("other"), 2)).await;
+    // Each player is a node: the next two get nodes of their own.
+    let other = TestNode::start().await;
+    let (mut q, _) = Player::start(other.kv.clone(), options(None, None, 2)).await;
     for bad in ["a/b", "x#y", &"n".repeat(17), "\u{202e}"] {
         let out = q.run_raw(bad).await;
         assert!(
@@ -266,9 +272,10 @@ async fn bad_input_never_crashes_a_command() {
     q.run("Zoë").await;
     assert_eq!(q.status.name, "Zoë");
     // `quit` at the name prompt leaves without creating a character.
-    let (r, _) = Player::start(node.kv.clone(), options(None, Some("undecided"), 3)).await;
+    let undecided = TestNode::start().await;
+    let (r, _) = Player::start(undecided.kv.clone(), options(None, None, 3)).await;
     assert_eq!(r.quit().await, ["Goodbye."]);
-    assert!(!world(&node.kv).await.player("undecided").exists());
+    assert!(!world(&undecided.kv).await.player(&undecided.id()).exists());
 }
 
 /// Alice and Bob, each in their own session, see each other's moves, chat, map and gifts
@@ -316,33 +323,6 @@ async fn see_each_other(alice: &mut Player, bob: &mut Player) {
 }
 
 #[tokio::test]
-async fn two_players_on_one_node_see_each_other() {
-    let node = TestNode::start().await;
-    let (mut alice, _) = Player::start(
-        node.client().await,
-        options(Some("alice"), Some("idalice"), 1),
-    )
-    .await;
-    let (mut bob, _) =
-        Player::start(node.client().await, options(Some("bob"), Some("idbob"), 2)).await;
-    see_each_other(&mut alice, &mut bob).await;
-}
-
-#[tokio::test]
-async fn two_players_on_mirrored_nodes_see_each_other() {
-    let (a, b) = (TestNode::start().await, TestNode::start().await);
-    let owners = vec![
-        (a.node.peer_id().to_owned(), 0),
-        (b.node.peer_id().to_owned(), 1),
-    ];
-    let sync = mirror([a.client().await, b.client().await], owners);
-    let (mut alice, _) = Player::start(a.kv.clone(), options(Some("alice"), None, 1)).await;
-    let (mut bob, _) = Player::start(b.kv.clone(), options(Some("bob"), None, 2)).await;
-    see_each_other(&mut alice, &mut bob).await;
-    sync.abort();
-}
-
-#[tokio::test]
 async fn two_players_on_connected_nodes_see_each_other() {
     use cmud::node::Node;
     // Settings come from the command line, as `cmud --join ...` would make them, so this
@@ -367,8 +347,8 @@ async fn two_players_on_connected_nodes_see_each_other() {
     let node_b = Node::start(settings(dir_b.path(), &node_a.shareable_addrs()))
         .await
         .unwrap();
-    let kv_a = KvClient::connect(node_a.rpc_addr()).await.unwrap();
-    let kv_b = KvClient::connect(node_b.rpc_addr()).await.unwrap();
+    let kv_a = KvClient::connect(&node_a.game_endpoint()).await.unwrap();
+    let kv_b = KvClient::connect(&node_b.game_endpoint()).await.unwrap();
     let (mut alice, _) = Player::start(kv_a, options(Some("alice"), None, 1)).await;
     let (mut bob, _) = Player::start(kv_b, options(Some("bob"), None, 2)).await;
     alice
@@ -462,67 +442,58 @@ async fn enter(kv: &KvClient, id: &str) -> PlayerHandle {
 }
 
 #[tokio::test]
-async fn no_interleaving_on_one_node_creates_or_destroys_coins() {
-    for seed in 0..6 {
-        let node = TestNode::start().await;
+async fn no_interleaving_on_three_nodes_creates_or_destroys_coins() {
+    for seed in 0..2 {
+        let nodes = joined_nodes(3).await;
         let mut handles = Vec::new();
-        for i in 0..3 {
-            // Each player on their own connection, so on different query actors.
-            let id = format!("p{i}");
-            handles.push((id.clone(), enter(&node.client().await, &id).await));
+        for node in &nodes {
+            handles.push((node.id(), enter(&node.client().await, &node.id()).await));
         }
-        trade_randomly(handles, seed).await;
-        let views = settled(&[node.client().await, node.client().await], 3).await;
-        let w = &views[0];
-        assert!(conserved(w), "seed {seed}: {:?}", ledger::total_coins(w));
-        let spent: u64 = w.players.values().map(|p| p.spent).sum();
-        let cpus: u64 = w.players.values().map(|p| p.hardware["cpu"] - 1).sum();
-        assert_eq!(spent, cpus, "seed {seed}: every coin spent bought a cpu");
-        assert!(
-            w.players.values().any(|p| !p.gave.is_empty()),
-            "seed {seed}: no gifts"
-        );
-        node.stop().await;
-    }
-}
-
-#[tokio::test]
-async fn no_interleaving_on_two_nodes_creates_or_destroys_coins() {
-    for seed in 0..4 {
-        let (a, b) = (TestNode::start().await, TestNode::start().await);
-        let ids = ["a0", "a1", "b0", "b1"];
-        let owners = ids
-            .iter()
-            .map(|id| (id.to_string(), usize::from(id.starts_with('b'))))
-            .collect();
-        let sync = mirror([a.client().await, b.client().await], owners);
-        let mut handles = Vec::new();
-        for id in ids {
-            let node = if id.starts_with('a') { &a } else { &b };
-            handles.push((id.to_owned(), enter(&node.client().await, id).await));
-        }
+        let clients = || async {
+            let mut kvs = Vec::new();
+            for node in &nodes {
+                kvs.push(node.client().await);
+            }
+            kvs
+        };
         // Wait until everyone exists everywhere, so gifts find their recipients.
-        settled(&[a.client().await, b.client().await], 4).await;
+        settled(&clients().await, 3).await;
         trade_randomly(handles, seed).await;
-        let views = settled(&[a.client().await, b.client().await], 4).await;
+        let views = settled(&clients().await, 3).await;
         assert!(
             conserved(&views[0]),
             "seed {seed}: {:?}",
             ledger::total_coins(&views[0])
         );
-        sync.abort();
-        a.stop().await;
-        b.stop().await;
+        let w = &views[0];
+        assert!(
+            w.players.values().any(|p| !p.gave.is_empty()),
+            "seed {seed}: no gifts"
+        );
+        for node in nodes {
+            node.stop().await;
+        }
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_progress_on_two_nodes_is_kept_and_simultaneous_finishers_are_promoted() {
-    let (a, b) = (TestNode::start().await, TestNode::start().await);
-    let owners = vec![("pa".to_owned(), 0), ("pb".to_owned(), 1)];
-    let sync = mirror([a.client().await, b.client().await], owners.clone());
-    let alice = enter(&a.kv, "pa").await;
-    let bob = enter(&b.kv, "pb").await;
+    // b reaches a through a proxy only, so the test can part them.
+    let a = TestNode::start_joined(&[], false).await;
+    let a_addr: libp2p::Multiaddr = a.node.shareable_addrs()[0].parse().unwrap();
+    let a_port = a_addr
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    let proxy = proxy::Proxy::start(([127, 0, 0, 1], a_port).into(), Duration::ZERO).await;
+    let via = format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", proxy.addr.port(), a.id());
+    let b = TestNode::start_joined(&[via], false).await;
+    let (pa, pb) = (a.id(), b.id());
+    let alice = enter(&a.kv, &pa).await;
+    let bob = enter(&b.kv, &pb).await;
     settled(&[a.client().await, b.client().await], 2).await;
     let work = |h: PlayerHandle| {
         tokio::spawn(async move {
@@ -544,26 +515,29 @@ async fn concurrent_progress_on_two_nodes_is_kept_and_simultaneous_finishers_are
         assert_eq!((problem.epoch, problem.done), (1, 60), "progress was lost");
     }
     // Now both finish at once, each before seeing the other's last step.
-    sync.abort();
-    a.kv.put("p/pa/hw/cpu", "40").await.unwrap();
-    b.kv.put("p/pb/hw/cpu", "40").await.unwrap();
+    proxy.cut().await;
+    let start = tokio::time::Instant::now();
+    while a.kv.info().await.unwrap()["connected_peers"] != "0" {
+        assert!(start.elapsed() < DEADLINE, "the nodes never parted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.kv.put(&format!("p/{pa}/hw/cpu"), "40").await.unwrap();
+    b.kv.put(&format!("p/{pb}/hw/cpu"), "40").await.unwrap();
     let (ra, rb) = tokio::join!(
         alice.apply(Change::Work { rank: 0 }),
         bob.apply(Change::Work { rank: 0 })
     );
     assert_eq!(ra.unwrap(), Outcome::Promoted { rank: 1 });
     assert_eq!(rb.unwrap(), Outcome::Promoted { rank: 1 });
-    let sync = mirror([a.client().await, b.client().await], owners);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
     for view in settled(&[a.client().await, b.client().await], 2).await {
-        for id in ["pa", "pb"] {
+        for id in [&pa, &pb] {
             assert_eq!(view.player(id).rank.as_deref(), Some("Masters"));
             assert_eq!(view.player(id).solved["Undergraduate"], 1);
         }
         let problem = ledger::problem(&content, &view, 0).unwrap();
         assert_eq!((problem.epoch, problem.done), (2, 0), "a new epoch starts");
     }
-    sync.abort();
 }
 
 #[tokio::test]
@@ -693,12 +667,13 @@ async fn promotion_unlocks_hardware_and_breakdowns_restart_on_one_cpu() {
     assert!(shop.iter().any(|l| l.contains("Nvidia GPUs")), "{shop:?}");
 
     // Breakdowns: every step breaks something until nothing is left.
-    let mut opts = options(Some("gus"), Some("gus"), 9);
+    let gus_node = TestNode::start().await;
+    let mut opts = options(Some("gus"), None, 9);
     opts.content = Some(content_with(&[
         ("progress_percent: 80", "progress_percent: 0"),
         ("break_percent: 15", "break_percent: 100"),
     ]));
-    let (mut g, _) = Player::start(node.kv.clone(), opts).await;
+    let (mut g, _) = Player::start(gus_node.kv.clone(), opts).await;
     g.run("mine 20").await;
     g.run("buy cpu 5").await;
     g.run("solve").await;
@@ -718,27 +693,35 @@ async fn promotion_unlocks_hardware_and_breakdowns_restart_on_one_cpu() {
     assert_eq!(g.status.power, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_names_are_told_apart_and_gifts_accept_the_tag() {
-    let node = TestNode::start().await;
-    let (mut a, _) = Player::start(node.kv.clone(), options(Some("sam"), Some("id-aaa1"), 1)).await;
-    let (mut b, _) = Player::start(
-        node.client().await,
-        options(Some("sam"), Some("id-bbb2"), 2),
-    )
-    .await;
+    let nodes = joined_nodes(2).await;
+    let (mut a, _) = Player::start(nodes[0].client().await, options(Some("sam"), None, 1)).await;
+    let (mut b, _) = Player::start(nodes[1].client().await, options(Some("sam"), None, 2)).await;
     a.run("mine 10").await;
     let out = a
         .run_until("give sam 1", |out| out[0].starts_with("Several players"))
         .await;
-    assert_eq!(out, ["Several players are called that: sam#aa1, sam#bb2."]);
+    let shown = cmud::game::names::display_names(&world(&nodes[0].kv).await);
+    let (sam_a, sam_b) = (&shown[&nodes[0].id()], &shown[&nodes[1].id()]);
+    assert!(sam_a.starts_with("sam#") && sam_b.starts_with("sam#") && sam_a != sam_b);
+    let mut both = [sam_a.as_str(), sam_b.as_str()];
+    both.sort();
     assert_eq!(
-        a.run("give sam#bb2 1").await,
-        ["You gave 1 coin to sam#bb2."]
+        out,
+        [format!(
+            "Several players are called that: {}, {}.",
+            both[0], both[1]
+        )]
     );
-    b.wait_for_line(|l| l == "--- sam#aa1 gave you 1 coin. ---")
+    assert_eq!(
+        a.run(&format!("give {sam_b} 1")).await,
+        [format!("You gave 1 coin to {sam_b}.")]
+    );
+    b.wait_for_line(|l| l == format!("--- {sam_a} gave you 1 coin. ---"))
         .await;
-    b.run_until("stats", |out| out[0] == "Name: sam#bb2").await;
+    b.run_until("stats", |out| out[0] == format!("Name: {sam_b}"))
+        .await;
 }
 
 /// The flags of a test node whose files live under `dir`: loopback, free ports, no mDNS.
@@ -878,13 +861,12 @@ async fn plain_takes_the_name_from_the_flag_and_refuses_a_bad_one() {
 
 #[tokio::test]
 async fn players_without_a_recent_heartbeat_are_offline() {
-    let node = TestNode::start().await;
+    let nodes = joined_nodes(2).await;
     let clock = Arc::new(cmud::game::clock::InstantClock::starting_now());
-    let mut opts = options(Some("hal"), Some("idhal"), 1);
+    let mut opts = options(Some("hal"), None, 1);
     opts.clock = Some(clock.clone());
-    let (mut hal, _) = Player::start(node.kv.clone(), opts).await;
-    let (mut ivy, _) =
-        Player::start(node.client().await, options(Some("ivy"), Some("idivy"), 2)).await;
+    let (mut hal, _) = Player::start(nodes[0].client().await, opts).await;
+    let (mut ivy, _) = Player::start(nodes[1].client().await, options(Some("ivy"), None, 2)).await;
     hal.run_until("who", |out| out[0] == "Online now (2):")
         .await;
     // Forty seconds later by hal's clock, ivy's heartbeat (every 10 s) is too old.
@@ -906,18 +888,18 @@ async fn players_without_a_recent_heartbeat_are_offline() {
 
 #[tokio::test]
 async fn a_problem_finished_by_someone_else_starts_over_for_the_others() {
-    let node = TestNode::start().await;
+    let nodes = joined_nodes(2).await;
     let content = content_with(&[
         ("problem: Some(100)", "problem: Some(4)"),
         ("progress_percent: 80", "progress_percent: 100"),
         ("break_percent: 15", "break_percent: 0"),
     ]);
-    let mut opts = options(Some("alice"), Some("ida"), 1);
+    let mut opts = options(Some("alice"), None, 1);
     opts.content = Some(content.clone());
-    let (mut alice, _) = Player::start(node.client().await, opts).await;
-    let mut opts = options(Some("bob"), Some("idb"), 2);
+    let (mut alice, _) = Player::start(nodes[0].client().await, opts).await;
+    let mut opts = options(Some("bob"), None, 2);
     opts.content = Some(content);
-    let (mut bob, _) = Player::start(node.client().await, opts).await;
+    let (mut bob, _) = Player::start(nodes[1].client().await, opts).await;
     alice.run("solve").await;
     assert_eq!(
         alice.run("solve").await,
@@ -978,25 +960,28 @@ async fn plain_survives_a_long_paste_into_a_terminal() {
 #[tokio::test]
 async fn a_value_that_is_not_text_does_not_hide_the_world() {
     let node = TestNode::start().await;
-    let (mut p, _) = Player::start(node.kv.clone(), options(Some("uma"), Some("iduma"), 12)).await;
-    let client = redis::Client::open(format!("redis://{}/", node.node.rpc_addr())).unwrap();
+    let (mut p, _) = Player::start(node.kv.clone(), options(Some("uma"), None, 12)).await;
+    let own = format!("p/{}/", node.id());
+    let client = redis::Client::open(node.node.rpc_endpoint().redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // Bytes that are not text, in a key and in values, written in one command with a move
+    // the game can see (so once it sees the move, it has the rest too).
     let _: () = redis::cmd("MSET")
-        .arg("p/evil/name")
+        .arg(format!("{own}junk"))
         .arg(&b"\xff\xfe"[..])
-        .arg(&b"p/evil/\xff"[..])
+        .arg([own.as_bytes(), &b"\xff"[..]].concat())
         .arg("1")
-        .arg("p/vic/name")
-        .arg("vic")
-        .arg("p/vic/loc")
-        .arg("5")
+        .arg("world/note")
+        .arg(&b"\xff"[..])
+        .arg(format!("{own}loc"))
+        .arg("fence")
         .query_async(&mut conn)
         .await
         .unwrap();
     // Written through another connection: it reaches the game's within 500 ms.
     let map = p
-        .run_until("map", |out| out.iter().any(|l| l.contains("vic")))
+        .run_until("map", |out| out.iter().any(|l| l.contains("The Fence")))
         .await;
-    assert_eq!(map, ["--- Gates 5th Floor (5) ---", "uma, vic (offline)"]);
+    assert_eq!(map, ["--- The Fence (fence) ---", "uma"]);
     assert_eq!(p.run("stats").await[0], "Name: uma");
 }

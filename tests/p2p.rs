@@ -366,6 +366,9 @@ async fn join_and_peers_work_over_rpc() {
 // ---- Untrusted peers ------------------------------------------------------------------------
 
 /// A batch of entries as a crafted peer would encode it.
+/// The wire format this cmud speaks.
+const FORMAT: u16 = cmud::p2p::wire::FORMAT_VERSION;
+
 fn crafted_batch(
     format: u16,
     world: &str,
@@ -381,42 +384,44 @@ fn crafted_batch(
     .unwrap()
 }
 
+/// An entry by `signer`'s node under `key`, dated `millis`, signed.
 fn crafted_entry(
+    signer: &cmud::store::Signer,
     key: &str,
     value_len: usize,
     millis: u64,
-    author: &str,
 ) -> cmud::store::KeyedEntry {
     let version = cmud::store::Version {
         millis,
         counter: 0,
-        node: cmud::store::NodeId::new(author),
+        node: signer.node().clone(),
         actor: 0,
     };
+    let entry = cmud::store::Entry::value(version, bytes::Bytes::from(vec![b'x'; value_len]));
     (
         bytes::Bytes::copy_from_slice(key.as_bytes()),
-        cmud::store::Entry::value(version, bytes::Bytes::from(vec![b'x'; value_len])),
+        signer.sign(key.as_bytes(), &entry),
     )
 }
 
 /// A crafted peer: a bare swarm with cmud's behaviours that dials `target` and publishes
-/// what `messages` builds (given its own peer id) once the target has subscribed. Abort the
-/// returned task to stop it.
+/// what `messages` builds (given a signer of its own identity for the test world) once the
+/// target has subscribed. Abort the returned task to stop it.
 fn spawn_crafted_peer(
     target: libp2p::Multiaddr,
-    messages: impl FnOnce(&str) -> Vec<Vec<u8>> + Send + 'static,
+    messages: impl FnOnce(&cmud::store::Signer) -> Vec<Vec<u8>> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     use futures::StreamExt;
     use libp2p::gossipsub;
     use libp2p::swarm::SwarmEvent;
 
     let keypair = libp2p::identity::Keypair::generate_ed25519();
-    let me = keypair.public().to_peer_id().to_string();
+    let signer = cmud::store::Signer::new(&keypair, harness::WORLD).unwrap();
     let mut swarm = cmud::p2p::behaviour::build_swarm(keypair, false, true).unwrap();
     let topic = cmud::p2p::puts_topic(harness::WORLD);
     swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
     swarm.dial(target).unwrap();
-    let mut pending = Some(messages(&me));
+    let mut pending = Some(messages(&signer));
     tokio::spawn(async move {
         loop {
             if let SwarmEvent::Behaviour(cmud::p2p::behaviour::BehaviourEvent::Gossipsub(
@@ -446,40 +451,40 @@ async fn bad_batches_from_a_crafted_peer_are_rejected_and_touch_no_replica() {
         vec![
             b"\x01garbage that is not a batch".to_vec(),
             crafted_batch(
-                1,
+                FORMAT,
                 world,
                 now,
-                vec![crafted_entry("bad/oversized", 40 * 1024, now, me)],
+                vec![crafted_entry(me, "bad/oversized", 40 * 1024, now)],
             ),
             crafted_batch(
-                1,
+                FORMAT,
                 world,
                 now + hour,
-                vec![crafted_entry("bad/future-batch", 1, now, me)],
+                vec![crafted_entry(me, "bad/future-batch", 1, now)],
             ),
-            crafted_batch(7, world, now, vec![crafted_entry("bad/format", 1, now, me)]),
+            crafted_batch(7, world, now, vec![crafted_entry(me, "bad/format", 1, now)]),
             crafted_batch(
-                1,
+                FORMAT,
                 "another-world",
                 now,
-                vec![crafted_entry("bad/world", 1, now, me)],
+                vec![crafted_entry(me, "bad/world", 1, now)],
             ),
             // A good batch with one future-dated entry: the entry alone is skipped.
             crafted_batch(
-                1,
+                FORMAT,
                 world,
                 now,
                 vec![
-                    crafted_entry("good/now", 1, now, me),
-                    crafted_entry("good/future", 1, now + hour, me),
+                    crafted_entry(me, "good/now", 1, now),
+                    crafted_entry(me, "good/future", 1, now + hour),
                 ],
             ),
             // A sender whose clock is 40 s ahead: accepted (under the 60 s limit), but reported.
             crafted_batch(
-                1,
+                FORMAT,
                 world,
                 now + 40_000,
-                vec![crafted_entry("good/skewed", 1, now, me)],
+                vec![crafted_entry(me, "good/skewed", 1, now)],
             ),
         ]
     });
@@ -521,6 +526,127 @@ async fn bad_batches_from_a_crafted_peer_are_rejected_and_touch_no_replica() {
     crafted.abort();
 }
 
+/// What a rogue peer sends, by gossip and by answering sync: entries that are well formed and
+/// signed, but not acceptable. `victim` signs as the honest node would (its identity key).
+fn rogue_entries(
+    rogue: &cmud::store::Signer,
+    victim: &cmud::store::Signer,
+    tag: &str,
+) -> Vec<cmud::store::KeyedEntry> {
+    let now = cmud::store::clock::wall_millis();
+    let victim_ns = format!("p/{}/", victim.node());
+    // Correctly signed by the rogue, under someone else's namespace.
+    let foreign = crafted_entry(rogue, &format!("{victim_ns}name"), 7, now);
+    // The victim's genuine entry, with its value changed.
+    let mut tampered = crafted_entry(victim, &format!("{victim_ns}mined"), 3, now);
+    tampered.1.value = Some(bytes::Bytes::from_static(b"1000000"));
+    // Signed by the rogue for another world.
+    let elsewhere = cmud::store::Signer::new(
+        &libp2p::identity::Keypair::generate_ed25519(),
+        "another-world",
+    )
+    .unwrap();
+    let other_world = crafted_entry(&elsewhere, &format!("rogue/{tag}/other-world"), 1, now);
+    // Random signature bytes.
+    let mut random = crafted_entry(rogue, &format!("rogue/{tag}/random-signature"), 1, now);
+    random.1.signature = Some(bytes::Bytes::from(
+        (0..64).map(|i| (i * 37 + 11) as u8).collect::<Vec<u8>>(),
+    ));
+    // No signature at all.
+    let mut unsigned = crafted_entry(rogue, &format!("rogue/{tag}/unsigned"), 1, now);
+    unsigned.1.signature = None;
+    vec![foreign, tampered, other_world, random, unsigned]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rogue_peer_reaches_no_replica_by_gossip_or_sync() {
+    let a = TestNode::start(1, vec![], false).await;
+    let b = TestNode::start(2, vec![a.addr()], false).await;
+    wait_connected(&a, 1).await;
+    let key_file = a
+        .dir
+        .path()
+        .join(harness::WORLD)
+        .join(cmud::p2p::identity::IDENTITY_FILE);
+    let victim_key = cmud::p2p::identity::load_or_create(&key_file).unwrap();
+    let victim = cmud::store::Signer::new(&victim_key, harness::WORLD).unwrap();
+    let victim_ns = format!("p/{}/", victim.node());
+    a.set(0, &format!("{victim_ns}name"), "alice").await;
+    a.set(0, &format!("{victim_ns}mined"), "5").await;
+    wait_everywhere(&[&a, &b], &format!("{victim_ns}mined"), "5", SETTLE).await;
+
+    // By gossip: each bad entry in a batch of its own, then an honest entry of the rogue.
+    let victim_for_gossip = cmud::store::Signer::new(&victim_key, harness::WORLD).unwrap();
+    let gossip = spawn_crafted_peer(a.addr(), move |rogue| {
+        let now = cmud::store::clock::wall_millis();
+        let mut messages: Vec<Vec<u8>> = rogue_entries(rogue, &victim_for_gossip, "gossip")
+            .into_iter()
+            .map(|entry| crafted_batch(FORMAT, harness::WORLD, now, vec![entry]))
+            .collect();
+        let fine = crafted_entry(rogue, "rogue/gossip/fine", 1, now);
+        messages.push(crafted_batch(FORMAT, harness::WORLD, now, vec![fine]));
+        messages
+    });
+    // By answering sync: every page holds the same bad entries.
+    let rogue_key = libp2p::identity::Keypair::generate_ed25519();
+    let rogue = cmud::store::Signer::new(&rogue_key, harness::WORLD).unwrap();
+    let page = rogue_entries(&rogue, &victim, "sync");
+    let (responder, requests) =
+        spawn_crafted_responder(a.addr(), move |_| cmud::p2p::wire::SyncResponse::Page {
+            format: FORMAT,
+            entries: page.clone(),
+            next: None,
+            total: 5,
+            sent_ms: cmud::store::clock::wall_millis(),
+        });
+
+    // Honest traffic keeps flowing meanwhile.
+    wait_everywhere(&[&a, &b], "rogue/gossip/fine", "x", SETTLE).await;
+    wait_until("a to ask the rogue responder", SETTLE, || async {
+        requests.load(std::sync::atomic::Ordering::Relaxed) >= 1
+    })
+    .await;
+    a.set(0, "honest/after", "1").await;
+    wait_everywhere(&[&a, &b], "honest/after", "1", SETTLE).await;
+    // 4 signature failures (tampered, other world, random, unsigned) and 1 namespace, by
+    // each path.
+    wait_until("every bad entry to be counted", SETTLE, || async {
+        a.info_u64("rejected_signatures").await >= 8 && a.info_u64("rejected_namespaces").await >= 2
+    })
+    .await;
+    assert!(a.info_u64("rejected_entries").await >= 10);
+    assert!(
+        a.info_u64("rejected_batches").await >= 5,
+        "gossip rejects each bad batch"
+    );
+    for node in [&a, &b] {
+        for actor in 0..node.actors.len() {
+            assert_eq!(
+                node.get(actor, &format!("{victim_ns}name"))
+                    .await
+                    .as_deref(),
+                Some("alice")
+            );
+            assert_eq!(
+                node.get(actor, &format!("{victim_ns}mined"))
+                    .await
+                    .as_deref(),
+                Some("5")
+            );
+            for tag in ["gossip", "sync"] {
+                for bad in ["other-world", "random-signature", "unsigned"] {
+                    let key = format!("rogue/{tag}/{bad}");
+                    assert_eq!(node.get(actor, &key).await, None, "{key} reached a replica");
+                }
+            }
+        }
+    }
+    // Bad gossip is not forwarded: b never even saw it.
+    assert_eq!(b.info_u64("rejected_signatures").await, 0);
+    gossip.abort();
+    responder.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_from_the_future_is_delayed_not_lost() {
     // `b` allows the usual 60 s of skew; `a` allows 1 s, so an entry dated 3 s ahead is too
@@ -535,10 +661,10 @@ async fn an_entry_from_the_future_is_delayed_not_lost() {
     let due = cmud::store::clock::wall_millis() + 3_000;
     let crafted = spawn_crafted_peer(b.addr(), move |me| {
         vec![crafted_batch(
-            1,
+            FORMAT,
             harness::WORLD,
             cmud::store::clock::wall_millis(),
-            vec![crafted_entry("early", 1, due, me)],
+            vec![crafted_entry(me, "early", 1, due)],
         )]
     });
     wait_everywhere(&[&b], "early", "x", SETTLE).await;
@@ -651,7 +777,7 @@ async fn a_node_of_another_world_gets_nothing() {
     options.world = "elsewhere".into();
     options.network.as_mut().unwrap().world = "elsewhere".into();
     let other = cmud::node::Node::start(options).await.unwrap();
-    let mut conn = harness::connect(other.rpc_addr()).await;
+    let mut conn = harness::connect(&other.rpc_endpoint()).await;
     wait_connected(&a, 1).await;
     // Long enough for a sync exchange and a gossip round to have happened if they were allowed.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -881,6 +1007,7 @@ async fn wait_purged(node: &TestNode, n: u64) {
 fn on_disk(dir: &tempfile::TempDir) -> cmud::admin::CheckReport {
     cmud::admin::check(
         &dir.path().join(harness::WORLD),
+        harness::WORLD,
         &cmud::store::Limits::default(),
     )
     .expect("cmud check")

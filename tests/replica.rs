@@ -3,13 +3,16 @@
 //! crashes, signals and the world lock.
 
 mod common;
+#[path = "replica/rpc_port.rs"]
+mod rpc_port;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use cmud::node::{Node, NodeOptions};
+use cmud::rpc::RpcEndpoint;
 use common::{Binary, eventually};
 use redis::aio::MultiplexedConnection;
 
@@ -25,9 +28,9 @@ async fn node(actors: usize) -> (Node, tempfile::TempDir) {
 }
 
 /// A client connection. Redis' default reply timeout (500 ms) is too short for a busy CI box.
-async fn connect(addr: SocketAddr) -> MultiplexedConnection {
+async fn connect(endpoint: &RpcEndpoint) -> MultiplexedConnection {
     let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(DEADLINE));
-    redis::Client::open(format!("redis://{addr}/"))
+    redis::Client::open(endpoint.redis_url())
         .expect("client")
         .get_multiplexed_async_connection_with_config(&config)
         .await
@@ -35,8 +38,8 @@ async fn connect(addr: SocketAddr) -> MultiplexedConnection {
 }
 
 /// A connection pinned to actor `n`.
-async fn connect_to_actor(addr: SocketAddr, n: usize) -> MultiplexedConnection {
-    let mut conn = connect(addr).await;
+async fn connect_to_actor(endpoint: &RpcEndpoint, n: usize) -> MultiplexedConnection {
+    let mut conn = connect(endpoint).await;
     let () = redis::cmd("ACTOR")
         .arg(n)
         .query_async(&mut conn)
@@ -83,11 +86,24 @@ async fn set(conn: &mut MultiplexedConnection, key: &str, value: &str) {
         .expect("SET");
 }
 
-/// Writes `request` on a fresh raw connection and reads until the server closes it or
-/// `expect` bytes arrived.
-fn raw(addr: SocketAddr, request: &[u8], expect: usize) -> Vec<u8> {
-    let mut stream = TcpStream::connect(addr).expect("connect");
+/// A fresh raw connection that authenticated.
+fn raw_conn(endpoint: &RpcEndpoint) -> TcpStream {
+    let mut stream = TcpStream::connect(endpoint.addr).expect("connect");
     stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let auth = endpoint.auth_line();
+    if !auth.is_empty() {
+        stream.write_all(&auth).expect("write AUTH");
+        let mut ok = [0u8; 5];
+        stream.read_exact(&mut ok).expect("AUTH reply");
+        assert_eq!(&ok, b"+OK\r\n", "AUTH with the node's token");
+    }
+    stream
+}
+
+/// Writes `request` on a fresh authenticated raw connection and reads until the server closes
+/// it or `expect` bytes arrived.
+fn raw(endpoint: &RpcEndpoint, request: &[u8], expect: usize) -> Vec<u8> {
+    let mut stream = raw_conn(endpoint);
     stream.write_all(request).expect("write");
     let mut reply = Vec::new();
     let mut buf = [0u8; 64 * 1024];
@@ -106,8 +122,8 @@ fn raw(addr: SocketAddr, request: &[u8], expect: usize) -> Vec<u8> {
 
 /// Sends `request` on a fresh connection, reads until the server closes it, and splits the
 /// replies into lines (for error replies, which are one line each).
-fn raw_lines(addr: SocketAddr, request: &[u8]) -> (String, Vec<String>) {
-    let reply = String::from_utf8_lossy(&raw(addr, request, usize::MAX)).into_owned();
+fn raw_lines(endpoint: &RpcEndpoint, request: &[u8]) -> (String, Vec<String>) {
+    let reply = String::from_utf8_lossy(&raw(endpoint, request, usize::MAX)).into_owned();
     let lines = reply.split("\r\n").map(str::to_owned).collect();
     (reply, lines)
 }
@@ -129,54 +145,54 @@ fn closed_by_server(stream: &mut TcpStream) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_client_speaks_to_the_port() {
     let (node, _dir) = node(2).await;
-    let mut conn = connect(node.rpc_addr()).await;
+    let mut conn = connect(&node.rpc_endpoint()).await;
 
     let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
     assert_eq!(pong, "PONG");
-    set(&mut conn, "p/alice/loc", "fence").await;
+    set(&mut conn, "w/alice/loc", "fence").await;
     assert_eq!(
-        get(&mut conn, "p/alice/loc").await.as_deref(),
+        get(&mut conn, "w/alice/loc").await.as_deref(),
         Some("fence")
     );
-    assert_eq!(get(&mut conn, "p/nobody").await, None);
+    assert_eq!(get(&mut conn, "w/nobody").await, None);
 
     let () = redis::cmd("MSET")
-        .arg(&["p/alice/coins", "3", "p/bob/loc", "gates5", "q/other", "x"])
+        .arg(&["w/alice/coins", "3", "w/bob/loc", "gates5", "q/other", "x"])
         .query_async(&mut conn)
         .await
         .unwrap();
     let values: Vec<Option<String>> = redis::cmd("MGET")
-        .arg(&["p/alice/coins", "missing", "p/bob/loc"])
+        .arg(&["w/alice/coins", "missing", "w/bob/loc"])
         .query_async(&mut conn)
         .await
         .unwrap();
     assert_eq!(values, [Some("3".into()), None, Some("gates5".into())]);
 
     let listed: Vec<String> = redis::cmd("LIST")
-        .arg("p/")
+        .arg("w/")
         .query_async(&mut conn)
         .await
         .unwrap();
     assert_eq!(
         listed,
         [
-            "p/alice/coins",
+            "w/alice/coins",
             "3",
-            "p/alice/loc",
+            "w/alice/loc",
             "fence",
-            "p/bob/loc",
+            "w/bob/loc",
             "gates5"
         ],
         "LIST is key, value, ... in key order, and only under the prefix"
     );
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("p/a*")
+        .arg("w/a*")
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(keys, ["p/alice/coins", "p/alice/loc"]);
+    assert_eq!(keys, ["w/alice/coins", "w/alice/loc"]);
     let err = redis::cmd("KEYS")
-        .arg("p/*/loc")
+        .arg("w/*/loc")
         .query_async::<Vec<String>>(&mut conn)
         .await
         .unwrap_err();
@@ -185,12 +201,12 @@ async fn a_redis_client_speaks_to_the_port() {
     let size: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
     assert_eq!(size, 4);
     let deleted: u64 = redis::cmd("DEL")
-        .arg(&["p/bob/loc", "missing"])
+        .arg(&["w/bob/loc", "missing"])
         .query_async(&mut conn)
         .await
         .unwrap();
     assert_eq!(deleted, 1, "only live keys count as deleted");
-    assert_eq!(get(&mut conn, "p/bob/loc").await, None);
+    assert_eq!(get(&mut conn, "w/bob/loc").await, None);
     let size: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
     assert_eq!(size, 3, "a tombstone is not a key");
 
@@ -230,7 +246,10 @@ async fn a_redis_client_speaks_to_the_port() {
         assert!(fields.contains_key(name), "INFO lacks {name}: {fields:?}");
     }
     assert_eq!(field::<usize>(&fields, "actors"), 2);
-    assert_eq!(field::<u16>(&fields, "rpc_port"), node.rpc_addr().port());
+    assert_eq!(
+        field::<u16>(&fields, "rpc_port"),
+        node.rpc_endpoint().addr.port()
+    );
     assert_eq!(fields["peer_id"], node.peer_id());
     assert_eq!(field::<u64>(&fields, "keys"), 3);
     assert_eq!(
@@ -247,10 +266,10 @@ async fn a_redis_client_speaks_to_the_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_commands_work_like_redis_cli() {
     let (node, _dir) = node(1).await;
-    let reply = raw(node.rpc_addr(), b"PING\r\n", 7);
+    let reply = raw(&node.rpc_endpoint(), b"PING\r\n", 7);
     assert_eq!(reply, b"+PONG\r\n");
     let reply = raw(
-        node.rpc_addr(),
+        &node.rpc_endpoint(),
         b"SET \"two words\" \"it's\"\r\nGET \"two words\"\nQUIT\r\n",
         usize::MAX,
     );
@@ -279,7 +298,7 @@ async fn pipelined_commands_all_get_replies_in_order() {
     }
     // A move to another actor in the middle of a pipeline keeps the rest of the pipeline.
     request.extend_from_slice(b"ACTOR 1\r\nACTOR\r\nGET k1999\r\nQUIT\r\n");
-    let reply = raw(node.rpc_addr(), &request, usize::MAX);
+    let reply = raw(&node.rpc_endpoint(), &request, usize::MAX);
     let mut expected = String::new();
     for i in 0..2000 {
         let value = format!("v{i}");
@@ -303,7 +322,7 @@ async fn pipelined_commands_all_get_replies_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_errors_and_never_hurts_the_node() {
     let (node, _dir) = node(2).await;
-    let addr = node.rpc_addr();
+    let addr = &node.rpc_endpoint();
 
     // Unknown command and wrong arity: an error, and the connection stays.
     let (reply, lines) = raw_lines(addr, b"FLY me\r\nGET\r\nSET a\r\nPING\r\nQUIT\r\n");
@@ -328,7 +347,7 @@ async fn bad_input_gets_errors_and_never_hurts_the_node() {
         b"*2\r\n$3\r\nGET\r\n$x\r\n",
         b"*1\r\n+PING\r\n",
     ] {
-        let mut stream = TcpStream::connect(addr).unwrap();
+        let mut stream = raw_conn(addr);
         stream.write_all(request).unwrap();
         let mut first = [0u8; 5];
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -399,8 +418,9 @@ async fn bad_input_gets_errors_and_never_hurts_the_node() {
     let handles: Vec<_> = inputs
         .into_iter()
         .map(|input| {
+            let addr = addr.clone();
             std::thread::spawn(move || {
-                let mut stream = TcpStream::connect(addr).unwrap();
+                let mut stream = raw_conn(&addr);
                 let _ = stream.write_all(&input);
                 let _ = stream.shutdown(std::net::Shutdown::Write);
                 closed_by_server(&mut stream)
@@ -424,7 +444,7 @@ async fn a_put_on_one_actor_reaches_every_other_actor_within_500_ms() {
     let (node, _dir) = node(actors).await;
     let mut conns = Vec::new();
     for n in 0..actors {
-        conns.push(connect_to_actor(node.rpc_addr(), n).await);
+        conns.push(connect_to_actor(&node.rpc_endpoint(), n).await);
     }
     let mut slowest = Duration::ZERO;
     for round in 0..8 {
@@ -451,10 +471,10 @@ async fn a_put_on_one_actor_reaches_every_other_actor_within_500_ms() {
 async fn local_sync_is_rate_limited_quiet_when_idle_and_never_resends() {
     let actors = 4;
     let (node, _dir) = node(actors).await;
-    let mut writer = connect_to_actor(node.rpc_addr(), 0).await;
+    let mut writer = connect_to_actor(&node.rpc_endpoint(), 0).await;
     let mut busy = Vec::new();
     for n in 0..actors {
-        busy.push(connect_to_actor(node.rpc_addr(), n).await);
+        busy.push(connect_to_actor(&node.rpc_endpoint(), n).await);
     }
 
     // Hammer every actor for two seconds: rates per pair stay at or below 10 per second.
@@ -504,12 +524,47 @@ async fn local_sync_is_rate_limited_quiet_when_idle_and_never_resends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_put_costs_one_message_to_each_other_participant() {
+    let actors = 4;
+    let (node, _dir) = node(actors).await;
+    let mut conns = Vec::new();
+    for n in 0..actors {
+        conns.push(connect_to_actor(&node.rpc_endpoint(), n).await);
+    }
+    let sent_by_actor_0 = || -> Vec<u64> {
+        node.stats().senders[0]
+            .messages_to
+            .iter()
+            .map(|count| count.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
+    };
+    let before = sent_by_actor_0();
+    set(&mut conns[0], "chat/line", "hello").await;
+    for conn in &mut conns[1..] {
+        eventually(DEADLINE, "every actor sees the line", async || {
+            get(conn, "chat/line").await.is_some()
+        })
+        .await;
+    }
+    // A second message for the same Put would follow within a period or two.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent: Vec<u64> = sent_by_actor_0()
+        .iter()
+        .zip(&before)
+        .map(|(after, before)| after - before)
+        .collect();
+    // Actors 1-3 and the gateway (participant 4) got one message each; nobody else any.
+    assert_eq!(sent, vec![0, 1, 1, 1, 1]);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_writer_wins_across_actors_and_a_re_put_wins_again() {
     let actors = 3;
     let (node, _dir) = node(actors).await;
-    let mut a = connect_to_actor(node.rpc_addr(), 0).await;
-    let mut b = connect_to_actor(node.rpc_addr(), 1).await;
-    let mut c = connect_to_actor(node.rpc_addr(), 2).await;
+    let mut a = connect_to_actor(&node.rpc_endpoint(), 0).await;
+    let mut b = connect_to_actor(&node.rpc_endpoint(), 1).await;
+    let mut c = connect_to_actor(&node.rpc_endpoint(), 2).await;
 
     async fn everyone_sees(conns: [&mut MultiplexedConnection; 3], value: &str) {
         for conn in conns {
@@ -542,7 +597,7 @@ async fn a_restarted_node_has_its_world_and_newer_writes_still_win() {
     let world = dir.path().join("cmud");
     let node = Node::start(NodeOptions::local(&world, 2)).await.unwrap();
     let peer_id = node.peer_id().to_owned();
-    let mut conn = connect(node.rpc_addr()).await;
+    let mut conn = connect(&node.rpc_endpoint()).await;
     for n in 0..500 {
         set(&mut conn, &format!("k/{n:03}"), &n.to_string()).await;
     }
@@ -558,7 +613,7 @@ async fn a_restarted_node_has_its_world_and_newer_writes_still_win() {
     assert_eq!(node.peer_id(), peer_id, "the identity is kept");
     // Every actor loaded the world before serving.
     for n in 0..3 {
-        let mut conn = connect_to_actor(node.rpc_addr(), n).await;
+        let mut conn = connect_to_actor(&node.rpc_endpoint(), n).await;
         let size: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
         assert_eq!(size, 499, "actor {n}");
         assert_eq!(get(&mut conn, "k/123").await.as_deref(), Some("123"));
@@ -569,10 +624,10 @@ async fn a_restarted_node_has_its_world_and_newer_writes_still_win() {
         );
     }
     // The clock was seeded from the stored versions: a write now beats the old one everywhere.
-    let mut conn = connect_to_actor(node.rpc_addr(), 1).await;
+    let mut conn = connect_to_actor(&node.rpc_endpoint(), 1).await;
     set(&mut conn, "k/123", "new").await;
     for n in 0..3 {
-        let mut other = connect_to_actor(node.rpc_addr(), n).await;
+        let mut other = connect_to_actor(&node.rpc_endpoint(), n).await;
         eventually(DEADLINE, "the new write wins", async || {
             get(&mut other, "k/123").await.as_deref() == Some("new")
         })
@@ -581,11 +636,67 @@ async fn a_restarted_node_has_its_world_and_newer_writes_still_win() {
     node.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_under_another_nodes_namespace_are_refused_whole() {
+    let (node, _dir) = node(2).await;
+    let own = format!("p/{}/", node.peer_id());
+    let other = "p/12D3KooWSomebodyElse/";
+    let mut conn = connect(&node.rpc_endpoint()).await;
+    let refusal = format!(
+        "p/12D3KooWSomebodyElse/ belongs to another node: this node writes only under {own}"
+    );
+    let err = redis::cmd("SET")
+        .arg(format!("{other}name"))
+        .arg("mallory")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("ERR"));
+    assert_eq!(err.detail(), Some(refusal.as_str()));
+    // MSET is all or nothing: the pair in our own namespace is not written either.
+    let err = redis::cmd("MSET")
+        .arg(format!("{own}name"))
+        .arg("alice")
+        .arg(format!("{other}mined"))
+        .arg("1000000")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap_err();
+    assert_eq!(err.detail(), Some(refusal.as_str()));
+    assert_eq!(get(&mut conn, &format!("{own}name")).await, None);
+    let err = redis::cmd("DEL")
+        .arg("p/")
+        .query_async::<i64>(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(
+        err.detail().unwrap().contains("belongs to another node"),
+        "{err}"
+    );
+    // Our own namespace and keys outside `p/` are open.
+    set(&mut conn, &format!("{own}name"), "alice").await;
+    set(&mut conn, "anything/else", "1").await;
+    assert_eq!(
+        get(&mut conn, &format!("{own}name")).await.as_deref(),
+        Some("alice")
+    );
+    // The game's client gets the refusal typed.
+    let kv = cmud::rpc::KvClient::connect(&node.rpc_endpoint())
+        .await
+        .unwrap();
+    let refused = cmud::rpc::Kv::put(&kv, &format!("{other}name"), "x").await;
+    assert!(
+        matches!(refused, Err(cmud::rpc::KvError::ForeignNamespace(ref why)) if *why == refusal),
+        "{refused:?}"
+    );
+    node.shutdown().await;
+}
+
 #[test]
 fn kill_9_loses_nothing_acknowledged_250_ms_earlier() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Binary::server(dir.path());
-    let addr = server.rpc_addr();
+    let addr = &server.endpoint();
     // A first write, so the persist actor has just committed when the real ones arrive: they
     // must make it to disk on the next commit, not on some later one.
     assert_eq!(
@@ -604,7 +715,7 @@ fn kill_9_loses_nothing_acknowledged_250_ms_earlier() {
 
     let server = Binary::server(dir.path());
     let reply = raw(
-        server.rpc_addr(),
+        &server.endpoint(),
         b"DBSIZE\r\nGET durable/1999\r\nQUIT\r\n",
         usize::MAX,
     );
@@ -629,12 +740,16 @@ fn sigterm_flushes_and_a_second_cmud_on_the_same_world_is_refused() {
     );
 
     // Written and at once asked to stop: the shutdown persists it.
-    let reply = raw(server.rpc_addr(), b"SET last words\r\nQUIT\r\n", usize::MAX);
+    let reply = raw(
+        &server.endpoint(),
+        b"SET last words\r\nQUIT\r\n",
+        usize::MAX,
+    );
     assert_eq!(reply, b"+OK\r\n+OK\r\n");
     assert!(server.terminate().success(), "SIGTERM is a clean exit");
 
     let server = Binary::server(dir.path());
-    let reply = raw(server.rpc_addr(), b"GET last\r\nQUIT\r\n", usize::MAX);
+    let reply = raw(&server.endpoint(), b"GET last\r\nQUIT\r\n", usize::MAX);
     assert_eq!(reply, b"$5\r\nwords\r\n+OK\r\n");
 }
 
@@ -646,7 +761,7 @@ async fn configured_limits_are_the_ones_enforced() {
     options.limits.max_value_bytes = 16;
     options.limits.max_args = 5;
     let node = Node::start(options).await.unwrap();
-    let addr = node.rpc_addr();
+    let addr = &node.rpc_endpoint();
     let (reply, lines) = raw_lines(
         addr,
         b"SET key567890 v\r\nSET k 0123456789abcdefX\r\nSET k 0123456789abcdef\r\nMSET a 1 b 2 c 3\r\nGET k\r\nQUIT\r\n",

@@ -10,11 +10,12 @@ use std::process::Output;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use cmud::rpc::RpcEndpoint;
 use common::{Binary, raw_connection};
 
 /// Sends `request` on a fresh connection and reads until `expect` bytes or the end.
-fn raw(addr: SocketAddr, request: &[u8], expect: usize) -> Vec<u8> {
-    let mut stream = raw_connection(addr);
+fn raw(endpoint: &RpcEndpoint, request: &[u8], expect: usize) -> Vec<u8> {
+    let mut stream = raw_connection(endpoint);
     stream.write_all(request).expect("write");
     let mut reply = Vec::new();
     let mut buf = [0u8; 64 * 1024];
@@ -57,9 +58,9 @@ const CHECKED_KEYS: usize = 50;
 /// One pipelining writer: random new keys (`load/<n>`) with a checked key (`chk/<w>/<k>`,
 /// value = a rising sequence number) among them, until the node dies. Returns every
 /// acknowledged write of each checked key, in order, and the number of SETs acknowledged.
-fn writer(addr: SocketAddr, id: usize, first_seq: u64) -> (Vec<Vec<Acked>>, u64) {
+fn writer(endpoint: RpcEndpoint, id: usize, first_seq: u64) -> (Vec<Vec<Acked>>, u64) {
     let mut acked = vec![Vec::new(); CHECKED_KEYS];
-    let mut stream = raw_connection(addr);
+    let mut stream = raw_connection(&endpoint);
     let mut seq = first_seq;
     let mut next_checked = 0;
     let mut total = 0;
@@ -122,10 +123,13 @@ fn kill_under_load(
     run_for: Duration,
 ) -> Round {
     let mut server = Binary::server(root);
-    let addr = server.rpc_addr();
+    let endpoint = server.endpoint();
+    let token_file = Binary::world_dir(root).join(cmud::rpc::auth::TOKEN_FILE);
+    let token = std::fs::read_to_string(token_file).unwrap_or_default();
     let mut bench = benchmark.then(|| {
         std::process::Command::new("redis-benchmark")
-            .args(["-h", "127.0.0.1", "-p", &addr.port().to_string()])
+            .args(["-h", "127.0.0.1", "-p", &endpoint.addr.port().to_string()])
+            .args(["-a", token.trim()])
             .args([
                 "-t",
                 "set",
@@ -146,7 +150,10 @@ fn kill_under_load(
     });
     let started = Instant::now();
     let handles: Vec<_> = (0..writers)
-        .map(|id| thread::spawn(move || writer(addr, id, round << 32)))
+        .map(|id| {
+            let endpoint = endpoint.clone();
+            thread::spawn(move || writer(endpoint, id, round << 32))
+        })
         .collect();
     thread::sleep(run_for);
     let killed_at = Instant::now();
@@ -180,7 +187,7 @@ fn kill_under_load(
     // Only the keys written well before the kill are asked for: a later write may be there
     // or not, and an earlier sequence number must not be.
     request.extend(command(&[b"QUIT"]));
-    let reply = String::from_utf8(raw(server.rpc_addr(), &request, usize::MAX)).expect("text");
+    let reply = String::from_utf8(raw(&server.endpoint(), &request, usize::MAX)).expect("text");
     let mut lines = reply.split("\r\n");
     let mut lost = 0;
     for want in &expected {
@@ -259,7 +266,7 @@ fn stopped_world(root: &Path) {
     request.extend(command(&[b"SET", &[0xC3, 0x28], b"odd key"]));
     request.extend(command(&[b"DEL", b"p/k007"]));
     request.extend(command(&[b"QUIT"]));
-    let reply = raw(server.rpc_addr(), &request, usize::MAX);
+    let reply = raw(&server.endpoint(), &request, usize::MAX);
     assert!(reply.ends_with(b":1\r\n+OK\r\n"), "{reply:?}");
     assert!(server.terminate().success());
 }
@@ -297,7 +304,7 @@ fn export_import_export_is_byte_identical_and_tools_refuse_a_running_node() {
 
     // The imported world is one a node starts on.
     let mut server = Binary::server(second.path());
-    let reply = raw(server.rpc_addr(), &command(&[b"GET", b"bin"]), 9);
+    let reply = raw(&server.endpoint(), &command(&[b"GET", b"bin"]), 9);
     assert_eq!(reply, b"$3\r\n\xFF\x00\x0A\r\n");
     for args in [
         &["check"][..],
@@ -368,9 +375,9 @@ fn rss_bytes(pid: u32) -> u64 {
 }
 
 /// SETs `key:<12 digits>` (16 bytes) to `abc` for `0..n` over one pipelined connection.
-fn load_small_keys(addr: SocketAddr, n: u64) {
+fn load_small_keys(endpoint: &RpcEndpoint, n: u64) {
     const CHUNK: u64 = 10_000;
-    let mut stream = raw_connection(addr);
+    let mut stream = raw_connection(endpoint);
     let mut reply = vec![0u8; CHUNK as usize * 5];
     for start in (0..n).step_by(CHUNK as usize) {
         let end = (start + CHUNK).min(n);
@@ -412,7 +419,7 @@ fn memory_per_entry_of_a_million_small_keys() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Binary::server(dir.path());
     let empty = settled_rss(server.pid());
-    load_small_keys(server.rpc_addr(), KEYS);
+    load_small_keys(&server.endpoint(), KEYS);
     let full = settled_rss(server.pid());
     let per_entry = (full - empty) / KEYS;
     assert!(server.terminate().success());
@@ -449,7 +456,11 @@ fn memory_per_entry_of_a_million_small_keys() {
             thread::sleep(Duration::from_millis(20));
         }
         let empty = settled_rss(redis.id());
-        load_small_keys(addr, KEYS);
+        let redis_endpoint = RpcEndpoint {
+            addr,
+            credentials: None,
+        };
+        load_small_keys(&redis_endpoint, KEYS);
         let full = settled_rss(redis.id());
         eprintln!(
             "redis-server: RSS {} MB with {KEYS} keys: {} B per entry",

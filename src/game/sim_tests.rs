@@ -61,7 +61,7 @@ impl Kv for MemKv {
         Ok(Vec::new())
     }
     async fn join(&self, _: &str) -> Result<(), KvError> {
-        Err(KvError::Refused("no network".into()))
+        Err(KvError::JoinFailed("no network".into()))
     }
 }
 

@@ -174,7 +174,7 @@ impl<K: Kv> Session<K> {
         let addrs = match self.ctx.kv.addrs().await {
             Ok(addrs) => addrs,
             Err(KvError::Refused(why)) => {
-                let text = format!("No address to share: {}.", refusal(&why));
+                let text = format!("No address to share: {why}.");
                 return self.ctx.reply(LineKind::Error, text).await;
             }
             Err(err) => return Err(err),
@@ -248,22 +248,10 @@ async fn report_join<K: Kv>(ctx: &Ctx<K>, addr: &str, result: Result<(), KvError
             ctx.line(LineKind::Info, text).await;
             ctx.send(Event::PeerJoined(addr.to_owned())).await;
         }
-        Err(KvError::Refused(why)) => {
-            // The server says "ERR join <addr>: <reason>": keep the reason.
-            let marker = format!("{addr}: ");
-            let why = refusal(&why);
-            let why = why.rsplit_once(&marker).map_or(why, |(_, r)| r);
+        Err(KvError::JoinFailed(why)) => {
             let text = format!("Could not join {}: {why}", commands::shorten(addr));
             ctx.line(LineKind::Error, text).await;
         }
         Err(err) => ctx.kv_error(&err).await,
     }
-}
-
-/// The replica's reason for refusing, without the protocol's prefixes
-/// (`ResponseError: `, `ERR `).
-fn refusal(why: &str) -> &str {
-    let why = why.trim();
-    let why = why.strip_prefix("ResponseError: ").unwrap_or(why);
-    why.strip_prefix("ERR ").unwrap_or(why)
 }

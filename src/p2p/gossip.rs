@@ -1,22 +1,38 @@
-//! Gossip of batched Puts: publishing the gateway's batches and validating peers' batches
-//! before any of their entries reach the gateway.
+//! Gossip of batched Puts: publishing the gateway's batches, and handing peers' batches to the
+//! gateway, which judges every entry (`store::validate`) before any touches a replica.
 //!
-//! A batch that does not decode, belongs to another world or format, is dated in the future
-//! as a whole, or holds an entry over the limits is rejected whole (gossipsub `Reject`, so it
-//! is not forwarded), counted in `rejected_batches` and logged once per peer. An entry that is
-//! merely in the future is left to the gateway, which skips it alone.
+//! A batch that does not decode, belongs to another world or format, or is dated in the
+//! future as a whole is rejected here. A batch with any invalid entry (limits, namespace,
+//! signature) is rejected once the gateway has checked it: its valid entries are merged, but
+//! the message is not forwarded (gossipsub `Reject`). Rejected batches are counted in
+//! `rejected_batches` and logged once per peer. An entry that is merely in the future is
+//! skipped alone by the gateway.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 
 use libp2p::PeerId;
-use libp2p::gossipsub::{self, MessageAcceptance, PublishError};
+use libp2p::gossipsub::{self, MessageAcceptance, MessageId, PublishError};
 
 use super::event_loop::{EventLoop, offset_ms};
+use super::sync::Internal;
 use super::wire::{self, MAX_MESSAGE_BYTES, WireBatch};
 use crate::store::clock::wall_millis;
-use crate::store::validate::check_entry;
+use crate::store::gateway::RemoteMerge;
 use crate::store::{Batch, Entry, Key, KeyedEntry};
+
+/// The gateway's verdict on a gossiped batch, to be reported to gossipsub.
+#[derive(Debug)]
+pub(super) struct GossipChecked {
+    /// The message.
+    message_id: MessageId,
+    /// The peer that forwarded it to us.
+    source: PeerId,
+    /// The peer that published it.
+    author: PeerId,
+    /// What the gateway made of its entries.
+    merged: RemoteMerge,
+}
 
 /// Most entries held back for lack of subscribers. Beyond that they are dropped from the
 /// hold: peers pull them by anti-entropy, and re-gossiping a whole offline session would only
@@ -138,21 +154,27 @@ impl EventLoop {
                     .fetch_add(message.data.len() as u64, Relaxed);
                 let author = message.source.unwrap_or(propagation_source);
                 let verdict = self.check_batch(&message.data);
-                let acceptance = match &verdict {
-                    Ok(_) => MessageAcceptance::Accept,
-                    Err(_) => MessageAcceptance::Reject,
-                };
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
                 match verdict {
                     Ok(batch) => {
                         self.record_clock_offset(author, offset_ms(batch.sent_ms));
                         let gateway = self.gateway.clone();
-                        tokio::spawn(async move { gateway.remote_entries(batch.entries).await });
+                        let internal = self.internal_tx.clone();
+                        tokio::spawn(async move {
+                            if let Some(merged) = gateway.remote_entries(batch.entries).await {
+                                let checked = GossipChecked {
+                                    message_id,
+                                    source: propagation_source,
+                                    author,
+                                    merged,
+                                };
+                                let _ = internal.send(Internal::Gossip(checked));
+                            }
+                        });
                     }
-                    Err(reason) => self.rejected(propagation_source, author, &reason),
+                    Err(reason) => {
+                        self.report(&message_id, &propagation_source, MessageAcceptance::Reject);
+                        self.rejected(propagation_source, author, &reason);
+                    }
                 }
             }
             gossipsub::Event::Subscribed { peer_id, topic } if topic == self.topic.hash() => {
@@ -163,7 +185,35 @@ impl EventLoop {
         }
     }
 
-    /// Decodes and checks a gossiped batch; `Err` says why it is rejected whole.
+    /// Reports the gateway's verdict on a batch: forwarded only if every entry was valid.
+    pub(super) fn on_gossip_checked(&mut self, checked: GossipChecked) {
+        let GossipChecked {
+            message_id,
+            source,
+            author,
+            merged,
+        } = checked;
+        if merged.invalid == 0 {
+            self.report(&message_id, &source, MessageAcceptance::Accept);
+            return;
+        }
+        self.report(&message_id, &source, MessageAcceptance::Reject);
+        let reason = format!(
+            "{} invalid entries ({} with a missing or bad signature)",
+            merged.invalid, merged.bad_signatures
+        );
+        self.rejected(source, author, &reason);
+    }
+
+    fn report(&mut self, message_id: &MessageId, source: &PeerId, acceptance: MessageAcceptance) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(message_id, source, acceptance);
+    }
+
+    /// Decodes a gossiped batch and checks it as a whole (format, world, date); `Err` says why
+    /// it is rejected. Its entries are judged by the gateway.
     fn check_batch(&self, data: &[u8]) -> Result<WireBatch, String> {
         let batch: WireBatch =
             wire::decode(data, MAX_MESSAGE_BYTES).map_err(|err| err.to_string())?;
@@ -171,25 +221,11 @@ impl EventLoop {
             return Err(format!("batch of world {:?}", batch.world));
         }
         let now = wall_millis();
-        let horizon = now.saturating_add(self.limits.max_clock_skew.as_millis() as u64);
-        if batch.sent_ms > horizon {
+        if batch.sent_ms > self.limits.horizon_ms(now) {
             return Err(format!(
                 "batch dated {} ms in the future",
                 batch.sent_ms - now
             ));
-        }
-        let invalid = batch
-            .entries
-            .iter()
-            .filter_map(|(key, entry)| check_entry(key, entry, now, &self.limits).err())
-            .filter(|reason| !reason.is_transient())
-            .count();
-        if invalid > 0 {
-            self.stats
-                .remote
-                .rejected_entries
-                .fetch_add(invalid as u64, Relaxed);
-            return Err(format!("{invalid} invalid entries"));
         }
         Ok(batch)
     }

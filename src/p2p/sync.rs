@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::SyncProgress;
 use super::digest::{self, ranges_from};
 use super::event_loop::{EventLoop, offset_ms};
+use super::gossip::GossipChecked;
 use super::wire::{FORMAT_VERSION, RangeDigest, SyncRequest, SyncResponse, entry_bytes};
 use crate::store::KeyedEntry;
 use crate::store::clock::wall_millis;
@@ -38,12 +39,16 @@ pub(super) enum Internal {
         /// The answer.
         response: SyncResponse,
     },
+    /// The gateway has judged a gossiped batch: report it to gossipsub.
+    Gossip(GossipChecked),
     /// A page from `peer` has been merged: ask for the next one, if any.
     Merged {
         /// The peer.
         peer: PeerId,
         /// Where the next page starts.
         next: Option<Bytes>,
+        /// Entries of the page the gateway turned away as invalid.
+        invalid: usize,
     },
 }
 
@@ -122,10 +127,20 @@ impl EventLoop {
                     tracing::debug!("a peer left before its sync answer was ready");
                 }
             }
-            Internal::Merged { peer, next } => match next {
-                Some(from) => self.request_page(peer, Some(from)),
-                None => self.finish_sync(peer),
-            },
+            Internal::Gossip(checked) => self.on_gossip_checked(checked),
+            Internal::Merged {
+                peer,
+                next,
+                invalid,
+            } => {
+                if invalid > 0 && self.bad_logged.insert(peer) {
+                    tracing::warn!(%peer, invalid, "dropped invalid entries from a peer's sync page (further ones from it are counted in INFO, not logged)");
+                }
+                match next {
+                    Some(from) => self.request_page(peer, Some(from)),
+                    None => self.finish_sync(peer),
+                }
+            }
         }
     }
 
@@ -354,10 +369,11 @@ impl EventLoop {
         let internal = self.internal_tx.clone();
         tokio::spawn(async move {
             if let Some(merge) = gateway.remote_entries(entries).await {
-                if merge.invalid > 0 {
-                    tracing::debug!(%peer, invalid = merge.invalid, "dropped invalid entries from a sync page");
-                }
-                let _ = internal.send(Internal::Merged { peer, next });
+                let _ = internal.send(Internal::Merged {
+                    peer,
+                    next,
+                    invalid: merge.invalid,
+                });
             }
         });
     }

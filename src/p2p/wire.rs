@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::KeyedEntry;
 
-/// Version of every format below; bumped on any incompatible change.
-pub const FORMAT_VERSION: u16 = 1;
+/// Version of every format below; bumped on any incompatible change. Version 2: entries must
+/// carry their writer's signature (version 1 peers sent unsigned entries).
+pub const FORMAT_VERSION: u16 = 2;
 
 /// The request-response protocol for bootstrap and anti-entropy.
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/cmud/sync/1");
@@ -374,7 +375,7 @@ mod tests {
             Err(WireError::Format(9))
         ));
         assert!(matches!(
-            decode::<WireBatch>(&[1, 0, 0xff, 0xff], MAX_MESSAGE_BYTES),
+            decode::<WireBatch>(&[FORMAT_VERSION as u8, 0, 0xff, 0xff], MAX_MESSAGE_BYTES),
             Err(WireError::Malformed(_))
         ));
         assert!(matches!(
@@ -392,8 +393,8 @@ mod tests {
             ranges: vec![],
         })
         .unwrap();
-        bytes[0] = 2;
+        bytes[0] = 1;
         let request = decode_request(&bytes).unwrap();
-        assert_eq!((request.format, request.world.as_str()), (2, "elsewhere"));
+        assert_eq!((request.format, request.world.as_str()), (1, "elsewhere"));
     }
 }

@@ -6,35 +6,59 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
+use super::auth::RpcEndpoint;
+
 /// How long a query may wait for the replica's reply before it fails.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Why a query to the replica failed.
+/// Entries per page when [`Kv::list`] reads a prefix (`LIST prefix AFTER key COUNT n`): small
+/// enough that no reply is ever large, large enough that a world takes few round trips.
+pub const LIST_PAGE_ENTRIES: usize = 4096;
+
+/// Why a query to the replica failed. The replica's refusals arrive typed: the game matches on
+/// the variant, never on protocol text.
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
     /// The RPC port could not be reached or the connection broke.
     #[error("replica unreachable: {0}")]
     Connection(String),
-    /// The replica answered with an error (for example a value over the size limit).
+    /// The replica refused the query (for example a value over the size limit); its reason.
     #[error("replica refused: {0}")]
     Refused(String),
+    /// The write touches another node's `p/<id>/` namespace, which only that node may write;
+    /// nothing of the command was written. The replica's reason.
+    #[error("{0}")]
+    ForeignNamespace(String),
+    /// A `JOIN` could not reach the peer; why.
+    #[error("{0}")]
+    JoinFailed(String),
     /// A stored value is not UTF-8 text.
     #[error("value under {0} is not text")]
     NotText(String),
 }
 
+/// How the replica words a refusal to write another node's namespace (see `rpc::commands`).
+const FOREIGN_NAMESPACE_MARK: &str = "belongs to another node";
+
 impl From<redis::RedisError> for KvError {
     fn from(err: redis::RedisError) -> Self {
         if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
-            KvError::Connection(err.to_string())
+            return KvError::Connection(err.to_string());
+        }
+        // A server error's text without its code (`ERR`); other errors as the crate words them.
+        let reason = match (err.code(), err.detail()) {
+            (Some(_), Some(detail)) => detail.trim().to_owned(),
+            _ => err.to_string(),
+        };
+        if reason.contains(FOREIGN_NAMESPACE_MARK) {
+            KvError::ForeignNamespace(reason)
         } else {
-            KvError::Refused(err.to_string())
+            KvError::Refused(reason)
         }
     }
 }
@@ -87,16 +111,15 @@ pub trait Kv: Clone + Send + Sync + 'static {
 pub struct KvClient {
     /// The multiplexed connection; clones share it.
     conn: MultiplexedConnection,
-    /// Where it came from, for the `JOIN`s that get a connection of their own.
-    client: redis::Client,
-    /// How it was made.
-    config: AsyncConnectionConfig,
+    /// A second connection for `JOIN`, made at the start and kept, so a dial never holds up
+    /// the game's queries and a node with every client slot taken still answers it.
+    join_conn: MultiplexedConnection,
 }
 
 impl KvClient {
-    /// Connects to the RPC port at `addr`.
-    pub async fn connect(addr: SocketAddr) -> Result<Self, KvError> {
-        let client = redis::Client::open(format!("redis://{addr}/"))?;
+    /// Connects to the RPC port at `endpoint` and authenticates.
+    pub async fn connect(endpoint: &RpcEndpoint) -> Result<Self, KvError> {
+        let client = redis::Client::open(endpoint.redis_url())?;
         // The redis crate gives up on a reply after 500 ms by default. A co-located replica
         // that is busy (merging a large bootstrap) or a `JOIN` that dials a far peer can take
         // longer, and a write that timed out here may still have been applied: wait instead.
@@ -104,16 +127,37 @@ impl KvClient {
         let conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        Ok(KvClient {
-            conn,
-            client,
-            config,
-        })
+        let join_conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        Ok(KvClient { conn, join_conn })
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, KvError> {
         let mut conn = self.conn.clone();
         Ok(cmd.query_async(&mut conn).await?)
+    }
+
+    /// One page of `prefix`: the entries after `after`, and the key to resume after if there
+    /// may be more.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&[u8]>,
+    ) -> Result<(Vec<redis::Value>, Option<Vec<u8>>), KvError> {
+        let mut cmd = redis::cmd("LIST");
+        cmd.arg(prefix);
+        if let Some(after) = after {
+            cmd.arg("AFTER").arg(after);
+        }
+        cmd.arg("COUNT").arg(LIST_PAGE_ENTRIES);
+        let mut items: Vec<redis::Value> = self.query(&cmd).await?;
+        let resume = match items.pop() {
+            Some(redis::Value::BulkString(key)) => Some(key),
+            Some(redis::Value::Nil) => None,
+            _ => return Err(KvError::Refused("LIST page without a resume key".into())),
+        };
+        Ok((items, resume))
     }
 }
 
@@ -150,17 +194,26 @@ impl Kv for KvClient {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, KvError> {
-        let flat: Vec<Vec<u8>> = self.query(redis::cmd("LIST").arg(prefix)).await?;
-        let mut pairs = Vec::with_capacity(flat.len() / 2);
-        let mut items = flat.into_iter();
-        while let (Some(key), Some(value)) = (items.next(), items.next()) {
-            // Any peer can write any bytes: an entry that is not text is skipped, or one such
-            // value would hide the whole world from the game.
-            if let (Ok(key), Ok(value)) = (String::from_utf8(key), String::from_utf8(value)) {
-                pairs.push((key, value));
+        let mut pairs = Vec::new();
+        let mut after = None;
+        loop {
+            let (items, resume) = self.list_page(prefix, after.as_deref()).await?;
+            let mut items = items.into_iter();
+            while let (Some(key), Some(value)) = (items.next(), items.next()) {
+                // Any peer can write any bytes: an entry that is not text is skipped, or one
+                // such value would hide the whole world from the game.
+                if let (redis::Value::BulkString(key), redis::Value::BulkString(value)) =
+                    (key, value)
+                    && let (Ok(key), Ok(value)) = (String::from_utf8(key), String::from_utf8(value))
+                {
+                    pairs.push((key, value));
+                }
+            }
+            match resume {
+                Some(key) => after = Some(key),
+                None => return Ok(pairs),
             }
         }
-        Ok(pairs)
     }
 
     async fn info(&self) -> Result<BTreeMap<String, String>, KvError> {
@@ -194,14 +247,21 @@ impl Kv for KvClient {
         // The node answers JOIN once the dial is done (up to its join timeout) and answers a
         // connection's commands in order: on the shared connection, every other query of the
         // game would wait that long behind it.
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
-        Ok(redis::cmd("JOIN")
+        let mut conn = self.join_conn.clone();
+        match redis::cmd("JOIN")
             .arg(multiaddr)
             .query_async::<()>(&mut conn)
-            .await?)
+            .await
+            .map_err(KvError::from)
+        {
+            // The node says "join <addr>: <reason>": the reason is what the player needs.
+            Err(KvError::Refused(why)) => {
+                let marker = format!("join {multiaddr}: ");
+                let reason = why.strip_prefix(&marker).unwrap_or(&why);
+                Err(KvError::JoinFailed(reason.to_owned()))
+            }
+            other => other,
+        }
     }
 }
 

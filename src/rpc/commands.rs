@@ -10,10 +10,14 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use bytes::{Bytes, BytesMut};
 
-use super::resp::Reply;
+use super::clients::ClientHandle;
+use super::listing::{self, Admission, admit};
+use super::pubsub;
+use super::resp::{Reply, array_header_bytes, bulk_reply_bytes};
 use super::server::NodeInfo;
 use crate::store::actor::Actor;
 use crate::store::clock::wall_millis;
+use crate::store::validate::{Limits, Rejected, check_local_key, namespace_owner};
 
 /// What the connection loop does after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,6 +30,9 @@ pub enum Flow {
     MoveTo(usize),
     /// Ask the network and write the answer (`PEERS`, `JOIN`).
     Network(NetworkCommand),
+    /// Nothing was written: run the same command again in a moment (a large reply waits for
+    /// closed clients to free their output).
+    Retry,
 }
 
 /// Commands answered by the network task.
@@ -37,8 +44,14 @@ pub enum NetworkCommand {
     Join(String),
 }
 
-/// Runs one command, appending its reply to `out`.
-pub fn execute(actor: &Actor, node: &NodeInfo, args: &[Bytes], out: &mut BytesMut) -> Flow {
+/// Runs one command for `client`, appending its reply to `out`.
+pub fn execute(
+    actor: &Actor,
+    node: &NodeInfo,
+    client: &ClientHandle,
+    args: &[Bytes],
+    out: &mut BytesMut,
+) -> Flow {
     let mut reply = Reply(out);
     let Some(name) = args.first() else {
         // A blank inline line: Redis ignores it too.
@@ -58,11 +71,11 @@ pub fn execute(actor: &Actor, node: &NodeInfo, args: &[Bytes], out: &mut BytesMu
     let argc = args.len();
     let arity_ok = match upper {
         b"PING" => argc <= 2,
-        b"ECHO" | b"GET" | b"LIST" | b"KEYS" | b"JOIN" | b"HELLO" | b"SELECT" => {
+        b"ECHO" | b"GET" | b"KEYS" | b"JOIN" | b"HELLO" | b"SELECT" => {
             argc == 2 || (upper == b"HELLO".as_slice() && argc >= 1)
         }
         b"SET" => argc == 3,
-        b"DEL" | b"MGET" | b"EXISTS" | b"CLIENT" => argc >= 2,
+        b"DEL" | b"MGET" | b"EXISTS" | b"CLIENT" | b"LIST" => argc >= 2,
         b"MSET" => argc >= 3 && argc % 2 == 1,
         b"DBSIZE" | b"ADDRS" | b"PEERS" | b"QUIT" => argc == 1,
         b"INFO" | b"ACTOR" => argc <= 2,
@@ -88,12 +101,7 @@ pub fn execute(actor: &Actor, node: &NodeInfo, args: &[Bytes], out: &mut BytesMu
         },
         b"ECHO" => reply.bulk(&args[1]),
         b"GET" => get(actor, &args[1], &mut reply),
-        b"MGET" => {
-            reply.array(argc - 1);
-            for key in &args[1..] {
-                get(actor, key, &mut reply);
-            }
-        }
+        b"MGET" => return mget(actor, node, client, &args[1..], &mut reply),
         b"EXISTS" => {
             let replica = actor.replica();
             let found = args[1..]
@@ -104,8 +112,8 @@ pub fn execute(actor: &Actor, node: &NodeInfo, args: &[Bytes], out: &mut BytesMu
         }
         b"SET" | b"MSET" => set(actor, &args[1..], &mut reply),
         b"DEL" => del(actor, &args[1..], &mut reply),
-        b"LIST" => list(actor, &args[1], &mut reply),
-        b"KEYS" => keys(actor, &args[1], &mut reply),
+        b"LIST" => return listing::list(actor, node, client, &args[1..], &mut reply),
+        b"KEYS" => return listing::keys(actor, node, client, &args[1], &mut reply),
         b"DBSIZE" => reply.integer(actor.replica().live_keys() as i64),
         b"INFO" => reply.bulk(info(actor, node).as_bytes()),
         b"ACTOR" => return pin_actor(actor, args.get(1), &mut reply),
@@ -130,7 +138,7 @@ pub fn execute(actor: &Actor, node: &NodeInfo, args: &[Bytes], out: &mut BytesMu
             _ => reply.error("ERR cmud has one database: only SELECT 0 is supported"),
         },
         b"COMMAND" => reply.array(0),
-        b"CLIENT" => client(&args[1..], &mut reply),
+        b"CLIENT" => client_command(&args[1..], &mut reply),
         b"CONFIG" => match args[1].to_ascii_uppercase().as_slice() {
             b"GET" => reply.array(0),
             _ => reply.error("ERR CONFIG: only GET is supported, and it returns nothing"),
@@ -153,11 +161,40 @@ fn get(actor: &Actor, key: &[u8], reply: &mut Reply<'_>) {
     }
 }
 
+/// `MGET k [k ...]`: sized first, as a thousand large values make a large reply.
+fn mget(
+    actor: &Actor,
+    node: &NodeInfo,
+    client: &ClientHandle,
+    keys: &[Bytes],
+    reply: &mut Reply<'_>,
+) -> Flow {
+    let bytes = {
+        let replica = actor.replica();
+        keys.iter()
+            .map(|key| {
+                replica
+                    .get(key)
+                    .map_or(5, |value| bulk_reply_bytes(value.len()))
+            })
+            .sum::<usize>()
+            + array_header_bytes(keys.len())
+    };
+    let admission = admit(node, client, bytes, "ask for fewer keys", reply);
+    if admission == Admission::Build {
+        reply.array(keys.len());
+        for key in keys {
+            get(actor, key, reply);
+        }
+    }
+    admission.flow()
+}
+
 /// `SET k v` and `MSET k v [k v ...]`: every pair is checked before any is written.
 fn set(actor: &Actor, pairs: &[Bytes], reply: &mut Reply<'_>) {
     let limits = actor.limits();
     for pair in pairs.chunks_exact(2) {
-        if let Err(message) = check_key(&pair[0], limits.max_key_bytes) {
+        if let Err(message) = check_key(actor, &pair[0], limits) {
             return reply.error(&message);
         }
         if pair[1].len() > limits.max_value_bytes {
@@ -173,6 +210,9 @@ fn set(actor: &Actor, pairs: &[Bytes], reply: &mut Reply<'_>) {
         replica.put(owned(&pair[0]), Some(owned(&pair[1])), now);
     }
     drop(replica);
+    for pair in pairs.chunks_exact(2) {
+        pubsub::publish_change(&pair[0], true);
+    }
     actor.count_puts((pairs.len() / 2) as u64);
     reply.ok();
 }
@@ -181,7 +221,7 @@ fn del(actor: &Actor, keys: &[Bytes], reply: &mut Reply<'_>) {
     let limits = actor.limits();
     if let Some(message) = keys
         .iter()
-        .find_map(|key| check_key(key, limits.max_key_bytes).err())
+        .find_map(|key| check_key(actor, key, limits).err())
     {
         return reply.error(&message);
     }
@@ -193,6 +233,7 @@ fn del(actor: &Actor, keys: &[Bytes], reply: &mut Reply<'_>) {
         // that this replica knows of.
         if replica.get(key).is_some() {
             replica.put(owned(key), None, now);
+            pubsub::publish_change(key, false);
             deleted += 1;
         }
     }
@@ -208,56 +249,23 @@ fn owned(arg: &Bytes) -> Bytes {
     Bytes::copy_from_slice(arg)
 }
 
-fn check_key(key: &[u8], max_key_bytes: usize) -> Result<(), String> {
-    if key.is_empty() {
-        Err("ERR empty keys are not allowed".to_owned())
-    } else if key.len() > max_key_bytes {
-        Err(format!("ERR key is longer than {max_key_bytes} bytes"))
-    } else {
-        Ok(())
-    }
-}
-
-/// `LIST prefix`: a flat array key, value, key, value ... in key order.
-fn list(actor: &Actor, prefix: &[u8], reply: &mut Reply<'_>) {
-    let replica = actor.replica();
-    let mut pairs = Vec::new();
-    replica.scan_prefix(prefix, |key, value| {
-        pairs.push((key.clone(), value.clone()))
-    });
-    drop(replica);
-    reply.array(pairs.len() * 2);
-    for (key, value) in pairs {
-        reply.bulk(&key);
-        reply.bulk(&value);
-    }
-}
-
-/// `KEYS pattern`, for prefix patterns (`p/*`, `*`) and exact keys only.
-fn keys(actor: &Actor, pattern: &[u8], reply: &mut Reply<'_>) {
-    let (prefix, exact) = match pattern.split_last() {
-        Some((b'*', prefix)) => (prefix, false),
-        _ => (pattern, true),
-    };
-    if prefix
-        .iter()
-        .any(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
-    {
-        return reply.error("ERR only prefix patterns (prefix*) are supported");
-    }
-    let replica = actor.replica();
-    let mut found = Vec::new();
-    if exact {
-        if replica.get(prefix).is_some() {
-            found.push(Bytes::copy_from_slice(prefix));
+/// Whether this node may write `key`: size limits, and only its own `p/<id>/` namespace.
+fn check_key(actor: &Actor, key: &[u8], limits: &Limits) -> Result<(), String> {
+    let own = actor.replica().node().clone();
+    match check_local_key(key, own.as_str(), limits) {
+        Ok(()) => Ok(()),
+        Err(Rejected::Key(0)) => Err("ERR empty keys are not allowed".to_owned()),
+        Err(Rejected::Namespace) => {
+            let owner = String::from_utf8_lossy(namespace_owner(key).unwrap_or_default());
+            Err(format!(
+                "ERR p/{}/ belongs to another node: this node writes only under p/{own}/",
+                truncate(&owner, 64)
+            ))
         }
-    } else {
-        replica.scan_prefix(prefix, |key, _| found.push(key.clone()));
-    }
-    drop(replica);
-    reply.array(found.len());
-    for key in found {
-        reply.bulk(&key);
+        Err(_) => Err(format!(
+            "ERR key is longer than {} bytes",
+            limits.max_key_bytes
+        )),
     }
 }
 
@@ -289,7 +297,7 @@ fn pin_actor(actor: &Actor, target: Option<&Bytes>, reply: &mut Reply<'_>) -> Fl
     }
 }
 
-fn client(args: &[Bytes], reply: &mut Reply<'_>) {
+fn client_command(args: &[Bytes], reply: &mut Reply<'_>) {
     match args[0].to_ascii_uppercase().as_slice() {
         b"SETNAME" | b"SETINFO" => reply.ok(),
         b"GETNAME" => reply.null(),
@@ -324,6 +332,17 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
         actor.limits().max_clock_skew.as_millis(),
         load(&remote.pending_entries),
     );
+    let clients = &node.clients;
+    let _ = write!(
+        out,
+        "\r\n# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nclient_output_bytes:{}\r\nclient_input_bytes:{}\r\nevicted_clients:{}\r\nrejected_connections:{}\r\n",
+        clients.open(),
+        clients.options().maxclients,
+        clients.output_total(),
+        clients.input_total(),
+        clients.evicted(),
+        clients.rejected(),
+    );
     let _ = write!(
         out,
         "\r\n# Keyspace\r\nkeys:{}\r\n",
@@ -331,7 +350,7 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
     );
     let _ = write!(
         out,
-        "\r\n# Stats\r\nputs_total:{}\r\nsync_messages_sent_local:{}\r\nsync_bytes_sent_local:{}\r\nmax_sync_rate_per_pair:{:.2}\r\nsync_messages_sent_remote:{}\r\nsync_bytes_sent_remote:{}\r\nsync_bytes_received_remote:{}\r\nrejected_versions:{}\r\nrejected_entries:{}\r\nrejected_batches:{}\r\n",
+        "\r\n# Stats\r\nputs_total:{}\r\nsync_messages_sent_local:{}\r\nsync_bytes_sent_local:{}\r\nmax_sync_rate_per_pair:{:.2}\r\nsync_messages_sent_remote:{}\r\nsync_bytes_sent_remote:{}\r\nsync_bytes_received_remote:{}\r\nrejected_versions:{}\r\nrejected_entries:{}\r\nrejected_signatures:{}\r\nrejected_namespaces:{}\r\nrejected_batches:{}\r\n",
         stats.puts_total(),
         stats.local_messages(),
         stats.local_bytes(),
@@ -341,6 +360,8 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
         load(&remote.bytes_received),
         load(&remote.rejected_versions),
         load(&remote.rejected_entries),
+        load(&remote.rejected_signatures),
+        load(&remote.rejected_namespaces),
         load(&remote.rejected_batches),
     );
     out

@@ -205,63 +205,111 @@ fn parse_inline(
     if newline > limits.max_inline_bytes {
         return Err(ProtocolError::TooLarge("inline command too long"));
     }
-    let line = buf.split_to(newline + 1).freeze();
-    let text = line.slice(..newline);
-    let text = if text.ends_with(b"\r") {
-        text.slice(..text.len() - 1)
-    } else {
-        text
-    };
-    let mut args = Vec::new();
-    let mut rest = 0;
-    while rest < text.len() {
-        while rest < text.len() && text[rest].is_ascii_whitespace() {
-            rest += 1;
-        }
-        if rest >= text.len() {
-            break;
-        }
-        let start = rest;
-        if text[start] == b'"' {
-            let (arg, next) = parse_quoted(&text, start + 1)?;
-            args.push(arg);
-            rest = next;
-        } else {
-            while rest < text.len() && !text[rest].is_ascii_whitespace() {
-                rest += 1;
-            }
-            args.push(text.slice(start..rest));
-        }
-        if args.len() > limits.max_args {
-            return Err(ProtocolError::TooLarge("too many arguments"));
-        }
+    let line = buf.split_to(newline + 1);
+    let text = line[..newline]
+        .strip_suffix(b"\r")
+        .unwrap_or(&line[..newline]);
+    let args = split_args(text)?;
+    if args.len() > limits.max_args {
+        return Err(ProtocolError::TooLarge("too many arguments"));
     }
     Ok(Some(args))
 }
 
-/// A double-quoted inline argument with `\"`, `\\`, `\n`, `\r`, `\t` escapes (as redis-cli
-/// writes them). Returns the argument and the index after the closing quote.
-fn parse_quoted(text: &Bytes, mut at: usize) -> Result<(Bytes, usize), ProtocolError> {
-    let mut out = Vec::new();
-    while at < text.len() {
-        match text[at] {
-            b'"' => return Ok((Bytes::from(out), at + 1)),
-            b'\\' if at + 1 < text.len() => {
-                out.push(match text[at + 1] {
-                    b'n' => b'\n',
-                    b'r' => b'\r',
-                    b't' => b'\t',
-                    other => other,
-                });
-                at += 2;
-            }
-            byte => {
-                out.push(byte);
-                at += 1;
-            }
+/// Splits an inline command line the way Redis does (`sdssplitargs`): arguments are separated
+/// by whitespace; double quotes allow `\n \r \t \b \a \\ \" \xHH` escapes, single quotes
+/// allow `\'`; a closing quote must end the argument; an unbalanced quote is an error.
+pub fn split_args(text: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
+    let mut args = Vec::new();
+    let mut at = 0;
+    loop {
+        while text.get(at).is_some_and(|b| is_space(*b)) {
+            at += 1;
         }
+        if at >= text.len() {
+            return Ok(args);
+        }
+        let mut arg = Vec::new();
+        let mut quote = None;
+        loop {
+            let Some(&byte) = text.get(at) else {
+                if quote.is_some() {
+                    return Err(ProtocolError::Malformed("unbalanced quotes in request"));
+                }
+                break;
+            };
+            match quote {
+                None if is_space(byte) => break,
+                None if byte == b'"' || byte == b'\'' => quote = Some(byte),
+                None => arg.push(byte),
+                Some(q) if byte == q => {
+                    // The closing quote must be followed by a space or the end of the line.
+                    if text.get(at + 1).is_some_and(|b| !is_space(*b)) {
+                        return Err(ProtocolError::Malformed("unbalanced quotes in request"));
+                    }
+                    at += 1;
+                    break;
+                }
+                Some(b'"') if byte == b'\\' => {
+                    let (unescaped, used) = unescape(&text[at + 1..]);
+                    arg.push(unescaped);
+                    at += used;
+                }
+                Some(b'\'') if byte == b'\\' && text.get(at + 1) == Some(&b'\'') => {
+                    arg.push(b'\'');
+                    at += 1;
+                }
+                Some(_) => arg.push(byte),
+            }
+            at += 1;
+        }
+        args.push(Bytes::from(arg));
     }
-    Err(ProtocolError::Malformed("unbalanced quotes in request"))
+}
+
+/// Whitespace as C's `isspace` sees it.
+fn is_space(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// The byte an escape inside double quotes stands for, given what follows the backslash, and
+/// how many of those bytes it used. `\xHH` needs two hex digits; an unknown escape is the
+/// character itself (`\q` is `q`), as in Redis.
+fn unescape(rest: &[u8]) -> (u8, usize) {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    match rest {
+        [b'x', hi, lo, ..] if hex(*hi).is_some() && hex(*lo).is_some() => {
+            let value = hex(*hi).unwrap_or(0) * 16 + hex(*lo).unwrap_or(0);
+            (value as u8, 3)
+        }
+        [b'n', ..] => (b'\n', 1),
+        [b'r', ..] => (b'\r', 1),
+        [b't', ..] => (b'\t', 1),
+        [b'b', ..] => (0x08, 1),
+        [b'a', ..] => (0x07, 1),
+        [other, ..] => (*other, 1),
+        [] => (b'\\', 0),
+    }
+}
+
+/// Bytes a bulk string reply of `len` bytes takes (`$len\r\n...\r\n`), so a large reply can be
+/// sized before it is built.
+pub fn bulk_reply_bytes(len: usize) -> usize {
+    1 + decimal_digits(len) + 2 + len + 2
+}
+
+/// Bytes an array header of `n` elements takes (`*n\r\n`).
+pub fn array_header_bytes(n: usize) -> usize {
+    1 + decimal_digits(n) + 2
+}
+
+fn decimal_digits(mut n: usize) -> usize {
+    let mut digits = 1;
+    while n >= 10 {
+        n /= 10;
+        digits += 1;
+    }
+    digits
 }
 
 /// Appends RESP2 replies to an output buffer.
@@ -385,6 +433,35 @@ mod tests {
         );
         assert_eq!(parse(b"\r\n").unwrap().unwrap(), Vec::<Bytes>::new());
         assert!(parse(b"GET \"open\r\n").is_err());
+    }
+
+    fn split(text: &str) -> Result<Vec<Vec<u8>>, ProtocolError> {
+        split_args(text.as_bytes()).map(|args| args.into_iter().map(|a| a.to_vec()).collect())
+    }
+
+    #[test]
+    fn inline_escapes_are_the_ones_redis_knows() {
+        assert_eq!(
+            split(r#"SET q "\x41\x00B""#).unwrap(),
+            [&b"SET"[..], b"q", b"A\0B"]
+        );
+        assert_eq!(
+            split(r#""\n\r\t\b\a\\\"\q\x4g""#).unwrap(),
+            [&b"\n\r\t\x08\x07\\\"qx4g"[..]]
+        );
+        assert_eq!(
+            split(r#"'it\'s' 'a\nb' """#).unwrap(),
+            [&b"it's"[..], b"a\\nb", b""]
+        );
+        assert_eq!(
+            split("a\"b c\"d").unwrap_err(),
+            ProtocolError::Malformed("unbalanced quotes in request")
+        );
+        assert_eq!(split("ab\"c d\" e").unwrap(), [&b"abc d"[..], b"e"]);
+        assert_eq!(split("\t a \x0b b\x0c").unwrap(), [&b"a"[..], b"b"]);
+        for bad in [r#""open"#, "'open", r#""a"b"#, "'a'b", r#""ends\"#] {
+            assert!(split(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

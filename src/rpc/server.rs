@@ -1,27 +1,38 @@
-//! The RPC server: the accept loop that spreads connections over the query actors, and the
-//! connection loop each actor runs.
-//!
-//! A connection reads whatever the socket has, runs every complete command in it against its
-//! actor's replica, and writes all the replies back at once: pipelined commands cost one read
-//! and one write, with no hop to another thread.
+//! The RPC server: what every connection may know about its node ([`NodeInfo`]), the accept
+//! loop that admits connections (`maxclients`) and spreads them over the query actors, and
+//! binding the loopback port. A connection's own loop is [`super::connection`].
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::future::LocalBoxFuture;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use super::commands::{Flow, NetworkCommand, execute};
-use super::resp::{FrameLimits, ProtocolError, Reply, parse_command};
+use super::auth::Secret;
+use super::clients::Clients;
+use super::commands::NetworkCommand;
+use super::connection::{self, ConnState};
+use super::pubsub;
+use super::resp::{FrameLimits, Reply};
 use crate::p2p::NetworkHandle;
 use crate::store::actor::{Actor, ConnectionService, Handoff, ToActor};
 
-/// Initial size of a connection's read buffer.
-const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// The reply to a connection over `maxclients`, sent as it is closed.
+const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// First pause of the accept loop after a failed accept (out of file descriptors); it doubles
+/// up to [`ACCEPT_BACKOFF_MAX`] while accepts keep failing.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+
+/// Longest pause of the accept loop after failed accepts.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Gap between two log lines about failed accepts.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What every connection may know about its node (read-only, shared by all actors).
 pub struct NodeInfo {
@@ -35,6 +46,14 @@ pub struct NodeInfo {
     pub frame_limits: FrameLimits,
     /// The network, if this node has one.
     pub network: Option<NetworkHandle>,
+    /// The token clients must send with `AUTH`; `None` when `rpc_auth` is off.
+    pub token: Option<Secret>,
+    /// The secret of the node's own game (in memory only).
+    pub game_secret: Secret,
+    /// The largest reply built for one command (`max_client_output_bytes`).
+    pub max_reply_bytes: usize,
+    /// Every open client and the budgets they share.
+    pub clients: Arc<Clients>,
 }
 
 impl NodeInfo {
@@ -62,82 +81,20 @@ impl RpcService {
 
 impl ConnectionService for RpcService {
     fn serve(&self, actor: Rc<Actor>, conn: Handoff) -> LocalBoxFuture<'static, ()> {
-        let node = self.node.clone();
-        Box::pin(async move {
-            if let Err(err) = serve_connection(actor, node, conn).await {
-                tracing::debug!(%err, "rpc connection ended with an error");
-            }
-        })
+        Box::pin(connection::serve(actor, self.node.clone(), conn))
+    }
+
+    fn wants_changes(&self) -> bool {
+        pubsub::anyone_listening()
+    }
+
+    fn changed(&self, key: &[u8], live: bool) {
+        pubsub::publish_change(key, live);
     }
 }
 
-async fn serve_connection(
-    actor: Rc<Actor>,
-    node: Arc<NodeInfo>,
-    conn: Handoff,
-) -> std::io::Result<()> {
-    let Handoff { stream, unread } = conn;
-    let mut stream = TcpStream::from_std(stream)?;
-    let mut input = unread;
-    input.reserve(READ_BUFFER_BYTES);
-    let mut output = BytesMut::with_capacity(READ_BUFFER_BYTES);
-    loop {
-        loop {
-            let args = match parse_command(&mut input, &node.frame_limits) {
-                Ok(Some(args)) => args,
-                Ok(None) => break,
-                Err(err) => return close_with_error(&mut stream, &mut output, &err).await,
-            };
-            match execute(&actor, &node, &args, &mut output) {
-                Flow::Continue => {}
-                Flow::Quit => {
-                    actor.log_before_reply();
-                    stream.write_all(&output).await?;
-                    return Ok(());
-                }
-                Flow::MoveTo(to) => {
-                    actor.log_before_reply();
-                    stream.write_all(&output).await?;
-                    let conn = Handoff {
-                        stream: stream.into_std()?,
-                        unread: input,
-                    };
-                    if let Err(conn) = actor.hand_off(to, conn) {
-                        tracing::warn!("actor {to} is gone; closing the connection moved to it");
-                        drop(conn);
-                    }
-                    return Ok(());
-                }
-                Flow::Network(command) => network(&node, command, &mut output).await,
-            }
-        }
-        if !output.is_empty() {
-            // Acknowledged writes must be in the log before their acknowledgements leave.
-            actor.log_before_reply();
-            stream.write_all(&output).await?;
-            output.clear();
-        }
-        // Read in large chunks, so a pipelining client's commands arrive in one read.
-        if input.capacity() - input.len() < READ_BUFFER_BYTES / 4 {
-            input.reserve(READ_BUFFER_BYTES);
-        }
-        if stream.read_buf(&mut input).await? == 0 {
-            return Ok(());
-        }
-    }
-}
-
-async fn close_with_error(
-    stream: &mut TcpStream,
-    output: &mut BytesMut,
-    err: &ProtocolError,
-) -> std::io::Result<()> {
-    Reply(output).error(&format!("ERR {err}"));
-    stream.write_all(output).await?;
-    stream.shutdown().await
-}
-
-async fn network(node: &NodeInfo, command: NetworkCommand, out: &mut BytesMut) {
+/// Answers a command that needs the network.
+pub async fn network(node: &NodeInfo, command: NetworkCommand, out: &mut BytesMut) {
     let mut reply = Reply(out);
     let Some(net) = &node.network else {
         return reply.error("ERR this node runs without a network");
@@ -161,13 +118,16 @@ async fn network(node: &NodeInfo, command: NetworkCommand, out: &mut BytesMut) {
     }
 }
 
-/// Accepts connections until `shutdown` turns true, handing them to the actors round-robin.
+/// Accepts connections until `shutdown` turns true, admitting at most `maxclients` and
+/// handing them to the actors round-robin.
 pub async fn accept_loop(
     listener: TcpListener,
+    node: Arc<NodeInfo>,
     actors: Vec<mpsc::UnboundedSender<ToActor>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut next = 0usize;
+    let mut failures = AcceptFailures::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -176,11 +136,20 @@ pub async fn accept_loop(
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(err) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(%err, "rpc accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
+                // Out of file descriptors and the like: the connection waits in the backlog
+                // while this loop backs off instead of spinning.
+                let pause = failures.failed(&err);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => continue,
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
             }
+        };
+        failures.succeeded();
+        let Some(client) = node.clients.try_open() else {
+            // Refused at once; the reply fits any fresh socket's send buffer.
+            let _ = stream.try_write(MAX_CLIENTS_REPLY);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let Ok(stream) = stream.into_std() else {
@@ -191,10 +160,45 @@ pub async fn accept_loop(
         let handoff = Handoff {
             stream,
             unread: BytesMut::new(),
+            context: Box::new(ConnState::new(client, node.token.is_some())),
         };
         if actors[index].send(ToActor::Connection(handoff)).is_err() {
             return;
         }
+    }
+}
+
+/// Failed accepts in a row: how long to pause, and when to say so again.
+#[derive(Default)]
+struct AcceptFailures {
+    /// The current pause; zero after a success.
+    pause: Duration,
+    /// Failures not yet logged.
+    unlogged: u64,
+    /// When the last line was logged.
+    logged_at: Option<tokio::time::Instant>,
+}
+
+impl AcceptFailures {
+    /// Counts a failure; returns the pause before the next accept.
+    fn failed(&mut self, err: &std::io::Error) -> Duration {
+        self.unlogged += 1;
+        let now = tokio::time::Instant::now();
+        if self.logged_at.is_none_or(|at| now - at >= ACCEPT_LOG_EVERY) {
+            tracing::warn!(
+                %err,
+                failures = self.unlogged,
+                "rpc accept failed (more clients than the file limit allows?); backing off"
+            );
+            self.unlogged = 0;
+            self.logged_at = Some(now);
+        }
+        self.pause = (self.pause * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+        self.pause
+    }
+
+    fn succeeded(&mut self) {
+        self.pause = Duration::ZERO;
     }
 }
 

@@ -3,13 +3,15 @@
 //!
 //! Thread-per-actor on a current-thread tokio runtime: the replica lives in this thread only,
 //! so a request touches it directly, with no lock and no channel hop. Actors talk to each
-//! other and to the gateway only by messages: each flushes its first-hand Puts at most every
-//! [`FLUSH_PERIOD`], and only when it has any.
+//! other and to the gateway only by messages: each flushes its first-hand Puts as soon as its
+//! [`Pace`] allows (at once after a quiet spell, at most once per [`FLUSH_PERIOD`]), and only
+//! when it has any.
 //!
 //! This file owns the actor loop and local sync; what a connection says is the RPC layer's
 //! business (see [`ConnectionService`]).
 
 use std::cell::{Cell, Ref, RefCell, RefMut};
+use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread;
@@ -17,9 +19,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::future::LocalBoxFuture;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::LocalSet;
-use tokio::time::{Instant, MissedTickBehavior, interval_at};
 
 use super::clock::wall_millis;
 use super::entry::Batch;
@@ -27,13 +28,19 @@ use super::gateway::GatewayHandle;
 use super::log::LogWriter;
 #[cfg(doc)]
 use super::log::MAX_UNTRIMMED_BYTES;
+use super::pace::{self, Pace};
 use super::replica::Replica;
 use super::stats::Stats;
 use super::validate::{Limits, purge_horizon, purge_period};
 
-/// How often an actor flushes its first-hand Puts to the other local participants. Also the
-/// floor on the gap between two messages from one actor to another (at most 10 per second).
+/// The least gap between two flushes of an actor's first-hand Puts to the other local
+/// participants (at most 10 messages per second per ordered pair); the first Put after a
+/// quiet spell is flushed at once.
 pub const FLUSH_PERIOD: Duration = Duration::from_millis(100);
+
+/// How often an actor looks whether its log is due to be forced to disk or its tombstones due
+/// to be purged, also while idle.
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_millis(250);
 
 /// How often an actor held by backpressure looks again whether persistence caught up.
 const HOLD_POLL: Duration = Duration::from_millis(5);
@@ -45,6 +52,8 @@ pub struct Handoff {
     pub stream: std::net::TcpStream,
     /// Bytes read from the socket but not yet parsed (pipelined commands after `ACTOR n`).
     pub unread: BytesMut,
+    /// The serving layer's own state of the connection (authentication, limits), opaque here.
+    pub context: Box<dyn std::any::Any + Send>,
 }
 
 /// Messages an actor's mailbox takes.
@@ -67,6 +76,14 @@ pub enum ToActor {
 pub trait ConnectionService: Send + Sync + 'static {
     /// Serves `conn` until it closes or moves to another actor.
     fn serve(&self, actor: Rc<Actor>, conn: Handoff) -> LocalBoxFuture<'static, ()>;
+
+    /// Whether a connection on this thread wants to hear of merged changes.
+    fn wants_changes(&self) -> bool {
+        false
+    }
+
+    /// A merge on this actor set (`live`) or deleted `key`.
+    fn changed(&self, _key: &[u8], _live: bool) {}
 }
 
 /// Mailboxes of every local participant, in participant order (actors, then the gateway).
@@ -84,6 +101,8 @@ pub struct Actor {
     index: usize,
     /// The private replica. Borrowed only synchronously, never across an `.await`.
     replica: RefCell<Replica>,
+    /// Wakes the actor's loop when first-hand Puts become pending, to flush them.
+    wrote: Notify,
     /// Mailboxes of the other participants.
     mailboxes: Mailboxes,
     /// Node-wide counters; this actor writes only its own row.
@@ -93,9 +112,7 @@ pub struct Actor {
     /// This actor's append-only log, written at every flush.
     log: RefCell<LogWriter>,
     /// When this actor last purged expired tombstones.
-    last_purge: Cell<Instant>,
-    /// When this actor last flushed (and so wrote its log).
-    last_flush: Cell<Instant>,
+    last_purge: Cell<std::time::Instant>,
 }
 
 impl Actor {
@@ -114,23 +131,22 @@ impl Actor {
         self.replica.borrow()
     }
 
-    /// Writes to the replica, counting Puts. Do not hold the guard across an `.await`.
-    pub fn replica_mut(&self) -> RefMut<'_, Replica> {
-        self.replica.borrow_mut()
+    /// Writes to the replica. Do not hold the guard across an `.await`; when it is dropped,
+    /// new first-hand Puts are flushed as soon as the pace allows.
+    pub fn replica_mut(&self) -> ReplicaMut<'_> {
+        let replica = self.replica.borrow_mut();
+        ReplicaMut {
+            had_pending: replica.has_pending(),
+            replica,
+            wrote: &self.wrote,
+        }
     }
 
-    /// Counts `n` first-hand Puts (call after every write, with the replica released).
-    ///
-    /// Also flushes if the flush is overdue: under a heavy load the connections on this
-    /// thread can keep the flush timer waiting for longer than a period, and acknowledged
-    /// writes must reach the log within one.
+    /// Counts `n` first-hand Puts.
     pub fn count_puts(&self, n: u64) {
         self.stats.senders[self.index]
             .puts
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        if self.last_flush.get().elapsed() >= FLUSH_PERIOD {
-            self.flush();
-        }
     }
 
     /// Node-wide counters.
@@ -159,17 +175,19 @@ impl Actor {
     /// Sends the first-hand Puts since the last flush to every other actor and the gateway,
     /// after appending them to the log.
     fn flush(&self) {
-        self.last_flush.set(Instant::now());
         if let Some(batch) = self.replica.borrow_mut().take_pending() {
             self.hand_over(batch);
         }
-        // Only once the acknowledged writes are in the log: a slow fsync or purge holds this
-        // actor (and its writers), never writes acknowledged but not yet logged.
+        self.housekeeping();
+        self.hold_while_persistence_lags();
+    }
+
+    /// Forces the log to disk and purges expired tombstones when they are due.
+    fn housekeeping(&self) {
         if let Err(err) = self.log.borrow_mut().tick() {
             tracing::error!(%err, "could not force the log to disk");
         }
         self.purge_if_due();
-        self.hold_while_persistence_lags();
     }
 
     /// Appends the writes made since the last call to the log. The RPC layer calls this
@@ -218,7 +236,7 @@ impl Actor {
         if self.last_purge.get().elapsed() < purge_period(self.limits.tombstone_ttl) {
             return;
         }
-        self.last_purge.set(Instant::now());
+        self.last_purge.set(std::time::Instant::now());
         let horizon = purge_horizon(wall_millis(), self.limits.tombstone_ttl);
         let purged = self.replica.borrow_mut().purge_expired(horizon);
         if purged > 0 {
@@ -246,6 +264,39 @@ impl Actor {
             Ok(Some(segment)) => self.mailboxes.gateway.log_closed(self.index, segment),
             Ok(None) => {}
             Err(err) => tracing::error!(%err, "could not close a log segment"),
+        }
+    }
+}
+
+/// A write borrow of an actor's replica. Dropping it wakes the actor's loop if it left
+/// first-hand Puts pending where there were none (later ones join the flush already due).
+pub struct ReplicaMut<'a> {
+    /// The borrow.
+    replica: RefMut<'a, Replica>,
+    /// Whether Puts were pending already when the borrow began.
+    had_pending: bool,
+    /// The actor loop's wake-up.
+    wrote: &'a Notify,
+}
+
+impl Deref for ReplicaMut<'_> {
+    type Target = Replica;
+
+    fn deref(&self) -> &Replica {
+        &self.replica
+    }
+}
+
+impl DerefMut for ReplicaMut<'_> {
+    fn deref_mut(&mut self) -> &mut Replica {
+        &mut self.replica
+    }
+}
+
+impl Drop for ReplicaMut<'_> {
+    fn drop(&mut self) {
+        if !self.had_pending && self.replica.has_pending() {
+            self.wrote.notify_one();
         }
     }
 }
@@ -296,6 +347,21 @@ pub fn spawn(setup: ActorSetup) -> std::io::Result<ActorThread> {
     Ok(ActorThread { join })
 }
 
+/// The keys `batch` will change in the actor's replica (newer than what it holds), and
+/// whether each ends live.
+fn changes_in<'a>(actor: &Actor, batch: &'a Batch) -> Vec<(&'a [u8], bool)> {
+    let replica = actor.replica.borrow();
+    batch
+        .iter()
+        .filter(|(key, entry)| {
+            replica
+                .entry(key)
+                .is_none_or(|held| held.version < entry.version)
+        })
+        .map(|(key, entry)| (&key[..], entry.value.is_some()))
+        .collect()
+}
+
 async fn run(setup: ActorSetup) {
     let ActorSetup {
         index,
@@ -310,22 +376,32 @@ async fn run(setup: ActorSetup) {
     let actor = Rc::new(Actor {
         index,
         replica: RefCell::new(replica),
+        wrote: Notify::new(),
         mailboxes,
         stats,
         limits,
         log: RefCell::new(log),
-        last_purge: Cell::new(Instant::now()),
-        last_flush: Cell::new(Instant::now()),
+        last_purge: Cell::new(std::time::Instant::now()),
     });
-    // The first tick comes one period after start, so no pair ever sees more than one message
-    // per period, counted from the start.
-    let mut flush = interval_at(Instant::now() + FLUSH_PERIOD, FLUSH_PERIOD);
-    flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // One bucket stands for those of all this actor's ordered pairs: every flush goes to every
+    // other participant at once, so their buckets would always be in the same state.
+    let mut pace = Pace::new(FLUSH_PERIOD, std::time::Instant::now());
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING_PERIOD);
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let due = actor
+            .replica
+            .borrow()
+            .has_pending()
+            .then(|| pace.ready_at(std::time::Instant::now()));
         tokio::select! {
             message = inbox.recv() => match message {
                 Some(ToActor::Sync { batch, .. }) => {
+                    let changes = service.wants_changes().then(|| changes_in(&actor, &batch));
                     actor.replica.borrow_mut().merge_batch(&batch);
+                    for (key, live) in changes.into_iter().flatten() {
+                        service.changed(key, live);
+                    }
                 }
                 Some(ToActor::Connection(conn)) => {
                     tokio::task::spawn_local(service.serve(actor.clone(), conn));
@@ -342,10 +418,13 @@ async fn run(setup: ActorSetup) {
                     break;
                 }
             },
-            // Unless a write flushed lately (see `count_puts`), so that a pair of actors still
-            // sees about one message per period.
-            _ = flush.tick() => {
-                if actor.last_flush.get().elapsed() >= FLUSH_PERIOD / 2 {
+
+            // New Puts: go round again to see when they may go.
+            () = actor.wrote.notified() => {}
+            // Housekeeping while idle too: force the log to disk, purge old tombstones.
+            _ = housekeeping.tick() => actor.housekeeping(),
+            () = pace::until(due) => {
+                if pace.try_take(std::time::Instant::now()) {
                     actor.flush();
                 }
             }

@@ -43,6 +43,11 @@ impl Hlc {
         }
     }
 
+    /// The writer id this clock stamps.
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
     /// A version greater than every version issued or observed so far, at wall time `now_ms`.
     pub fn tick(&mut self, now_ms: u64) -> Version {
         if now_ms > self.millis {

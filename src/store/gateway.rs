@@ -3,25 +3,38 @@
 //!
 //! Local actors hand it their flushed batches; it keeps them, passes them to the persist
 //! actor at once (so acknowledged writes reach disk quickly) and queues them for the network,
-//! which gets at most one batch per [`FLUSH_PERIOD`]. Batches from peers are validated entry
-//! by entry, merged, and coalesced into at most one message per period to each local actor and
-//! to the persist actor, however many peers publish. Bootstrap and anti-entropy read the
-//! gateway's copy ([`GatewayHandle::query`]), never a query actor's, so a peer's sync never
-//! stalls a player.
+//! which gets at most one batch per [`FLUSH_PERIOD`]. Local entries are signed here, once per
+//! entry that survives an actor's flush, off the RPC request path. Batches from peers are
+//! validated entry by entry (`validate::check_remote`, on blocking threads, since signatures
+//! are the costly part), merged, and coalesced into at most one message per period to each
+//! local actor and to the persist actor, however many peers publish. Both directions are paced
+//! by a [`Pace`]: the first batch after a quiet spell goes at once, what follows within the
+//! period waits for the next. Bootstrap and anti-entropy read the gateway's copy
+//! ([`GatewayHandle::query`]), never a query actor's, so a peer's sync never stalls a player.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, MissedTickBehavior, interval_at};
 
 use super::actor::{FLUSH_PERIOD, ToActor};
 use super::clock::wall_millis;
 use super::entry::{Batch, Entry, Key, KeyedEntry, Merged, merge};
+use super::pace::{self, Pace};
 use super::persist::PersistHandle;
+use super::sign::Signer;
 use super::stats::Stats;
-use super::validate::{Limits, check_entry, is_expired_tombstone, purge_horizon, purge_period};
+use super::validate::{
+    Checked, Limits, check_remote, is_expired_tombstone, purge_horizon, purge_period,
+};
+
+/// Fewest entries of a peer's delivery checked on one blocking thread; a larger delivery is
+/// split evenly over the cores so that every core verifies signatures.
+const MIN_CHECK_CHUNK_ENTRIES: usize = 256;
+
+/// A delivery whose entries have been checked, with whoever waits for the merge.
+type CheckedDelivery = (Checked, Option<oneshot::Sender<RemoteMerge>>);
 
 /// A read of the gateway's replica, run on the gateway task.
 pub type Query = Box<dyn FnOnce(&BTreeMap<Key, Entry>) + Send>;
@@ -63,8 +76,10 @@ pub struct RemoteMerge {
     pub changed: usize,
     /// Entries skipped because they are in the future (fetched again later).
     pub future: usize,
-    /// Entries dropped as invalid.
+    /// Entries dropped as invalid (limits, namespace, signature).
     pub invalid: usize,
+    /// Of those, entries whose signature was missing or bad.
+    pub bad_signatures: usize,
 }
 
 /// The way to the gateway; cheap to clone.
@@ -153,6 +168,8 @@ pub struct GatewaySetup {
     pub outbound: Option<mpsc::Sender<Batch>>,
     /// Validation limits for peers' entries.
     pub limits: Limits,
+    /// Signs this node's entries (and names the world peers' entries must be signed for).
+    pub signer: Arc<Signer>,
     /// Node-wide counters.
     pub stats: Arc<Stats>,
 }
@@ -172,10 +189,19 @@ struct Gateway {
     network: Option<mpsc::Sender<Batch>>,
     /// Validation limits for peers' entries.
     limits: Limits,
+    /// Signs this node's entries.
+    signer: Arc<Signer>,
     /// Node-wide counters.
     stats: Arc<Stats>,
     /// When the gateway last purged expired tombstones.
-    last_purge: Instant,
+    last_purge: std::time::Instant,
+    /// Where checks running on blocking threads hand their deliveries back.
+    checked_tx: mpsc::UnboundedSender<CheckedDelivery>,
+    /// The budget of messages to the actors: one bucket for every gateway -> actor pair, since
+    /// each message goes to all of them at once.
+    to_actors: Pace,
+    /// The budget of batches published to the world.
+    to_network: Pace,
 }
 
 /// Runs the gateway until `Shutdown` or until every handle is dropped.
@@ -187,8 +213,11 @@ pub async fn run(setup: GatewaySetup) {
         persist,
         outbound,
         limits,
+        signer,
         stats,
     } = setup;
+    let (checked_tx, mut checked_rx) = mpsc::unbounded_channel();
+    let now = std::time::Instant::now();
     let mut gateway = Gateway {
         map,
         inbound: HashMap::new(),
@@ -197,12 +226,19 @@ pub async fn run(setup: GatewaySetup) {
         persist,
         network: outbound,
         limits,
+        signer,
         stats,
-        last_purge: Instant::now(),
+        last_purge: std::time::Instant::now(),
+        checked_tx,
+        to_actors: Pace::new(FLUSH_PERIOD, now),
+        to_network: Pace::new(FLUSH_PERIOD, now),
     };
-    let mut tick = interval_at(Instant::now() + FLUSH_PERIOD, FLUSH_PERIOD);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let purge_every = purge_period(gateway.limits.tombstone_ttl);
+    let mut purge_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + purge_every, purge_every);
+    purge_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let due = gateway.due(std::time::Instant::now());
         tokio::select! {
             message = inbox.recv() => match message {
                 Some(ToGateway::Local { batch, .. }) => gateway.local(batch),
@@ -210,12 +246,7 @@ pub async fn run(setup: GatewaySetup) {
                 Some(ToGateway::LogClosed { from, segment }) => {
                     gateway.persist.log_closed(from, segment)
                 }
-                Some(ToGateway::Remote { entries, merged }) => {
-                    let report = gateway.remote(entries);
-                    if let Some(reply) = merged {
-                        let _ = reply.send(report);
-                    }
-                }
+                Some(ToGateway::Remote { entries, merged }) => gateway.check(entries, merged),
                 Some(ToGateway::Query(read)) => read(&gateway.map),
                 Some(ToGateway::Shutdown(done)) => {
                     gateway.flush().await;
@@ -227,26 +258,34 @@ pub async fn run(setup: GatewaySetup) {
                     break;
                 }
             },
-            _ = tick.tick() => {
-                gateway.purge_if_due();
-                gateway.flush().await;
+            _ = purge_tick.tick() => gateway.purge_if_due(),
+            Some((checked, merged)) = checked_rx.recv() => {
+                let report = gateway.remote(checked);
+                if let Some(reply) = merged {
+                    let _ = reply.send(report);
+                }
             }
+            () = pace::until(due) => gateway.flush_paced().await,
         }
     }
 }
 
 impl Gateway {
+    /// Signs a local actor's batch, keeps it, persists it and queues it for the world.
     fn local(&mut self, batch: Batch) {
-        for (key, entry) in batch.iter() {
+        // Persist the batch at once, before signing, so the time from acknowledgement to disk
+        // stays short; the signed copies follow and replace them (the persist actor
+        // coalesces, so usually only they are written), and a restart signs any left unsigned.
+        self.persist.batch(batch.clone());
+        let signed = self.signer.sign_batch(&batch);
+        for (key, entry) in signed.iter() {
             if merge(&mut self.map, key.clone(), entry.clone()) != Merged::Unchanged
                 && self.network.is_some()
             {
                 self.unpublished.insert(key.clone(), entry.clone());
             }
         }
-        // Persist the actor's batch as it is: the persist actor coalesces, and going straight
-        // there keeps the time from acknowledgement to disk short.
-        self.persist.batch(batch);
+        self.persist.batch(signed);
     }
 
     /// Drops tombstones past the purge horizon, once per purge period, and has persistence
@@ -256,7 +295,7 @@ impl Gateway {
         if self.last_purge.elapsed() < purge_period(ttl) {
             return;
         }
-        self.last_purge = Instant::now();
+        self.last_purge = std::time::Instant::now();
         let horizon = purge_horizon(wall_millis(), ttl);
         let expired: Vec<Key> = self
             .map
@@ -279,22 +318,48 @@ impl Gateway {
         self.persist.purge(expired, horizon);
     }
 
-    fn remote(&mut self, entries: Vec<KeyedEntry>) -> RemoteMerge {
+    /// Checks a peer's entries on blocking threads (chunks in parallel); the outcome comes
+    /// back through `checked_tx` and is merged by [`Gateway::remote`].
+    fn check(&self, entries: Vec<KeyedEntry>, merged: Option<oneshot::Sender<RemoteMerge>>) {
         let now = wall_millis();
-        let mut report = RemoteMerge::default();
-        for (key, entry) in entries {
-            match check_entry(&key, &entry, now, &self.limits) {
-                Ok(()) => {}
-                Err(reason) if reason.is_transient() => {
-                    report.future += 1;
-                    continue;
-                }
-                Err(reason) => {
-                    tracing::debug!(%reason, "dropped an invalid entry from a peer");
-                    report.invalid += 1;
-                    continue;
-                }
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let chunk_entries = entries.len().div_ceil(cores).max(MIN_CHECK_CHUNK_ENTRIES);
+        let mut chunks = Vec::new();
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            let chunk: Vec<KeyedEntry> = entries.by_ref().take(chunk_entries).collect();
+            let world = self.signer.world().to_owned();
+            let limits = self.limits;
+            chunks.push(tokio::task::spawn_blocking(move || {
+                check_remote(&world, chunk, now, &limits)
+            }));
+        }
+        let back = self.checked_tx.clone();
+        tokio::spawn(async move {
+            let mut all = Checked::default();
+            for chunk in chunks {
+                // A check that panicked is a bug; its entries are dropped, never merged.
+                let Ok(checked) = chunk.await else { continue };
+                all.accepted.extend(checked.accepted);
+                all.rejected.future += checked.rejected.future;
+                all.rejected.malformed += checked.rejected.malformed;
+                all.rejected.namespace += checked.rejected.namespace;
+                all.rejected.signatures += checked.rejected.signatures;
             }
+            let _ = back.send((all, merged));
+        });
+    }
+
+    /// Merges checked entries from a peer and counts what was turned away.
+    fn remote(&mut self, checked: Checked) -> RemoteMerge {
+        let Checked { accepted, rejected } = checked;
+        let mut report = RemoteMerge {
+            future: rejected.future,
+            invalid: rejected.invalid(),
+            bad_signatures: rejected.signatures,
+            ..RemoteMerge::default()
+        };
+        for (key, entry) in accepted {
             if merge(&mut self.map, key.clone(), entry.clone()) != Merged::Unchanged {
                 self.inbound.insert(key, entry);
                 report.changed += 1;
@@ -307,10 +372,42 @@ impl Gateway {
         remote
             .rejected_entries
             .fetch_add(report.invalid as u64, Relaxed);
+        remote
+            .rejected_signatures
+            .fetch_add(rejected.signatures as u64, Relaxed);
+        remote
+            .rejected_namespaces
+            .fetch_add(rejected.namespace as u64, Relaxed);
         report
     }
 
+    /// When something pending may go next, if anything is pending.
+    fn due(&self, now: std::time::Instant) -> Option<std::time::Instant> {
+        let to_actors = (!self.inbound.is_empty()).then(|| self.to_actors.ready_at(now));
+        let to_network = (!self.unpublished.is_empty() && self.network.is_some())
+            .then(|| self.to_network.ready_at(now));
+        to_actors.into_iter().chain(to_network).min()
+    }
+
+    /// Sends what is pending in each direction whose budget allows it now.
+    async fn flush_paced(&mut self) {
+        let now = std::time::Instant::now();
+        if !self.inbound.is_empty() && self.to_actors.try_take(now) {
+            self.send_to_actors();
+        }
+        if !self.unpublished.is_empty() && self.network.is_some() && self.to_network.try_take(now) {
+            self.publish().await;
+        }
+    }
+
+    /// Sends everything pending, whatever the budget (on shutdown).
     async fn flush(&mut self) {
+        self.send_to_actors();
+        self.publish().await;
+    }
+
+    /// Hands the remote entries merged since the last time to every actor and to persistence.
+    fn send_to_actors(&mut self) {
         if !self.inbound.is_empty() {
             let batch: Batch = Arc::new(self.inbound.drain().collect());
             let bytes: usize = batch.iter().map(|(key, entry)| entry.wire_size(key)).sum();
@@ -326,12 +423,16 @@ impl Gateway {
             }
             self.persist.batch(batch);
         }
+    }
+
+    /// Hands the local entries not yet published to the network.
+    async fn publish(&mut self) {
         if !self.unpublished.is_empty()
             && let Some(network) = &self.network
         {
             let batch: Batch = Arc::new(self.unpublished.drain().collect());
             // Back-pressure from a slow network waits here rather than growing a queue; the
-            // pending map keeps coalescing meanwhile on the next tick.
+            // pending map keeps coalescing meanwhile until the next send.
             if network.send(batch).await.is_err() {
                 tracing::debug!("network task stopped; batches are no longer published");
                 self.network = None;

@@ -2,12 +2,14 @@
 //!
 //! - [`entry`]: versions, entries and the LWW merge (the lattice).
 //! - [`clock`]: the hybrid logical clock that versions writes.
-//! - [`validate`]: checks on entries from peers.
+//! - [`sign`]: the signed encoding of entries, signing and batch verification.
+//! - [`validate`]: the one place entries are judged (limits, namespaces, signatures).
 //! - [`replica`]: one actor's private map.
 //! - [`actor`]: query actor threads and local sync between them.
 //! - [`gateway`]: the node's bridge to the network, a full replica of its own.
 //! - [`log`]: the append-only log that covers what redb has not committed yet.
 //! - [`persist`]: durable storage in redb.
+//! - [`pace`]: the rate budget every sync hop spends (send at once, or coalesce until refill).
 //! - [`stats`]: lock-free counters for `INFO`.
 //!
 //! The store knows nothing of RESP or libp2p: connections reach it as [`actor::Handoff`]s
@@ -19,8 +21,10 @@ pub mod clock;
 pub mod entry;
 pub mod gateway;
 pub mod log;
+pub mod pace;
 pub mod persist;
 pub mod replica;
+pub mod sign;
 pub mod stats;
 pub mod validate;
 
@@ -33,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use entry::{Batch, Entry, Key, KeyedEntry, NodeId, Version};
 pub use log::Fsync;
+pub use sign::Signer;
 pub use validate::Limits;
 
 use actor::{ActorSetup, ActorThread, ConnectionService, Mailboxes, ToActor};
@@ -116,12 +121,12 @@ pub struct OpenStore {
     gateway_inbox: mpsc::UnboundedReceiver<ToGateway>,
     /// The append-only log's folder and fsync policy.
     log: (PathBuf, Fsync),
+    /// Signs this node's entries (and names its id and world).
+    signer: Arc<Signer>,
 }
 
 /// How to run the store's actors.
 pub struct StartOptions {
-    /// This node's id, stamped on every write.
-    pub node: NodeId,
     /// Number of query actors (at least 1).
     pub actors: usize,
     /// Limits on keys, values and clock skew.
@@ -150,7 +155,8 @@ pub struct Store {
 
 impl OpenStore {
     /// Opens the database at `path`, loads it, and replays the log in `log_dir`; the actors
-    /// will log their writes there, forced to disk as `fsync` says.
+    /// will log their writes there, forced to disk as `fsync` says. `signer` is this node's
+    /// identity: its id is stamped on every write and its key signs them.
     ///
     /// Tombstones older than `ttl` are dropped. If no node ran here for longer than `ttl`,
     /// others may have deleted keys and purged the tombstones meanwhile, so every entry not
@@ -161,16 +167,17 @@ impl OpenStore {
         log_dir: &Path,
         fsync: Fsync,
         ttl: Duration,
-        own: &NodeId,
+        signer: Signer,
     ) -> Result<OpenStore, StoreError> {
-        let (mut db, mut map) = persist::open(path, log_dir)?;
+        let (mut db, mut map) = persist::open(path, log_dir, &signer)?;
+        let own = signer.node().clone();
         let now = wall_millis();
         let horizon = purge_horizon(now, ttl);
         let out_of_contact = persist::last_seen(&db, path)?.is_some_and(|last| last < horizon);
         let forget: Vec<Key> = map
             .iter()
             .filter(|(_, entry)| {
-                is_expired_tombstone(entry, horizon) || (out_of_contact && entry.author() != own)
+                is_expired_tombstone(entry, horizon) || (out_of_contact && *entry.author() != own)
             })
             .map(|(key, _)| key.clone())
             .collect();
@@ -193,6 +200,7 @@ impl OpenStore {
             gateway,
             gateway_inbox,
             log: (log_dir.to_owned(), fsync),
+            signer: Arc::new(signer),
         })
     }
 
@@ -209,8 +217,8 @@ impl OpenStore {
     /// Starts the persist actor, the gateway and the query actors. Must be called inside a
     /// tokio runtime (the gateway is a task on it).
     pub fn start(self, options: StartOptions) -> Result<Store, StoreError> {
+        let node = self.signer.node().clone();
         let StartOptions {
-            node,
             actors,
             limits,
             outbound,
@@ -255,6 +263,7 @@ impl OpenStore {
             persist: persist.clone(),
             outbound,
             limits,
+            signer: self.signer,
             stats,
         }));
         Ok(Store {

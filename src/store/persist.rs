@@ -1,6 +1,7 @@
 //! The persist actor: coalesces the batches it is handed and commits them to a redb database
-//! in the world's folder at most every [`COMMIT_PERIOD`]; and the loader that reads the
-//! database back on start.
+//! in the world's folder as soon as its [`Pace`] allows (at once after a quiet spell, at most
+//! once per [`COMMIT_PERIOD`]); and the loader that reads the database back on start
+//! (migrating a database of an older format first).
 //!
 //! Runs on a thread of its own because redb is a blocking API. Its backlog is bounded by the
 //! key space: it keeps only the latest entry per key until the next commit.
@@ -19,13 +20,19 @@ use super::StoreError;
 use super::clock::wall_millis;
 use super::entry::{Batch, Entry, Key, Merged, merge};
 use super::log::{self, Untrimmed};
+use super::pace::Pace;
+use super::sign::Signer;
 use super::validate::is_expired_tombstone;
 
 /// Minimum time between two commits.
 pub const COMMIT_PERIOD: Duration = Duration::from_millis(100);
 
-/// Version of the on-disk layout; a database written by a newer cmud is refused.
-pub const DISK_FORMAT_VERSION: u64 = 1;
+/// Version of the on-disk layout; a database written by a newer cmud is refused. Version 2:
+/// every entry carries its writer's signature (version 1 entries were unsigned).
+pub const DISK_FORMAT_VERSION: u64 = 2;
+
+/// The format whose entries were unsigned; migrated on open.
+const UNSIGNED_FORMAT_VERSION: u64 = 1;
 
 /// Key -> postcard-encoded [`Entry`].
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
@@ -99,23 +106,27 @@ impl PersistHandle {
     }
 }
 
-/// Opens (or creates) the world's database, checks its format, loads every entry, and replays
+/// Opens (or creates) the world's database, checks its format (migrating an older one), loads every entry, and replays
 /// what the append-only log in `log_dir` holds beyond it (committing it, then deleting the log).
 ///
 /// A damaged database (empty, truncated, overwritten, or holding an unreadable entry) is a
 /// [`StoreError::Damaged`]: it is never started on, nor silently replaced.
-pub fn open(path: &Path, log_dir: &Path) -> Result<(Database, BTreeMap<Key, Entry>), StoreError> {
+pub fn open(
+    path: &Path,
+    log_dir: &Path,
+    signer: &Signer,
+) -> Result<(Database, BTreeMap<Key, Entry>), StoreError> {
     if let Ok(meta) = std::fs::metadata(path)
         && meta.len() == 0
     {
         return Err(StoreError::damaged(path, "the file is empty"));
     }
     let (db, mut map) = quietly_catching_panics(path, || {
-        let db = create(path)?;
-        let map = load(&db, path)?;
+        let db = create(path, signer)?;
+        let map = load(&db, path, signer)?;
         Ok((db, map))
     })?;
-    replay_log(&db, path, log_dir, &mut map)?;
+    replay_log(&db, path, log_dir, signer, &mut map)?;
     Ok((db, map))
 }
 
@@ -140,7 +151,7 @@ fn quietly_catching_panics<T>(
 }
 
 /// Opens the database file and makes sure its tables exist and its format is one we read.
-fn create(path: &Path) -> Result<Database, StoreError> {
+fn create(path: &Path, signer: &Signer) -> Result<Database, StoreError> {
     let db = Database::create(path).map_err(|err| match err {
         redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
             StoreError::damaged(path, detail)
@@ -176,7 +187,18 @@ fn create(path: &Path) -> Result<Database, StoreError> {
                     supported: DISK_FORMAT_VERSION,
                 });
             }
-            Some(_) => {}
+            Some(UNSIGNED_FORMAT_VERSION) => {
+                migrate_unsigned(&write, signer).map_err(|err| StoreError::db(path, err))?;
+                meta.insert("format_version", DISK_FORMAT_VERSION)
+                    .map_err(|err| StoreError::db(path, err))?;
+            }
+            Some(DISK_FORMAT_VERSION) => {}
+            Some(version) => {
+                return Err(StoreError::db(
+                    path,
+                    format!("unknown format version {version}; it was not written by cmud"),
+                ));
+            }
             None => {
                 meta.insert("format_version", DISK_FORMAT_VERSION)
                     .map_err(|err| StoreError::db(path, err))?;
@@ -191,7 +213,7 @@ fn create(path: &Path) -> Result<Database, StoreError> {
 }
 
 /// Reads every entry; one that does not decode means the file is damaged.
-fn load(db: &Database, path: &Path) -> Result<BTreeMap<Key, Entry>, StoreError> {
+fn load(db: &Database, path: &Path, signer: &Signer) -> Result<BTreeMap<Key, Entry>, StoreError> {
     let mut map = BTreeMap::new();
     let read = db.begin_read().map_err(|err| StoreError::db(path, err))?;
     let table = read
@@ -206,6 +228,15 @@ fn load(db: &Database, path: &Path) -> Result<BTreeMap<Key, Entry>, StoreError> 
                 format!("the entry under {key:?} is unreadable ({err})"),
             )
         })?;
+        // This node's writes reach disk before their signature does (see the gateway): a
+        // node killed in between signs them now.
+        if entry.signature.is_none() {
+            if entry.version.node == *signer.node() {
+                let entry = signer.sign(key.value(), &entry);
+                map.insert(Bytes::copy_from_slice(key.value()), entry);
+            }
+            continue;
+        }
         map.insert(Bytes::copy_from_slice(key.value()), entry);
     }
     Ok(map)
@@ -216,6 +247,7 @@ fn replay_log(
     db: &Database,
     path: &Path,
     log_dir: &Path,
+    signer: &Signer,
     map: &mut BTreeMap<Key, Entry>,
 ) -> Result<(), StoreError> {
     let segments = log::segments(log_dir)?;
@@ -229,6 +261,11 @@ fn replay_log(
         records += read.records;
         torn += read.torn_bytes;
         for (key, entry) in read.entries {
+            // The log holds this node's writes as they were acknowledged, before signing.
+            let entry = match entry.signature {
+                None if entry.version.node == *signer.node() => signer.sign(&key, &entry),
+                _ => entry,
+            };
             if merge(map, key.clone(), entry.clone()) != Merged::Unchanged {
                 changed.insert(key, entry);
             }
@@ -281,6 +318,38 @@ impl Trimmer {
     }
 }
 
+/// Migrates a database of unsigned entries: this node's own entries are signed, everyone
+/// else's are dropped (they cannot be signed here, and peers send them again, signed).
+fn migrate_unsigned(write: &redb::WriteTransaction, signer: &Signer) -> Result<(), redb::Error> {
+    let mut table = write.open_table(ENTRIES)?;
+    let mut rows = Vec::new();
+    for row in table.iter()? {
+        let (key, value) = row?;
+        rows.push((key.value().to_vec(), value.value().to_vec()));
+    }
+    let (mut signed, mut dropped) = (0usize, 0usize);
+    for (key, value) in rows {
+        match postcard::from_bytes::<Entry>(&value) {
+            Ok(entry) if entry.version.node == *signer.node() => {
+                let entry = signer.sign(&key, &entry);
+                let bytes = postcard::to_allocvec(&entry).map_err(std::io::Error::other)?;
+                table.insert(key.as_slice(), bytes.as_slice())?;
+                signed += 1;
+            }
+            _ => {
+                table.remove(key.as_slice())?;
+                dropped += 1;
+            }
+        }
+    }
+    tracing::info!(
+        signed,
+        dropped,
+        "migrated the world database to signed entries; others' entries come back from peers"
+    );
+    Ok(())
+}
+
 /// Starts the persist actor on its own thread. It stops, after a last commit, once every
 /// handle is dropped.
 pub fn spawn(
@@ -299,7 +368,7 @@ fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>)
     let mut segments: Vec<(usize, u64)> = Vec::new();
     let mut purges: Vec<(Vec<Key>, u64)> = Vec::new();
     let mut waiting: Vec<mpsc::Sender<()>> = Vec::new();
-    let mut last_commit = Instant::now() - COMMIT_PERIOD;
+    let mut pace = Pace::new(COMMIT_PERIOD, Instant::now());
     let mut closed = false;
     while !closed {
         // Wait for work; with a failed commit outstanding, wake up to retry it.
@@ -325,8 +394,8 @@ fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>)
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => closed = true,
         }
-        // Keep gathering until the commit period is up, unless someone waits for a flush.
-        let due = last_commit + COMMIT_PERIOD;
+        // Keep gathering until the budget allows a commit, unless someone waits for a flush.
+        let due = pace.ready_at(Instant::now());
         while !closed && waiting.is_empty() {
             let left = due.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -353,8 +422,9 @@ fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>)
                 &mut waiting,
             );
         }
-        if !pending.is_empty() {
-            last_commit = Instant::now();
+        // Past `due`, or forced by a flush or the end: commit either way.
+        let forced = closed || !waiting.is_empty();
+        if !pending.is_empty() && (pace.try_take(Instant::now()) || forced) {
             match commit(&db, &pending, Some(wall_millis())) {
                 Ok(()) => pending.clear(),
                 // Keep the entries: the next round retries them.
@@ -393,7 +463,9 @@ fn absorb(
             for (key, entry) in batch.iter() {
                 match pending.get_mut(key) {
                     Some(slot) => {
-                        slot.merge(entry.clone());
+                        if replaces(entry, slot) {
+                            *slot = entry.clone();
+                        }
                     }
                     None => {
                         pending.insert(key.clone(), entry.clone());
@@ -488,6 +560,13 @@ pub fn delete_expired(db: &Database, keys: &[Key], horizon_ms: u64) -> Result<()
     Ok(())
 }
 
+/// Whether `new` should replace `old` on disk: a greater version, or the same write now
+/// signed (the gateway persists a local write at once and its signed copy right after).
+fn replaces(new: &Entry, old: &Entry) -> bool {
+    new.version > old.version
+        || (new.version == old.version && old.signature.is_none() && new.signature.is_some())
+}
+
 /// Merges `entries` into the database under last-writer-wins, in one transaction (for tools
 /// working on a stopped node's folder).
 pub fn merge_into(
@@ -517,7 +596,7 @@ fn commit(
             // batch): keep the greater version on disk too.
             let newer_on_disk = match table.get(key.as_ref())? {
                 Some(stored) => postcard::from_bytes::<Entry>(stored.value())
-                    .is_ok_and(|stored| stored.version >= entry.version),
+                    .is_ok_and(|stored| !replaces(entry, &stored)),
                 None => false,
             };
             if newer_on_disk {
@@ -537,14 +616,22 @@ fn commit(
 
 #[cfg(test)]
 mod tests {
+    use libp2p::identity::Keypair;
+
     use super::*;
     use crate::store::entry::{NodeId, Version};
+    use crate::store::sign::verify_entries;
+
+    /// This node's signer in the tests.
+    fn test_signer() -> Signer {
+        Signer::new(&Keypair::ed25519_from_bytes([9; 32]).unwrap(), "w").unwrap()
+    }
 
     fn keyed(n: u64) -> (Key, Entry) {
         let version = Version {
             millis: n,
             counter: 0,
-            node: NodeId::new("peer"),
+            node: test_signer().node().clone(),
             actor: 0,
         };
         (
@@ -556,7 +643,7 @@ mod tests {
     /// A closed database of `n` entries in `dir`; returns its path.
     fn database(dir: &Path, n: u64) -> PathBuf {
         let path = dir.join("world.redb");
-        let (db, _) = open(&path, &dir.join("log")).unwrap();
+        let (db, _) = open(&path, &dir.join("log"), &test_signer()).unwrap();
         let pending: HashMap<Key, Entry> = (0..n).map(keyed).collect();
         commit(&db, &pending, None).unwrap();
         path
@@ -575,7 +662,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("world.redb");
         std::fs::write(&path, b"").unwrap();
-        let err = open(&path, &dir.path().join("log")).unwrap_err();
+        let err = open(&path, &dir.path().join("log"), &test_signer()).unwrap_err();
         assert!(damage(&path, err).contains("empty"));
     }
 
@@ -587,7 +674,7 @@ mod tests {
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(len / 2).unwrap();
         drop(file);
-        let err = open(&path, &dir.path().join("log")).unwrap_err();
+        let err = open(&path, &dir.path().join("log"), &test_signer()).unwrap_err();
         damage(&path, err);
     }
 
@@ -597,7 +684,7 @@ mod tests {
         let path = database(dir.path(), 10);
         let len = std::fs::metadata(&path).unwrap().len() as usize;
         std::fs::write(&path, vec![0x5A; len]).unwrap();
-        let err = open(&path, &dir.path().join("log")).unwrap_err();
+        let err = open(&path, &dir.path().join("log"), &test_signer()).unwrap_err();
         damage(&path, err);
     }
 
@@ -605,7 +692,7 @@ mod tests {
     fn a_mostly_empty_database_is_compacted() {
         let dir = tempfile::tempdir().unwrap();
         let path = database(dir.path(), 20_000);
-        let (mut db, map) = open(&path, &dir.path().join("log")).unwrap();
+        let (mut db, map) = open(&path, &dir.path().join("log"), &test_signer()).unwrap();
         let full = std::fs::metadata(&path).unwrap().len();
         let keys: Vec<Key> = map.into_keys().collect();
         forget(&db, &path, &keys, 1).unwrap();
@@ -628,7 +715,7 @@ mod tests {
         newer.1.version.millis = 100;
         writer.append(&[newer.clone(), keyed(7)]).unwrap();
         drop(writer);
-        let (db, map) = open(&path, &log_dir).unwrap();
+        let (db, map) = open(&path, &log_dir, &test_signer()).unwrap();
         assert_eq!(
             last_seen(&db, &path).unwrap(),
             None,
@@ -636,10 +723,105 @@ mod tests {
         );
         drop(db);
         assert_eq!(map.len(), 4);
-        assert_eq!(map[&newer.0], newer.1);
+        assert_eq!(map[&newer.0].version, newer.1.version);
         assert!(log::segments(&log_dir).unwrap().is_empty());
         // And it was committed: a second open without the log still has it.
-        let (_, map) = open(&path, &log_dir).unwrap();
-        assert_eq!(map[&keyed(7).0], keyed(7).1);
+        let (_, map) = open(&path, &log_dir, &test_signer()).unwrap();
+        assert_eq!(map[&keyed(7).0].value, keyed(7).1.value);
+    }
+
+    fn entry_by(node: &NodeId, value: &'static [u8]) -> Entry {
+        let version = Version {
+            millis: 1_700_000_000_000,
+            counter: 0,
+            node: node.clone(),
+            actor: 0,
+        };
+        Entry::value(version, Bytes::from_static(value))
+    }
+
+    #[test]
+    fn an_unsigned_database_is_migrated_own_entries_signed_others_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("world.redb");
+        let signer = Signer::new(&Keypair::ed25519_from_bytes([4; 32]).unwrap(), "w").unwrap();
+        let stranger = NodeId::new("12D3KooWStranger");
+        {
+            // A database as cmud wrote it before signatures.
+            let db = Database::create(&path).unwrap();
+            let write = db.begin_write().unwrap();
+            {
+                let mut meta = write.open_table(META).unwrap();
+                meta.insert("format_version", UNSIGNED_FORMAT_VERSION)
+                    .unwrap();
+                let mut table = write.open_table(ENTRIES).unwrap();
+                for (key, entry) in [
+                    (&b"mine"[..], entry_by(signer.node(), b"1")),
+                    (&b"theirs"[..], entry_by(&stranger, b"2")),
+                ] {
+                    let bytes = postcard::to_allocvec(&entry).unwrap();
+                    table.insert(key, bytes.as_slice()).unwrap();
+                }
+            }
+            write.commit().unwrap();
+        }
+        let (db, map) = open(&path, &dir.path().join("log"), &signer).unwrap();
+        assert_eq!(
+            map.keys().collect::<Vec<_>>(),
+            [&Bytes::from_static(b"mine")]
+        );
+        let entries: Vec<_> = map.into_iter().collect();
+        assert_eq!(verify_entries("w", &entries), [true]);
+        drop(db);
+        // Reopened, it is of the current format and nothing changes.
+        let (_, again) = open(&path, &dir.path().join("log"), &signer).unwrap();
+        assert_eq!(again.len(), 1);
+    }
+
+    #[test]
+    fn own_writes_persisted_before_their_signature_are_signed_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("world.redb");
+        let signer = Signer::new(&Keypair::ed25519_from_bytes([6; 32]).unwrap(), "w").unwrap();
+        let (db, _) = open(&path, &dir.path().join("log"), &signer).unwrap();
+        let own = entry_by(signer.node(), b"1");
+        let mut pending = HashMap::new();
+        pending.insert(Bytes::from_static(b"mine"), own.clone());
+        pending.insert(
+            Bytes::from_static(b"theirs"),
+            entry_by(&NodeId::new("12D3KooWStranger"), b"2"),
+        );
+        commit(&db, &pending, None).unwrap();
+        // The signed copy of the same write replaces the unsigned one; the reverse does not.
+        let signed = signer.sign(b"mine", &own);
+        assert!(replaces(&signed, &own) && !replaces(&own, &signed));
+        drop(db);
+        let (_, map) = open(&path, &dir.path().join("log"), &signer).unwrap();
+        let entries: Vec<_> = map.into_iter().collect();
+        assert_eq!(entries, [(Bytes::from_static(b"mine"), signed)]);
+    }
+
+    #[test]
+    fn a_newer_database_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("world.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let write = db.begin_write().unwrap();
+            write
+                .open_table(META)
+                .unwrap()
+                .insert("format_version", DISK_FORMAT_VERSION + 1)
+                .unwrap();
+            write.commit().unwrap();
+        }
+        let signer = Signer::new(&Keypair::generate_ed25519(), "w").unwrap();
+        let err = open(&path, &dir.path().join("log"), &signer)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("world.redb") && err.contains("upgrade"),
+            "{err}"
+        );
     }
 }

@@ -66,6 +66,11 @@ impl Replica {
         before - self.map.len()
     }
 
+    /// The node whose writes this replica stamps (its own namespace is `p/<node>/`).
+    pub fn node(&self) -> &NodeId {
+        self.clock.node()
+    }
+
     /// The live value under `key`.
     pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
         self.map.get(key).and_then(|entry| entry.value.as_ref())
@@ -120,6 +125,11 @@ impl Replica {
             (true, false) => self.live -= 1,
             _ => {}
         }
+    }
+
+    /// Whether there are first-hand Puts not yet taken by [`Replica::take_pending`].
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// Takes the first-hand Puts made since the last call, or `None` if there were none.
@@ -213,12 +223,15 @@ mod tests {
     fn pending_holds_latest_per_key_and_empties_on_flush() {
         let mut r = Replica::new(NodeId::new("n"), 0);
         assert!(r.take_pending().is_none());
+        assert!(!r.has_pending());
         r.put(bytes("k"), Some(bytes("1")), 1);
+        assert!(r.has_pending());
         r.put(bytes("k"), Some(bytes("2")), 2);
         r.put(bytes("j"), None, 3);
         let batch = r.take_pending().unwrap();
         assert_eq!(batch.len(), 2);
         assert!(r.take_pending().is_none());
+        assert!(!r.has_pending());
     }
 
     #[test]

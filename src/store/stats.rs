@@ -44,8 +44,13 @@ pub struct RemoteStats {
     pub bytes_received: AtomicU64,
     /// Batches from peers rejected whole (undecodable, oversized, wrong world or format).
     pub rejected_batches: AtomicU64,
-    /// Entries from peers dropped as invalid (limits, malformed writer id).
+    /// Entries from peers dropped as invalid (limits, malformed writer id, namespace,
+    /// signature): every entry dropped for good.
     pub rejected_entries: AtomicU64,
+    /// Of those, entries unsigned or not signed by their writer over this entry and world.
+    pub rejected_signatures: AtomicU64,
+    /// Of those, entries under another peer's `p/<id>/` namespace.
+    pub rejected_namespaces: AtomicU64,
     /// Entries from peers skipped for now because their version is in the future.
     pub rejected_versions: AtomicU64,
     /// Peers connected now.

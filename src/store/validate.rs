@@ -1,13 +1,16 @@
-//! Checks an entry from outside this node must pass before it may touch a replica.
+//! The one place where entries are judged: every entry from outside this node (gossip, sync,
+//! relayed by a third node) passes [`check_remote`] before it may touch a replica, and local
+//! writes pass the same namespace and size rules ([`check_local_key`]) before they are made.
 //!
-//! Pure functions over one entry: the network layer and the gateway call them on every entry a
-//! peer sent. A future-dated entry is not invalid, only early: it is skipped alone and fetched
-//! again by anti-entropy once it is no longer in the future.
+//! Pure functions over entries; the gateway runs [`check_remote`] off its own task (signature
+//! checks are the costly part) and applies quotas, which need its state, after it. A
+//! future-dated entry is not invalid, only early: it is skipped alone and fetched again by
+//! anti-entropy once it is no longer in the future.
 
 use std::time::Duration;
 
-use super::entry::Entry;
-
+use super::entry::{Entry, KeyedEntry};
+use super::sign::{SIGNATURE_BYTES, verify_entries};
 /// Size limits on keys and values, shared by the RPC port and peer validation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -61,7 +64,18 @@ pub const MAX_SIGNATURE_BYTES: usize = 256;
 /// Largest peer id text accepted in a version, in bytes (base58 ed25519 peer ids are 52).
 pub const MAX_NODE_ID_BYTES: usize = 128;
 
-/// Why an entry from a peer was not merged.
+/// The namespace of the players' own state: only peer X may write under `p/<X>/`.
+pub const OWNER_PREFIX: &[u8] = b"p/";
+
+impl Limits {
+    /// The latest version time (Unix milliseconds) merged at wall time `now_ms`.
+    pub fn horizon_ms(&self, now_ms: u64) -> u64 {
+        let skew_ms = u64::try_from(self.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
+        now_ms.saturating_add(skew_ms)
+    }
+}
+
+/// Why an entry was not merged, or a local write not made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Rejected {
     /// The version is further ahead of our clock than `max_clock_skew`: try again later.
@@ -82,6 +96,12 @@ pub enum Rejected {
     /// A tombstone older than the purge horizon: every replica has dropped it already.
     #[error("tombstone older than tombstone_ttl")]
     Expired,
+    /// The key lies under `p/<id>/` of a peer other than the writer.
+    #[error("key under another peer's namespace")]
+    Namespace,
+    /// The signature is missing, or not the writer's over this entry in this world.
+    #[error("missing or bad signature")]
+    Signature,
 }
 
 impl Rejected {
@@ -91,7 +111,32 @@ impl Rejected {
     }
 }
 
-/// Checks one entry received from a peer against `limits` at wall time `now_ms`.
+/// The peer id whose namespace `key` lies in, if it lies under `p/`: the text between `p/`
+/// and the next `/` (or the end). `p/` keys have an owner even when it is empty or bogus, so
+/// that no one can write there.
+pub fn namespace_owner(key: &[u8]) -> Option<&[u8]> {
+    let rest = key.strip_prefix(OWNER_PREFIX)?;
+    let end = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// Whether `writer` may write `key`: keys outside `p/` are open to every signing node.
+pub fn may_write(key: &[u8], writer: &str) -> bool {
+    namespace_owner(key).is_none_or(|owner| owner == writer.as_bytes())
+}
+
+/// Checks a key this node is about to write: size limits and namespace.
+pub fn check_local_key(key: &[u8], writer: &str, limits: &Limits) -> Result<(), Rejected> {
+    if key.is_empty() || key.len() > limits.max_key_bytes {
+        return Err(Rejected::Key(key.len()));
+    }
+    if !may_write(key, writer) {
+        return Err(Rejected::Namespace);
+    }
+    Ok(())
+}
+
+/// Checks what can be checked of one entry without its signature, at wall time `now_ms`.
 pub fn check_entry(
     key: &[u8],
     entry: &Entry,
@@ -119,13 +164,77 @@ pub fn check_entry(
     if is_expired_tombstone(entry, purge_horizon(now_ms, limits.tombstone_ttl)) {
         return Err(Rejected::Expired);
     }
-    let horizon = now_ms.saturating_add(limits.max_clock_skew.as_millis() as u64);
-    if entry.version.millis > horizon {
+    if !may_write(key, node) {
+        return Err(Rejected::Namespace);
+    }
+    if entry.version.millis > limits.horizon_ms(now_ms) {
         return Err(Rejected::Future {
             ahead_ms: entry.version.millis - now_ms,
         });
     }
     Ok(())
+}
+
+/// How many entries of a delivery were turned away, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rejections {
+    /// Skipped for now: dated too far in the future (fetched again later).
+    pub future: usize,
+    /// Over the size limits or malformed.
+    pub malformed: usize,
+    /// Under another peer's namespace.
+    pub namespace: usize,
+    /// Unsigned, or not signed by their writer over this very entry in this world.
+    pub signatures: usize,
+}
+
+impl Rejections {
+    /// Entries dropped for good (everything but the future-dated ones).
+    pub fn invalid(&self) -> usize {
+        self.malformed + self.namespace + self.signatures
+    }
+}
+
+/// The outcome of [`check_remote`].
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Entries that may be merged (quotas permitting).
+    pub accepted: Vec<KeyedEntry>,
+    /// Entries turned away.
+    pub rejected: Rejections,
+}
+
+/// Checks entries from outside this node for `world` at wall time `now_ms`: limits, namespace,
+/// clock skew, then the writer's signature (verified in batches).
+pub fn check_remote(
+    world: &str,
+    entries: Vec<KeyedEntry>,
+    now_ms: u64,
+    limits: &Limits,
+) -> Checked {
+    let mut checked = Checked::default();
+    let mut candidates = Vec::with_capacity(entries.len());
+    for (key, entry) in entries {
+        match check_entry(&key, &entry, now_ms, limits) {
+            Ok(()) => candidates.push((key, entry)),
+            Err(Rejected::Future { .. }) => checked.rejected.future += 1,
+            Err(Rejected::Namespace) => checked.rejected.namespace += 1,
+            Err(_) => checked.rejected.malformed += 1,
+        }
+    }
+    let verdicts = verify_entries(world, &candidates);
+    for ((key, entry), signed) in candidates.into_iter().zip(verdicts) {
+        let well_formed = entry
+            .signature
+            .as_ref()
+            .is_some_and(|s| s.len() == SIGNATURE_BYTES);
+        if signed && well_formed {
+            checked.accepted.push((key, entry));
+        } else {
+            checked.rejected.signatures += 1;
+        }
+    }
+    checked
 }
 
 #[cfg(test)]
@@ -217,5 +326,69 @@ mod tests {
             check_entry(b"k", &entry, 1, &Limits::default()),
             Err(Rejected::Malformed)
         );
+    }
+
+    #[test]
+    fn only_the_owner_may_write_its_namespace() {
+        assert_eq!(namespace_owner(b"p/abc/name"), Some(&b"abc"[..]));
+        assert_eq!(namespace_owner(b"p/abc"), Some(&b"abc"[..]));
+        assert_eq!(namespace_owner(b"p/"), Some(&b""[..]));
+        assert_eq!(namespace_owner(b"world/p/abc"), None);
+        assert!(may_write(b"p/abc/name", "abc"));
+        assert!(!may_write(b"p/abc/name", "abd"));
+        assert!(!may_write(b"p/abcd/name", "abc"));
+        assert!(!may_write(b"p/", "abc"));
+        assert!(may_write(b"bench/1", "anyone"));
+        let limits = Limits::default();
+        assert_eq!(
+            check_local_key(b"p/x/name", "y", &limits),
+            Err(Rejected::Namespace)
+        );
+        let mut entry = entry_at(1, b"v");
+        assert_eq!(
+            check_entry(b"p/other/name", &entry, 1, &limits),
+            Err(Rejected::Namespace)
+        );
+        entry.version.node = NodeId::new("other");
+        assert_eq!(check_entry(b"p/other/name", &entry, 1, &limits), Ok(()));
+    }
+
+    #[test]
+    fn remote_entries_need_their_writers_signature() {
+        use crate::store::sign::Signer;
+        use libp2p::identity::Keypair;
+
+        let signer = Signer::new(&Keypair::ed25519_from_bytes([5; 32]).unwrap(), "w").unwrap();
+        let mut good = entry_at(1_000, b"v");
+        good.version.node = signer.node().clone();
+        let key = Bytes::from(format!("p/{}/name", signer.node()));
+        let signed = signer.sign(&key, &good);
+        let entries = vec![
+            (key.clone(), signed.clone()),
+            (key.clone(), good.clone()),
+            (Bytes::from_static(b"p/else/name"), signed.clone()),
+            (
+                key.clone(),
+                Entry {
+                    version: Version {
+                        millis: 10_000_000,
+                        ..signed.version.clone()
+                    },
+                    ..signed.clone()
+                },
+            ),
+        ];
+        let checked = check_remote("w", entries, 1_000, &Limits::default());
+        assert_eq!(checked.accepted, vec![(key, signed)]);
+        assert_eq!(
+            checked.rejected,
+            Rejections {
+                future: 1,
+                malformed: 0,
+                namespace: 1,
+                signatures: 1
+            }
+        );
+        assert_eq!(checked.rejected.invalid(), 2);
     }
 }

@@ -47,7 +47,7 @@ pub async fn start_node_quietly(settings: &Settings) -> anyhow::Result<StartedNo
         )
     });
     let addrs = node.shareable_addrs();
-    let kv = KvClient::connect(node.rpc_addr())
+    let kv = KvClient::connect(&node.game_endpoint())
         .await
         .context("connecting to the embedded node")?;
     Ok(StartedNode {

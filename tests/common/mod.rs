@@ -4,21 +4,32 @@
 // Each test crate uses a part of these helpers.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use cmud::rpc::RpcEndpoint;
+use cmud::rpc::auth::{Credentials, DEFAULT_USER, Secret, TOKEN_FILE};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// A raw RESP connection to a node's RPC port (for pipelining by hand), with generous
-/// timeouts.
-pub fn raw_connection(addr: SocketAddr) -> std::net::TcpStream {
-    let stream = std::net::TcpStream::connect(addr).expect("connect");
+/// A raw RESP connection to a node's RPC port (for pipelining by hand), authenticated, with
+/// generous timeouts.
+pub fn raw_connection(endpoint: &RpcEndpoint) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(endpoint.addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
+    let auth = endpoint.auth_line();
+    if !auth.is_empty() {
+        stream.write_all(&auth).expect("write AUTH");
+        let mut ok = [0u8; 5];
+        stream.read_exact(&mut ok).expect("AUTH reply");
+        assert_eq!(&ok, b"+OK\r\n", "AUTH with the node's token");
+    }
     stream
 }
 
@@ -34,9 +45,21 @@ pub async fn eventually(deadline: Duration, what: &str, mut check: impl AsyncFnM
 /// A `cmud --server-only` process with its own data, config and home folders under a
 /// temporary directory, on loopback only.
 pub struct Binary {
+    root: PathBuf,
     child: Child,
     rpc_addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
+}
+
+/// How to start a test node beyond the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// The text of its `config.ron`, if not the defaults.
+    pub config: Option<String>,
+    /// A `ulimit -n` to run it under (`-Sn 1024`, or `-n 1024` for both limits).
+    pub ulimit: Option<String>,
+    /// Extra flags.
+    pub args: Vec<String>,
 }
 
 impl Binary {
@@ -69,35 +92,66 @@ impl Binary {
 
     /// The command line every test node uses: free ports, loopback, no mDNS.
     fn command(root: &Path) -> Command {
-        let mut command = Self::base(root);
+        Self::command_with(root, &Launch::default(), &["--server-only"])
+    }
+
+    /// The command line with `launch`'s changes and `front_end` flags.
+    pub fn command_with(root: &Path, launch: &Launch, front_end: &[&str]) -> Command {
+        let mut command = match &launch.ulimit {
+            Some(ulimit) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit {ulimit} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_cmud"));
+                sh
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_cmud")),
+        };
+        if let Some(config) = &launch.config {
+            let dir = root.join("config").join("cmud");
+            std::fs::create_dir_all(&dir).expect("config dir");
+            std::fs::write(dir.join("config.ron"), config).expect("config.ron");
+        }
+        command.args(front_end);
+        if !launch.args.iter().any(|arg| arg == "--rpc-port") {
+            command.args(["--rpc-port", "0"]);
+        }
         command
-            .args([
-                "--server-only",
-                "--rpc-port",
-                "0",
-                "--actors",
-                "2",
-                "--no-mdns",
-            ])
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0"]);
+            .args(["--actors", "2", "--no-mdns"])
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(&launch.args)
+            .arg("--data-dir")
+            .arg(root.join("data"))
+            .env("HOME", root.join("home"))
+            .env("XDG_CONFIG_HOME", root.join("config"))
+            .env("XDG_DATA_HOME", root.join("share"))
+            .env("RUST_LOG", "info");
         command
     }
 
     /// Starts a node on the data under `root` and waits for its RPC port.
     pub fn server(root: &Path) -> Binary {
-        let mut child = Self::command(root)
+        Self::server_with(root, &Launch::default())
+    }
+
+    /// Starts a node as `launch` says and waits for its RPC port.
+    pub fn server_with(root: &Path, launch: &Launch) -> Binary {
+        let mut child = Self::command_with(root, launch, &["--server-only"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("cmud starts");
         let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err_pipe = child.stderr.take().expect("stderr is piped");
+        let err_pipe = child.stderr.take().expect("stderr is piped");
         let sink = stderr.clone();
         thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err_pipe.read_to_string(&mut text);
-            sink.lock().expect("stderr buffer").push_str(&text);
+            for line in BufReader::new(err_pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut text = sink.lock().expect("stderr buffer");
+                text.push_str(&line);
+                text.push('\n');
+            }
         });
         let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
         let rpc_addr = loop {
@@ -120,6 +174,7 @@ impl Binary {
         // Keep draining stdout so the node never blocks on a full pipe.
         thread::spawn(move || for _ in lines {});
         Binary {
+            root: root.to_owned(),
             child,
             rpc_addr,
             stderr,
@@ -134,9 +189,9 @@ impl Binary {
             .expect("cmud runs")
     }
 
-    /// The node's RPC address.
-    pub fn rpc_addr(&self) -> SocketAddr {
-        self.rpc_addr
+    /// How a client reaches the node: its RPC address and the token it wrote to `rpc.token`.
+    pub fn endpoint(&self) -> RpcEndpoint {
+        endpoint(&self.root, self.rpc_addr)
     }
 
     /// The node's process id.
@@ -183,5 +238,20 @@ impl Drop for Binary {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// How a client reaches the test node under `root` listening at `addr`: the token it wrote to
+/// `rpc.token` in its world folder.
+pub fn endpoint(root: &Path, addr: SocketAddr) -> RpcEndpoint {
+    let path = root.join("data").join("cmud").join(TOKEN_FILE);
+    let token = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("reading {}: {err}", path.display()));
+    RpcEndpoint {
+        addr,
+        credentials: Some(Credentials {
+            user: DEFAULT_USER.to_owned(),
+            secret: Secret::parse(&token).expect("a token in rpc.token"),
+        }),
     }
 }

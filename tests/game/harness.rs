@@ -1,8 +1,7 @@
-//! Test helpers for the game: real nodes, sessions driven like a front end would, and a
-//! mirror that keeps two network-less nodes in sync the way the network will (each player's
-//! keys copied from their own node only, so the copies never conflict).
+//! Test helpers for the game: real nodes (alone, or several joined on loopback so that each
+//! player plays on a node of their own, as every node writes only its own `p/<id>/`), and
+//! sessions driven like a front end would.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +10,10 @@ use cmud::game::content::{Content, RULES_RON, STORY_RON};
 use cmud::game::events::{Event, Input, LineKind, Status};
 use cmud::game::session::{self, SessionOptions};
 use cmud::node::{Node, NodeOptions};
+use cmud::p2p::NetworkOptions;
 use cmud::rpc::{Kv, KvClient};
+use cmud::store::Limits;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 /// Long enough for anything on a loaded CI machine; tests wait for events, not for time.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -35,13 +35,37 @@ impl TestNode {
         let node = Node::start(NodeOptions::local(dir.path().join("world"), 2))
             .await
             .unwrap();
-        let kv = KvClient::connect(node.rpc_addr()).await.unwrap();
+        let kv = KvClient::connect(&node.game_endpoint()).await.unwrap();
         TestNode { node, kv, dir }
+    }
+
+    /// A node on loopback that joins `join` (its peers' addresses); with `discovery` off it
+    /// talks to those only (so a proxy in between stays in between).
+    pub async fn start_joined(join: &[String], discovery: bool) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = NodeOptions::local(dir.path().join("world"), 2);
+        options.network = Some(NetworkOptions {
+            world: options.world.clone(),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            join: join.iter().map(|a| a.parse().unwrap()).collect(),
+            mdns: false,
+            strict_listen: false,
+            limits: Limits::default(),
+            discovery,
+        });
+        let node = Node::start(options).await.unwrap();
+        let kv = KvClient::connect(&node.game_endpoint()).await.unwrap();
+        TestNode { node, kv, dir }
+    }
+
+    /// This node's player id (its peer id).
+    pub fn id(&self) -> String {
+        self.node.peer_id().to_owned()
     }
 
     /// A fresh client (another connection, maybe on another query actor).
     pub async fn client(&self) -> KvClient {
-        KvClient::connect(self.node.rpc_addr()).await.unwrap()
+        KvClient::connect(&self.node.rpc_endpoint()).await.unwrap()
     }
 
     /// Stops the node and hands back its folder.
@@ -218,31 +242,26 @@ impl Player {
     }
 }
 
-/// Copies each player's keys from the node they play on to the other node, every 50 ms: the
-/// network's job, done by hand for nodes without one. `owners` maps a player id to the index
-/// (0 or 1) of their node.
-pub fn mirror(kvs: [KvClient; 2], owners: Vec<(String, usize)>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut copied: HashMap<String, String> = HashMap::new();
+/// `n` nodes joined into one world on loopback (each joins the first), once every one is
+/// connected: one node per player, replicating for real.
+pub async fn joined_nodes(n: usize) -> Vec<TestNode> {
+    let first = TestNode::start_joined(&[], true).await;
+    let addrs = first.node.shareable_addrs();
+    let mut nodes = vec![first];
+    for _ in 1..n {
+        nodes.push(TestNode::start_joined(&addrs, true).await);
+    }
+    let start = tokio::time::Instant::now();
+    for node in &nodes {
         loop {
-            for (id, home) in &owners {
-                let prefix = format!("p/{id}/");
-                let Ok(pairs) = kvs[*home].list(&prefix).await else {
-                    return;
-                };
-                let changed: Vec<(String, String)> = pairs
-                    .into_iter()
-                    .filter(|(k, v)| copied.get(k) != Some(v))
-                    .collect();
-                if changed.is_empty() {
-                    continue;
-                }
-                if kvs[1 - home].put_many(&changed).await.is_err() {
-                    return;
-                }
-                copied.extend(changed);
+            let info = node.kv.info().await.unwrap();
+            let peers: usize = info["connected_peers"].parse().unwrap_or(0);
+            if peers + 1 >= n.min(2) && (node.id() != nodes[0].id() || peers + 1 >= n) {
+                break;
             }
+            assert!(start.elapsed() < DEADLINE, "the nodes never connected");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    })
+    }
+    nodes
 }

@@ -1,16 +1,18 @@
 //! Real nodes for the network tests: loopback only, mDNS off, one RPC connection per actor.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use cmud::node::{Node, NodeOptions};
 use cmud::p2p::NetworkOptions;
+use cmud::rpc::RpcEndpoint;
 use cmud::rpc::client::parse_info;
 use cmud::store::Limits;
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use redis::aio::MultiplexedConnection;
+use std::net::SocketAddr;
+
 use tempfile::TempDir;
 use tokio::time::Instant;
 
@@ -70,7 +72,7 @@ impl TestNode {
         let node = Node::start(options).await.expect("node starts");
         let mut conns = Vec::new();
         for actor in 0..actors {
-            let mut conn = connect(node.rpc_addr()).await;
+            let mut conn = connect(&node.rpc_endpoint()).await;
             let _: () = redis::cmd("ACTOR")
                 .arg(actor)
                 .query_async(&mut conn)
@@ -180,9 +182,9 @@ impl TestNode {
 
 /// A connection to an RPC port. Its response timeout is generous: redis' default (500 ms) is
 /// shorter than an actor's pause while it applies a large bootstrap batch on a loaded machine.
-pub async fn connect(addr: SocketAddr) -> MultiplexedConnection {
+pub async fn connect(endpoint: &RpcEndpoint) -> MultiplexedConnection {
     let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(SETTLE));
-    redis::Client::open(format!("redis://{addr}/"))
+    redis::Client::open(endpoint.redis_url())
         .expect("client")
         .get_multiplexed_async_connection_with_config(&config)
         .await

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Time for a world of 100,000 keys (64-byte values) to reach a new node on loopback, with the
+# CPU time each node spent (robust on a shared machine). Needs redis-cli, python3 and bc.
+#
+#   benches/bootstrap.sh                    # builds and measures target/release/cmud
+#   BIN=/path/to/cmud SETTLE=6 benches/bootstrap.sh   # another binary; seconds to let the host settle
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${BIN:-}" ]; then cargo build --release --quiet; BIN=target/release/cmud; fi
+KEYS=${KEYS:-100000}
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$work"; }
+trap cleanup EXIT
+run() { local name=$1; shift; HOME=$work/home-$name XDG_CONFIG_HOME=$work/config-$name RUST_LOG=warn "$BIN" --server-only --actors 2 --no-mdns --data-dir "$work/data-$name" "$@" >"$work/$name.out" 2>"$work/$name.err" & pids+=($!); }
+waitport() { for _ in $(seq 300); do [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return 0; sleep 0.1; done; echo "no port $1"; cat $work/*.err; exit 1; }
+run a --rpc-port "${RPC_A:-7470}" --listen /ip4/127.0.0.1/tcp/0
+waitport "${RPC_A:-7470}"
+python3 -c "
+import sys
+v='v'*64
+out=sys.stdout
+for c in range($KEYS//500):
+    args=['MSET']
+    for i in range(500):
+        args += ['world/%06d'%(c*500+i), v]
+    out.write('*%d\r\n'%len(args) + ''.join('\$%d\r\n%s\r\n'%(len(a),a) for a in args))
+" | redis-cli -p "${RPC_A:-7470}" --pipe >/dev/null
+for _ in $(seq 600); do [ "$(redis-cli -p "${RPC_A:-7470}" DBSIZE)" = "$KEYS" ] && break; sleep 0.1; done
+sleep ${SETTLE:-1}
+addr=$(redis-cli -p "${RPC_A:-7470}" ADDRS | grep 127.0.0.1 | head -1)
+start=$(date +%s.%N)
+run b --rpc-port "${RPC_B:-7472}" --listen /ip4/127.0.0.1/tcp/0 --join "$addr"
+waitport "${RPC_B:-7472}"
+while true; do
+  x=$(redis-cli -p "${RPC_B:-7472}" DBSIZE 2>/dev/null || echo 0); y=$(redis-cli -p "${RPC_B:-7472}" DBSIZE 2>/dev/null || echo 0)
+  [ "$x" = "$KEYS" ] && [ "$y" = "$KEYS" ] && break
+  sleep 0.02
+done
+end=$(date +%s.%N)
+bpid=${pids[1]}
+cpu=$(awk '{print ($14+$15)/100}' /proc/$bpid/stat)
+apid=${pids[0]}
+acpu=$(awk '{print ($14+$15)/100}' /proc/$apid/stat)
+echo "$KEYS keys reached a new node in $(echo "$end - $start" | bc) s; new node cpu ${cpu} s; host cpu so far ${acpu} s"

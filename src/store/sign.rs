@@ -1,0 +1,382 @@
+//! Signed entries: the canonical bytes an entry's signature covers, signing this node's entries
+//! and verifying anyone's.
+//!
+//! An entry is signed by its writer's ed25519 identity key (the libp2p key in `identity.key`);
+//! the writer id in its version is that key's peer id, so a verifier needs nothing but the
+//! entry to find the key. The signature covers the world, the key, the value or tombstone and
+//! the whole version, behind a domain-separation prefix and a format number, so a signature
+//! made for one of these never fits another. What to do with a bad entry is `validate`'s
+//! business; this file only answers "signed by its writer, or not".
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use libp2p::identity::{Keypair, PeerId, PublicKey};
+
+use super::entry::{Batch, Entry, KeyedEntry, NodeId};
+
+/// Prefix of every signed message: no signature over these bytes can mean anything else.
+const DOMAIN: &[u8] = b"cmud/entry-signature";
+
+/// Version of the signed encoding below; bumped on any change to it.
+pub const SIGNATURE_FORMAT: u8 = 1;
+
+/// Length of an ed25519 signature, in bytes.
+pub const SIGNATURE_BYTES: usize = 64;
+
+/// Entries verified together in one batch (batch verification pays from a few dozen on).
+const VERIFY_BATCH_ENTRIES: usize = 64;
+
+/// Multihash code of an identity multihash, which is how ed25519 peer ids embed their key.
+const IDENTITY_MULTIHASH: u64 = 0;
+
+/// Why a node's key cannot sign entries.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// Only ed25519 identities are supported (that is what cmud creates).
+    #[error("the node identity is not an ed25519 key")]
+    NotEd25519,
+}
+
+/// This node's signing key, with the world and writer id it signs for.
+pub struct Signer {
+    /// The node's ed25519 secret key.
+    key: SigningKey,
+    /// The writer id of this node (its peer id).
+    node: NodeId,
+    /// The world every signature is bound to.
+    world: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signer({}, {})", self.node, self.world)
+    }
+}
+
+impl Signer {
+    /// A signer for the node whose identity is `keypair`, in `world`.
+    pub fn new(keypair: &Keypair, world: &str) -> Result<Signer, SignError> {
+        let node = NodeId::new(keypair.public().to_peer_id().to_string());
+        let ed = keypair
+            .clone()
+            .try_into_ed25519()
+            .map_err(|_| SignError::NotEd25519)?;
+        let mut secret = [0u8; 32];
+        secret.copy_from_slice(&ed.to_bytes()[..32]);
+        Ok(Signer {
+            key: SigningKey::from_bytes(&secret),
+            node,
+            world: world.to_owned(),
+        })
+    }
+
+    /// The writer id this signer's entries carry.
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    /// The world this signer signs for.
+    pub fn world(&self) -> &str {
+        &self.world
+    }
+
+    /// A batch of this node's entries, each with its signature.
+    pub fn sign_batch(&self, batch: &[KeyedEntry]) -> Batch {
+        Arc::new(
+            batch
+                .iter()
+                .map(|(key, entry)| (key.clone(), self.sign(key, entry)))
+                .collect(),
+        )
+    }
+
+    /// `entry` under `key` with this node's signature. The entry's writer must be this node
+    /// (only then can a verifier find the key); others' entries are returned unchanged.
+    pub fn sign(&self, key: &[u8], entry: &Entry) -> Entry {
+        let mut signed = entry.clone();
+        if entry.version.node == self.node {
+            let message = signed_bytes(&self.world, key, entry);
+            let signature = self.key.sign(&message);
+            signed.signature = Some(Bytes::copy_from_slice(&signature.to_bytes()));
+        }
+        signed
+    }
+}
+
+/// The canonical bytes a signature covers: the domain prefix, the format, then the world, the
+/// key, the value (or a tombstone marker) and the version, each variable field length-prefixed
+/// so no two different entries encode alike.
+pub fn signed_bytes(world: &str, key: &[u8], entry: &Entry) -> Vec<u8> {
+    let value_len = entry.value.as_ref().map_or(0, Bytes::len);
+    let node = entry.version.node.as_str().as_bytes();
+    let mut out =
+        Vec::with_capacity(DOMAIN.len() + 40 + world.len() + key.len() + value_len + node.len());
+    out.extend_from_slice(DOMAIN);
+    out.push(SIGNATURE_FORMAT);
+    put_field(&mut out, world.as_bytes());
+    put_field(&mut out, key);
+    match &entry.value {
+        Some(value) => {
+            out.push(1);
+            put_field(&mut out, value);
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(&entry.version.millis.to_be_bytes());
+    out.extend_from_slice(&entry.version.counter.to_be_bytes());
+    put_field(&mut out, node);
+    out.extend_from_slice(&entry.version.actor.to_be_bytes());
+    out
+}
+
+fn put_field(out: &mut Vec<u8>, field: &[u8]) {
+    // Fields are bounded by the size limits (far under 4 GiB); saturating keeps this total.
+    let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(field);
+}
+
+/// The ed25519 key a writer id names, if it is the text of an ed25519 peer id.
+pub fn writer_key(node: &NodeId) -> Option<VerifyingKey> {
+    let peer = PeerId::from_str(node.as_str()).ok()?;
+    let multihash = peer.as_ref();
+    if multihash.code() != IDENTITY_MULTIHASH {
+        return None;
+    }
+    let public = PublicKey::try_decode_protobuf(multihash.digest())
+        .ok()?
+        .try_into_ed25519()
+        .ok()?;
+    VerifyingKey::from_bytes(&public.to_bytes()).ok()
+}
+
+/// Verifies every entry's signature by its writer for `world`; one answer per entry, in order.
+///
+/// Entries are verified in batches (several times cheaper per signature); a batch that fails
+/// is verified entry by entry to find the bad ones. Writers' keys are parsed once per call.
+pub fn verify_entries(world: &str, entries: &[KeyedEntry]) -> Vec<bool> {
+    let mut keys: HashMap<NodeId, Option<VerifyingKey>> = HashMap::new();
+    let mut verdicts = vec![false; entries.len()];
+    let mut batch = Vec::with_capacity(VERIFY_BATCH_ENTRIES);
+    for (index, (key, entry)) in entries.iter().enumerate() {
+        let Some(signature) = entry
+            .signature
+            .as_ref()
+            .and_then(|s| Signature::from_slice(s).ok())
+        else {
+            continue;
+        };
+        let writer = &entry.version.node;
+        let verifying = *keys
+            .entry(writer.clone())
+            .or_insert_with(|| writer_key(writer));
+        let Some(verifying) = verifying else {
+            continue;
+        };
+        batch.push(Pending {
+            index,
+            message: signed_bytes(world, key, entry),
+            signature,
+            key: verifying,
+        });
+        if batch.len() == VERIFY_BATCH_ENTRIES {
+            verify_batch(&mut batch, &mut verdicts);
+        }
+    }
+    verify_batch(&mut batch, &mut verdicts);
+    verdicts
+}
+
+/// One signature waiting for its batch.
+struct Pending {
+    /// Where its verdict goes.
+    index: usize,
+    /// The signed bytes.
+    message: Vec<u8>,
+    /// The signature.
+    signature: Signature,
+    /// The writer's key.
+    key: VerifyingKey,
+}
+
+fn verify_batch(batch: &mut Vec<Pending>, verdicts: &mut [bool]) {
+    if batch.is_empty() {
+        return;
+    }
+    let messages: Vec<&[u8]> = batch.iter().map(|p| p.message.as_slice()).collect();
+    let signatures: Vec<Signature> = batch.iter().map(|p| p.signature).collect();
+    let keys: Vec<VerifyingKey> = batch.iter().map(|p| p.key).collect();
+    if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+        for pending in batch.iter() {
+            verdicts[pending.index] = true;
+        }
+    } else {
+        for pending in batch.iter() {
+            verdicts[pending.index] = pending
+                .key
+                .verify(&pending.message, &pending.signature)
+                .is_ok();
+        }
+    }
+    batch.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::store::entry::Version;
+
+    fn signer(seed: u8) -> Signer {
+        let keypair = Keypair::ed25519_from_bytes([seed; 32]).unwrap();
+        Signer::new(&keypair, "w").unwrap()
+    }
+
+    fn entry_by(signer: &Signer, value: Option<&[u8]>) -> Entry {
+        let version = Version {
+            millis: 1_700_000_000_000,
+            counter: 2,
+            node: signer.node().clone(),
+            actor: 1,
+        };
+        match value {
+            Some(value) => Entry::value(version, Bytes::copy_from_slice(value)),
+            None => Entry::tombstone(version),
+        }
+    }
+
+    fn verifies(world: &str, key: &[u8], entry: &Entry) -> bool {
+        verify_entries(world, &[(Bytes::copy_from_slice(key), entry.clone())])[0]
+    }
+
+    #[test]
+    fn signed_entries_verify_and_unsigned_ones_do_not() {
+        let alice = signer(1);
+        let entry = entry_by(&alice, Some(b"cheese"));
+        assert!(!verifies("w", b"k", &entry));
+        assert!(verifies("w", b"k", &alice.sign(b"k", &entry)));
+        let tombstone = alice.sign(b"k", &entry_by(&alice, None));
+        assert!(verifies("w", b"k", &tombstone));
+    }
+
+    #[test]
+    fn a_signature_by_another_key_than_the_writer_fails() {
+        let (alice, mallory) = (signer(1), signer(2));
+        let mut forged = entry_by(&alice, Some(b"v"));
+        // Mallory signs Alice's entry with her own key: the writer's key does not match.
+        let message = signed_bytes("w", b"k", &forged);
+        forged.signature = Some(Bytes::copy_from_slice(
+            &mallory.key.sign(&message).to_bytes(),
+        ));
+        assert!(!verifies("w", b"k", &forged));
+        // And a signer leaves entries it did not write unsigned.
+        assert_eq!(mallory.sign(b"k", &entry_by(&alice, None)).signature, None);
+    }
+
+    #[test]
+    fn writer_ids_that_are_not_ed25519_peer_ids_have_no_key() {
+        assert!(writer_key(&NodeId::new("pa")).is_none());
+        assert!(writer_key(signer(3).node()).is_some());
+    }
+
+    #[test]
+    fn one_bad_entry_in_a_batch_fails_alone() {
+        let alice = signer(1);
+        let mut entries: Vec<KeyedEntry> = (0..150)
+            .map(|i| {
+                let key = Bytes::from(format!("k{i}"));
+                let entry = alice.sign(&key, &entry_by(&alice, Some(b"v")));
+                (key, entry)
+            })
+            .collect();
+        entries[70].1.value = Some(Bytes::from_static(b"tampered"));
+        let verdicts = verify_entries("w", &entries);
+        assert!(!verdicts[70]);
+        assert_eq!(verdicts.iter().filter(|ok| **ok).count(), 149);
+    }
+
+    /// The fields of a signed entry, as bytes, so that any bit of any of them can be flipped.
+    fn flip(world: &mut String, key: &mut [u8], entry: &mut Entry, field: usize, bit: usize) {
+        fn flip_in(bytes: &mut [u8], bit: usize) -> bool {
+            if bytes.is_empty() {
+                return false;
+            }
+            let bit = bit % (bytes.len() * 8);
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            true
+        }
+        match field {
+            0 => {
+                // Keep the world valid UTF-8: flip within ASCII letters' low bits.
+                let mut bytes = world.clone().into_bytes();
+                let at = bit % bytes.len();
+                bytes[at] ^= 1 << (bit % 5);
+                *world = String::from_utf8_lossy(&bytes).into_owned();
+            }
+            1 => {
+                flip_in(key, bit);
+            }
+            2 => match &entry.value {
+                Some(value) => {
+                    let mut value = value.to_vec();
+                    if !flip_in(&mut value, bit) {
+                        entry.value = None;
+                    } else {
+                        entry.value = Some(Bytes::from(value));
+                    }
+                }
+                None => entry.value = Some(Bytes::new()),
+            },
+            3 => entry.version.millis ^= 1 << (bit % 64),
+            4 => entry.version.counter ^= 1 << (bit % 32),
+            5 => entry.version.actor ^= 1 << (bit % 16),
+            // Another writer id that is a valid key: the signature is not that writer's.
+            6 => entry.version.node = signer(bit as u8 | 1).node().clone(),
+            _ => {
+                let mut signature = entry.signature.as_ref().unwrap().to_vec();
+                flip_in(&mut signature, bit);
+                entry.signature = Some(Bytes::from(signature));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn signing_round_trips(
+            key in prop::collection::vec(any::<u8>(), 1..40),
+            value in prop::option::of(prop::collection::vec(any::<u8>(), 0..100)),
+            millis in any::<u64>(),
+            counter in any::<u32>(),
+            actor in any::<u16>(),
+        ) {
+            let alice = signer(7);
+            let mut entry = entry_by(&alice, value.as_deref());
+            entry.version.millis = millis;
+            entry.version.counter = counter;
+            entry.version.actor = actor;
+            prop_assert!(verifies("w", &key, &alice.sign(&key, &entry)));
+        }
+
+        #[test]
+        fn flipping_any_bit_of_world_key_value_version_or_signature_fails(
+            key in prop::collection::vec(any::<u8>(), 1..40),
+            value in prop::option::of(prop::collection::vec(any::<u8>(), 0..100)),
+            field in 0usize..8,
+            bit in any::<usize>(),
+        ) {
+            let alice = signer(8);
+            let mut entry = alice.sign(&key, &entry_by(&alice, value.as_deref()));
+            let mut world = "w".to_owned();
+            let mut tampered_key = key.clone();
+            flip(&mut world, &mut tampered_key, &mut entry, field, bit);
+            prop_assert!(!verifies(&world, &tampered_key, &entry));
+        }
+    }
+}
