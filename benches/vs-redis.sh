@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Throughput of a cmud node against redis-server on this machine, with the same redis-benchmark
 # runs, alternating the two so both see the same machine state. Prints requests per second and
-# the ratio cmud/redis for GET and SET at pipeline depths 1 and 16.
+# the ratio cmud/redis for GET and SET at pipeline depths 1 and 16, and for SET of random new
+# keys (SET-r: `-t set -r 100000 -n 200000`, so most SETs create a key).
 #
 #   benches/vs-redis.sh            # 3 rounds, the median of each is compared
 #   ROUNDS=5 benches/vs-redis.sh
@@ -64,11 +65,13 @@ wait_port() {
 wait_port "$CMUD_PORT"
 wait_port "$REDIS_PORT"
 
-# One run: prints "SET <rps>" and "GET <rps>".
+# One run: prints "SET <rps>" and "GET <rps>", then "SET-r <rps>" for random keys.
 run() {
   mapfile -t auth < <(auth_args "$1")
   redis-benchmark -p "$1" "${auth[@]}" -t set,get -n "$REQUESTS" -c "$CLIENTS" -P "$2" --csv 2>/dev/null |
     awk -F'","' 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); print $1, $2 }'
+  redis-benchmark -p "$1" -t set -r 100000 -n 200000 -c "$CLIENTS" -P "$2" --csv 2>/dev/null |
+    awk -F'","' 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); print $1 "-r", $2 }'
 }
 
 declare -A samples
@@ -89,7 +92,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { prin
 
 printf '%-6s %-8s %14s %14s %8s\n' test pipeline cmud_rps redis_rps ratio
 for depth in 1 16; do
-  for test in GET SET; do
+  for test in GET SET SET-r; do
     c=$(echo "${samples[cmud,$depth,$test]}" | median)
     r=$(echo "${samples[redis,$depth,$test]}" | median)
     ratio=$(awk -v c="$c" -v r="$r" 'BEGIN { printf "%.2f", c / r }')

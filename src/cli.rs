@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use libp2p::Multiaddr;
 
 use crate::config::{self, Config, ConfigError, Paths, Profile};
@@ -36,7 +36,7 @@ pub struct Cli {
     pub name: Option<String>,
 
     /// The world to play in [default: cmud, or `world` in config.ron].
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", global = true)]
     pub world: Option<String>,
 
     /// Loopback RPC (RESP) port; 0 picks a free one [default: 7440].
@@ -61,17 +61,43 @@ pub struct Cli {
     pub no_mdns: bool,
 
     /// Folder that holds one folder per world [default: the platform data dir].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
 
     /// Settings file to use instead of config.ron in the platform config dir.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
 
     /// Print the RPC port's token (from rpc.token in the world's folder, written if missing)
     /// and exit: `redis-cli -p 7440 -a "$(cmud --print-rpc-token)"`.
     #[arg(long)]
     pub print_rpc_token: bool,
+    /// A tool to run on a stopped node's world instead of playing.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Tools on a stopped node's world folder (`--world`, `--data-dir`).
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Read the whole world, verify every entry, and report counts and problems (exit 1 if
+    /// there are any).
+    Check,
+    /// Write the world as JSON lines, one entry a line, in key order.
+    Export {
+        /// Only keys that start with this.
+        #[arg(long, value_name = "P", default_value = "")]
+        prefix: String,
+        /// Write here instead of to stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Merge a file of `cmud export` lines into the world (created if missing), last writer
+    /// wins; a bad line imports nothing.
+    Import {
+        /// The JSON lines file.
+        file: PathBuf,
+    },
 }
 
 /// Which front end runs.
@@ -183,6 +209,7 @@ impl Cli {
             max_value_bytes: config.max_value_bytes,
             max_args: config.max_args,
             max_clock_skew: Duration::from_secs(config.max_clock_skew_secs.max(1)),
+            tombstone_ttl: Duration::from_secs(config.tombstone_ttl_secs.max(1)),
         };
         let server_only = front_end == FrontEnd::ServerOnly;
         let node = NodeOptions {
@@ -193,6 +220,7 @@ impl Cli {
             rpc_fallback: !server_only,
             actors,
             limits,
+            fsync: config.fsync,
             rpc: config.rpc_options(),
             network: Some(NetworkOptions {
                 world,

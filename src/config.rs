@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::p2p::nat::{NatOptions, RelayLimits};
 use crate::rpc::RpcOptions;
+use crate::store::Fsync;
+use crate::store::validate::DEFAULT_TOMBSTONE_TTL;
 
 /// The commented default `config.ron`, written on first run.
 pub const DEFAULT_CONFIG_RON: &str = include_str!("../config/default.ron");
@@ -96,6 +98,11 @@ pub struct Config {
     pub relay_max_circuit_secs: u64,
     /// Most bytes one relayed circuit carries.
     pub relay_max_circuit_bytes: u64,
+    /// How long a deleted key's tombstone is kept, in seconds, before every replica purges it.
+    pub tombstone_ttl_secs: u64,
+    /// When the append-only log of writes is forced to disk (power loss; a crash of cmud
+    /// alone loses nothing acknowledged whatever this says).
+    pub fsync: Fsync,
     /// Whether RPC clients must `AUTH` with the token in `rpc.token`.
     pub rpc_auth: bool,
     /// Unread output one RPC client may hold before it is closed (also the largest reply).
@@ -148,6 +155,8 @@ impl Default for Config {
             relay_max_circuits: RelayLimits::default().max_circuits,
             relay_max_circuit_secs: RelayLimits::default().max_circuit_secs,
             relay_max_circuit_bytes: RelayLimits::default().max_circuit_bytes,
+            tombstone_ttl_secs: DEFAULT_TOMBSTONE_TTL.as_secs(),
+            fsync: Fsync::default(),
             rpc_auth: true,
             max_client_output_bytes: 64 * MIB,
             max_pending_input_bytes: 256 * MIB,

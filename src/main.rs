@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use cmud::cli::{Cli, FrontEnd, Settings};
+use cmud::admin;
+use cmud::cli::{Cli, Command, FrontEnd, Settings};
 use cmud::node::Node;
 use tracing_subscriber::EnvFilter;
 
@@ -19,6 +20,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(command) = &cli.command {
+        return run_tool(command, &settings);
+    }
     if cli.print_rpc_token {
         return print_rpc_token(&settings.node.world_dir);
     }
@@ -41,6 +45,41 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs `cmud check`, `export` or `import` on the world of `settings`.
+fn run_tool(command: &Command, settings: &Settings) -> ExitCode {
+    let dir = &settings.node.world_dir;
+    let world = &settings.node.world;
+    let limits = &settings.node.limits;
+    let result = match command {
+        Command::Check => admin::check(dir, world, limits).map(|report| {
+            print!("{report}");
+            report.problems.is_empty()
+        }),
+        Command::Export { prefix, output } => {
+            export(dir, world, prefix, output.as_deref()).map(|n| {
+                eprintln!("cmud: exported {n} entries");
+                true
+            })
+        }
+        Command::Import { file } => admin::import(dir, world, file, limits).map(|report| {
+            eprintln!(
+                "cmud: read {} entries: {} merged, {} already there at the same or a newer \
+                 version, {} tombstones past tombstone_ttl left out",
+                report.read, report.merged, report.unchanged, report.expired
+            );
+            true
+        }),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("cmud: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `--print-rpc-token`: the token of the world's RPC port, for scripts.
 fn print_rpc_token(world_dir: &Path) -> ExitCode {
     let path = world_dir.join(cmud::rpc::auth::TOKEN_FILE);
@@ -55,6 +94,29 @@ fn print_rpc_token(world_dir: &Path) -> ExitCode {
             eprintln!("cmud: {}: {err}", path.display());
             ExitCode::FAILURE
         }
+    }
+}
+
+fn export(
+    dir: &Path,
+    world: &str,
+    prefix: &str,
+    output: Option<&Path>,
+) -> Result<usize, admin::AdminError> {
+    match output {
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|source| admin::AdminError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+            admin::export(
+                dir,
+                world,
+                prefix.as_bytes(),
+                &mut std::io::BufWriter::new(file),
+            )
+        }
+        None => admin::export(dir, world, prefix.as_bytes(), &mut std::io::stdout().lock()),
     }
 }
 

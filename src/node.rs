@@ -18,8 +18,9 @@ use crate::rpc::clients::{self, Clients, RpcOptions};
 use crate::rpc::process;
 use crate::rpc::resp::FrameLimits;
 use crate::rpc::server::{self, NodeInfo, RpcService};
+use crate::store::log::LOG_DIR;
 use crate::store::stats::Stats;
-use crate::store::{Limits, OpenStore, Signer, StartOptions, Store, StoreError};
+use crate::store::{Fsync, Limits, OpenStore, Signer, StartOptions, Store, StoreError};
 
 /// File name of the world database inside a world folder.
 pub const DB_FILE: &str = "world.redb";
@@ -82,6 +83,8 @@ pub struct NodeOptions {
     pub actors: usize,
     /// Key, value and clock-skew limits.
     pub limits: Limits,
+    /// When the append-only log is forced to disk.
+    pub fsync: Fsync,
     /// The RPC port's access and client limits.
     pub rpc: RpcOptions,
     /// The network, or `None` for a replica that talks to nobody.
@@ -99,6 +102,7 @@ impl NodeOptions {
             rpc_fallback: false,
             actors,
             limits: Limits::default(),
+            fsync: Fsync::default(),
             rpc: RpcOptions::default(),
             network: None,
         }
@@ -147,7 +151,13 @@ impl Node {
             source: io::Error::other(err),
         })?;
 
-        let open = OpenStore::open(&dir.join(DB_FILE), signer)?;
+        let open = OpenStore::open(
+            &dir.join(DB_FILE),
+            &dir.join(LOG_DIR),
+            options.fsync,
+            options.limits.tombstone_ttl,
+            signer,
+        )?;
         tracing::info!(
             entries = open.loaded_entries(),
             "loaded the world from disk"
@@ -327,7 +337,7 @@ fn capped(mut options: RpcOptions) -> RpcOptions {
 }
 
 /// Takes the world folder's lock, or says who holds it.
-fn lock_world(dir: &Path) -> Result<File, NodeError> {
+pub fn lock_world(dir: &Path) -> Result<File, NodeError> {
     let path = dir.join(LOCK_FILE);
     let io_err = |source| NodeError::Io {
         path: path.clone(),

@@ -999,3 +999,97 @@ async fn the_last_puts_before_a_node_stops_reach_its_peers() {
     a.stop().await;
     wait_everywhere(&[&b], "last-words", "bye", Duration::from_secs(5)).await;
 }
+
+/// Tombstone lifetime in the purge tests: long enough for a delete to reach the other node
+/// on a busy machine, short enough to wait for.
+const SHORT_TTL: Duration = Duration::from_secs(3);
+
+/// A node whose tombstones live [`SHORT_TTL`], in `dir`, joining `join`.
+async fn short_ttl_node(dir: tempfile::TempDir, join: Vec<libp2p::Multiaddr>) -> TestNode {
+    let mut options = harness::options(&dir, 1, join, true);
+    options.limits.tombstone_ttl = SHORT_TTL;
+    TestNode::start_with(dir, options).await
+}
+
+/// `DEL key` on a node's first actor.
+async fn del(node: &TestNode, key: &str) {
+    let mut conn = node.actors[0].clone();
+    let _: u64 = redis::cmd("DEL")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+}
+
+/// Waits until `node`'s gateway has purged at least `n` tombstones.
+async fn wait_purged(node: &TestNode, n: u64) {
+    let stats = node.node().stats().clone();
+    wait_until("tombstones to be purged", SETTLE, || {
+        let stats = stats.clone();
+        async move {
+            stats
+                .tombstones_purged
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= n
+        }
+    })
+    .await;
+}
+
+/// Entries and tombstones in a stopped node's world folder.
+fn on_disk(dir: &tempfile::TempDir) -> cmud::admin::CheckReport {
+    cmud::admin::check(
+        &dir.path().join(harness::WORLD),
+        harness::WORLD,
+        &cmud::store::Limits::default(),
+    )
+    .expect("cmud check")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_keys_are_purged_from_both_nodes_after_the_ttl() {
+    let a = short_ttl_node(tempfile::tempdir().unwrap(), vec![]).await;
+    let b = short_ttl_node(tempfile::tempdir().unwrap(), vec![a.addr()]).await;
+    a.set(0, "t/kept", "1").await;
+    a.set(0, "t/gone", "1").await;
+    wait_everywhere(&[&a, &b], "t/gone", "1", SETTLE).await;
+    del(&a, "t/gone").await;
+    wait_until("the delete to reach b", SETTLE, || async {
+        b.get(0, "t/gone").await.is_none()
+    })
+    .await;
+    wait_purged(&a, 1).await;
+    wait_purged(&b, 1).await;
+    for node in [a, b] {
+        let report = on_disk(&node.stop().await);
+        assert_eq!((report.live, report.tombstones), (1, 0), "{report:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_past_the_ttl_brings_no_deleted_key_back() {
+    let a = short_ttl_node(tempfile::tempdir().unwrap(), vec![]).await;
+    let b = short_ttl_node(tempfile::tempdir().unwrap(), vec![a.addr()]).await;
+    b.set(0, "t/deleted-while-away", "old").await;
+    a.set(0, "t/mine", "a's own").await;
+    wait_everywhere(&[&a, &b], "t/deleted-while-away", "old", SETTLE).await;
+    wait_everywhere(&[&a, &b], "t/mine", "a's own", SETTLE).await;
+    let dir = a.stop().await;
+    del(&b, "t/deleted-while-away").await;
+    // Purged a whole TTL after the delete, so a has been away for longer than that.
+    wait_purged(&b, 1).await;
+
+    let a = short_ttl_node(dir, vec![b.addr()]).await;
+    assert_eq!(
+        a.get(0, "t/deleted-while-away").await,
+        None,
+        "dropped on start"
+    );
+    assert_eq!(a.get(0, "t/mine").await.as_deref(), Some("a's own"));
+    // Once a's newer write reached b (and b's world reached a), the sync has run both ways.
+    a.set(0, "t/back", "1").await;
+    wait_everywhere(&[&a, &b], "t/back", "1", SETTLE).await;
+    wait_everywhere(&[&a, &b], "t/mine", "a's own", SETTLE).await;
+    assert_eq!(b.get(0, "t/deleted-while-away").await, None);
+    assert_eq!(a.get(0, "t/deleted-while-away").await, None);
+}

@@ -180,7 +180,7 @@ impl Connection {
         loop {
             if let Err(end) = self.run_commands(actor, node).await {
                 return match end {
-                    End::Closed => match self.flush().await {
+                    End::Closed => match self.flush(actor).await {
                         Ok(()) => End::Closed,
                         Err(end) => end,
                     },
@@ -195,7 +195,7 @@ impl Connection {
             }
             let pending = self.input.len();
             self.state_mut().client.set_pending_input(pending);
-            if let Err(end) = self.flush().await {
+            if let Err(end) = self.flush(actor).await {
                 return end;
             }
             if self.input.is_empty() && self.input_peak > KEEP_BUFFER_BYTES {
@@ -311,7 +311,9 @@ impl Connection {
 impl Connection {
     /// Writes out every reply, unless the node closes the connection meanwhile or the client
     /// reads nothing for `timeout`.
-    async fn flush(&mut self) -> Result<(), End> {
+    async fn flush(&mut self, actor: &Actor) -> Result<(), End> {
+        // Acknowledged writes must be in the log before their acknowledgements leave.
+        actor.log_before_reply();
         let peak = self.output.len();
         let state = self.state.as_ref().expect("state is present while serving");
         let stream = self
@@ -381,7 +383,7 @@ impl Connection {
 
     /// Writes what is buffered and hands the connection, with its state, to actor `to`.
     async fn move_away(&mut self, actor: &Actor, to: usize) -> End {
-        if let Err(end) = self.flush().await {
+        if let Err(end) = self.flush(actor).await {
             return end;
         }
         let (Some(stream), Some(state)) = (self.stream.take(), self.state.take()) else {

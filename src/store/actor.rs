@@ -10,7 +10,7 @@
 //! This file owns the actor loop and local sync; what a connection says is the RPC layer's
 //! business (see [`ConnectionService`]).
 
-use std::cell::{Ref, RefCell, RefMut};
+use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -22,17 +22,28 @@ use futures::future::LocalBoxFuture;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::LocalSet;
 
+use super::clock::wall_millis;
 use super::entry::Batch;
 use super::gateway::GatewayHandle;
+use super::log::LogWriter;
+#[cfg(doc)]
+use super::log::MAX_UNTRIMMED_BYTES;
 use super::pace::{self, Pace};
 use super::replica::Replica;
 use super::stats::Stats;
-use super::validate::Limits;
+use super::validate::{Limits, purge_horizon, purge_period};
 
 /// The least gap between two flushes of an actor's first-hand Puts to the other local
 /// participants (at most 10 messages per second per ordered pair); the first Put after a
 /// quiet spell is flushed at once.
 pub const FLUSH_PERIOD: Duration = Duration::from_millis(100);
+
+/// How often an actor looks whether its log is due to be forced to disk or its tombstones due
+/// to be purged, also while idle.
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_millis(250);
+
+/// How often an actor held by backpressure looks again whether persistence caught up.
+const HOLD_POLL: Duration = Duration::from_millis(5);
 
 /// A client connection moving to an actor, with whatever bytes were read but not yet handled.
 #[derive(Debug)]
@@ -98,6 +109,10 @@ pub struct Actor {
     stats: Arc<Stats>,
     /// Key and value limits the RPC port enforces.
     limits: Limits,
+    /// This actor's append-only log, written at every flush.
+    log: RefCell<LogWriter>,
+    /// When this actor last purged expired tombstones.
+    last_purge: Cell<std::time::Instant>,
 }
 
 impl Actor {
@@ -157,11 +172,41 @@ impl Actor {
             })
     }
 
-    /// Sends the first-hand Puts since the last flush to every other actor and the gateway.
+    /// Sends the first-hand Puts since the last flush to every other actor and the gateway,
+    /// after appending them to the log.
     fn flush(&self) {
-        let Some(batch) = self.replica.borrow_mut().take_pending() else {
+        if let Some(batch) = self.replica.borrow_mut().take_pending() {
+            self.hand_over(batch);
+        }
+        self.housekeeping();
+        self.hold_while_persistence_lags();
+    }
+
+    /// Forces the log to disk and purges expired tombstones when they are due.
+    fn housekeeping(&self) {
+        if let Err(err) = self.log.borrow_mut().tick() {
+            tracing::error!(%err, "could not force the log to disk");
+        }
+        self.purge_if_due();
+    }
+
+    /// Appends the writes made since the last call to the log. The RPC layer calls this
+    /// before it sends acknowledgements, so nothing acknowledged is only in memory.
+    pub fn log_before_reply(&self) {
+        let unlogged = self.replica.borrow_mut().take_unlogged();
+        if unlogged.is_empty() {
             return;
-        };
+        }
+        if let Err(err) = self.log.borrow_mut().write(&unlogged) {
+            // redb still gets the entries; only a crash before its commit would lose them.
+            tracing::error!(%err, "could not append to the log");
+        }
+    }
+
+    /// Hands one flush's batch to every other actor and the gateway, with the log complete
+    /// before it and a full log segment closed after it.
+    fn hand_over(&self, batch: Batch) {
+        self.log_before_reply();
         let bytes: usize = batch.iter().map(|(key, entry)| entry.wire_size(key)).sum();
         let row = &self.stats.senders[self.index];
         for (to, mailbox) in self.mailboxes.actors.iter().enumerate() {
@@ -178,6 +223,47 @@ impl Actor {
         }
         if self.mailboxes.gateway.local_batch(self.index, batch) {
             row.sent(self.stats.gateway_index(), bytes);
+        }
+        match self.log.borrow_mut().rotate_if_full() {
+            Ok(Some(segment)) => self.mailboxes.gateway.log_closed(self.index, segment),
+            Ok(None) => {}
+            Err(err) => tracing::error!(%err, "could not close a log segment"),
+        }
+    }
+
+    /// Drops tombstones past the purge horizon, once per purge period.
+    fn purge_if_due(&self) {
+        if self.last_purge.get().elapsed() < purge_period(self.limits.tombstone_ttl) {
+            return;
+        }
+        self.last_purge.set(std::time::Instant::now());
+        let horizon = purge_horizon(wall_millis(), self.limits.tombstone_ttl);
+        let purged = self.replica.borrow_mut().purge_expired(horizon);
+        if purged > 0 {
+            tracing::debug!(actor = self.index, purged, "purged expired tombstones");
+        }
+    }
+
+    /// Backpressure: while the node's log holds more than [`MAX_UNTRIMMED_BYTES`] that redb
+    /// has not committed, this actor (and so every connection on it) waits. Its own open
+    /// segment is closed first, so that the wait always ends once redb catches up.
+    fn hold_while_persistence_lags(&self) {
+        if !self.log.borrow().backlogged() {
+            return;
+        }
+        self.close_log();
+        tracing::warn!("persistence is behind: holding writers until it catches up");
+        while self.log.borrow().backlogged() {
+            thread::sleep(HOLD_POLL);
+        }
+    }
+
+    /// Closes the open log segment and says so behind this actor's batches.
+    fn close_log(&self) {
+        match self.log.borrow_mut().close() {
+            Ok(Some(segment)) => self.mailboxes.gateway.log_closed(self.index, segment),
+            Ok(None) => {}
+            Err(err) => tracing::error!(%err, "could not close a log segment"),
         }
     }
 }
@@ -236,6 +322,8 @@ pub struct ActorSetup {
     pub index: usize,
     /// Its initial replica (loaded from disk).
     pub replica: Replica,
+    /// Its append-only log.
+    pub log: LogWriter,
     /// Its own mailbox.
     pub inbox: mpsc::UnboundedReceiver<ToActor>,
     /// Everyone's mailboxes.
@@ -278,6 +366,7 @@ async fn run(setup: ActorSetup) {
     let ActorSetup {
         index,
         replica,
+        log,
         mut inbox,
         mailboxes,
         stats,
@@ -291,10 +380,14 @@ async fn run(setup: ActorSetup) {
         mailboxes,
         stats,
         limits,
+        log: RefCell::new(log),
+        last_purge: Cell::new(std::time::Instant::now()),
     });
     // One bucket stands for those of all this actor's ordered pairs: every flush goes to every
     // other participant at once, so their buckets would always be in the same state.
     let mut pace = Pace::new(FLUSH_PERIOD, std::time::Instant::now());
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING_PERIOD);
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let due = actor
             .replica
@@ -315,16 +408,21 @@ async fn run(setup: ActorSetup) {
                 }
                 Some(ToActor::Shutdown(done)) => {
                     actor.flush();
+                    actor.close_log();
                     let _ = done.send(());
                     break;
                 }
                 None => {
                     actor.flush();
+                    actor.close_log();
                     break;
                 }
             },
+
             // New Puts: go round again to see when they may go.
             () = actor.wrote.notified() => {}
+            // Housekeeping while idle too: force the log to disk, purge old tombstones.
+            _ = housekeeping.tick() => actor.housekeeping(),
             () = pace::until(due) => {
                 if pace.try_take(std::time::Instant::now()) {
                     actor.flush();

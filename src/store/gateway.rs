@@ -26,7 +26,9 @@ use super::pace::{self, Pace};
 use super::persist::PersistHandle;
 use super::sign::Signer;
 use super::stats::Stats;
-use super::validate::{Checked, Limits, check_remote};
+use super::validate::{
+    Checked, Limits, check_remote, is_expired_tombstone, purge_horizon, purge_period,
+};
 
 /// Fewest entries of a peer's delivery checked on one blocking thread; a larger delivery is
 /// split evenly over the cores so that every core verifies signatures.
@@ -46,6 +48,14 @@ pub enum ToGateway {
         from: usize,
         /// Its entries.
         batch: Batch,
+    },
+    /// A local actor closed a segment of its log after handing over the batches in it: passed
+    /// on to persistence behind those batches, which may then trim it.
+    LogClosed {
+        /// The actor's index.
+        from: usize,
+        /// The segment closed.
+        segment: u64,
     },
     /// Entries received from a peer, not yet validated.
     Remote {
@@ -84,6 +94,7 @@ impl std::fmt::Debug for ToGateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ToGateway::Local { from, batch } => write!(f, "Local({from}, {} entries)", batch.len()),
+            ToGateway::LogClosed { from, segment } => write!(f, "LogClosed({from}, {segment})"),
             ToGateway::Remote { entries, .. } => write!(f, "Remote({} entries)", entries.len()),
             ToGateway::Query(_) => f.write_str("Query"),
             ToGateway::Shutdown(_) => f.write_str("Shutdown"),
@@ -95,6 +106,11 @@ impl GatewayHandle {
     /// Hands over a local actor's batch. Returns false if the gateway has stopped.
     pub fn local_batch(&self, from: usize, batch: Batch) -> bool {
         self.tx.send(ToGateway::Local { from, batch }).is_ok()
+    }
+
+    /// Says that actor `from` closed log segment `segment` after its last batch in it.
+    pub fn log_closed(&self, from: usize, segment: u64) {
+        let _ = self.tx.send(ToGateway::LogClosed { from, segment });
     }
 
     /// Hands over entries from a peer and waits until they are merged into the gateway's
@@ -178,6 +194,8 @@ struct Gateway {
     signer: Arc<Signer>,
     /// Node-wide counters.
     stats: Arc<Stats>,
+    /// When the gateway last purged expired tombstones.
+    last_purge: std::time::Instant,
     /// Where checks running on blocking threads hand their deliveries back.
     checked_tx: mpsc::UnboundedSender<CheckedDelivery>,
     /// The budget of messages to the actors: one bucket for every gateway -> actor pair, since
@@ -211,15 +229,24 @@ pub async fn run(setup: GatewaySetup) {
         limits,
         signer,
         stats,
+        last_purge: std::time::Instant::now(),
         checked_tx,
         to_actors: Pace::new(FLUSH_PERIOD, now),
         to_network: Pace::new(FLUSH_PERIOD, now),
     };
+    let purge_every = purge_period(gateway.limits.tombstone_ttl);
+    let mut purge_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + purge_every, purge_every);
+    purge_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let due = gateway.due(std::time::Instant::now());
         tokio::select! {
             message = inbox.recv() => match message {
                 Some(ToGateway::Local { batch, .. }) => gateway.local(batch),
+                // Straight on, behind the batches this actor handed over before it.
+                Some(ToGateway::LogClosed { from, segment }) => {
+                    gateway.persist.log_closed(from, segment)
+                }
                 Some(ToGateway::Remote { entries, merged }) => gateway.check(entries, merged),
                 Some(ToGateway::Query(read)) => read(&gateway.map),
                 Some(ToGateway::Shutdown(done)) => {
@@ -232,6 +259,7 @@ pub async fn run(setup: GatewaySetup) {
                     break;
                 }
             },
+            _ = purge_tick.tick() => gateway.purge_if_due(),
             Some((checked, merged)) = checked_rx.recv() => {
                 let report = gateway.remote(checked);
                 if let Some(reply) = merged {
@@ -259,6 +287,37 @@ impl Gateway {
             }
         }
         self.persist.batch(signed);
+    }
+
+    /// Drops tombstones past the purge horizon, once per purge period, and has persistence
+    /// delete them too.
+    fn purge_if_due(&mut self) {
+        let ttl = self.limits.tombstone_ttl;
+        if self.last_purge.elapsed() < purge_period(ttl) {
+            return;
+        }
+        self.last_purge = std::time::Instant::now();
+        let horizon = purge_horizon(wall_millis(), ttl);
+        let expired: Vec<Key> = self
+            .map
+            .map()
+            .iter()
+            .filter(|(_, entry)| is_expired_tombstone(entry, horizon))
+            .map(|(key, _)| key.clone())
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        self.map.remove_all(&expired);
+        for key in &expired {
+            self.inbound.remove(key);
+            self.unpublished.remove(key);
+        }
+        tracing::debug!(purged = expired.len(), "purged expired tombstones");
+        self.stats
+            .tombstones_purged
+            .fetch_add(expired.len() as u64, Relaxed);
+        self.persist.purge(expired, horizon);
     }
 
     /// Checks a peer's entries on blocking threads (chunks in parallel); the outcome comes

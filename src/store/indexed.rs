@@ -36,6 +36,25 @@ impl IndexedMap {
         merged
     }
 
+    /// Removes `keys` (expired tombstones) from the map and the index.
+    ///
+    /// The index has no removal of its own, so it is rebuilt when anything was removed: O(n log n),
+    /// but only once per tombstone purge, which runs a few times per `tombstone_ttl` and only
+    /// when a tombstone expired.
+    pub fn remove_all<'a>(&mut self, keys: impl IntoIterator<Item = &'a Key>) {
+        let mut removed = false;
+        for key in keys {
+            removed |= self.map.remove(key).is_some();
+        }
+        if removed {
+            let mut index = FingerprintIndex::default();
+            for (key, entry) in &self.map {
+                index.upsert(key, Fingerprint::of_entry(key, &entry.version));
+            }
+            self.index = index;
+        }
+    }
+
     /// The entries, in key order.
     pub fn map(&self) -> &BTreeMap<Key, Entry> {
         &self.map

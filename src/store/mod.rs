@@ -7,6 +7,7 @@
 //! - [`replica`]: one actor's private map.
 //! - [`actor`]: query actor threads and local sync between them.
 //! - [`gateway`]: the node's bridge to the network, a full replica of its own.
+//! - [`log`]: the append-only log that covers what redb has not committed yet.
 //! - [`persist`]: durable storage in redb.
 //! - [`pace`]: the rate budget every sync hop spends (send at once, or coalesce until refill).
 //! - [`stats`]: lock-free counters for `INFO`.
@@ -21,6 +22,7 @@ pub mod entry;
 pub mod fingerprint;
 pub mod gateway;
 pub mod indexed;
+pub mod log;
 pub mod pace;
 pub mod persist;
 pub mod ranger;
@@ -32,18 +34,23 @@ pub mod validate;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 pub use entry::{Batch, Entry, Key, KeyedEntry, NodeId, Version};
+pub use log::Fsync;
 pub use sign::Signer;
 pub use validate::Limits;
 
 use actor::{ActorSetup, ActorThread, ConnectionService, Mailboxes, ToActor};
+use clock::wall_millis;
 use gateway::{GatewayHandle, GatewaySetup, ToGateway};
+use log::LogWriter;
 use persist::PersistHandle;
 use replica::Replica;
 use stats::Stats;
+use validate::{is_expired_tombstone, purge_horizon};
 
 /// Why the store could not start.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +75,21 @@ pub enum StoreError {
         /// The newest this build reads.
         supported: u64,
     },
+    /// The database is damaged: the node does not start on it, nor replace it.
+    #[error(
+        "world database {path} is damaged: {detail}.\n  cmud will not start on it. Move the file \
+         away to start afresh (peers send the world again), or move it away and `cmud import` \
+         a backup made with `cmud export`"
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The append-only log could not be read or written.
+    #[error(transparent)]
+    Log(#[from] log::LogError),
     /// A thread could not be started.
     #[error("could not start a store thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -78,6 +100,13 @@ impl StoreError {
         StoreError::Database {
             path: path.to_owned(),
             message: err.to_string(),
+        }
+    }
+
+    fn damaged(path: &Path, detail: impl std::fmt::Display) -> Self {
+        StoreError::Damaged {
+            path: path.to_owned(),
+            detail: detail.to_string(),
         }
     }
 }
@@ -93,6 +122,8 @@ pub struct OpenStore {
     gateway: GatewayHandle,
     /// The gateway's mailbox, consumed by `start`.
     gateway_inbox: mpsc::UnboundedReceiver<ToGateway>,
+    /// The append-only log's folder and fsync policy.
+    log: (PathBuf, Fsync),
     /// Signs this node's entries (and names its id and world).
     signer: Arc<Signer>,
 }
@@ -126,16 +157,52 @@ pub struct Store {
 }
 
 impl OpenStore {
-    /// Opens the database at `path` and loads it. `signer` is this node's identity: its id
-    /// is stamped on every write and its key signs them.
-    pub fn open(path: &Path, signer: Signer) -> Result<OpenStore, StoreError> {
-        let (db, map) = persist::open(path, &signer)?;
+    /// Opens the database at `path`, loads it, and replays the log in `log_dir`; the actors
+    /// will log their writes there, forced to disk as `fsync` says. `signer` is this node's
+    /// identity: its id is stamped on every write and its key signs them.
+    ///
+    /// Tombstones older than `ttl` are dropped. If no node ran here for longer than `ttl`,
+    /// others may have deleted keys and purged the tombstones meanwhile, so every entry not
+    /// written by `own` is dropped too and fetched again from peers: an old value never comes
+    /// back to life.
+    pub fn open(
+        path: &Path,
+        log_dir: &Path,
+        fsync: Fsync,
+        ttl: Duration,
+        signer: Signer,
+    ) -> Result<OpenStore, StoreError> {
+        let (mut db, mut map) = persist::open(path, log_dir, &signer)?;
+        let own = signer.node().clone();
+        let now = wall_millis();
+        let horizon = purge_horizon(now, ttl);
+        let out_of_contact = persist::last_seen(&db, path)?.is_some_and(|last| last < horizon);
+        let forget: Vec<Key> = map
+            .iter()
+            .filter(|(_, entry)| {
+                is_expired_tombstone(entry, horizon) || (out_of_contact && *entry.author() != own)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        if out_of_contact {
+            tracing::warn!(
+                dropped = forget.len(),
+                "no node ran on this world for longer than tombstone_ttl: dropping what others \
+                 wrote, to fetch it again from peers"
+            );
+        }
+        for key in &forget {
+            map.remove(key);
+        }
+        persist::forget(&db, path, &forget, now)?;
+        persist::compact_if_sparse(&mut db, path)?;
         let (gateway, gateway_inbox) = gateway::channel();
         Ok(OpenStore {
             db,
             map,
             gateway,
             gateway_inbox,
+            log: (log_dir.to_owned(), fsync),
             signer: Arc::new(signer),
         })
     }
@@ -162,7 +229,13 @@ impl OpenStore {
             service,
         } = options;
         let actors = actors.max(1);
-        let (persist, persist_thread) = persist::spawn(self.db)?;
+        let (log_dir, fsync) = self.log;
+        let untrimmed = log::Untrimmed::default();
+        let trimmer = persist::Trimmer {
+            dir: log_dir.clone(),
+            untrimmed: untrimmed.clone(),
+        };
+        let (persist, persist_thread) = persist::spawn(self.db, Some(trimmer))?;
         let (senders, inboxes): (Vec<_>, Vec<_>) = (0..actors)
             .map(|_| mpsc::unbounded_channel::<ToActor>())
             .unzip();
@@ -178,6 +251,7 @@ impl OpenStore {
             threads.push(actor::spawn(ActorSetup {
                 index,
                 replica: Replica::with_entries(node.clone(), actor_id, &self.map),
+                log: LogWriter::new(&log_dir, index, fsync, untrimmed.clone()),
                 inbox,
                 mailboxes: mailboxes.clone(),
                 stats: stats.clone(),

@@ -7,7 +7,8 @@
 //! key space: it keeps only the latest entry per key until the next commit.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,9 +17,12 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::StoreError;
-use super::entry::{Batch, Entry, Key};
+use super::clock::wall_millis;
+use super::entry::{Batch, Entry, Key, Merged, merge};
+use super::log::{self, Untrimmed};
 use super::pace::Pace;
 use super::sign::Signer;
+use super::validate::is_expired_tombstone;
 
 /// Minimum time between two commits.
 pub const COMMIT_PERIOD: Duration = Duration::from_millis(100);
@@ -33,8 +37,16 @@ const UNSIGNED_FORMAT_VERSION: u64 = 1;
 /// Key -> postcard-encoded [`Entry`].
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 
-/// Facts about the database itself (`format_version`).
+/// Facts about the database itself (`format_version`, [`LAST_SEEN`]).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The last time a node ran on the database, in milliseconds since the Unix epoch: written at
+/// every commit and at least every [`TOUCH_PERIOD`], so that a node stopped for longer than
+/// `tombstone_ttl` knows it on start.
+const LAST_SEEN: &str = "last_seen_ms";
+
+/// Longest time between two writes of [`LAST_SEEN`] while a node runs.
+const TOUCH_PERIOD: Duration = Duration::from_secs(60);
 
 /// Messages the persist actor takes.
 #[derive(Debug)]
@@ -43,6 +55,21 @@ enum ToPersist {
     Batch(Batch),
     /// Commit now and say when done.
     Flush(mpsc::Sender<()>),
+    /// Delete these keys if what redb holds for them is a tombstone older than `horizon_ms`.
+    Purge {
+        /// Keys the gateway purged.
+        keys: Vec<Key>,
+        /// The purge horizon, in milliseconds since the Unix epoch.
+        horizon_ms: u64,
+    },
+    /// An actor closed a log segment after handing over its last batch: once what came
+    /// before is committed, the segment (and that actor's earlier ones) may go.
+    LogClosed {
+        /// The actor whose log it is.
+        actor: usize,
+        /// The segment closed.
+        segment: u64,
+    },
 }
 
 /// The way to the persist actor; cheap to clone.
@@ -59,6 +86,16 @@ impl PersistHandle {
         let _ = self.tx.send(ToPersist::Batch(batch));
     }
 
+    /// Has the database drop `keys` where they hold tombstones older than `horizon_ms`.
+    pub fn purge(&self, keys: Vec<Key>, horizon_ms: u64) {
+        let _ = self.tx.send(ToPersist::Purge { keys, horizon_ms });
+    }
+
+    /// Says that `actor` closed log segment `segment` after handing over its batches.
+    pub fn log_closed(&self, actor: usize, segment: u64) {
+        let _ = self.tx.send(ToPersist::LogClosed { actor, segment });
+    }
+
     /// Commits everything queued so far and waits for it (blocking; call from a blocking
     /// context or at shutdown).
     pub fn flush_blocking(&self) {
@@ -69,10 +106,70 @@ impl PersistHandle {
     }
 }
 
-/// Opens (or creates) the world's database, checks its format (migrating an older one) and
-/// loads every entry.
-pub fn open(path: &Path, signer: &Signer) -> Result<(Database, BTreeMap<Key, Entry>), StoreError> {
-    let db = Database::create(path).map_err(|err| StoreError::db(path, err))?;
+/// Opens (or creates) the world's database, checks its format (migrating an older one), loads every entry, and replays
+/// what the append-only log in `log_dir` holds beyond it (committing it, then deleting the log).
+///
+/// A damaged database (empty, truncated, overwritten, or holding an unreadable entry) is a
+/// [`StoreError::Damaged`]: it is never started on, nor silently replaced.
+pub fn open(
+    path: &Path,
+    log_dir: &Path,
+    signer: &Signer,
+) -> Result<(Database, BTreeMap<Key, Entry>), StoreError> {
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.len() == 0
+    {
+        return Err(StoreError::damaged(path, "the file is empty"));
+    }
+    let (db, mut map) = quietly_catching_panics(path, || {
+        let db = create(path, signer)?;
+        let map = load(&db, path, signer)?;
+        Ok((db, map))
+    })?;
+    replay_log(&db, path, log_dir, signer, &mut map)?;
+    Ok((db, map))
+}
+
+/// Runs `open` with redb's panics on damaged files turned into [`StoreError::Damaged`], and
+/// without the panic's backtrace on the terminal.
+fn quietly_catching_panics<T>(
+    path: &Path,
+    open: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open));
+    std::panic::set_hook(hook);
+    result.unwrap_or_else(|panic| {
+        let detail = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("redb could not read it");
+        Err(StoreError::damaged(path, detail))
+    })
+}
+
+/// Opens the database file and makes sure its tables exist and its format is one we read.
+fn create(path: &Path, signer: &Signer) -> Result<Database, StoreError> {
+    let db = Database::create(path).map_err(|err| match err {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+            StoreError::damaged(path, detail)
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Io(err))
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            StoreError::damaged(path, format!("it is not a readable redb database ({err})"))
+        }
+        // redb reads a file that is not a database (overwritten) as an unknown format.
+        redb::DatabaseError::UpgradeRequired(_) => {
+            StoreError::damaged(path, "it is not a redb database of a known format")
+        }
+        other => StoreError::db(path, other),
+    })?;
     let write = db.begin_write().map_err(|err| StoreError::db(path, err))?;
     {
         let mut meta = write
@@ -112,7 +209,11 @@ pub fn open(path: &Path, signer: &Signer) -> Result<(Database, BTreeMap<Key, Ent
             .map_err(|err| StoreError::db(path, err))?;
     }
     write.commit().map_err(|err| StoreError::db(path, err))?;
+    Ok(db)
+}
 
+/// Reads every entry; one that does not decode means the file is damaged.
+fn load(db: &Database, path: &Path, signer: &Signer) -> Result<BTreeMap<Key, Entry>, StoreError> {
     let mut map = BTreeMap::new();
     let read = db.begin_read().map_err(|err| StoreError::db(path, err))?;
     let table = read
@@ -120,22 +221,101 @@ pub fn open(path: &Path, signer: &Signer) -> Result<(Database, BTreeMap<Key, Ent
         .map_err(|err| StoreError::db(path, err))?;
     for row in table.iter().map_err(|err| StoreError::db(path, err))? {
         let (key, value) = row.map_err(|err| StoreError::db(path, err))?;
-        match postcard::from_bytes::<Entry>(value.value()) {
-            // This node's writes reach disk before their signature does (see the gateway): a
-            // node killed in between signs them now.
-            Ok(entry) if entry.signature.is_none() => {
-                if entry.version.node == *signer.node() {
-                    let entry = signer.sign(key.value(), &entry);
-                    map.insert(Bytes::copy_from_slice(key.value()), entry);
-                }
-            }
-            Ok(entry) => {
+        let entry = postcard::from_bytes::<Entry>(value.value()).map_err(|err| {
+            let key = String::from_utf8_lossy(key.value());
+            StoreError::damaged(
+                path,
+                format!("the entry under {key:?} is unreadable ({err})"),
+            )
+        })?;
+        // This node's writes reach disk before their signature does (see the gateway): a
+        // node killed in between signs them now.
+        if entry.signature.is_none() {
+            if entry.version.node == *signer.node() {
+                let entry = signer.sign(key.value(), &entry);
                 map.insert(Bytes::copy_from_slice(key.value()), entry);
             }
-            Err(err) => tracing::warn!(?err, "skipping an unreadable entry in {}", path.display()),
+            continue;
+        }
+        map.insert(Bytes::copy_from_slice(key.value()), entry);
+    }
+    Ok(map)
+}
+
+/// Merges every segment of the log into `map` and the database, then deletes the segments.
+fn replay_log(
+    db: &Database,
+    path: &Path,
+    log_dir: &Path,
+    signer: &Signer,
+    map: &mut BTreeMap<Key, Entry>,
+) -> Result<(), StoreError> {
+    let segments = log::segments(log_dir)?;
+    if segments.is_empty() {
+        return Ok(());
+    }
+    let mut changed = HashMap::new();
+    let (mut records, mut torn) = (0, 0);
+    for (segment, _, _) in &segments {
+        let read = log::read_segment(segment)?;
+        records += read.records;
+        torn += read.torn_bytes;
+        for (key, entry) in read.entries {
+            // The log holds this node's writes as they were acknowledged, before signing.
+            let entry = match entry.signature {
+                None if entry.version.node == *signer.node() => signer.sign(&key, &entry),
+                _ => entry,
+            };
+            if merge(map, key.clone(), entry.clone()) != Merged::Unchanged {
+                changed.insert(key, entry);
+            }
         }
     }
-    Ok((db, map))
+    if torn > 0 {
+        tracing::warn!(
+            torn,
+            "the log ended in a write cut short; its last bytes are ignored"
+        );
+    }
+    tracing::info!(
+        records,
+        recovered = changed.len(),
+        "replayed the log left by a node that did not stop cleanly"
+    );
+    commit(db, &changed, None).map_err(|err| StoreError::db(path, err))?;
+    for (segment, _, _) in &segments {
+        std::fs::remove_file(segment).map_err(|source| {
+            StoreError::Log(log::LogError::Io {
+                path: segment.clone(),
+                source,
+            })
+        })?;
+    }
+    Ok(())
+}
+
+/// The log the persist actor trims after its commits.
+#[derive(Clone, Debug)]
+pub struct Trimmer {
+    /// The log folder.
+    pub dir: PathBuf,
+    /// Bytes of log not yet trimmed, which the writers watch.
+    pub untrimmed: Untrimmed,
+}
+
+impl Trimmer {
+    /// Deletes the closed segments once everything handed over before them is committed.
+    fn trim(&self, closed: &mut Vec<(usize, u64)>) {
+        for (actor, segment) in closed.drain(..) {
+            match log::trim(&self.dir, actor, segment) {
+                Ok(freed) => {
+                    self.untrimmed
+                        .fetch_sub(freed.min(self.untrimmed.load(Relaxed)), Relaxed);
+                }
+                Err(err) => tracing::error!(%err, "could not trim the log"),
+            }
+        }
+    }
 }
 
 /// Migrates a database of unsigned entries: this node's own entries are signed, everyone
@@ -172,28 +352,45 @@ fn migrate_unsigned(write: &redb::WriteTransaction, signer: &Signer) -> Result<(
 
 /// Starts the persist actor on its own thread. It stops, after a last commit, once every
 /// handle is dropped.
-pub fn spawn(db: Database) -> std::io::Result<(PersistHandle, thread::JoinHandle<()>)> {
+pub fn spawn(
+    db: Database,
+    trimmer: Option<Trimmer>,
+) -> std::io::Result<(PersistHandle, thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel();
     let join = thread::Builder::new()
         .name("cmud-persist".into())
-        .spawn(move || run(db, rx))?;
+        .spawn(move || run(db, trimmer, rx))?;
     Ok((PersistHandle { tx }, join))
 }
 
-fn run(db: Database, inbox: mpsc::Receiver<ToPersist>) {
+fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>) {
     let mut pending: HashMap<Key, Entry> = HashMap::new();
+    let mut segments: Vec<(usize, u64)> = Vec::new();
+    let mut purges: Vec<(Vec<Key>, u64)> = Vec::new();
     let mut waiting: Vec<mpsc::Sender<()>> = Vec::new();
     let mut pace = Pace::new(COMMIT_PERIOD, Instant::now());
     let mut closed = false;
     while !closed {
         // Wait for work; with a failed commit outstanding, wake up to retry it.
         let first = if pending.is_empty() {
-            inbox.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            let message = inbox.recv_timeout(TOUCH_PERIOD);
+            if matches!(message, Err(RecvTimeoutError::Timeout))
+                && let Err(err) = touch(&db)
+            {
+                tracing::error!(%err, "could not write to the world database");
+            }
+            message
         } else {
             inbox.recv_timeout(COMMIT_PERIOD)
         };
         match first {
-            Ok(message) => absorb(message, &mut pending, &mut waiting),
+            Ok(message) => absorb(
+                message,
+                &mut pending,
+                &mut segments,
+                &mut purges,
+                &mut waiting,
+            ),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => closed = true,
         }
@@ -205,23 +402,46 @@ fn run(db: Database, inbox: mpsc::Receiver<ToPersist>) {
                 break;
             }
             match inbox.recv_timeout(left) {
-                Ok(message) => absorb(message, &mut pending, &mut waiting),
+                Ok(message) => absorb(
+                    message,
+                    &mut pending,
+                    &mut segments,
+                    &mut purges,
+                    &mut waiting,
+                ),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => closed = true,
             }
         }
         while let Ok(message) = inbox.try_recv() {
-            absorb(message, &mut pending, &mut waiting);
+            absorb(
+                message,
+                &mut pending,
+                &mut segments,
+                &mut purges,
+                &mut waiting,
+            );
         }
         // Past `due`, or forced by a flush or the end: commit either way.
         let forced = closed || !waiting.is_empty();
         if !pending.is_empty() && (pace.try_take(Instant::now()) || forced) {
-            match commit(&db, &pending) {
+            match commit(&db, &pending, Some(wall_millis())) {
                 Ok(()) => pending.clear(),
                 // Keep the entries: the next round retries them.
                 Err(err) => {
                     tracing::error!(%err, "could not commit to the world database; will retry")
                 }
+            }
+        }
+        // Everything handed over before the segments closed is committed now.
+        if pending.is_empty()
+            && let Some(trimmer) = &trimmer
+        {
+            trimmer.trim(&mut segments);
+        }
+        for (keys, horizon_ms) in purges.drain(..) {
+            if let Err(err) = delete_expired(&db, &keys, horizon_ms) {
+                tracing::error!(%err, "could not purge tombstones from the world database");
             }
         }
         for done in waiting.drain(..) {
@@ -234,6 +454,8 @@ fn run(db: Database, inbox: mpsc::Receiver<ToPersist>) {
 fn absorb(
     message: ToPersist,
     pending: &mut HashMap<Key, Entry>,
+    closed: &mut Vec<(usize, u64)>,
+    purges: &mut Vec<(Vec<Key>, u64)>,
     waiting: &mut Vec<mpsc::Sender<()>>,
 ) {
     match message {
@@ -252,7 +474,90 @@ fn absorb(
             }
         }
         ToPersist::Flush(done) => waiting.push(done),
+        ToPersist::LogClosed { actor, segment } => closed.push((actor, segment)),
+        ToPersist::Purge { keys, horizon_ms } => purges.push((keys, horizon_ms)),
     }
+}
+
+/// The last time a node ran on this database (milliseconds since the Unix epoch), if known.
+pub fn last_seen(db: &Database, path: &Path) -> Result<Option<u64>, StoreError> {
+    let read = db.begin_read().map_err(|err| StoreError::db(path, err))?;
+    let meta = read
+        .open_table(META)
+        .map_err(|err| StoreError::db(path, err))?;
+    let found = meta
+        .get(LAST_SEEN)
+        .map_err(|err| StoreError::db(path, err))?
+        .map(|v| v.value());
+    Ok(found)
+}
+
+/// Deletes `keys` whatever they hold and records `now_ms` as the last time a node ran here.
+pub fn forget(db: &Database, path: &Path, keys: &[Key], now_ms: u64) -> Result<(), StoreError> {
+    let run = || -> Result<(), redb::Error> {
+        let write = db.begin_write()?;
+        {
+            let mut table = write.open_table(ENTRIES)?;
+            for key in keys {
+                table.remove(key.as_ref())?;
+            }
+            write.open_table(META)?.insert(LAST_SEEN, now_ms)?;
+        }
+        write.commit()?;
+        Ok(())
+    };
+    run().map_err(|err| StoreError::db(path, err))
+}
+
+/// Compacts the database when more than half of its file is free space (after many deletes or
+/// purged tombstones), so the space is given back. Call before any transaction is open.
+pub fn compact_if_sparse(db: &mut Database, path: &Path) -> Result<(), StoreError> {
+    let file_bytes = std::fs::metadata(path).map_or(0, |meta| meta.len());
+    // Pages freed by the last transactions are only released by the ones after them.
+    for _ in 0..2 {
+        let empty = db.begin_write().map_err(|err| StoreError::db(path, err))?;
+        empty.commit().map_err(|err| StoreError::db(path, err))?;
+    }
+    let write = db.begin_write().map_err(|err| StoreError::db(path, err))?;
+    let stats = write.stats().map_err(|err| StoreError::db(path, err))?;
+    let used_bytes = stats.allocated_pages() * stats.page_size() as u64;
+    write.abort().map_err(|err| StoreError::db(path, err))?;
+    if used_bytes.saturating_mul(2) >= file_bytes {
+        return Ok(());
+    }
+    db.compact().map_err(|err| StoreError::db(path, err))?;
+    let after = std::fs::metadata(path).map_or(0, |meta| meta.len());
+    tracing::info!(before = file_bytes, after, "compacted the world database");
+    Ok(())
+}
+
+/// Records that a node is running here now.
+fn touch(db: &Database) -> Result<(), redb::Error> {
+    let write = db.begin_write()?;
+    write.open_table(META)?.insert(LAST_SEEN, wall_millis())?;
+    write.commit()?;
+    Ok(())
+}
+
+/// Deletes `keys` where the database holds a tombstone older than `horizon_ms` (a newer
+/// write under the key stays).
+pub fn delete_expired(db: &Database, keys: &[Key], horizon_ms: u64) -> Result<(), redb::Error> {
+    let write = db.begin_write()?;
+    {
+        let mut table = write.open_table(ENTRIES)?;
+        for key in keys {
+            let expired = match table.get(key.as_ref())? {
+                Some(stored) => postcard::from_bytes::<Entry>(stored.value())
+                    .is_ok_and(|stored| is_expired_tombstone(&stored, horizon_ms)),
+                None => false,
+            };
+            if expired {
+                table.remove(key.as_ref())?;
+            }
+        }
+    }
+    write.commit()?;
+    Ok(())
 }
 
 /// Whether `new` should replace `old` on disk: a greater version, or the same write now
@@ -262,9 +567,28 @@ fn replaces(new: &Entry, old: &Entry) -> bool {
         || (new.version == old.version && old.signature.is_none() && new.signature.is_some())
 }
 
-fn commit(db: &Database, pending: &HashMap<Key, Entry>) -> Result<(), redb::Error> {
+/// Merges `entries` into the database under last-writer-wins, in one transaction (for tools
+/// working on a stopped node's folder).
+pub fn merge_into(
+    db: &Database,
+    path: &Path,
+    entries: &HashMap<Key, Entry>,
+) -> Result<(), StoreError> {
+    commit(db, entries, None).map_err(|err| StoreError::db(path, err))
+}
+
+/// Writes `pending` under last-writer-wins, and `last_seen` (by a running node only: a replay
+/// or an import does not mean a node was in touch with the world).
+fn commit(
+    db: &Database,
+    pending: &HashMap<Key, Entry>,
+    last_seen: Option<u64>,
+) -> Result<(), redb::Error> {
     let write = db.begin_write()?;
     {
+        if let Some(now_ms) = last_seen {
+            write.open_table(META)?.insert(LAST_SEEN, now_ms)?;
+        }
         let mut table = write.open_table(ENTRIES)?;
         let mut buf = Vec::new();
         for (key, entry) in pending {
@@ -297,6 +621,114 @@ mod tests {
     use super::*;
     use crate::store::entry::{NodeId, Version};
     use crate::store::sign::verify_entries;
+
+    /// This node's signer in the tests.
+    fn test_signer() -> Signer {
+        Signer::new(&Keypair::ed25519_from_bytes([9; 32]).unwrap(), "w").unwrap()
+    }
+
+    fn keyed(n: u64) -> (Key, Entry) {
+        let version = Version {
+            millis: n,
+            counter: 0,
+            node: test_signer().node().clone(),
+            actor: 0,
+        };
+        (
+            Bytes::from(format!("key/{n:06}")),
+            Entry::value(version, Bytes::from(format!("value-{n}"))),
+        )
+    }
+
+    /// A closed database of `n` entries in `dir`; returns its path.
+    fn database(dir: &Path, n: u64) -> PathBuf {
+        let path = dir.join("world.redb");
+        let (db, _) = open(&path, &dir.join("log"), &test_signer()).unwrap();
+        let pending: HashMap<Key, Entry> = (0..n).map(keyed).collect();
+        commit(&db, &pending, None).unwrap();
+        path
+    }
+
+    fn damage(path: &Path, err: StoreError) -> String {
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Damaged { .. }), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("cmud import"), "{text}");
+        text
+    }
+
+    #[test]
+    fn an_empty_file_is_damage_not_a_new_world() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("world.redb");
+        std::fs::write(&path, b"").unwrap();
+        let err = open(&path, &dir.path().join("log"), &test_signer()).unwrap_err();
+        assert!(damage(&path, err).contains("empty"));
+    }
+
+    #[test]
+    fn a_truncated_file_is_damage_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database(dir.path(), 2000);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(len / 2).unwrap();
+        drop(file);
+        let err = open(&path, &dir.path().join("log"), &test_signer()).unwrap_err();
+        damage(&path, err);
+    }
+
+    #[test]
+    fn an_overwritten_file_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database(dir.path(), 10);
+        let len = std::fs::metadata(&path).unwrap().len() as usize;
+        std::fs::write(&path, vec![0x5A; len]).unwrap();
+        let err = open(&path, &dir.path().join("log"), &test_signer()).unwrap_err();
+        damage(&path, err);
+    }
+
+    #[test]
+    fn a_mostly_empty_database_is_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database(dir.path(), 20_000);
+        let (mut db, map) = open(&path, &dir.path().join("log"), &test_signer()).unwrap();
+        let full = std::fs::metadata(&path).unwrap().len();
+        let keys: Vec<Key> = map.into_keys().collect();
+        forget(&db, &path, &keys, 1).unwrap();
+        compact_if_sparse(&mut db, &path).unwrap();
+        let compacted = std::fs::metadata(&path).unwrap().len();
+        assert!(compacted * 2 < full, "{full} -> {compacted} bytes");
+        // Nothing more to give back: no second compaction.
+        compact_if_sparse(&mut db, &path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), compacted);
+    }
+
+    #[test]
+    fn the_log_is_replayed_into_the_database_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_dir = dir.path().join("log");
+        let path = database(dir.path(), 3);
+        let mut writer = log::LogWriter::new(&log_dir, 1, log::Fsync::No, Untrimmed::default());
+        // Newer than what redb holds for key 1, and a key redb never had.
+        let mut newer = keyed(1);
+        newer.1.version.millis = 100;
+        writer.append(&[newer.clone(), keyed(7)]).unwrap();
+        drop(writer);
+        let (db, map) = open(&path, &log_dir, &test_signer()).unwrap();
+        assert_eq!(
+            last_seen(&db, &path).unwrap(),
+            None,
+            "a replay is not a node in touch with the world"
+        );
+        drop(db);
+        assert_eq!(map.len(), 4);
+        assert_eq!(map[&newer.0].version, newer.1.version);
+        assert!(log::segments(&log_dir).unwrap().is_empty());
+        // And it was committed: a second open without the log still has it.
+        let (_, map) = open(&path, &log_dir, &test_signer()).unwrap();
+        assert_eq!(map[&keyed(7).0].value, keyed(7).1.value);
+    }
 
     fn entry_by(node: &NodeId, value: &'static [u8]) -> Entry {
         let version = Version {
@@ -333,7 +765,7 @@ mod tests {
             }
             write.commit().unwrap();
         }
-        let (db, map) = open(&path, &signer).unwrap();
+        let (db, map) = open(&path, &dir.path().join("log"), &signer).unwrap();
         assert_eq!(
             map.keys().collect::<Vec<_>>(),
             [&Bytes::from_static(b"mine")]
@@ -342,7 +774,7 @@ mod tests {
         assert_eq!(verify_entries("w", &entries), [true]);
         drop(db);
         // Reopened, it is of the current format and nothing changes.
-        let (_, again) = open(&path, &signer).unwrap();
+        let (_, again) = open(&path, &dir.path().join("log"), &signer).unwrap();
         assert_eq!(again.len(), 1);
     }
 
@@ -351,7 +783,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("world.redb");
         let signer = Signer::new(&Keypair::ed25519_from_bytes([6; 32]).unwrap(), "w").unwrap();
-        let (db, _) = open(&path, &signer).unwrap();
+        let (db, _) = open(&path, &dir.path().join("log"), &signer).unwrap();
         let own = entry_by(signer.node(), b"1");
         let mut pending = HashMap::new();
         pending.insert(Bytes::from_static(b"mine"), own.clone());
@@ -359,12 +791,12 @@ mod tests {
             Bytes::from_static(b"theirs"),
             entry_by(&NodeId::new("12D3KooWStranger"), b"2"),
         );
-        commit(&db, &pending).unwrap();
+        commit(&db, &pending, None).unwrap();
         // The signed copy of the same write replaces the unsigned one; the reverse does not.
         let signed = signer.sign(b"mine", &own);
         assert!(replaces(&signed, &own) && !replaces(&own, &signed));
         drop(db);
-        let (_, map) = open(&path, &signer).unwrap();
+        let (_, map) = open(&path, &dir.path().join("log"), &signer).unwrap();
         let entries: Vec<_> = map.into_iter().collect();
         assert_eq!(entries, [(Bytes::from_static(b"mine"), signed)]);
     }
@@ -384,7 +816,9 @@ mod tests {
             write.commit().unwrap();
         }
         let signer = Signer::new(&Keypair::generate_ed25519(), "w").unwrap();
-        let err = open(&path, &signer).unwrap_err().to_string();
+        let err = open(&path, &dir.path().join("log"), &signer)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("world.redb") && err.contains("upgrade"),
             "{err}"

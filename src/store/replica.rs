@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::clock::Hlc;
 use super::entry::{Batch, Entry, Key, KeyedEntry, Merged, NodeId, merge};
+use super::validate::is_expired_tombstone;
 
 /// A full replica owned by one actor.
 #[derive(Debug)]
@@ -23,6 +24,8 @@ pub struct Replica {
     clock: Hlc,
     /// First-hand Puts since the last flush, latest per key.
     pending: HashMap<Key, Entry>,
+    /// First-hand Puts not yet in the log, in order (see [`Replica::take_unlogged`]).
+    unlogged: Vec<KeyedEntry>,
 }
 
 impl Replica {
@@ -33,6 +36,7 @@ impl Replica {
             live: 0,
             clock: Hlc::new(node, actor),
             pending: HashMap::new(),
+            unlogged: Vec::new(),
         }
     }
 
@@ -46,6 +50,20 @@ impl Replica {
         replica.live = entries.values().filter(|e| !e.is_tombstone()).count();
         replica.map = entries.clone();
         replica
+    }
+
+    /// The first-hand Puts made since the last call, for the log: they are written to it
+    /// before their acknowledgement leaves.
+    pub fn take_unlogged(&mut self) -> Vec<KeyedEntry> {
+        std::mem::take(&mut self.unlogged)
+    }
+
+    /// Drops tombstones written before `horizon_ms`; returns how many.
+    pub fn purge_expired(&mut self, horizon_ms: u64) -> usize {
+        let before = self.map.len();
+        self.map
+            .retain(|_, entry| !is_expired_tombstone(entry, horizon_ms));
+        before - self.map.len()
     }
 
     /// The node whose writes this replica stamps (its own namespace is `p/<node>/`).
@@ -74,6 +92,7 @@ impl Replica {
             signature: None,
         };
         self.pending.insert(key.clone(), entry.clone());
+        self.unlogged.push((key.clone(), entry.clone()));
         let was_live = match merge(&mut self.map, key, entry) {
             Merged::Changed { was_live } => was_live,
             // The clock is past every version this replica holds or has seen, so a fresh
@@ -153,6 +172,19 @@ mod tests {
 
     fn bytes(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn only_tombstones_older_than_the_horizon_are_purged() {
+        let mut replica = Replica::new(NodeId::new("n"), 0);
+        replica.put(bytes("old"), Some(bytes("v")), 1_000);
+        replica.put(bytes("gone"), None, 1_000);
+        replica.put(bytes("recent"), None, 2_000);
+        assert_eq!(replica.purge_expired(2_000), 1);
+        assert!(replica.entry(b"gone").is_none());
+        assert!(replica.entry(b"recent").is_some());
+        assert_eq!(replica.get(b"old"), Some(&bytes("v")));
+        assert_eq!(replica.live_keys(), 1);
     }
 
     #[test]

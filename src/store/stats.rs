@@ -72,6 +72,8 @@ pub struct Stats {
     pub senders: Vec<SenderStats>,
     /// Network-side counters.
     pub remote: RemoteStats,
+    /// Expired tombstones the gateway purged (each actor purges the same ones).
+    pub tombstones_purged: AtomicU64,
 }
 
 impl Stats {
@@ -85,6 +87,7 @@ impl Stats {
                 .map(|_| SenderStats::new(participants))
                 .collect(),
             remote: RemoteStats::default(),
+            tombstones_purged: AtomicU64::new(0),
         }
     }
 

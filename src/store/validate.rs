@@ -22,6 +22,8 @@ pub struct Limits {
     pub max_args: usize,
     /// How far in the future (by our wall clock) a version may be and still be merged.
     pub max_clock_skew: Duration,
+    /// How long a tombstone is kept before it is purged; older ones are not accepted.
+    pub tombstone_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -31,8 +33,29 @@ impl Default for Limits {
             max_value_bytes: 32 * 1024,
             max_args: 1024,
             max_clock_skew: Duration::from_secs(60),
+            tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
         }
     }
+}
+
+/// How long tombstones are kept by default: a week.
+pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The purge horizon at wall time `now_ms`: tombstones written before it are purged, and
+/// refused from peers.
+pub fn purge_horizon(now_ms: u64, ttl: Duration) -> u64 {
+    now_ms.saturating_sub(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How often replicas purge expired tombstones: a quarter of the TTL, between 100 ms and a
+/// minute (a purge is a scan of the whole map).
+pub fn purge_period(ttl: Duration) -> Duration {
+    (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
+}
+
+/// Whether `entry` is a tombstone older than the purge horizon.
+pub fn is_expired_tombstone(entry: &Entry, horizon_ms: u64) -> bool {
+    entry.is_tombstone() && entry.version.millis < horizon_ms
 }
 
 /// Largest signature an entry may carry, in bytes (an ed25519 signature is 64).
@@ -70,6 +93,9 @@ pub enum Rejected {
     /// The signature slot or the writer id is malformed.
     #[error("malformed writer id or signature")]
     Malformed,
+    /// A tombstone older than the purge horizon: every replica has dropped it already.
+    #[error("tombstone older than tombstone_ttl")]
+    Expired,
     /// The key lies under `p/<id>/` of a peer other than the writer.
     #[error("key under another peer's namespace")]
     Namespace,
@@ -134,6 +160,9 @@ pub fn check_entry(
             .is_some_and(|s| s.len() > MAX_SIGNATURE_BYTES)
     {
         return Err(Rejected::Malformed);
+    }
+    if is_expired_tombstone(entry, purge_horizon(now_ms, limits.tombstone_ttl)) {
+        return Err(Rejected::Expired);
     }
     if !may_write(key, node) {
         return Err(Rejected::Namespace);
@@ -263,6 +292,30 @@ mod tests {
             Err(Rejected::Value(5))
         );
         assert!(!Rejected::Value(5).is_transient());
+    }
+
+    #[test]
+    fn tombstones_past_the_horizon_are_refused_but_old_values_are_not() {
+        let limits = Limits {
+            tombstone_ttl: Duration::from_secs(10),
+            ..Limits::default()
+        };
+        let now = 100_000;
+        let mut old = entry_at(now - 10_001, b"v");
+        assert_eq!(check_entry(b"k", &old, now, &limits), Ok(()));
+        old.value = None;
+        assert_eq!(
+            check_entry(b"k", &old, now, &limits),
+            Err(Rejected::Expired)
+        );
+        assert!(!Rejected::Expired.is_transient());
+        old.version.millis = now - 10_000;
+        assert_eq!(check_entry(b"k", &old, now, &limits), Ok(()));
+        assert_eq!(
+            purge_period(Duration::from_secs(1)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(purge_period(DEFAULT_TOMBSTONE_TTL), Duration::from_secs(60));
     }
 
     #[test]

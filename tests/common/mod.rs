@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests: running the real `cmud` binary, and waiting for a
 //! condition with a generous deadline.
 
+// Each test crate uses a part of these helpers.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,24 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// A raw RESP connection to a node's RPC port (for pipelining by hand), authenticated, with
+/// generous timeouts.
+pub fn raw_connection(endpoint: &RpcEndpoint) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(endpoint.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let auth = endpoint.auth_line();
+    if !auth.is_empty() {
+        stream.write_all(&auth).expect("write AUTH");
+        let mut ok = [0u8; 5];
+        stream.read_exact(&mut ok).expect("AUTH reply");
+        assert_eq!(&ok, b"+OK\r\n", "AUTH with the node's token");
+    }
+    stream
+}
 
 /// Polls `check` every 20 ms until it holds; fails the test after `deadline`.
 pub async fn eventually(deadline: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -42,6 +63,33 @@ pub struct Launch {
 }
 
 impl Binary {
+    /// The binary with its data, config and home folders under `root`.
+    fn base(root: &Path) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cmud"));
+        command
+            .arg("--data-dir")
+            .arg(root.join("data"))
+            .env("HOME", root.join("home"))
+            .env("XDG_CONFIG_HOME", root.join("config"))
+            .env("XDG_DATA_HOME", root.join("share"))
+            .env("RUST_LOG", "info");
+        command
+    }
+
+    /// Runs a tool (`check`, `export`, `import`) on the data under `root` to its end.
+    pub fn tool(root: &Path, args: &[&str]) -> Output {
+        Self::base(root)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cmud runs")
+    }
+
+    /// The world folder of the nodes under `root`.
+    pub fn world_dir(root: &Path) -> std::path::PathBuf {
+        root.join("data").join("cmud")
+    }
+
     /// The command line every test node uses: free ports, loopback, no mDNS.
     fn command(root: &Path) -> Command {
         Self::command_with(root, &Launch::default(), &["--server-only"])
@@ -149,6 +197,11 @@ impl Binary {
         endpoint(&self.root, self.rpc_addr)
     }
 
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the node with SIGKILL: no flush, no goodbye.
     pub fn kill_9(&mut self) {
         self.child.kill().expect("kill -9");
@@ -174,11 +227,6 @@ impl Binary {
             );
             thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    /// The node's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// What the node logged so far.
