@@ -21,6 +21,7 @@ use crate::store::Signer;
 use crate::store::clock::wall_millis;
 use crate::store::entry::{Entry, Key, Merged, NodeId, Version, merge};
 use crate::store::log::{self, LOG_DIR};
+use crate::store::sign::verify_entries;
 use crate::store::validate::{Rejected, check_entry};
 use crate::store::{Limits, StoreError, persist};
 
@@ -372,6 +373,7 @@ pub fn import(
         path: file.to_owned(),
         source,
     })?;
+    let world_name = world;
     let mut world = Stopped::open(dir, world, true)?;
     let now = wall_millis();
     let mut report = ImportReport::default();
@@ -398,6 +400,16 @@ pub fn import(
             }
             Err(reason) => return Err(bad(reason.to_string())),
         }
+        // The same check peers' entries pass: a line changed since it was written, or an
+        // entry its writer never signed, would be dropped by the node anyway.
+        let pair = [(key, entry)];
+        if !verify_entries(world_name, &pair)[0] {
+            return Err(bad(
+                "its signature does not verify: it was changed, or its writer did not sign it"
+                    .into(),
+            ));
+        }
+        let [(key, entry)] = pair;
         if merge(&mut world.map, key.clone(), entry.clone()) != Merged::Unchanged {
             changed.insert(key, entry);
         }
@@ -458,7 +470,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let world = dir.path().join("w");
         let file = dir.path().join("in.jsonl");
-        let live = ExportLine::new(b"k", &entry(Some(b"v")));
+        let keypair = libp2p::identity::Keypair::generate_ed25519();
+        let signer = crate::store::sign::Signer::new(&keypair, "w").unwrap();
+        let signed = |key: &[u8], mut unsigned: Entry| {
+            unsigned.version.node = signer.node().clone();
+            signer.sign(key, &unsigned)
+        };
+        let unsigned = ExportLine::new(b"k", &entry(Some(b"v")));
+        std::fs::write(&file, serde_json::to_string(&unsigned).unwrap()).unwrap();
+        assert!(matches!(
+            import(&world, "w", &file, &Limits::default()),
+            Err(AdminError::BadLine { line: 1, .. })
+        ));
+        let live = ExportLine::new(b"k", &signed(b"k", entry(Some(b"v"))));
         let mut old = entry(None);
         old.version.millis = 1;
         let expired = ExportLine::new(b"old", &old);
