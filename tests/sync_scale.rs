@@ -5,8 +5,6 @@
 //!
 //! `CMUD_SCALE_KEYS` overrides the world size of the first two (default 1,000,000).
 
-// These tests use only part of the shared helpers.
-#[allow(dead_code)]
 mod common;
 
 use std::collections::BTreeMap;

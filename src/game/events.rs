@@ -157,12 +157,15 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The prompt text a line front end shows.
-    pub fn prompt(self) -> &'static str {
-        match self {
-            Mode::Naming => "name> ",
-            Mode::Mining => "(mining) > ",
-            Mode::Solving => "(solving) > ",
+    /// The prompt a front end shows at this mode while `running` runs: `(mining)` or
+    /// `(solving)` only while that runs, `(battle)` in a battle otherwise.
+    pub fn prompt(self, running: Option<Activity>) -> &'static str {
+        match (self, running) {
+            (Mode::Naming, _) => "name> ",
+            (_, Some(Activity::Mining)) => "(mining) > ",
+            (_, Some(Activity::Solving)) => "(solving) > ",
+            (Mode::Solving, _) => "(battle) > ",
+            (Mode::Mining, _) => "> ",
         }
     }
 }

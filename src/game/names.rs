@@ -147,7 +147,12 @@ pub fn find(world: &World, typed: &str) -> Found {
     match matches.as_slice() {
         [] => Found::None,
         [one] => Found::One((*one).clone()),
-        many => Found::Ambiguous(many.iter().map(|id| shown[*id].clone()).collect()),
+        many => {
+            // In the order a player reads them, not the order of the peer ids behind them.
+            let mut forms: Vec<String> = many.iter().map(|id| shown[*id].clone()).collect();
+            forms.sort();
+            Found::Ambiguous(forms)
+        }
     }
 }
 

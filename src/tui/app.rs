@@ -177,13 +177,7 @@ impl App {
 
     /// The input line's prompt: `(mining)` or `(solving)` only while that runs.
     pub fn prompt(&self) -> &'static str {
-        match (self.mode(), self.activity()) {
-            (Mode::Naming, _) => "name> ",
-            (_, Some(Activity::Mining)) => "(mining) > ",
-            (_, Some(Activity::Solving)) => "(solving) > ",
-            (Mode::Solving, _) => "(battle) > ",
-            (Mode::Mining, _) => "> ",
-        }
+        self.mode().prompt(self.activity())
     }
 
     /// Whether the terminal is too small to draw the game in.

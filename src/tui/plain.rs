@@ -21,7 +21,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
 use crate::cli::Settings;
-use crate::game::events::{Event, Input, LineKind, Mode};
+use crate::game::events::{Activity, Event, Input, LineKind, Mode};
 use crate::game::session::{self, SessionOptions};
 use crate::tui::embed;
 
@@ -134,8 +134,8 @@ struct Repl {
     mode: Mode,
     /// Sync marks sent whose echo has not come back yet.
     unacknowledged: usize,
-    /// Whether a long action runs.
-    busy: bool,
+    /// The long action running, if any.
+    running: Option<Activity>,
     /// Whether stdin has ended.
     eof: bool,
     /// Whether `quit` was sent.
@@ -152,7 +152,7 @@ impl Repl {
 
     /// Whether the next line of input may be read now.
     fn ready_for_input(&self) -> bool {
-        !self.eof && (self.interactive || (self.unacknowledged == 0 && !self.busy))
+        !self.eof && (self.interactive || (self.unacknowledged == 0 && self.running.is_none()))
     }
 }
 
@@ -177,7 +177,7 @@ where
         interrupted: false,
         mode: Mode::Naming,
         unacknowledged: 1,
-        busy: false,
+        running: None,
         eof: false,
         quit_sent: false,
         prompt_visible: false,
@@ -224,17 +224,17 @@ where
                 if repl.prompts() && !repl.prompt_visible && repl.unacknowledged == 0
                     && !repl.eof && events.is_empty()
                 {
-                    write!(out, "{}", repl.mode.prompt())?;
+                    write!(out, "{}", repl.mode.prompt(repl.running))?;
                     out.flush()?;
                     repl.prompt_visible = true;
                 }
             }
             _ = tokio::signal::ctrl_c(), if repl.interactive => {
-                if repl.busy && !repl.interrupted {
+                if repl.running.is_some() && !repl.interrupted {
                     // Ahead of any queued lines: it is meant for the action running now.
                     repl.interrupted = true;
                     pending.push_front(Input::Interrupt);
-                } else if repl.busy || repl.quit_sent {
+                } else if repl.running.is_some() || repl.quit_sent {
                     // A second Ctrl-C: leave at once.
                     out.flush()?;
                     return Ok(());
@@ -246,7 +246,7 @@ where
         }
         if repl.eof
             && !repl.quit_sent
-            && (repl.interactive || repl.unacknowledged == 0 && !repl.busy)
+            && (repl.interactive || repl.unacknowledged == 0 && repl.running.is_none())
         {
             repl.quit_sent = true;
             pending.push_back(Input::Line("quit".to_owned()));
@@ -260,14 +260,14 @@ fn show<W: Write>(repl: &mut Repl, event: &Event, out: &mut W) -> std::io::Resul
         Event::Line(line) if line.kind == LineKind::Echo && line.text == SYNC_MARK => {
             repl.unacknowledged = repl.unacknowledged.saturating_sub(1);
             if repl.prompts() && repl.unacknowledged == 0 && !repl.eof {
-                write!(out, "{}", repl.mode.prompt())?;
+                write!(out, "{}", repl.mode.prompt(repl.running))?;
                 repl.prompt_visible = true;
             }
         }
         Event::Status(status) => repl.mode = status.mode,
         Event::Progress(progress) => {
-            repl.busy = progress.is_some();
-            repl.interrupted &= repl.busy;
+            repl.running = progress.as_ref().map(|p| p.activity);
+            repl.interrupted &= repl.running.is_some();
         }
         Event::Copy(_) if matches!(repl.output, Output::Text) => {
             // A line front end has no clipboard of its own: the address is on its own line.
