@@ -175,7 +175,10 @@ impl Actor {
     /// Sends the first-hand Puts since the last flush to every other actor and the gateway,
     /// after appending them to the log.
     fn flush(&self) {
-        if let Some(batch) = self.replica.borrow_mut().take_pending() {
+        // Bound first: the borrow must end before `hand_over` borrows the replica again (an
+        // `if let` keeps its scrutinee's temporaries alive through the block).
+        let pending = self.replica.borrow_mut().take_pending();
+        if let Some(batch) = pending {
             self.hand_over(batch);
         }
         self.housekeeping();
