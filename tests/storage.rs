@@ -260,11 +260,11 @@ fn stopped_world(root: &Path) {
     let mut server = Binary::server(root);
     let mut request = Vec::new();
     for n in 0..300 {
-        request.extend(command(&[b"SET", format!("p/k{n:03}").as_bytes(), b"v"]));
+        request.extend(command(&[b"SET", format!("k/{n:03}").as_bytes(), b"v"]));
     }
     request.extend(command(&[b"SET", b"bin", &[0xFF, 0x00, 0x0A]]));
     request.extend(command(&[b"SET", &[0xC3, 0x28], b"odd key"]));
-    request.extend(command(&[b"DEL", b"p/k007"]));
+    request.extend(command(&[b"DEL", b"k/007"]));
     request.extend(command(&[b"QUIT"]));
     let reply = raw(&server.endpoint(), &request, usize::MAX);
     assert!(reply.ends_with(b":1\r\n+OK\r\n"), "{reply:?}");
@@ -284,7 +284,7 @@ fn export_import_export_is_byte_identical_and_tools_refuse_a_running_node() {
         302,
         "300 keys, 2 odd ones, one a tombstone"
     );
-    assert!(exported.contains(r#"{"key":"p/k007","tombstone":true"#));
+    assert!(exported.contains(r#"{"key":"k/007","tombstone":true"#));
     assert!(exported.contains(r#""value_base64":"/wAK""#));
 
     let second = tempfile::tempdir().unwrap();
@@ -295,7 +295,7 @@ fn export_import_export_is_byte_identical_and_tools_refuse_a_running_node() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(String::from_utf8(again.stdout).unwrap(), exported);
 
-    let only = Binary::tool(second.path(), &["export", "--prefix", "p/k01"]);
+    let only = Binary::tool(second.path(), &["export", "--prefix", "k/01"]);
     assert_eq!(String::from_utf8(only.stdout).unwrap().lines().count(), 10);
     let check = Binary::tool(second.path(), &["check"]);
     let report = String::from_utf8_lossy(&check.stdout).into_owned();
@@ -322,7 +322,22 @@ fn export_import_export_is_byte_identical_and_tools_refuse_a_running_node() {
 fn a_bad_import_line_imports_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.jsonl");
-    let good = r#"{"key":"a","value":"1","tombstone":false,"version":{"millis":1,"counter":0},"writer":"w","actor":0,"signature":null}"#;
+    // A good line, signed by its writer for the world the tool opens ("cmud"), then a bad one.
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let signer = cmud::store::sign::Signer::new(&keypair, "cmud").unwrap();
+    let version = cmud::store::entry::Version {
+        millis: 1,
+        counter: 0,
+        node: signer.node().clone(),
+        actor: 0,
+    };
+    let entry = cmud::store::entry::Entry::value(version, bytes::Bytes::from_static(b"1"));
+    let signed = signer.sign(b"a", &entry);
+    let signature = base64_of(signed.signature.as_deref().unwrap());
+    let good = format!(
+        r#"{{"key":"a","value":"1","tombstone":false,"version":{{"millis":1,"counter":0}},"writer":"{}","actor":0,"signature":"{signature}"}}"#,
+        signer.node()
+    );
     std::fs::write(&file, format!("{good}\n{{\"key\": 5}}\n")).unwrap();
     let out = Binary::tool(dir.path(), &["import", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
@@ -471,4 +486,10 @@ fn memory_per_entry_of_a_million_small_keys() {
         let _ = redis.wait();
     }
     assert!(per_entry < 2_000, "{per_entry} B per entry");
+}
+
+/// Standard base64 with padding, as `cmud export` writes signatures.
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
