@@ -9,7 +9,7 @@
 use super::commands;
 use super::ctx::Ctx;
 use super::events::{Chat, ChatScope, Detail, Line, LineKind};
-use super::names::{self, Found};
+use super::names;
 use super::news;
 use super::player::{Change, Outcome};
 use super::schema::World;
@@ -113,20 +113,13 @@ impl<K: Kv> Session<K> {
             return self.ctx.reply(LineKind::Error, why).await;
         }
         let world = self.world().await?;
-        let to = match names::find(&world, who) {
-            Found::One(id) if id == self.ctx.id => {
+        let to = match names::find(&world, who).one(who) {
+            Ok(id) if id == self.ctx.id => {
                 let why = "Talking to yourself needs no encryption.";
                 return self.ctx.reply(LineKind::Error, why).await;
             }
-            Found::One(id) => id,
-            Found::Ambiguous(forms) => {
-                let why = format!("Several players are called that: {}.", forms.join(", "));
-                return self.ctx.reply(LineKind::Error, why).await;
-            }
-            Found::None => {
-                let why = format!("There is no player called {:?}.", commands::shorten(who));
-                return self.ctx.reply(LineKind::Error, why).await;
-            }
+            Ok(id) => id,
+            Err(why) => return self.ctx.reply(LineKind::Error, why).await,
         };
         let recipient = world.player(&to);
         let shown = names::display_names(&world).remove(&to).unwrap_or_default();

@@ -122,6 +122,23 @@ pub enum Found {
     None,
 }
 
+impl Found {
+    /// The one player `typed` means, or the sentence that tells the player why not.
+    pub fn one(self, typed: &str) -> Result<String, String> {
+        match self {
+            Found::One(id) => Ok(id),
+            Found::Ambiguous(forms) => Err(format!(
+                "Several players are called that: {}.",
+                forms.join(", ")
+            )),
+            Found::None => Err(format!(
+                "There is no player called {:?}.",
+                super::commands::shorten(typed)
+            )),
+        }
+    }
+}
+
 /// Finds the player a typed name means: a display name (`alice`, `alice#3kq`), or a plain
 /// name with a tag that is any unique piece of the end of the id.
 pub fn find(world: &World, typed: &str) -> Found {
