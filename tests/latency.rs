@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use cmud::store::stats::Stats;
 use futures::future::join_all;
-use harness::{SETTLE, TestNode, wait_connected, wait_everywhere};
-use proxy::Proxy;
+use harness::{SETTLE, TestNode, pair_via_proxy, wait_everywhere};
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep};
 
 /// Query actors per node.
@@ -47,21 +46,6 @@ async fn seen_after(node: &TestNode, readers: &[usize], key: &str, value: &str) 
     join_all(each).await.into_iter().max().unwrap_or_default()
 }
 
-/// Two nodes of [`ACTORS`] actors, `b` joined to `a` through a proxy adding `delay` each way.
-async fn pair_via_proxy(delay: Duration) -> (TestNode, Proxy, TestNode) {
-    let a = TestNode::start(ACTORS, vec![], false).await;
-    let proxy = Proxy::start(a.socket_addr(), delay).await;
-    let b = TestNode::start(ACTORS, vec![a.addr_via(proxy.addr)], false).await;
-    wait_connected(&a, 1).await;
-    wait_connected(&b, 1).await;
-    // The first Puts after connecting may wait for gossipsub's subscription exchange.
-    a.set(0, "warmup/a", "1").await;
-    b.set(0, "warmup/b", "1").await;
-    wait_everywhere(&[&a, &b], "warmup/a", "1", SETTLE).await;
-    wait_everywhere(&[&a, &b], "warmup/b", "1", SETTLE).await;
-    (a, proxy, b)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a timing figure: run with --release --ignored --nocapture"]
 async fn a_set_is_seen_on_the_other_local_actors_within_10_ms() {
@@ -87,7 +71,7 @@ async fn a_set_is_seen_on_the_other_local_actors_within_10_ms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a timing figure: run with --release --ignored --nocapture"]
 async fn a_put_reaches_every_actor_of_a_peer_200_ms_away_within_230_ms() {
-    let (a, _proxy, b) = pair_via_proxy(LINK_DELAY).await;
+    let (a, _proxy, b) = pair_via_proxy(ACTORS, LINK_DELAY).await;
     let readers: Vec<usize> = (0..ACTORS).collect();
     let mut times = Vec::new();
     for round in 0..10 {
@@ -127,7 +111,7 @@ fn counters(stats: &Stats) -> Vec<u64> {
 #[ignore = "a timing figure: run with --release --ignored --nocapture"]
 async fn under_100_puts_a_second_the_rate_limits_hold() {
     const SECONDS: usize = 5;
-    let (a, _proxy, b) = pair_via_proxy(LINK_DELAY).await;
+    let (a, _proxy, b) = pair_via_proxy(ACTORS, LINK_DELAY).await;
     let nodes = [&a, &b];
     let mut samples = vec![nodes.map(|n| counters(n.node().stats()))];
     let mut puts = interval(Duration::from_millis(10));

@@ -9,7 +9,7 @@ mod proxy;
 
 use std::time::Duration;
 
-use harness::{SETTLE, TestNode, wait_connected, wait_everywhere, wait_until};
+use harness::{SETTLE, TestNode, pair_via_proxy, wait_connected, wait_everywhere, wait_until};
 use proxy::Proxy;
 use tokio::time::Instant;
 
@@ -18,21 +18,6 @@ const LINK_DELAY: Duration = Duration::from_millis(200);
 
 /// The visibility deadline the design promises for links up to 250 ms one way.
 const VISIBLE_WITHIN: Duration = Duration::from_millis(2000);
-
-/// Two nodes of `actors` actors each, `b` joined to `a` through a proxy; no other route.
-async fn pair_via_proxy(actors: usize, delay: Duration) -> (TestNode, Proxy, TestNode) {
-    let a = TestNode::start(actors, vec![], false).await;
-    let proxy = Proxy::start(a.socket_addr(), delay).await;
-    let b = TestNode::start(actors, vec![a.addr_via(proxy.addr)], false).await;
-    wait_connected(&a, 1).await;
-    wait_connected(&b, 1).await;
-    // The first Put after connecting may wait for gossipsub's subscription exchange.
-    a.set(0, "warmup/a", "1").await;
-    b.set(0, "warmup/b", "1").await;
-    wait_everywhere(&[&a, &b], "warmup/a", "1", SETTLE).await;
-    wait_everywhere(&[&a, &b], "warmup/b", "1", SETTLE).await;
-    (a, proxy, b)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn puts_reach_every_actor_of_both_nodes_within_2s_over_a_200ms_link() {

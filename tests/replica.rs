@@ -88,15 +88,8 @@ async fn set(conn: &mut MultiplexedConnection, key: &str, value: &str) {
 
 /// A fresh raw connection that authenticated.
 fn raw_conn(endpoint: &RpcEndpoint) -> TcpStream {
-    let mut stream = TcpStream::connect(endpoint.addr).expect("connect");
+    let stream = common::raw_connection(endpoint);
     stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    let auth = endpoint.auth_line();
-    if !auth.is_empty() {
-        stream.write_all(&auth).expect("write AUTH");
-        let mut ok = [0u8; 5];
-        stream.read_exact(&mut ok).expect("AUTH reply");
-        assert_eq!(&ok, b"+OK\r\n", "AUTH with the node's token");
-    }
     stream
 }
 

@@ -240,3 +240,21 @@ pub async fn wait_connected(node: &TestNode, peers: u64) {
     })
     .await;
 }
+
+/// Two nodes of `actors` actors each, `b` joined to `a` through a proxy; no other route.
+pub async fn pair_via_proxy(
+    actors: usize,
+    delay: Duration,
+) -> (TestNode, super::proxy::Proxy, TestNode) {
+    let a = TestNode::start(actors, vec![], false).await;
+    let proxy = super::proxy::Proxy::start(a.socket_addr(), delay).await;
+    let b = TestNode::start(actors, vec![a.addr_via(proxy.addr)], false).await;
+    wait_connected(&a, 1).await;
+    wait_connected(&b, 1).await;
+    // The first Put after connecting may wait for gossipsub's subscription exchange.
+    a.set(0, "warmup/a", "1").await;
+    b.set(0, "warmup/b", "1").await;
+    wait_everywhere(&[&a, &b], "warmup/a", "1", SETTLE).await;
+    wait_everywhere(&[&a, &b], "warmup/b", "1", SETTLE).await;
+    (a, proxy, b)
+}
