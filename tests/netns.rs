@@ -24,6 +24,9 @@ const DIRECT_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a Put may take to reach the other player.
 const PUT_DEADLINE: Duration = Duration::from_secs(2);
 
+/// How long a newcomer may take to join a player by an address it was given.
+const JOIN_DEADLINE: Duration = Duration::from_secs(20);
+
 /// How long AutoNAT and UPnP may take to conclude.
 const REACHABILITY_DEADLINE: Duration = Duration::from_secs(45);
 
@@ -204,7 +207,6 @@ fn upnp_mapping_makes_a_player_public_and_joinable() {
     }
     let mut lab = Lab::new();
     let b = lab.host("b", BACKBONE_IP);
-    let n = lab.host("n", "203.0.113.3");
     let (r1, p1) = lab.home("p1", "203.0.113.11", "198.51.100", Nat::PortPreserving);
     lab.upnp(&r1, "198.51.100");
     let backbone = lab.node(&b, &[], false);
@@ -224,19 +226,39 @@ fn upnp_mapping_makes_a_player_public_and_joinable() {
     let (best, kind) = addrs.first().cloned().unwrap_or_default();
     assert_eq!(kind, "internet", "ADDRS: {addrs:?}");
     assert!(best.starts_with("/ip4/203.0.113.11/"), "ADDRS: {addrs:?}");
-    let mut newcomer = lab.node(&n, std::slice::from_ref(&best), false);
-    let joined = wait_for(Duration::from_secs(20), || {
-        connected(&mut newcomer, &player)
-    });
+    // Every mapped port forwards, TCP and QUIC alike (AutoNAT may have confirmed only one of
+    // them yet): a newcomer on the internet joins by each, a fresh one per address.
+    let upnp = player.rpc.field("upnp");
+    let mapped: Vec<String> = upnp
+        .trim_start_matches("mapped ")
+        .split(',')
+        .map(|addr| format!("{addr}/p2p/{}", player.peer_id))
+        .collect();
     assert!(
-        joined.is_some(),
-        "the newcomer could not join {best}\n{}",
-        newcomer.log()
+        mapped.contains(&best),
+        "ADDRS {addrs:?} does not lead with a mapped address ({upnp})"
     );
+    for (i, addr) in mapped.iter().enumerate() {
+        let host = lab.host(&format!("n{i}"), &format!("203.0.113.{}", 3 + i));
+        let mut newcomer = lab.node(&host, std::slice::from_ref(addr), false);
+        let joined = wait_for(JOIN_DEADLINE, || connected(&mut newcomer, &player));
+        assert!(
+            joined.is_some(),
+            "the newcomer could not join {addr}\n--- newcomer\n{}\n--- player\n{}\n\
+             --- miniupnpd\n{}\n--- router\n{}",
+            newcomer.log(),
+            player.log(),
+            lab.upnp_log(&r1),
+            lab.router_state(&r1)
+        );
+        note(&format!(
+            "UPnP: a newcomer joined {addr} in {:.1} s",
+            joined.unwrap_or_default().as_secs_f64()
+        ));
+    }
     note(&format!(
-        "UPnP: public after {:.1} s ({}); a newcomer joined {best}",
+        "UPnP: public after {:.1} s ({upnp})",
         public.unwrap_or_default().as_secs_f64(),
-        player.rpc.field("upnp")
     ));
 }
 

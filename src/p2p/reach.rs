@@ -34,11 +34,36 @@ const RESERVATION_RETRY: Duration = Duration::from_secs(5);
 /// punching finishes on both sides before the relayed one goes).
 const RELAY_HANDOVER: Duration = Duration::from_secs(3);
 
+/// How long after a relay accepted (or renewed) a reservation it may still be dropped. The
+/// relay client of libp2p-relay 0.22 panics, and takes the whole network task with it, when a
+/// reservation's listener is removed while a reservation request is in flight (it forgets the
+/// pending reservation, then meets the relay's answer). Requests are in flight right after
+/// asking and at renewal, three quarters into the reservation's life (45 minutes with libp2p's
+/// one-hour reservations): a reservation is dropped only once accepted and well before that.
+const SAFE_DROP_AFTER_ACCEPT: Duration = Duration::from_secs(600);
+
+/// One relay reservation this node holds or has asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Reservation {
+    /// The relay.
+    pub relay: PeerId,
+    /// When the relay last accepted it (first time or renewal); `None` while asked for.
+    pub accepted_at: Option<Instant>,
+}
+
+impl Reservation {
+    /// Whether its listener may be removed now without a request in flight.
+    fn safe_to_drop(&self, now: Instant) -> bool {
+        self.accepted_at
+            .is_some_and(|at| now.duration_since(at) < SAFE_DROP_AFTER_ACCEPT)
+    }
+}
+
 /// Relay bookkeeping the event loop keeps beside [`Nat`](super::nat::Nat).
 #[derive(Debug, Default)]
 pub(super) struct Reservations {
-    /// Relay listeners, by the relay they go through.
-    pub listeners: HashMap<ListenerId, PeerId>,
+    /// Relay listeners and their reservations.
+    pub listeners: HashMap<ListenerId, Reservation>,
     /// Relays left alone until then.
     pub retry_at: HashMap<PeerId, Instant>,
     /// When each peer's first direct connection came up (relayed ones go after a while).
@@ -158,10 +183,19 @@ impl EventLoop {
     }
 
     /// Keeps reservations on up to two relays while this node is not known to be reachable,
-    /// and drops them once it is.
+    /// and drops them once it is (each as soon as that is safe, see [`SAFE_DROP_AFTER_ACCEPT`]).
     fn keep_reservations(&mut self) {
         if self.nat.status == NatStatus::Public {
-            for (listener, _) in self.reservations.listeners.drain() {
+            let now = Instant::now();
+            let droppable: Vec<ListenerId> = self
+                .reservations
+                .listeners
+                .iter()
+                .filter(|(_, reservation)| reservation.safe_to_drop(now))
+                .map(|(listener, _)| *listener)
+                .collect();
+            for listener in droppable {
+                self.reservations.listeners.remove(&listener);
                 self.swarm.remove_listener(listener);
             }
             return;
@@ -172,7 +206,13 @@ impl EventLoop {
             .relays
             .iter()
             .filter(|(peer, _)| self.relay_capable.contains(peer))
-            .filter(|(peer, _)| !self.reservations.listeners.values().any(|p| p == *peer))
+            .filter(|(peer, _)| {
+                !self
+                    .reservations
+                    .listeners
+                    .values()
+                    .any(|r| r.relay == **peer)
+            })
             .filter(|(peer, _)| {
                 self.reservations
                     .retry_at
@@ -188,7 +228,11 @@ impl EventLoop {
             match self.swarm.listen_on(circuit.clone()) {
                 Ok(listener) => {
                     tracing::debug!(%circuit, "asking for a relay reservation");
-                    self.reservations.listeners.insert(listener, relay);
+                    let reservation = Reservation {
+                        relay,
+                        accepted_at: None,
+                    };
+                    self.reservations.listeners.insert(listener, reservation);
                 }
                 Err(err) => {
                     tracing::debug!(%circuit, %err, "cannot listen through the relay");
@@ -202,7 +246,7 @@ impl EventLoop {
 
     /// A listener closed: if it was a reservation, the relay is retried later.
     pub(super) fn nat_listener_closed(&mut self, listener: ListenerId, error: Option<String>) {
-        if let Some(relay) = self.reservations.listeners.remove(&listener) {
+        if let Some(Reservation { relay, .. }) = self.reservations.listeners.remove(&listener) {
             tracing::debug!(%relay, error = ?error, "relay reservation ended");
             self.reservations
                 .retry_at
@@ -214,13 +258,21 @@ impl EventLoop {
     pub(super) fn on_relay_client(&mut self, event: relay::client::Event) {
         if let relay::client::Event::ReservationReqAccepted {
             relay_peer_id,
-            renewal: false,
+            renewal,
             ..
         } = event
         {
-            tracing::info!(relay = %relay_peer_id, "reachable through a relay");
-            // Tell the world at once: friends find the relayed address through the DHT.
-            self.discover();
+            let now = Instant::now();
+            for reservation in self.reservations.listeners.values_mut() {
+                if reservation.relay == relay_peer_id {
+                    reservation.accepted_at = Some(now);
+                }
+            }
+            if !renewal {
+                tracing::info!(relay = %relay_peer_id, "reachable through a relay");
+                // Tell the world at once: friends find the relayed address through the DHT.
+                self.discover();
+            }
         }
     }
 
@@ -304,5 +356,30 @@ impl EventLoop {
             *old = report;
             changed
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reservation_is_dropped_only_once_accepted_and_far_from_its_renewal() {
+        let now = Instant::now();
+        let relay = PeerId::random();
+        let asked = Reservation {
+            relay,
+            accepted_at: None,
+        };
+        assert!(!asked.safe_to_drop(now), "its request is in flight");
+        let fresh = Reservation {
+            relay,
+            accepted_at: Some(now),
+        };
+        assert!(fresh.safe_to_drop(now + Duration::from_secs(60)));
+        assert!(
+            !fresh.safe_to_drop(now + SAFE_DROP_AFTER_ACCEPT),
+            "its renewal may be near"
+        );
     }
 }

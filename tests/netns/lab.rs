@@ -356,6 +356,19 @@ impl Lab {
             .unwrap_or_default()
     }
 
+    /// What `router` translates and tracks (its nftables rules and connection-tracking
+    /// table), for failure messages.
+    pub fn router_state(&self, router: &str) -> String {
+        let output = Command::new("ip")
+            .args(["netns", "exec", router, "sh", "-c"])
+            .arg("nft list ruleset; echo '--- conntrack'; cat /proc/net/nf_conntrack")
+            .output();
+        match output {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+            Err(err) => format!("cannot read {router}'s state: {err}"),
+        }
+    }
+
     /// Starts `cmud --server-only` in `ns`, joining `join`, with UPnP on or off.
     pub fn node(&mut self, ns: &str, join: &[String], upnp: bool) -> Node {
         let root = self.dir.path().join(ns);
@@ -385,7 +398,7 @@ impl Lab {
             .env("HOME", &root)
             .env(
                 "RUST_LOG",
-                "info,cmud=debug,libp2p_swarm=debug,libp2p_dcutr=debug,libp2p_relay=debug",
+                "info,cmud=debug,libp2p_swarm=debug,libp2p_dcutr=debug,libp2p_relay=debug,libp2p_quic=debug",
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
