@@ -21,6 +21,12 @@ const BACKBONE_IP: &str = "203.0.113.1";
 /// How long two players behind NATs may take to hold a direct connection.
 const DIRECT_DEADLINE: Duration = Duration::from_secs(30);
 
+/// The nodes' default wait before a relayed connection carries the world.
+const DEFAULT_RELAY_FALLBACK: Duration = Duration::from_secs(30);
+
+/// The shorter wait the symmetric-NAT test gives its nodes (`relay_fallback_secs`).
+const RELAY_FALLBACK_SECS: u64 = 15;
+
 /// How long a Put may take to reach the other player.
 const PUT_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -92,8 +98,9 @@ struct World {
     _lab: Lab,
 }
 
-fn world(p2_nat: Nat) -> World {
+fn world(p2_nat: Nat, relay_fallback_secs: Option<u64>) -> World {
     let mut lab = Lab::new();
+    lab.relay_fallback_secs = relay_fallback_secs;
     let b = lab.host("b", BACKBONE_IP);
     let (_, p1) = lab.home("p1", "203.0.113.11", "198.51.100", Nat::PortPreserving);
     let (_, p2) = lab.home("p2", "203.0.113.12", "192.0.2", p2_nat);
@@ -129,7 +136,7 @@ fn hole_punching_gives_direct_connections_that_outlive_the_backbone() {
         .unwrap_or(REPETITIONS);
     let mut direct_count = 0;
     for round in 1..=repetitions {
-        let mut w = world(Nat::PortPreserving);
+        let mut w = world(Nat::PortPreserving, None);
         let (p1, p2) = (&mut w.p1, &mut w.p2);
         let took = wait_for(DIRECT_DEADLINE, || {
             direct_only(p1, p2) && direct_only(p2, p1)
@@ -150,13 +157,28 @@ fn hole_punching_gives_direct_connections_that_outlive_the_backbone() {
             );
         };
         let info = w.p1.rpc.info();
+        // The relay carried none of their game traffic: it waited for the hole punch.
+        if took < DEFAULT_RELAY_FALLBACK {
+            let streams = [
+                w.p1.rpc.field("streams_relayed"),
+                w.p2.rpc.field("streams_relayed"),
+            ];
+            assert_eq!(
+                streams,
+                ["0", "0"],
+                "round {round}: gossip or sync ran over the relay (p1, p2) although the direct \
+                 connection came after {took:?}\n{}",
+                logs(&w)
+            );
+        }
         note(&format!(
             "round {round}: direct after {:.1} s, Put crossed in {} ms without the backbone \
-             (p1 hole_punch_ok:{} connections_direct:{})",
+             (p1 hole_punch_ok:{} connections_direct:{} streams_relayed:{})",
             took.as_secs_f64(),
             crossed.as_millis(),
             info["hole_punch_ok"],
             info["connections_direct"],
+            info["streams_relayed"],
         ));
     }
     note(&format!("{direct_count} of {repetitions} direct"));
@@ -167,8 +189,22 @@ fn a_symmetric_nat_falls_back_to_the_relay() {
     if !enabled() {
         return;
     }
-    let mut w = world(Nat::Symmetric);
+    let mut w = world(Nat::Symmetric, Some(RELAY_FALLBACK_SECS));
+    let relayed = wait_for(Duration::from_secs(60), || connected(&mut w.p1, &w.p2));
+    assert!(relayed.is_some(), "p1 and p2 never met\n{}", logs(&w));
+    let met = Instant::now();
+    // Until a relayed connection carries the world, no gossip or sync stream crosses the relay
+    // (one INFO reply is one snapshot of both fields).
+    let relay_quiet = |node: &mut Node| {
+        let info = node.rpc.info();
+        info["connections_relayed_world"] != "0" || info["streams_relayed"] == "0"
+    };
     let failed = wait_for(Duration::from_secs(60), || {
+        assert!(
+            relay_quiet(&mut w.p1) && relay_quiet(&mut w.p2),
+            "game traffic on the relay before the fallback\n{}",
+            logs(&w)
+        );
         let count =
             |node: &mut Node| -> u64 { node.rpc.field("hole_punch_failed").parse().unwrap_or(0) };
         count(&mut w.p1) + count(&mut w.p2) > 0
@@ -190,13 +226,36 @@ fn a_symmetric_nat_falls_back_to_the_relay() {
         "Puts did not cross through the backbone\n{}",
         logs(&w)
     );
-    let relayed = connected(&mut w.p1, &w.p2);
+    // After the wait, the relayed connection carries their gossip and sync.
+    let fallback = Duration::from_secs(RELAY_FALLBACK_SECS);
+    let carrying = |node: &mut Node| {
+        let info = node.rpc.info();
+        info["connections_relayed_world"] != "0" && info["streams_relayed"] != "0"
+    };
+    let fell_back = wait_for(fallback + Duration::from_secs(30), || {
+        carrying(&mut w.p1) && carrying(&mut w.p2)
+    });
+    assert!(
+        fell_back.is_some(),
+        "the relay never carried the world\n{}",
+        logs(&w)
+    );
+    let after = met.elapsed();
+    // Polling saw the connection at most a moment after it came up.
+    assert!(
+        after + Duration::from_secs(1) >= fallback,
+        "the relay carried the world after {after:?}, before the {fallback:?} wait\n{}",
+        logs(&w)
+    );
     note(&format!(
         "symmetric NAT: hole punch failure counted after {:.1} s; Puts crossed in {:?} and {:?} \
-         (p1-p2 relayed connection: {relayed})",
+         through the backbone; the relay carried the world {:.1} s after p1 and p2 met \
+         (p1 streams_relayed:{})",
         failed.unwrap_or_default().as_secs_f64(),
         there.unwrap_or_default(),
         back.unwrap_or_default(),
+        after.as_secs_f64(),
+        w.p1.rpc.field("streams_relayed"),
     ));
 }
 
@@ -272,19 +331,27 @@ fn autonat_tells_a_player_behind_nat_from_the_backbone() {
     let (_, p1) = lab.home("p1", "203.0.113.11", "198.51.100", Nat::PortPreserving);
     let mut backbone = lab.node(&b, &[], false);
     let mut player = lab.node(&p1, &[join_addr(&backbone, BACKBONE_IP)], false);
+    let reach = |node: &mut Node| {
+        let info = node.rpc.info();
+        (info["nat_status"].clone(), info["kad_mode"].clone())
+    };
+    // Behind NAT the player only asks the DHT (its addresses would poison routing tables);
+    // the backbone answers it.
+    let player_behind_nat = ("private".to_owned(), "client".to_owned());
+    let backbone_public = ("public".to_owned(), "server".to_owned());
     let known = wait_for(REACHABILITY_DEADLINE, || {
-        player.rpc.field("nat_status") == "private" && backbone.rpc.field("nat_status") == "public"
+        reach(&mut player) == player_behind_nat && reach(&mut backbone) == backbone_public
     });
     assert!(
         known.is_some(),
         "player {:?}, backbone {:?}\n--- player\n{}\n--- backbone\n{}",
-        player.rpc.field("nat_status"),
-        backbone.rpc.field("nat_status"),
+        reach(&mut player),
+        reach(&mut backbone),
         player.log(),
         backbone.log()
     );
     note(&format!(
-        "AutoNAT: player private and backbone public after {:.1} s",
+        "AutoNAT: player private (DHT client) and backbone public (DHT server) after {:.1} s",
         known.unwrap_or_default().as_secs_f64()
     ));
 }

@@ -4,8 +4,9 @@
 //! - [`behaviour`]: the behaviours (TCP and QUIC, identify, ping, mDNS, Kademlia, gossipsub,
 //!   `/cmud/sync/2`, relay client and server, DCUtR, AutoNAT, UPnP) and their tuning.
 //! - [`nat`]: reachability state and the kinds of shareable addresses (pure); `reach`: the
-//!   event loop's side of it (reservations, hand-over to direct connections); [`upnp`]: the
-//!   home router's port mapping.
+//!   event loop's side of it (reservations, hand-over to direct connections, the relay as a
+//!   fallback); [`gate`]: gossip and sync kept off relayed connections until then; [`upnp`]:
+//!   the home router's port mapping.
 //! - [`wire`]: gossip batches and sync messages, postcard-encoded with a format version.
 //! - `event_loop`: the task that owns the swarm, with `dial` (joins, re-dials, discovery),
 //!   `gossip` (batches) and `sync` (bootstrap, anti-entropy); `redial`: re-dial bookkeeping.
@@ -18,6 +19,7 @@
 pub mod behaviour;
 mod dial;
 mod event_loop;
+pub mod gate;
 mod gossip;
 pub mod identity;
 pub mod nat;

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
@@ -28,6 +29,9 @@ pub struct NatOptions {
     pub relay_server: bool,
     /// Relay limits.
     pub relay: RelayLimits,
+    /// How long a relayed connection waits for a direct one to the same peer before gossip
+    /// and sync run over it.
+    pub relay_fallback: Duration,
 }
 
 /// Limits of the relay a reachable node serves.
@@ -56,6 +60,11 @@ impl Default for RelayLimits {
     }
 }
 
+/// How long a relayed connection waits by default for hole punching (or any direct connection
+/// to the same peer) before gossip and sync run over it. Hole punches succeed on the first
+/// attempt almost always, within seconds.
+pub const RELAY_FALLBACK: Duration = Duration::from_secs(30);
+
 impl Default for NatOptions {
     /// Off where it reaches beyond the machine (UPnP searches the LAN): tests and tools turn
     /// on what they need; `cli` sets the user's choices.
@@ -65,6 +74,7 @@ impl Default for NatOptions {
             assume_global_addresses: false,
             relay_server: true,
             relay: RelayLimits::default(),
+            relay_fallback: RELAY_FALLBACK,
         }
     }
 }
@@ -197,6 +207,37 @@ impl Reachability {
     }
 }
 
+/// The part this node plays in the DHT (Kademlia).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DhtMode {
+    /// Answers other nodes' queries and sits in their routing tables.
+    #[default]
+    Server,
+    /// Only asks: a node that peers cannot reach would fill routing tables with addresses
+    /// nobody can dial.
+    Client,
+}
+
+impl DhtMode {
+    /// The mode for a node whose reachability is `status`: a client only once peers tried
+    /// and could not reach it. A node nobody could test yet (alone, on a LAN, on loopback)
+    /// stays a server, or a world of such nodes would have nobody to answer its lookups.
+    pub fn for_status(status: NatStatus) -> Self {
+        match status {
+            NatStatus::Private => DhtMode::Client,
+            NatStatus::Public | NatStatus::Unknown => DhtMode::Server,
+        }
+    }
+
+    /// The `INFO` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DhtMode::Server => "server",
+            DhtMode::Client => "client",
+        }
+    }
+}
+
 /// What `INFO` shows about NAT traversal.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NatReport {
@@ -216,6 +257,12 @@ pub struct NatReport {
     pub hole_punch_failed: u64,
     /// Whether friends on the internet can join.
     pub reachability: Reachability,
+    /// Relayed connections that carry the world (no direct one formed in time).
+    pub connections_relayed_world: usize,
+    /// Gossip and sync streams opened over relayed connections so far.
+    pub streams_relayed: u64,
+    /// The part this node plays in the DHT.
+    pub kad_mode: DhtMode,
 }
 
 /// Who the relay serves, shared with the relay behaviour's admission check.
@@ -270,6 +317,22 @@ pub(super) struct Conn {
     pub peer: PeerId,
     /// Whether it runs through a relay.
     pub relayed: bool,
+    /// Whether gossip and sync run over it (direct ones at once, relayed ones as a fallback).
+    pub world: bool,
+    /// When it came up.
+    pub since: Instant,
+}
+
+impl Conn {
+    /// A connection that has just come up.
+    pub fn new(peer: PeerId, relayed: bool, now: Instant) -> Self {
+        Conn {
+            peer,
+            relayed,
+            world: !relayed,
+            since: now,
+        }
+    }
 }
 
 /// NAT bookkeeping of the event loop.
@@ -287,6 +350,8 @@ pub(super) struct Nat {
     pub conns: HashMap<ConnectionId, Conn>,
     /// Peers that serve as relays, with the address this node dialled them at.
     pub relays: HashMap<PeerId, Multiaddr>,
+    /// The DHT mode Kademlia was last set to.
+    pub kad_mode: DhtMode,
 }
 
 impl Nat {
@@ -294,6 +359,36 @@ impl Nat {
     pub fn connection_counts(&self) -> (usize, usize) {
         let relayed = self.conns.values().filter(|c| c.relayed).count();
         (self.conns.len() - relayed, relayed)
+    }
+
+    /// Whether gossip and sync can reach `peer` now (over a direct connection, or a relayed
+    /// one opened as a fallback).
+    pub fn carries_world(&self, peer: &PeerId) -> bool {
+        self.conns.values().any(|c| c.peer == *peer && c.world)
+    }
+
+    /// Relayed connections that have waited `wait` without a direct connection to their peer
+    /// forming: gossip and sync are to run over them now.
+    pub fn relay_fallbacks_due(&self, now: Instant, wait: Duration) -> Vec<(ConnectionId, PeerId)> {
+        let mut due: Vec<(ConnectionId, PeerId)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.relayed && !c.world && now.duration_since(c.since) >= wait)
+            .filter(|(_, c)| {
+                !self
+                    .conns
+                    .values()
+                    .any(|other| other.peer == c.peer && !other.relayed)
+            })
+            .map(|(id, c)| (*id, c.peer))
+            .collect();
+        due.sort();
+        due
+    }
+
+    /// Relayed connections that carry the world.
+    pub fn relayed_world_count(&self) -> usize {
+        self.conns.values().filter(|c| c.relayed && c.world).count()
     }
 
     /// Relayed connections to peers that also have a direct one (to be closed, so the game's
@@ -480,7 +575,13 @@ mod tests {
         let mut nat = Nat::default();
         let a = PeerId::random();
         let b = PeerId::random();
-        let conn = |n, peer, relayed| (ConnectionId::new_unchecked(n), Conn { peer, relayed });
+        let now = Instant::now();
+        let conn = |n, peer, relayed| {
+            (
+                ConnectionId::new_unchecked(n),
+                Conn::new(peer, relayed, now),
+            )
+        };
         nat.conns
             .extend([conn(1, a, true), conn(2, a, false), conn(3, b, true)]);
         assert_eq!(
@@ -488,6 +589,39 @@ mod tests {
             vec![ConnectionId::new_unchecked(1)]
         );
         assert_eq!(nat.connection_counts(), (1, 2));
+    }
+
+    #[test]
+    fn the_relay_carries_the_world_only_after_the_wait_and_without_a_direct_path() {
+        let mut nat = Nat::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let start = Instant::now();
+        let wait = Duration::from_secs(30);
+        let id = ConnectionId::new_unchecked;
+        nat.conns.insert(id(1), Conn::new(a, true, start));
+        nat.conns.insert(id(2), Conn::new(b, true, start));
+        nat.conns.insert(id(3), Conn::new(b, false, start));
+        assert!(!nat.carries_world(&a), "a relayed connection waits");
+        assert!(nat.carries_world(&b), "a direct connection carries at once");
+        assert!(nat.relay_fallbacks_due(start + wait / 2, wait).is_empty());
+        // b has a direct connection: its relayed one never carries the world.
+        assert_eq!(
+            nat.relay_fallbacks_due(start + wait, wait),
+            vec![(id(1), a)]
+        );
+        if let Some(conn) = nat.conns.get_mut(&id(1)) {
+            conn.world = true;
+        }
+        assert!(nat.carries_world(&a));
+        assert_eq!(nat.relayed_world_count(), 1);
+        assert!(nat.relay_fallbacks_due(start + wait * 2, wait).is_empty());
+    }
+
+    #[test]
+    fn only_a_node_known_to_be_unreachable_is_a_dht_client() {
+        assert_eq!(DhtMode::for_status(NatStatus::Private), DhtMode::Client);
+        assert_eq!(DhtMode::for_status(NatStatus::Public), DhtMode::Server);
+        assert_eq!(DhtMode::for_status(NatStatus::Unknown), DhtMode::Server);
     }
 
     #[test]

@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 use super::event_loop::EventLoop;
 use super::nat::{
-    AddrKind, Conn, NatReport, NatStatus, Reachability, UpnpStatus, is_loopback, remote_addr,
-    shared_addrs,
+    AddrKind, Conn, DhtMode, NatReport, NatStatus, Reachability, UpnpStatus, is_loopback,
+    remote_addr, shared_addrs,
 };
 use super::upnp;
 
@@ -79,7 +79,15 @@ impl EventLoop {
         endpoint: &ConnectedPoint,
     ) -> Multiaddr {
         let relayed = endpoint.is_relayed();
-        self.nat.conns.insert(id, Conn { peer, relayed });
+        let carried_world = self.nat.carries_world(&peer);
+        self.nat
+            .conns
+            .insert(id, Conn::new(peer, relayed, std::time::Instant::now()));
+        if !relayed && !carried_world {
+            // Gossip and sync can reach the peer now (perhaps a hole punch after a relayed
+            // connection that carried nothing): catch up with it.
+            self.start_sync(peer);
+        }
         if !relayed {
             self.reservations
                 .direct_since
@@ -153,11 +161,12 @@ impl EventLoop {
     }
 
     /// The periodic part: relay admission, reservations, hand-over to direct connections,
-    /// and the report.
+    /// the relay as a fallback, and the report.
     pub(super) fn nat_tick(&mut self) {
         self.gate
             .set_serving(self.options.nat.relay_server && self.nat.status == NatStatus::Public);
         self.hand_over_to_direct();
+        self.fall_back_to_the_relay();
         self.keep_reservations();
         self.publish_nat();
     }
@@ -179,6 +188,29 @@ impl EventLoop {
                 tracing::debug!(peer = %conn.peer, "direct connection up; closing the relayed one");
                 self.swarm.close_connection(id);
             }
+        }
+    }
+
+    /// Lets gossip and sync onto relayed connections that waited `relay_fallback` without a
+    /// direct connection to the same peer forming (hole punching failed, or was never tried).
+    fn fall_back_to_the_relay(&mut self) {
+        let now = std::time::Instant::now();
+        let wait = self.options.nat.relay_fallback;
+        for (id, peer) in self.nat.relay_fallbacks_due(now, wait) {
+            let behaviour = self.swarm.behaviour_mut();
+            let gossip = behaviour.gossipsub.open_relayed(id);
+            let sync = behaviour.sync.open_relayed(id);
+            if let Some(conn) = self.nat.conns.get_mut(&id) {
+                conn.world = true;
+            }
+            tracing::info!(
+                %peer,
+                gossip,
+                sync,
+                "no direct connection after {} s: the world flows through the relay",
+                wait.as_secs()
+            );
+            self.start_sync(peer);
         }
     }
 
@@ -332,15 +364,37 @@ impl EventLoop {
         self.publish_nat();
     }
 
+    /// Switches Kademlia between server and client as reachability changes. Kademlia's own
+    /// automatic mode follows confirmed external addresses, which a world on a LAN or on
+    /// loopback never has (AutoNAT confirms only internet addresses there): every node would be
+    /// a client and nobody would answer lookups. So the mode follows AutoNAT's verdict instead.
+    fn follow_reachability_in_the_dht(&mut self, status: NatStatus) {
+        let mode = DhtMode::for_status(status);
+        if mode == self.nat.kad_mode {
+            return;
+        }
+        tracing::info!(mode = mode.as_str(), "DHT mode follows reachability");
+        self.nat.kad_mode = mode;
+        let kad_mode = match mode {
+            DhtMode::Server => libp2p::kad::Mode::Server,
+            DhtMode::Client => libp2p::kad::Mode::Client,
+        };
+        self.swarm.behaviour_mut().kad.set_mode(Some(kad_mode));
+    }
+
     /// Publishes the report `INFO` reads.
     pub(super) fn publish_nat(&mut self) {
         let kinds: Vec<AddrKind> = self.addrs.borrow().iter().map(|(_, k)| *k).collect();
         let reachability = Reachability::of(kinds.iter().copied());
         let (direct, relayed) = self.nat.connection_counts();
+        let behaviour = self.swarm.behaviour();
+        let streams_relayed =
+            behaviour.gossipsub.relayed_streams() + behaviour.sync.relayed_streams();
         let mut status = self.nat.status;
         if reachability == Reachability::Direct {
             status = NatStatus::Public;
         }
+        self.follow_reachability_in_the_dht(status);
         let report = NatReport {
             status,
             external_addrs: self.swarm.external_addresses().cloned().collect(),
@@ -350,6 +404,9 @@ impl EventLoop {
             hole_punch_ok: self.nat.hole_punch_ok,
             hole_punch_failed: self.nat.hole_punch_failed,
             reachability,
+            connections_relayed_world: self.nat.relayed_world_count(),
+            streams_relayed,
+            kad_mode: self.nat.kad_mode,
         };
         self.nat_report.send_if_modified(|old| {
             let changed = *old != report;

@@ -132,6 +132,8 @@ pub struct Lab {
     stop: Arc<AtomicBool>,
     /// Bridge ports made so far (for names).
     ports: usize,
+    /// `relay_fallback_secs` of the nodes started from now on (`None`: the default).
+    pub relay_fallback_secs: Option<u64>,
 }
 
 impl Lab {
@@ -148,6 +150,7 @@ impl Lab {
             dir: tempfile::tempdir().expect("tempdir"),
             stop: Arc::new(AtomicBool::new(false)),
             ports: 0,
+            relay_fallback_secs: None,
         };
         lab.namespace(&internet);
         run(&[
@@ -374,9 +377,16 @@ impl Lab {
         let root = self.dir.path().join(ns);
         std::fs::create_dir_all(&root).expect("node dir");
         let config = root.join("config.ron");
+        let fallback = self
+            .relay_fallback_secs
+            .map(|secs| format!(", relay_fallback_secs: {secs}"))
+            .unwrap_or_default();
         std::fs::write(
             &config,
-            format!("(mdns: false, upnp: {upnp}, assume_global_addresses: true, rpc_auth: false)"),
+            format!(
+                "(mdns: false, upnp: {upnp}, assume_global_addresses: true, rpc_auth: false\
+                 {fallback})"
+            ),
         )
         .expect("config");
         let mut command = Command::new("ip");
