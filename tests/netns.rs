@@ -193,25 +193,62 @@ fn a_symmetric_nat_falls_back_to_the_relay() {
     let relayed = wait_for(Duration::from_secs(60), || connected(&mut w.p1, &w.p2));
     assert!(relayed.is_some(), "p1 and p2 never met\n{}", logs(&w));
     let met = Instant::now();
-    // Until a relayed connection carries the world, no gossip or sync stream crosses the relay
-    // (one INFO reply is one snapshot of both fields).
-    let relay_quiet = |node: &mut Node| {
+    // While the relay waits for a hole punch, their Puts cross through the backbone.
+    let there = put_crosses(&mut w.p1, &mut w.p2, "sym/1");
+    let back = put_crosses(&mut w.p2, &mut w.p1, "sym/2");
+    let through_backbone = met.elapsed();
+    assert!(
+        there.is_some() && back.is_some(),
+        "Puts did not cross through the backbone\n{}",
+        logs(&w)
+    );
+    // One INFO reply is one snapshot of the fields read from it.
+    let relay_state = |node: &mut Node| {
         let info = node.rpc.info();
-        info["connections_relayed_world"] != "0" || info["streams_relayed"] == "0"
+        let number = |field: &str| info[field].parse::<u64>().unwrap_or(0);
+        (
+            number("hole_punch_failed"),
+            number("connections_relayed_world"),
+            number("streams_relayed"),
+        )
     };
-    let failed = wait_for(Duration::from_secs(60), || {
-        assert!(
-            relay_quiet(&mut w.p1) && relay_quiet(&mut w.p2),
-            "game traffic on the relay before the fallback\n{}",
-            logs(&w)
-        );
-        let count =
-            |node: &mut Node| -> u64 { node.rpc.field("hole_punch_failed").parse().unwrap_or(0) };
-        count(&mut w.p1) + count(&mut w.p2) > 0
+    // Until a relayed connection carries the world, no gossip or sync stream crosses the
+    // relay; after the wait (hole punching fails here), the relay carries their world.
+    let fallback = Duration::from_secs(RELAY_FALLBACK_SECS);
+    assert!(
+        through_backbone < fallback,
+        "the Puts took {through_backbone:?}: the relay may have carried them"
+    );
+    let (mut failed, mut fell_back) = (None, None);
+    let watched = wait_for(fallback + Duration::from_secs(60), || {
+        let (p1, p2) = (relay_state(&mut w.p1), relay_state(&mut w.p2));
+        for (name, (_, world, streams)) in [("p1", p1), ("p2", p2)] {
+            assert!(
+                world > 0 || streams == 0,
+                "{name}: {streams} game streams on the relay before the fallback\n{}",
+                logs(&w)
+            );
+        }
+        if failed.is_none() && p1.0 + p2.0 > 0 {
+            failed = Some(met.elapsed());
+        }
+        let carrying = |(_, world, streams): (u64, u64, u64)| world > 0 && streams > 0;
+        if fell_back.is_none() && carrying(p1) && carrying(p2) {
+            fell_back = Some(met.elapsed());
+        }
+        failed.is_some() && fell_back.is_some()
     });
     assert!(
-        failed.is_some(),
-        "no failed hole punch counted\n{}",
+        watched.is_some(),
+        "hole punch failure counted after {failed:?}, relay carrying the world after \
+         {fell_back:?}\n{}",
+        logs(&w)
+    );
+    let (failed, fell_back) = (failed.unwrap_or_default(), fell_back.unwrap_or_default());
+    // Polling saw the connection at most a moment after it came up.
+    assert!(
+        fell_back + Duration::from_secs(1) >= fallback,
+        "the relay carried the world after {fell_back:?}, before the {fallback:?} wait\n{}",
         logs(&w)
     );
     assert!(
@@ -219,42 +256,23 @@ fn a_symmetric_nat_falls_back_to_the_relay() {
         "a direct connection through a symmetric NAT?\n{}",
         logs(&w)
     );
-    let there = put_crosses(&mut w.p1, &mut w.p2, "sym/1");
-    let back = put_crosses(&mut w.p2, &mut w.p1, "sym/2");
+    let later_there = put_crosses(&mut w.p1, &mut w.p2, "sym/3");
+    let later_back = put_crosses(&mut w.p2, &mut w.p1, "sym/4");
     assert!(
-        there.is_some() && back.is_some(),
-        "Puts did not cross through the backbone\n{}",
-        logs(&w)
-    );
-    // After the wait, the relayed connection carries their gossip and sync.
-    let fallback = Duration::from_secs(RELAY_FALLBACK_SECS);
-    let carrying = |node: &mut Node| {
-        let info = node.rpc.info();
-        info["connections_relayed_world"] != "0" && info["streams_relayed"] != "0"
-    };
-    let fell_back = wait_for(fallback + Duration::from_secs(30), || {
-        carrying(&mut w.p1) && carrying(&mut w.p2)
-    });
-    assert!(
-        fell_back.is_some(),
-        "the relay never carried the world\n{}",
-        logs(&w)
-    );
-    let after = met.elapsed();
-    // Polling saw the connection at most a moment after it came up.
-    assert!(
-        after + Duration::from_secs(1) >= fallback,
-        "the relay carried the world after {after:?}, before the {fallback:?} wait\n{}",
+        later_there.is_some() && later_back.is_some(),
+        "Puts did not cross once the relay carried the world\n{}",
         logs(&w)
     );
     note(&format!(
-        "symmetric NAT: hole punch failure counted after {:.1} s; Puts crossed in {:?} and {:?} \
-         through the backbone; the relay carried the world {:.1} s after p1 and p2 met \
-         (p1 streams_relayed:{})",
-        failed.unwrap_or_default().as_secs_f64(),
+        "symmetric NAT: hole punch failure counted {:.1} s and the relay carrying the world \
+         {:.1} s after p1 and p2 met (wait {RELAY_FALLBACK_SECS} s); Puts crossed through the \
+         backbone in {:?} and {:?}, then in {:?} and {:?} (p1 streams_relayed:{})",
+        failed.as_secs_f64(),
+        fell_back.as_secs_f64(),
         there.unwrap_or_default(),
         back.unwrap_or_default(),
-        after.as_secs_f64(),
+        later_there.unwrap_or_default(),
+        later_back.unwrap_or_default(),
         w.p1.rpc.field("streams_relayed"),
     ));
 }
