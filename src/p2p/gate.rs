@@ -19,26 +19,18 @@
 //!
 //! What is not here: when to open (`reach`), and the protocols themselves.
 
+mod handler;
+
 use std::collections::{HashMap, VecDeque};
 use std::ops::{Deref, DerefMut};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::future;
 use libp2p::core::transport::PortUse;
-use libp2p::core::upgrade::DeniedUpgrade;
 use libp2p::core::{ConnectedPoint, Endpoint};
-// The `either` crate's `Either`, as libp2p re-exports it (what its upgrades combine with).
 use libp2p::swarm::behaviour::{ConnectionClosed, ConnectionEstablished, FromSwarm};
-use libp2p::swarm::derive_prelude::Either;
-use libp2p::swarm::handler::{
-    ConnectionEvent, ConnectionHandler, ConnectionHandlerEvent, DialUpgradeError,
-    FullyNegotiatedInbound, FullyNegotiatedOutbound, ListenUpgradeError, SendWrapper,
-    SubstreamProtocol,
-};
 use libp2p::swarm::{
     ConnectionDenied, ConnectionId, NetworkBehaviour, NotifyHandler, THandler, THandlerInEvent,
     THandlerOutEvent, ToSwarm,
@@ -46,6 +38,7 @@ use libp2p::swarm::{
 use libp2p::{Multiaddr, PeerId};
 
 use super::nat::is_relayed;
+pub use handler::{GateIn, GatedHandler, Opened};
 
 /// How long a newly opened relayed connection waits before opening streams of its own (the
 /// other end opens within about a round trip and a tick of its event loop).
@@ -157,10 +150,7 @@ impl<B: NetworkBehaviour> Gated<B> {
         endpoint: ConnectedPoint,
     ) -> GatedHandler<B::ConnectionHandler> {
         self.held.insert(connection, (peer, endpoint));
-        GatedHandler {
-            inner: None,
-            relayed: Some(RelayedSide::new(self.relayed_streams.clone())),
-        }
+        GatedHandler::held(self.relayed_streams.clone())
     }
 }
 
@@ -351,217 +341,218 @@ impl<B: NetworkBehaviour> NetworkBehaviour for Gated<B> {
     }
 }
 
-/// What a [`GatedHandler`] is told by its behaviour.
-pub enum GateIn<H: ConnectionHandler> {
-    /// The connection is opened: here is the wrapped behaviour's handler for it.
-    Open(Opened<H>),
-    /// An event for the wrapped handler.
-    Inner(H::FromBehaviour),
-}
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
 
-/// A wrapped handler on its way to its connection.
-pub struct Opened<H>(H);
+    use libp2p::swarm::derive_prelude::Either;
+    use libp2p::swarm::{ConnectionHandler, dummy};
 
-impl<H: ConnectionHandler> std::fmt::Debug for GateIn<H> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            GateIn::Open(_) => f.write_str("GateIn::Open"),
-            GateIn::Inner(event) => f.debug_tuple("GateIn::Inner").field(event).finish(),
+    use super::*;
+
+    /// A behaviour that records what the swarm tells it.
+    #[derive(Default)]
+    struct Recorder {
+        /// Connections it made a handler for.
+        handlers: Vec<ConnectionId>,
+        /// Established connections, with the count of others it was told of.
+        established: Vec<(ConnectionId, usize)>,
+        /// Closed connections, with the count of remaining ones.
+        closed: Vec<(ConnectionId, usize)>,
+    }
+
+    impl NetworkBehaviour for Recorder {
+        type ConnectionHandler = dummy::ConnectionHandler;
+        type ToSwarm = Infallible;
+
+        fn handle_established_inbound_connection(
+            &mut self,
+            connection: ConnectionId,
+            _: PeerId,
+            _: &Multiaddr,
+            _: &Multiaddr,
+        ) -> Result<THandler<Self>, ConnectionDenied> {
+            self.handlers.push(connection);
+            Ok(dummy::ConnectionHandler)
         }
-    }
-}
 
-/// The relayed side of a [`GatedHandler`].
-struct RelayedSide<H: ConnectionHandler> {
-    /// Streams negotiated on relayed connections (shared with the behaviour).
-    streams: Arc<AtomicU64>,
-    /// Until when the wrapped handler's own streams wait, once opened.
-    hold: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Streams the wrapped handler asked for during the hold.
-    waiting: VecDeque<SubstreamProtocol<H::OutboundProtocol, H::OutboundOpenInfo>>,
-}
-
-impl<H: ConnectionHandler> RelayedSide<H> {
-    fn new(streams: Arc<AtomicU64>) -> Self {
-        RelayedSide {
-            streams,
-            hold: None,
-            waiting: VecDeque::new(),
+        fn handle_established_outbound_connection(
+            &mut self,
+            connection: ConnectionId,
+            _: PeerId,
+            _: &Multiaddr,
+            _: Endpoint,
+            _: PortUse,
+        ) -> Result<THandler<Self>, ConnectionDenied> {
+            self.handlers.push(connection);
+            Ok(dummy::ConnectionHandler)
         }
-    }
 
-    /// Whether the hold after opening is still on.
-    fn holding(&mut self, cx: &mut Context<'_>) -> bool {
-        let over = self
-            .hold
-            .as_mut()
-            .is_none_or(|hold| hold.as_mut().poll(cx).is_ready());
-        if over {
-            self.hold = None;
-        }
-        !over
-    }
-
-    fn count_stream(&self) {
-        self.streams.fetch_add(1, Relaxed);
-    }
-}
-
-/// The handler of a [`Gated`] behaviour: the wrapped handler, absent on a held relayed
-/// connection (which then refuses the wrapped protocols' streams).
-pub struct GatedHandler<H: ConnectionHandler> {
-    /// The wrapped handler, once the connection is open.
-    inner: Option<H>,
-    /// On relayed connections: the count of their streams and the hold after opening.
-    relayed: Option<RelayedSide<H>>,
-}
-
-impl<H: ConnectionHandler> GatedHandler<H> {
-    /// The handler of a direct connection: open from the start.
-    fn direct(inner: H) -> Self {
-        GatedHandler {
-            inner: Some(inner),
-            relayed: None,
-        }
-    }
-}
-
-impl<H: ConnectionHandler> ConnectionHandler for GatedHandler<H> {
-    type FromBehaviour = GateIn<H>;
-    type ToBehaviour = H::ToBehaviour;
-    type InboundProtocol = Either<SendWrapper<H::InboundProtocol>, SendWrapper<DeniedUpgrade>>;
-    type OutboundProtocol = H::OutboundProtocol;
-    type InboundOpenInfo = Either<H::InboundOpenInfo, ()>;
-    type OutboundOpenInfo = H::OutboundOpenInfo;
-
-    fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol, Self::InboundOpenInfo> {
-        match &self.inner {
-            Some(inner) => inner
-                .listen_protocol()
-                .map_upgrade(|upgrade| Either::Left(SendWrapper(upgrade)))
-                .map_info(Either::Left),
-            None => {
-                SubstreamProtocol::new(Either::Right(SendWrapper(DeniedUpgrade)), Either::Right(()))
-            }
-        }
-    }
-
-    fn on_behaviour_event(&mut self, event: GateIn<H>) {
-        match (event, &mut self.inner) {
-            (GateIn::Open(Opened(handler)), inner @ None) => {
-                *inner = Some(handler);
-                if let Some(relayed) = &mut self.relayed {
-                    relayed.hold = Some(Box::pin(tokio::time::sleep(OUTBOUND_HOLD)));
+        fn on_swarm_event(&mut self, event: FromSwarm) {
+            match event {
+                FromSwarm::ConnectionEstablished(e) => self
+                    .established
+                    .push((e.connection_id, e.other_established)),
+                FromSwarm::ConnectionClosed(e) => {
+                    self.closed.push((e.connection_id, e.remaining_established))
                 }
+                _ => {}
             }
-            (GateIn::Open(_), Some(_)) => {
-                tracing::debug!("a connection was opened twice; the first handler stays");
-            }
-            (GateIn::Inner(event), Some(inner)) => inner.on_behaviour_event(event),
-            (GateIn::Inner(event), None) => {
-                tracing::debug!(?event, "an event for a held relayed connection was dropped");
-            }
+        }
+
+        fn on_connection_handler_event(
+            &mut self,
+            _: PeerId,
+            _: ConnectionId,
+            event: THandlerOutEvent<Self>,
+        ) {
+            match event {}
+        }
+
+        fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Infallible, Infallible>> {
+            Poll::Pending
         }
     }
 
-    fn connection_keep_alive(&self) -> bool {
-        self.inner
-            .as_ref()
-            .is_some_and(ConnectionHandler::connection_keep_alive)
-    }
-
-    fn poll(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<ConnectionHandlerEvent<H::OutboundProtocol, H::OutboundOpenInfo, H::ToBehaviour>>
-    {
-        let Some(inner) = &mut self.inner else {
-            return Poll::Pending;
-        };
-        let Some(relayed) = &mut self.relayed else {
-            return inner.poll(cx);
-        };
-        let holding = relayed.holding(cx);
-        if !holding && let Some(protocol) = relayed.waiting.pop_front() {
-            return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest { protocol });
-        }
-        loop {
-            match inner.poll(cx) {
-                Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest { protocol })
-                    if holding =>
-                {
-                    relayed.waiting.push_back(protocol);
-                }
-                other => return other,
-            }
+    fn dial(address: &Multiaddr) -> ConnectedPoint {
+        ConnectedPoint::Dialer {
+            address: address.clone(),
+            role_override: Endpoint::Dialer,
+            port_use: PortUse::Reuse,
         }
     }
 
-    fn on_connection_event(
-        &mut self,
-        event: ConnectionEvent<
-            Self::InboundProtocol,
-            Self::OutboundProtocol,
-            Self::InboundOpenInfo,
-            Self::OutboundOpenInfo,
-        >,
-    ) {
-        let Some(inner) = &mut self.inner else {
-            // Held: only refused inbound streams and address changes arrive; nothing to do.
-            return;
-        };
-        match event {
-            ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound { protocol, info }) => {
-                let (future::Either::Left(protocol), Either::Left(info)) = (protocol, info) else {
-                    return; // A stream refused while held, finished after opening.
-                };
-                if let Some(relayed) = &self.relayed {
-                    relayed.count_stream();
-                }
-                inner.on_connection_event(ConnectionEvent::FullyNegotiatedInbound(
-                    FullyNegotiatedInbound { protocol, info },
-                ));
-            }
-            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
-                protocol,
-                info,
-            }) => {
-                if let Some(relayed) = &self.relayed {
-                    relayed.count_stream();
-                }
-                inner.on_connection_event(ConnectionEvent::FullyNegotiatedOutbound(
-                    FullyNegotiatedOutbound { protocol, info },
-                ));
-            }
-            ConnectionEvent::ListenUpgradeError(ListenUpgradeError { info, error }) => {
-                if let (Either::Left(info), Either::Left(error)) = (info, error) {
-                    inner.on_connection_event(ConnectionEvent::ListenUpgradeError(
-                        ListenUpgradeError { info, error },
-                    ));
-                }
-            }
-            ConnectionEvent::DialUpgradeError(DialUpgradeError { info, error }) => inner
-                .on_connection_event(ConnectionEvent::DialUpgradeError(DialUpgradeError {
-                    info,
-                    error,
-                })),
-            ConnectionEvent::AddressChange(change) => {
-                inner.on_connection_event(ConnectionEvent::AddressChange(change))
-            }
-            ConnectionEvent::LocalProtocolsChange(change) => {
-                inner.on_connection_event(ConnectionEvent::LocalProtocolsChange(change))
-            }
-            ConnectionEvent::RemoteProtocolsChange(change) => {
-                inner.on_connection_event(ConnectionEvent::RemoteProtocolsChange(change))
-            }
-            _ => {}
-        }
+    fn established(
+        peer: PeerId,
+        id: ConnectionId,
+        endpoint: &ConnectedPoint,
+        others: usize,
+    ) -> FromSwarm<'_> {
+        FromSwarm::ConnectionEstablished(ConnectionEstablished {
+            peer_id: peer,
+            connection_id: id,
+            endpoint,
+            failed_addresses: &[],
+            other_established: others,
+        })
     }
 
-    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Option<H::ToBehaviour>> {
-        match &mut self.inner {
-            Some(inner) => inner.poll_close(cx),
-            None => Poll::Ready(None),
+    fn closed(
+        peer: PeerId,
+        id: ConnectionId,
+        endpoint: &ConnectedPoint,
+        remaining: usize,
+    ) -> FromSwarm<'_> {
+        FromSwarm::ConnectionClosed(ConnectionClosed {
+            peer_id: peer,
+            connection_id: id,
+            endpoint,
+            cause: None,
+            remaining_established: remaining,
+        })
+    }
+
+    fn addrs(peer: PeerId) -> (Multiaddr, Multiaddr) {
+        let relay = PeerId::random();
+        let relayed = format!("/ip4/203.0.113.1/tcp/7441/p2p/{relay}/p2p-circuit/p2p/{peer}");
+        let direct = "/ip4/203.0.113.9/tcp/7441".parse().expect("multiaddr");
+        (relayed.parse().expect("multiaddr"), direct)
+    }
+
+    #[test]
+    fn a_relayed_connection_stays_hidden_from_the_wrapped_behaviour_until_opened() {
+        let mut gated = Gated::new(Recorder::default());
+        let peer = PeerId::random();
+        let (relayed, direct) = addrs(peer);
+        let (c1, c2) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+        );
+        let (e1, e2) = (dial(&relayed), dial(&direct));
+
+        let held = gated
+            .handle_established_outbound_connection(
+                c1,
+                peer,
+                &relayed,
+                Endpoint::Dialer,
+                PortUse::Reuse,
+            )
+            .expect("accepted");
+        assert!(!held.is_open());
+        assert!(
+            matches!(held.listen_protocol().upgrade(), Either::Right(_)),
+            "refuses streams"
+        );
+        gated.on_swarm_event(established(peer, c1, &e1, 0));
+        assert!(gated.handlers.is_empty() && gated.established.is_empty());
+
+        let open = gated
+            .handle_established_outbound_connection(
+                c2,
+                peer,
+                &direct,
+                Endpoint::Dialer,
+                PortUse::Reuse,
+            )
+            .expect("accepted");
+        assert!(open.is_open());
+        gated.on_swarm_event(established(peer, c2, &e2, 1));
+        assert_eq!(
+            gated.established,
+            vec![(c2, 0)],
+            "the held one is not counted"
+        );
+
+        assert!(gated.open_relayed(c1));
+        assert!(!gated.open_relayed(c1), "opened once");
+        assert_eq!(gated.handlers, vec![c2, c1]);
+        assert_eq!(gated.established, vec![(c2, 0), (c1, 1)]);
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        match gated.poll(&mut cx) {
+            Poll::Ready(ToSwarm::NotifyHandler {
+                handler: NotifyHandler::One(id),
+                event: GateIn::Open(_),
+                ..
+            }) => assert_eq!(id, c1),
+            _ => panic!("the opened connection gets its handler"),
         }
+
+        gated.on_swarm_event(closed(peer, c2, &e2, 1));
+        gated.on_swarm_event(closed(peer, c1, &e1, 0));
+        assert_eq!(gated.closed, vec![(c2, 1), (c1, 0)]);
+    }
+
+    #[test]
+    fn a_held_connection_that_closes_is_never_shown() {
+        let mut gated = Gated::new(Recorder::default());
+        let peer = PeerId::random();
+        let (relayed, _) = addrs(peer);
+        let c1 = ConnectionId::new_unchecked(1);
+        let e1 = dial(&relayed);
+        let _held = gated
+            .handle_established_outbound_connection(
+                c1,
+                peer,
+                &relayed,
+                Endpoint::Dialer,
+                PortUse::Reuse,
+            )
+            .expect("accepted");
+        gated.on_swarm_event(established(peer, c1, &e1, 0));
+        gated.on_swarm_event(closed(peer, c1, &e1, 0));
+        assert!(!gated.open_relayed(c1));
+        assert!(
+            gated.handlers.is_empty() && gated.established.is_empty() && gated.closed.is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_opened_handler_accepts_the_wrapped_protocols() {
+        let mut held: GatedHandler<dummy::ConnectionHandler> =
+            GatedHandler::held(Arc::new(AtomicU64::new(0)));
+        held.on_behaviour_event(GateIn::Open(Opened(dummy::ConnectionHandler)));
+        assert!(held.is_open());
+        assert!(matches!(held.listen_protocol().upgrade(), Either::Left(_)));
     }
 }
