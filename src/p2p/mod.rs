@@ -214,6 +214,9 @@ pub struct NetworkHandle {
     progress: watch::Receiver<SyncProgress>,
     /// This node's peer id.
     peer_id: PeerId,
+    /// How long a relayed connection waits before the world flows over it (a `JOIN` of a
+    /// relayed address may have to wait that long for its first sync).
+    relay_fallback: Duration,
 }
 
 impl std::fmt::Debug for Command {
@@ -279,10 +282,17 @@ impl NetworkHandle {
             .send(Command::Join(addr.clone(), tx))
             .await
             .map_err(|_| P2pError::Stopped)?;
-        match tokio::time::timeout(JOIN_TIMEOUT, rx).await {
+        // Through a relay, the first sync waits for hole punching, and where none succeeds
+        // for the relay to carry the world (and the other end's first streams after it).
+        let timeout = if nat::is_relayed(&addr) {
+            JOIN_TIMEOUT + self.relay_fallback + gate::OUTBOUND_HOLD
+        } else {
+            JOIN_TIMEOUT
+        };
+        match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(P2pError::Stopped),
-            Err(_) => Err(JoinError::Timeout(JOIN_TIMEOUT.as_secs()).into()),
+            Err(_) => Err(JoinError::Timeout(timeout.as_secs()).into()),
         }
     }
 
@@ -324,6 +334,7 @@ pub async fn start(setup: NetworkSetup) -> Result<NetworkHandle, P2pError> {
         stats,
     } = setup;
     let peer_id = keypair.public().to_peer_id();
+    let relay_fallback = options.nat.relay_fallback;
     let gate = RelayGate::new();
     let mut swarm = behaviour::build_node_swarm(
         keypair,
@@ -368,6 +379,7 @@ pub async fn start(setup: NetworkSetup) -> Result<NetworkHandle, P2pError> {
         commands: commands_tx,
         progress: progress_rx,
         peer_id,
+        relay_fallback,
     })
 }
 

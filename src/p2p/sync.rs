@@ -273,17 +273,25 @@ impl EventLoop {
             }
             request_response::Event::OutboundFailure {
                 peer,
+                connection_id,
                 error,
                 request_id,
-                ..
             } => {
                 if !self.is_current(peer, request_id) {
                     return;
                 }
+                // Refused over a relayed connection: the other end has not let the world onto
+                // it yet (see `gate`), which says nothing about whether it speaks sync.
+                let over_relay = self
+                    .nat
+                    .conns
+                    .get(&connection_id)
+                    .is_some_and(|conn| conn.relayed);
                 if matches!(
                     error,
                     request_response::OutboundFailure::UnsupportedProtocols
-                ) {
+                ) && !over_relay
+                {
                     tracing::info!(%peer, "peer does not speak /cmud/sync/2; not syncing with it");
                     self.foreign.insert(peer);
                     self.join_failed(peer, super::JoinError::NotCmud);
