@@ -42,6 +42,11 @@ const RELAY_HANDOVER: Duration = Duration::from_secs(3);
 /// one-hour reservations): a reservation is dropped only once accepted and well before that.
 const SAFE_DROP_AFTER_ACCEPT: Duration = Duration::from_secs(600);
 
+/// How long after a new reservation the world's providers are looked up once more: two
+/// players who got theirs at the same moment each looked before the other's relayed address
+/// was announced, and would otherwise wait for the next discovery round.
+const REDISCOVER_AFTER_RESERVATION: Duration = Duration::from_secs(3);
+
 /// One relay reservation this node holds or has asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Reservation {
@@ -68,6 +73,8 @@ pub(super) struct Reservations {
     pub retry_at: HashMap<PeerId, Instant>,
     /// When each peer's first direct connection came up (relayed ones go after a while).
     pub direct_since: HashMap<PeerId, Instant>,
+    /// When to look the world's providers up again after a new reservation.
+    pub rediscover_at: Option<Instant>,
 }
 
 impl EventLoop {
@@ -167,6 +174,14 @@ impl EventLoop {
             .set_serving(self.options.nat.relay_server && self.nat.status == NatStatus::Public);
         self.hand_over_to_direct();
         self.fall_back_to_the_relay();
+        if self
+            .reservations
+            .rediscover_at
+            .is_some_and(|at| at <= Instant::now())
+        {
+            self.reservations.rediscover_at = None;
+            self.discover();
+        }
         self.keep_reservations();
         self.publish_nat();
     }
@@ -304,6 +319,7 @@ impl EventLoop {
                 tracing::info!(relay = %relay_peer_id, "reachable through a relay");
                 // Tell the world at once: friends find the relayed address through the DHT.
                 self.discover();
+                self.reservations.rediscover_at = Some(now + REDISCOVER_AFTER_RESERVATION);
             }
         }
     }
