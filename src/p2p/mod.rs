@@ -4,8 +4,8 @@
 //! - [`behaviour`]: the behaviours (TCP and QUIC, identify, ping, mDNS, Kademlia, gossipsub,
 //!   `/cmud/sync/2`, relay client and server, DCUtR, AutoNAT, UPnP) and their tuning.
 //! - [`nat`]: reachability state and the kinds of shareable addresses (pure); `reach`: the
-//!   event loop's side of it (reservations, hand-over to direct connections, the relay as a
-//!   fallback); [`gate`]: gossip and sync kept off relayed connections until then; [`upnp`]:
+//!   event loop's side of it (hand-over to direct connections, the relay as a fallback),
+//!   `relays`: relay reservations; [`gate`]: gossip and sync kept off relayed connections until then; [`upnp`]:
 //!   the home router's port mapping.
 //! - [`wire`]: gossip batches and sync messages, postcard-encoded with a format version.
 //! - `event_loop`: the task that owns the swarm, with `dial` (joins, re-dials, discovery),
@@ -26,6 +26,7 @@ pub mod nat;
 pub mod progress;
 mod reach;
 mod redial;
+mod relays;
 mod sync;
 pub mod upnp;
 pub mod wire;
