@@ -76,7 +76,7 @@ impl<H: ConnectionHandler> RelayedSide<H> {
     }
 }
 
-/// The handler of a [`Gated`] behaviour: the wrapped handler, absent on a held relayed
+/// The handler of a [`Gated`](super::Gated) behaviour: the wrapped handler, absent on a held relayed
 /// connection (which then refuses the wrapped protocols' streams).
 pub struct GatedHandler<H: ConnectionHandler> {
     /// The wrapped handler, once the connection is open.
