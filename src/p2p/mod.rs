@@ -373,7 +373,16 @@ pub async fn start(setup: NetworkSetup) -> Result<NetworkHandle, P2pError> {
         nat_report: nat_tx,
         gate,
     });
-    tokio::spawn(event_loop.run());
+    let task = tokio::spawn(event_loop.run());
+    // A panic inside libp2p ends the network task while the rest of the node runs on: say so
+    // loudly rather than leave a node that silently reaches nobody.
+    tokio::spawn(async move {
+        if let Err(err) = task.await
+            && err.is_panic()
+        {
+            tracing::error!(%err, "the network stopped after a panic; restart cmud to reconnect");
+        }
+    });
     Ok(NetworkHandle {
         addrs: addrs_rx,
         nat: nat_rx,
