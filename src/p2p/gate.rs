@@ -150,7 +150,7 @@ impl<B: NetworkBehaviour> Gated<B> {
         endpoint: ConnectedPoint,
     ) -> GatedHandler<B::ConnectionHandler> {
         self.held.insert(connection, (peer, endpoint));
-        GatedHandler::held(self.relayed_streams.clone())
+        GatedHandler::held(self.relayed_streams.clone(), OUTBOUND_HOLD)
     }
 }
 
@@ -345,7 +345,9 @@ impl<B: NetworkBehaviour> NetworkBehaviour for Gated<B> {
 mod tests {
     use std::convert::Infallible;
 
+    use libp2p::core::upgrade::DeniedUpgrade;
     use libp2p::swarm::derive_prelude::Either;
+    use libp2p::swarm::handler::{ConnectionEvent, ConnectionHandlerEvent, SubstreamProtocol};
     use libp2p::swarm::{ConnectionHandler, dummy};
 
     use super::*;
@@ -550,9 +552,71 @@ mod tests {
     #[tokio::test]
     async fn an_opened_handler_accepts_the_wrapped_protocols() {
         let mut held: GatedHandler<dummy::ConnectionHandler> =
-            GatedHandler::held(Arc::new(AtomicU64::new(0)));
+            GatedHandler::held(Arc::new(AtomicU64::new(0)), OUTBOUND_HOLD);
         held.on_behaviour_event(GateIn::Open(Opened(dummy::ConnectionHandler)));
         assert!(held.is_open());
         assert!(matches!(held.listen_protocol().upgrade(), Either::Left(_)));
+    }
+
+    /// A handler that asks for one outbound stream as soon as it is polled.
+    struct Asker {
+        /// Whether it has asked.
+        asked: bool,
+    }
+
+    impl ConnectionHandler for Asker {
+        type FromBehaviour = Infallible;
+        type ToBehaviour = Infallible;
+        type InboundProtocol = DeniedUpgrade;
+        type OutboundProtocol = DeniedUpgrade;
+        type InboundOpenInfo = ();
+        type OutboundOpenInfo = ();
+
+        fn listen_protocol(&self) -> SubstreamProtocol<DeniedUpgrade> {
+            SubstreamProtocol::new(DeniedUpgrade, ())
+        }
+
+        fn poll(
+            &mut self,
+            _: &mut Context<'_>,
+        ) -> Poll<ConnectionHandlerEvent<DeniedUpgrade, (), Infallible>> {
+            if std::mem::replace(&mut self.asked, true) {
+                return Poll::Pending;
+            }
+            Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                protocol: SubstreamProtocol::new(DeniedUpgrade, ()),
+            })
+        }
+
+        fn on_behaviour_event(&mut self, event: Infallible) {
+            match event {}
+        }
+
+        fn on_connection_event(
+            &mut self,
+            _: ConnectionEvent<DeniedUpgrade, DeniedUpgrade, (), ()>,
+        ) {
+        }
+    }
+
+    fn asks(handler: &mut GatedHandler<Asker>) -> bool {
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        matches!(
+            handler.poll(&mut cx),
+            Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest { .. })
+        )
+    }
+
+    #[tokio::test]
+    async fn an_opened_relayed_connection_opens_its_own_streams_only_after_the_hold() {
+        let hold = Duration::from_millis(200);
+        let mut relayed = GatedHandler::held(Arc::new(AtomicU64::new(0)), hold);
+        assert!(!asks(&mut relayed), "held: nothing runs");
+        relayed.on_behaviour_event(GateIn::Open(Opened(Asker { asked: false })));
+        assert!(!asks(&mut relayed), "the other end may not have opened yet");
+        tokio::time::sleep(hold * 2).await;
+        assert!(asks(&mut relayed), "the stream asked for during the hold");
+        let mut direct = GatedHandler::direct(Asker { asked: false });
+        assert!(asks(&mut direct), "a direct connection does not wait");
     }
 }

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::future;
 use libp2p::core::upgrade::DeniedUpgrade;
@@ -18,6 +19,7 @@ use libp2p::swarm::handler::{
     SubstreamProtocol,
 };
 
+#[cfg(doc)]
 use super::OUTBOUND_HOLD;
 
 /// What a [`GatedHandler`] is told by its behaviour.
@@ -44,16 +46,19 @@ impl<H: ConnectionHandler> std::fmt::Debug for GateIn<H> {
 pub(super) struct RelayedSide<H: ConnectionHandler> {
     /// Streams negotiated on relayed connections (shared with the behaviour).
     streams: Arc<AtomicU64>,
-    /// Until when the wrapped handler's own streams wait, once opened.
+    /// How long the wrapped handler's own streams wait once opened.
+    hold_for: Duration,
+    /// Until when they wait (set on opening).
     hold: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Streams the wrapped handler asked for during the hold.
     waiting: VecDeque<SubstreamProtocol<H::OutboundProtocol, H::OutboundOpenInfo>>,
 }
 
 impl<H: ConnectionHandler> RelayedSide<H> {
-    pub(super) fn new(streams: Arc<AtomicU64>) -> Self {
+    pub(super) fn new(streams: Arc<AtomicU64>, hold_for: Duration) -> Self {
         RelayedSide {
             streams,
+            hold_for,
             hold: None,
             waiting: VecDeque::new(),
         }
@@ -94,11 +99,12 @@ impl<H: ConnectionHandler> GatedHandler<H> {
         }
     }
 
-    /// The handler of a held relayed connection, counting its streams in `streams` once open.
-    pub(super) fn held(streams: Arc<AtomicU64>) -> Self {
+    /// The handler of a held relayed connection, counting its streams in `streams` once open
+    /// and holding its own streams for `hold_for` after opening ([`OUTBOUND_HOLD`]).
+    pub(super) fn held(streams: Arc<AtomicU64>, hold_for: Duration) -> Self {
         GatedHandler {
             inner: None,
-            relayed: Some(RelayedSide::new(streams)),
+            relayed: Some(RelayedSide::new(streams, hold_for)),
         }
     }
 
@@ -134,7 +140,7 @@ impl<H: ConnectionHandler> ConnectionHandler for GatedHandler<H> {
             (GateIn::Open(Opened(handler)), inner @ None) => {
                 *inner = Some(handler);
                 if let Some(relayed) = &mut self.relayed {
-                    relayed.hold = Some(Box::pin(tokio::time::sleep(OUTBOUND_HOLD)));
+                    relayed.hold = Some(Box::pin(tokio::time::sleep(relayed.hold_for)));
                 }
             }
             (GateIn::Open(_), Some(_)) => {
