@@ -25,6 +25,7 @@ pub mod indexed;
 pub mod log;
 pub mod pace;
 pub mod persist;
+pub mod quota;
 pub mod ranger;
 pub mod replica;
 pub mod sign;
