@@ -168,13 +168,7 @@ impl Account {
 
     /// Admits an entry only if it fits as it is, evicting nothing (this node's own writes:
     /// what it acknowledged stays).
-    fn admit_whole(
-        &mut self,
-        key: &Key,
-        bytes: u64,
-        latest: Stamp,
-        limits: &QuotaLimits,
-    ) -> bool {
+    fn admit_whole(&mut self, key: &Key, bytes: u64, latest: Stamp, limits: &QuotaLimits) -> bool {
         let (keys, total) = self.after(key, bytes);
         let fits = !limits.exceeded(keys, total);
         if fits {
@@ -299,7 +293,9 @@ impl OwnQuota {
     fn lock(&self) -> MutexGuard<'_, Account> {
         // A panic while holding the lock leaves a consistent account (every update is a
         // few field writes), so a poisoned lock is still usable.
-        self.account.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.account
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Charges `writes` (made at wall time `now_ms`) if all of them fit, or none.

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::clock::Hlc;
-use super::entry::{Batch, Entry, Key, KeyedEntry, Merged, NodeId, merge};
+use super::entry::{Batch, Entry, Key, KeyedEntry, Merged, NodeId, Version, merge};
+use super::indexed::is_evicted;
 use super::validate::is_expired_tombstone;
 
 /// A full replica owned by one actor.
@@ -117,6 +118,24 @@ impl Replica {
             }
         }
         changed
+    }
+
+    /// Drops each key's entry if it is the given version's writer's and not newer (evicted by
+    /// that writer's quota at the gateway). Returns the keys dropped.
+    pub fn evict(&mut self, entries: &[(Key, Version)]) -> Vec<Key> {
+        let mut gone = Vec::new();
+        for (key, version) in entries {
+            if self
+                .map
+                .get(key)
+                .is_some_and(|held| is_evicted(held, version))
+                && let Some(held) = self.map.remove(key)
+            {
+                self.adjust_live(!held.is_tombstone(), false);
+                gone.push(key.clone());
+            }
+        }
+        gone
     }
 
     fn adjust_live(&mut self, was_live: bool, is_live: bool) {

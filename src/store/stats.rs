@@ -51,6 +51,11 @@ pub struct RemoteStats {
     pub rejected_signatures: AtomicU64,
     /// Of those, entries under another peer's `p/<id>/` namespace.
     pub rejected_namespaces: AtomicU64,
+    /// Of those, entries of a writer past its quota, turned away on arrival.
+    pub rejected_quota: AtomicU64,
+    /// Of those, entries admitted under their writer's quota and later pushed out by an
+    /// earlier key of the same writer.
+    pub evicted_quota: AtomicU64,
     /// Entries from peers skipped for now because their version is in the future.
     pub rejected_versions: AtomicU64,
     /// Peers connected now.

@@ -57,7 +57,11 @@ impl Model {
     fn deliver(&mut self, key: &Key, entry: &Entry) {
         let outcome = self.quota.admit(key, entry);
         for gone in &outcome.evicted {
-            if self.map.get(gone).is_some_and(|held| held.author() == entry.author()) {
+            if self
+                .map
+                .get(gone)
+                .is_some_and(|held| held.author() == entry.author())
+            {
                 self.map.remove(gone);
             }
             self.evicted += 1;
@@ -76,7 +80,10 @@ impl Model {
     }
 
     fn held_by(&self, writer: &str) -> usize {
-        self.map.values().filter(|e| e.author().as_str() == writer).count()
+        self.map
+            .values()
+            .filter(|e| e.author().as_str() == writer)
+            .count()
     }
 }
 
