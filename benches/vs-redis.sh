@@ -33,6 +33,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# SET-r creates up to 100,000 keys of one writer: quotas off, as for any benchmark that may
+# write more than one writer's quota (max_keys_per_writer in config.ron).
+mkdir -p "$work/config/cmud"
+echo '(max_keys_per_writer: 0, max_bytes_per_writer: 0)' >"$work/config/cmud/config.ron"
 HOME="$work/home" XDG_CONFIG_HOME="$work/config" RUST_LOG=warn \
   target/release/cmud --server-only --actors "$ACTORS" --rpc-port "$CMUD_PORT" --no-mdns \
   --listen /ip4/127.0.0.1/tcp/0 --data-dir "$work/data" >"$work/cmud.out" 2>"$work/cmud.err" &

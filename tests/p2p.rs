@@ -741,13 +741,21 @@ async fn twenty_nodes_in_one_process_converge() {
     }
 }
 
+/// A node with quotas off, for worlds larger than one writer's quota.
+async fn start_without_quota(actors: usize, join: Vec<libp2p::Multiaddr>) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = harness::options(&dir, actors, join, false);
+    options.limits = options.limits.without_quota();
+    harness::TestNode::start_with(dir, options).await
+}
+
 /// Keys in the large world (the target is under 10 s on loopback, in release).
 const LARGE_WORLD_KEYS: usize = 100_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a timing figure: run with --release --ignored --nocapture"]
 async fn a_large_world_reaches_a_new_node() {
-    let a = TestNode::start(1, vec![], false).await;
+    let a = start_without_quota(1, vec![]).await;
     let mut conn = a.actors[0].clone();
     let value = "v".repeat(64);
     for chunk in 0..LARGE_WORLD_KEYS / 500 {
@@ -764,7 +772,7 @@ async fn a_large_world_reaches_a_new_node() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
-    let b = TestNode::start(2, vec![a.addr()], false).await;
+    let b = start_without_quota(2, vec![a.addr()]).await;
     wait_until("the world to arrive", Duration::from_secs(120), || async {
         b.dbsize(0).await == LARGE_WORLD_KEYS as u64 && b.dbsize(1).await == LARGE_WORLD_KEYS as u64
     })
