@@ -82,8 +82,10 @@ pub struct RemoteMerge {
     pub invalid: usize,
     /// Of those, entries whose signature was missing or bad.
     pub bad_signatures: usize,
-    /// Entries of writers past their quota: turned away, or pushed out of this replica.
+    /// Entries of writers past their quota, turned away.
     pub over_quota: usize,
+    /// Entries admitted before and pushed out now by an earlier key of the same writer.
+    pub evicted: usize,
 }
 
 /// The way to the gateway; cheap to clone.
@@ -402,7 +404,8 @@ impl Gateway {
                 report.changed += 1;
             }
         }
-        report.over_quota = over_quota + evicted;
+        report.over_quota = over_quota;
+        report.evicted = evicted;
         remote.rejected_quota.fetch_add(over_quota as u64, Relaxed);
         remote.evicted_quota.fetch_add(evicted as u64, Relaxed);
         remote
