@@ -218,7 +218,8 @@ impl Config {
             1024..=16 * 1024 * 1024,
         )?;
         check("max_args", self.max_args, 16..=64 * 1024)?;
-        // A quota too small for the game's own keys would stop a player: 0 (off) or generous.
+        // A quota too small for the game's own keys (or for one largest entry) would stop a
+        // player: 0 (off) or generous.
         let quota = |name: &str, value: u64, least: u64| {
             if value == 0 || value >= least {
                 Ok(())
@@ -232,7 +233,7 @@ impl Config {
         quota(
             "max_bytes_per_writer",
             self.max_bytes_per_writer,
-            (MIB as u64).max(4 * (self.max_key_bytes + self.max_value_bytes) as u64),
+            (MIB as u64).max((self.max_key_bytes + self.max_value_bytes) as u64),
         )?;
         // The largest reply must hold a few of the largest values.
         let least_output = MIB.max(4 * self.max_value_bytes);
