@@ -793,6 +793,31 @@ mod tests {
         assert_eq!(map[&keyed(7).0].value, keyed(7).1.value);
     }
 
+    #[test]
+    fn evicted_entries_leave_the_database_and_newer_writes_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database(dir.path(), 3);
+        let log_dir = dir.path().join("log");
+        let (db, _) = open(&path, &log_dir, &test_signer()).unwrap();
+        let (persist, thread) = spawn(db, None).unwrap();
+        // Key 0 committed long ago, key 1 newer than its eviction, key 2 still pending.
+        let mut newer = keyed(1);
+        newer.1.version.millis = 100;
+        let pending = keyed(2);
+        persist.batch(std::sync::Arc::new(vec![newer.clone(), pending.clone()]));
+        persist.evict(vec![
+            (keyed(0).0, keyed(0).1.version),
+            (keyed(1).0, keyed(1).1.version),
+            (pending.0.clone(), pending.1.version.clone()),
+        ]);
+        persist.flush_blocking();
+        drop(persist);
+        thread.join().unwrap();
+        let (_, map) = open(&path, &log_dir, &test_signer()).unwrap();
+        assert_eq!(map.keys().collect::<Vec<_>>(), vec![&newer.0]);
+        assert_eq!(map[&newer.0].version, newer.1.version);
+    }
+
     fn entry_by(node: &NodeId, value: &'static [u8]) -> Entry {
         let version = Version {
             millis: 1_700_000_000_000,

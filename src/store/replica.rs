@@ -207,6 +207,29 @@ mod tests {
     }
 
     #[test]
+    fn an_eviction_drops_only_that_writers_entry_up_to_its_version() {
+        let mut writer = Replica::new(NodeId::new("w"), 0);
+        writer.put(bytes("a"), Some(bytes("1")), 1_000);
+        writer.put(bytes("b"), Some(bytes("1")), 1_000);
+        let batch = writer.take_pending().unwrap();
+        let evicted_at = |key: &str| {
+            let (_, entry) = batch.iter().find(|(k, _)| k == key).unwrap();
+            entry.version.clone()
+        };
+        let mut replica = Replica::new(NodeId::new("n"), 0);
+        replica.merge_batch(&batch);
+        replica.put(bytes("b"), Some(bytes("mine")), 2_000);
+        let gone = replica.evict(&[(bytes("a"), evicted_at("a")), (bytes("b"), evicted_at("b"))]);
+        assert_eq!(gone, vec![bytes("a")]);
+        assert_eq!(
+            replica.get(b"b"),
+            Some(&bytes("mine")),
+            "a newer write stays"
+        );
+        assert_eq!(replica.live_keys(), 1);
+    }
+
+    #[test]
     fn reput_of_same_value_wins_over_a_later_concurrent_write() {
         // The LWW trace: A puts cheese, B puts mustard 10 ms later, A puts cheese again 10 ms
         // after that. Every replica must end on cheese.

@@ -44,8 +44,8 @@ pub struct RemoteStats {
     pub bytes_received: AtomicU64,
     /// Batches from peers rejected whole (undecodable, oversized, wrong world or format).
     pub rejected_batches: AtomicU64,
-    /// Entries from peers dropped as invalid (limits, malformed writer id, namespace,
-    /// signature): every entry dropped for good.
+    /// Entries from peers dropped for good: invalid (limits, malformed writer id, namespace,
+    /// signature) or past their writer's quota (turned away or evicted).
     pub rejected_entries: AtomicU64,
     /// Of those, entries unsigned or not signed by their writer over this entry and world.
     pub rejected_signatures: AtomicU64,
