@@ -778,14 +778,6 @@ async fn rogue_past_its_quota(quota: usize, excess: usize) {
         started.elapsed()
     );
     assert!(a.info_u64("rejected_entries").await >= excess as u64);
-    // A gossiped batch that took the rogue past its quota is not forwarded: b, which is not
-    // connected to the rogue, saw at most one batch a admitted whole (the first, when a held
-    // nothing of the rogue yet), not the flood.
-    let b_turned_away = b.info_u64("rejected_quota").await + b.info_u64("evicted_quota").await;
-    assert!(
-        b_turned_away <= quota as u64,
-        "b saw {b_turned_away} entries past the quota"
-    );
     // Exactly the rogue's quota and the honest keys, on every actor of both nodes.
     let honest = 3;
     for node in [&a, &b] {
