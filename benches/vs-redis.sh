@@ -79,7 +79,7 @@ run() {
   mapfile -t auth < <(auth_args "$1")
   redis-benchmark -p "$1" "${auth[@]}" -t set,get -n "$REQUESTS" -c "$CLIENTS" -P "$2" --csv 2>/dev/null |
     awk -F'","' 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); print $1, $2 }'
-  redis-benchmark -p "$1" -t set -r 100000 -n 200000 -c "$CLIENTS" -P "$2" --csv 2>/dev/null |
+  redis-benchmark -p "$1" "${auth[@]}" -t set -r 100000 -n 200000 -c "$CLIENTS" -P "$2" --csv 2>/dev/null |
     awk -F'","' 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); print $1 "-r", $2 }'
 }
 
