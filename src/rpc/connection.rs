@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
@@ -22,6 +22,8 @@ use tokio::time::{Instant, sleep_until};
 use super::auth::{DEFAULT_USER, GAME_USER};
 use super::clients::{ClientHandle, ROOM_WAIT};
 use super::commands::{Flow, execute};
+use super::listing::{Listing, Step};
+use super::output::Output;
 use super::pubsub::{self, Subscriber, Subscription};
 use super::resp::{FrameLimits, Reply, parse_command};
 use super::server::{NodeInfo, network};
@@ -124,7 +126,7 @@ pub async fn serve(actor: Rc<Actor>, node: Arc<NodeInfo>, conn: Handoff) {
         stream: Some(stream),
         input: unread,
         input_peak: 0,
-        output: BytesMut::new(),
+        output: Output::default(),
         state: Some(*state),
         subscriber: None,
     };
@@ -155,7 +157,7 @@ struct Connection {
     /// The most bytes `input` held since it was last given back.
     input_peak: usize,
     /// Replies not yet written.
-    output: BytesMut,
+    output: Output,
     /// Taken when the connection moves.
     state: Option<ConnState>,
     /// Its subscriptions, in subscribed mode.
@@ -174,6 +176,11 @@ impl Connection {
 
     fn state_mut(&mut self) -> &mut ConnState {
         self.state.as_mut().expect("state is present while serving")
+    }
+
+    /// Output built for this client and not yet sent: replies, and queued messages.
+    fn unread(&self) -> usize {
+        self.output.len() + self.subscriber.as_ref().map_or(0, |sub| sub.queued())
     }
 
     async fn run(&mut self, actor: &Actor, node: &NodeInfo) -> End {
@@ -197,6 +204,10 @@ impl Connection {
             self.state_mut().client.set_pending_input(pending);
             if let Err(end) = self.flush(actor).await {
                 return end;
+            }
+            if self.subscriber.as_ref().is_some_and(|sub| sub.queued() > 0) {
+                // Messages queued while the replies went out: send them before reading.
+                continue;
             }
             if self.input.is_empty() && self.input_peak > KEEP_BUFFER_BYTES {
                 self.input = BytesMut::new();
@@ -227,7 +238,7 @@ impl Connection {
                 }
             };
             let mut flow = self.command(actor, node, &args);
-            while flow == Flow::Retry {
+            while matches!(flow, Flow::Retry) {
                 if self.client().is_evicted() {
                     return Err(End::Evicted);
                 }
@@ -239,14 +250,40 @@ impl Connection {
                 Flow::Quit => return Err(End::Closed),
                 Flow::MoveTo(to) => return Err(End::MoveTo(to)),
                 Flow::Network(command) => network(node, command, &mut self.output).await,
+                Flow::Listing(listing) => self.build(listing, actor, node).await?,
             }
-            let unread = self.output.len();
+            let unread = self.unread();
             let client = self.client();
             if unread > client.options().max_client_output_bytes && !client.is_game() {
                 return Err(End::OutputOverLimit(unread));
             }
             client.set_unread_output(unread);
             if client.is_evicted() {
+                return Err(End::Evicted);
+            }
+        }
+    }
+
+    /// Builds a listing a slice at a time, letting the actor's other connections run between
+    /// slices.
+    async fn build(
+        &mut self,
+        mut listing: Box<Listing>,
+        actor: &Actor,
+        node: &NodeInfo,
+    ) -> Result<(), End> {
+        loop {
+            let client = &self
+                .state
+                .as_ref()
+                .expect("state is present while serving")
+                .client;
+            match listing.step(actor, node, client, &mut self.output) {
+                Step::Done => return Ok(()),
+                Step::Yield => tokio::task::yield_now().await,
+                Step::Wait => tokio::time::sleep(ROOM_WAIT).await,
+            }
+            if self.client().is_evicted() {
                 return Err(End::Evicted);
             }
         }
@@ -281,12 +318,20 @@ impl Connection {
                 ));
                 return Flow::Continue;
             }
-            let limit = state.client.options().max_client_output_bytes;
-            self.subscriber =
-                match pubsub::command(self.subscriber.take(), &upper, args, limit, &mut reply) {
-                    Subscription::Active(sub) => Some(sub),
-                    Subscription::None => None,
-                };
+            // Messages queued before this command go out before its confirmations.
+            if let Some(sub) = &self.subscriber {
+                sub.drain_into(reply.0);
+            }
+            self.subscriber = match pubsub::command(
+                self.subscriber.take(),
+                &upper,
+                args,
+                &state.client,
+                &mut reply,
+            ) {
+                Subscription::Active(sub) => Some(sub),
+                Subscription::None => None,
+            };
             return Flow::Continue;
         }
         if self.subscriber.is_some() {
@@ -314,21 +359,23 @@ impl Connection {
     async fn flush(&mut self, actor: &Actor) -> Result<(), End> {
         // Acknowledged writes must be in the log before their acknowledgements leave.
         actor.log_before_reply();
-        let peak = self.output.len();
         let state = self.state.as_ref().expect("state is present while serving");
         let stream = self
             .stream
             .as_mut()
             .expect("stream is present while serving");
         let idle = idle_limit(state);
+        let subscriber = self.subscriber.as_deref();
+        let queued = || subscriber.map_or(0, Subscriber::queued);
+        state.client.set_unread_output(self.output.len() + queued());
         while !self.output.is_empty() {
             let deadline = idle.map(|idle| Instant::now() + idle);
             tokio::select! {
-                written = stream.write(&self.output) => match written? {
+                written = write_some(stream, &self.output) => match written? {
                     0 => return Err(End::Io(io::ErrorKind::WriteZero.into())),
                     n => {
                         self.output.advance(n);
-                        state.client.set_unread_output(self.output.len());
+                        state.client.set_unread_output(self.output.len() + queued());
                     }
                 },
                 _ = state.client.evicted() => return Err(End::Evicted),
@@ -336,16 +383,14 @@ impl Connection {
                     return Err(End::Idle);
                 }
                 // A subscriber that does not read falls behind while its messages queue up.
-                () = message_queued(self.subscriber.as_deref()) => {
-                    if self.subscriber.as_ref().is_some_and(|sub| sub.overflowed()) {
+                () = message_queued(subscriber) => {
+                    if subscriber.is_some_and(Subscriber::overflowed) {
                         return Err(End::OutputOverLimit(self.output.len()));
                     }
                 }
             }
         }
-        if peak > KEEP_BUFFER_BYTES {
-            self.output = BytesMut::new();
-        }
+        self.output.shrink_if_over(KEEP_BUFFER_BYTES);
         Ok(())
     }
 
@@ -402,6 +447,16 @@ impl Connection {
             tracing::warn!("actor {to} is gone; closing the connection moved to it");
         }
         End::Moved
+    }
+}
+
+/// Writes what the socket takes of `output`: one plain write for small replies, a vectored
+/// one when shared values are queued.
+async fn write_some(stream: &mut TcpStream, output: &Output) -> io::Result<usize> {
+    if output.is_contiguous() {
+        stream.write(&output.slices()[0]).await
+    } else {
+        stream.write_vectored(&output.slices()).await
     }
 }
 
