@@ -179,7 +179,10 @@ impl Node {
         );
         let actors = options.actors.max(1);
         let stats = Arc::new(Stats::new(actors));
-        let gate = Arc::new(startup_gate(open.out_of_contact(), options.network.is_some()));
+        let gate = Arc::new(startup_gate(
+            open.out_of_contact(),
+            options.network.is_some(),
+        ));
 
         let (network, outbound) = match options.network.clone() {
             Some(mut net_options) => {

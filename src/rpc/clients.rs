@@ -377,7 +377,9 @@ impl OutputMeter {
         let taken = self
             .slot
             .unread
-            .fetch_update(Relaxed, Relaxed, |unread| Some(unread.saturating_sub(bytes)))
+            .fetch_update(Relaxed, Relaxed, |unread| {
+                Some(unread.saturating_sub(bytes))
+            })
             .map_or(0, |before| before.min(bytes));
         self.clients.output_total.fetch_sub(taken, Relaxed);
     }

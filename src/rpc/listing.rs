@@ -229,7 +229,13 @@ impl Listing {
                     self.phase = Phase::Admitting;
                 }
                 Phase::Admitting => {
-                    match admit(node, client, self.reply_bytes(), self.advice, &mut Reply(out)) {
+                    match admit(
+                        node,
+                        client,
+                        self.reply_bytes(),
+                        self.advice,
+                        &mut Reply(out),
+                    ) {
                         Admission::Build => {}
                         Admission::Refused => return Step::Done,
                         Admission::Wait => return Step::Wait,

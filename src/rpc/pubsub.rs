@@ -103,7 +103,8 @@ impl Subscriber {
         if queue.len() > self.limit {
             if self.game {
                 // The game catches up by reading the world again; it keeps its connection.
-                self.dropped.set(self.dropped.get() + self.events.replace(0));
+                self.dropped
+                    .set(self.dropped.get() + self.events.replace(0));
             } else {
                 self.overflowed.set(true);
             }

@@ -336,11 +336,13 @@ impl Reply<'_> {
     pub fn error(&mut self, message: &str) {
         let out = self.0.tail();
         out.extend_from_slice(b"-");
-        out.extend(
-            message
-                .bytes()
-                .map(|byte| if byte == b'\r' || byte == b'\n' { b' ' } else { byte }),
-        );
+        out.extend(message.bytes().map(|byte| {
+            if byte == b'\r' || byte == b'\n' {
+                b' '
+            } else {
+                byte
+            }
+        }));
         out.extend_from_slice(b"\r\n");
     }
 

@@ -50,6 +50,14 @@ pub async fn start_node_quietly(settings: &Settings) -> anyhow::Result<StartedNo
     let kv = KvClient::connect(&node.game_endpoint())
         .await
         .context("connecting to the embedded node")?;
+    // Before the screen is taken: a node back from a long absence fetches the world first.
+    kv.wait_for_the_world(|| {
+        eprintln!(
+            "cmud: syncing the world from peers (this node was away for longer than tombstone_ttl)…"
+        );
+    })
+    .await
+    .context("waiting for the embedded node")?;
     Ok(StartedNode {
         node,
         kv,

@@ -19,7 +19,7 @@ use super::common::{self, Binary, Launch};
 use super::{DEADLINE, closed_by_server, raw, raw_conn, raw_lines};
 
 /// Reads one reply line (`+`, `-`, `:` or a bulk header) from a raw connection.
-fn read_line(stream: &mut TcpStream) -> String {
+pub(super) fn read_line(stream: &mut TcpStream) -> String {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while !line.ends_with(b"\r\n") {
@@ -32,7 +32,7 @@ fn read_line(stream: &mut TcpStream) -> String {
 }
 
 /// `INFO` over a raw connection, as a map.
-fn info(stream: &mut TcpStream) -> BTreeMap<String, String> {
+pub(super) fn info(stream: &mut TcpStream) -> BTreeMap<String, String> {
     stream.write_all(b"INFO\r\n").expect("INFO");
     let header = read_line(stream);
     let len: usize = header[1..].parse().expect("a bulk INFO reply");
@@ -46,7 +46,7 @@ fn info_u64(stream: &mut TcpStream, field: &str) -> u64 {
 }
 
 /// Polls `check` until it holds; fails after `deadline`.
-fn wait_until(deadline: Duration, what: &str, mut check: impl FnMut() -> bool) {
+pub(super) fn wait_until(deadline: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
         assert!(start.elapsed() < deadline, "timed out waiting until {what}");
@@ -650,7 +650,7 @@ fn listing_a_million_keys_from_ten_clients_that_never_read_cannot_grow_the_node(
 }
 
 /// One reply as text: an array's elements (flattened), or the single value.
-fn read_reply(stream: &mut TcpStream) -> Vec<String> {
+pub(super) fn read_reply(stream: &mut TcpStream) -> Vec<String> {
     let line = read_line(stream);
     match line.as_bytes().first() {
         Some(b'*') => {
@@ -786,4 +786,107 @@ fn a_subscriber_that_does_not_read_is_closed_at_its_output_limit() {
         "not every event was delivered: {}",
         sink.len()
     );
+}
+
+/// `SET`s of `events` keys of about 1 KB each (one keyspace event each), written through a
+/// new connection; returns once every one is acknowledged.
+fn set_many(endpoint: &RpcEndpoint, prefix: &str, events: usize) {
+    let long = "k".repeat(900);
+    let mut writer = raw_conn(endpoint);
+    let mut request = Vec::new();
+    for n in 0..events {
+        write!(request, "SET {prefix}{long}{n} v\r\n").unwrap();
+    }
+    writer.write_all(&request).unwrap();
+    let mut replies = vec![0u8; events * 5];
+    writer.read_exact(&mut replies).unwrap();
+}
+
+#[test]
+fn subscribers_that_do_not_read_count_in_the_total_output_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each client may hold 32 MiB, all of them together 32 MiB too.
+    let server = Binary::server_with(
+        dir.path(),
+        &Launch {
+            config: Some(
+                "(max_client_output_bytes: 33554432, max_total_output_bytes: 33554432)".into(),
+            ),
+            ..Launch::default()
+        },
+    );
+    let endpoint = server.endpoint();
+    let mut subs: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut sub = raw_conn(&endpoint);
+            sub.write_all(b"PSUBSCRIBE *\r\n").unwrap();
+            assert_eq!(read_reply(&mut sub), ["psubscribe", "*", ":1"]);
+            sub
+        })
+        .collect();
+    // About 28 MB of events each: under a client's own limit, over the node's budget together.
+    set_many(&endpoint, "", 30_000);
+    let mut probe = raw_conn(&endpoint);
+    wait_until(DEADLINE, "a subscriber is closed for the budget", || {
+        info_u64(&mut probe, "evicted_clients") >= 1
+    });
+    let log = server.stderr();
+    assert!(log.contains("over max_total_output_bytes"), "{log}");
+    let closed = subs
+        .iter_mut()
+        .map(|sub| {
+            let mut sink = Vec::new();
+            sub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            match sub.read_to_end(&mut sink) {
+                Ok(_) => true,
+                Err(err) => err.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        })
+        .filter(|closed| *closed)
+        .count();
+    assert!(closed >= 1, "the node closed a subscriber");
+    assert!(info_u64(&mut probe, "client_output_bytes") <= 32 * 1024 * 1024);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_games_subscription_is_never_closed_it_hears_it_fell_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = cmud::node::NodeOptions::local(dir.path().join("cmud"), 1);
+    options.rpc.max_client_output_bytes = 1024 * 1024;
+    options.rpc.max_total_output_bytes = 8 * 1024 * 1024;
+    let node = cmud::node::Node::start(options).await.unwrap();
+    let (game, endpoint) = (node.game_endpoint(), node.rpc_endpoint());
+    tokio::task::spawn_blocking(move || {
+        let mut sub = raw_conn(&game);
+        sub.write_all(b"PSUBSCRIBE __keyspace@0__:*\r\n").unwrap();
+        assert_eq!(
+            read_reply(&mut sub),
+            ["psubscribe", "__keyspace@0__:*", ":1"]
+        );
+        // 30 MB of events for a game that reads none of them meanwhile.
+        set_many(&endpoint, "", 30_000);
+        let mut probe = raw_conn(&endpoint);
+        assert_eq!(info_u64(&mut probe, "evicted_clients"), 0);
+        // It reads what the socket held, then hears how many it missed, and goes on.
+        let lagged = loop {
+            let message = read_reply(&mut sub);
+            if message[1] == "__cmud__:lagged" {
+                break message[2].parse::<u64>().unwrap();
+            }
+            assert!(message[3] == "set", "{message:?}");
+        };
+        assert!(lagged > 1000, "missed {lagged}");
+        probe.write_all(b"SET after 1\r\n").unwrap();
+        assert_eq!(read_line(&mut probe), "+OK");
+        loop {
+            let message = read_reply(&mut sub);
+            if message.get(2).map(String::as_str) == Some("__keyspace@0__:after") {
+                break;
+            }
+        }
+        assert_eq!(info_u64(&mut probe, "evicted_clients"), 0);
+    })
+    .await
+    .unwrap();
+    node.shutdown().await;
 }
