@@ -453,10 +453,9 @@ impl Connection {
 /// Writes what the socket takes of `output`: one plain write for small replies, a vectored
 /// one when shared values are queued.
 async fn write_some(stream: &mut TcpStream, output: &Output) -> io::Result<usize> {
-    if output.is_contiguous() {
-        stream.write(&output.slices()[0]).await
-    } else {
-        stream.write_vectored(&output.slices()).await
+    match output.contiguous() {
+        Some(bytes) => stream.write(bytes).await,
+        None => stream.write_vectored(&output.slices()).await,
     }
 }
 

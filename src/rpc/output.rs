@@ -106,9 +106,9 @@ impl Output {
         slices
     }
 
-    /// Whether everything waiting is in one piece (the usual case: small replies only).
-    pub fn is_contiguous(&self) -> bool {
-        self.chunks.is_empty()
+    /// Everything waiting, when it is in one piece (the usual case: small replies only).
+    pub fn contiguous(&self) -> Option<&[u8]> {
+        self.chunks.is_empty().then_some(&self.tail[..])
     }
 
     /// Forgets the first `n` bytes (written).
@@ -185,6 +185,6 @@ mod tests {
         assert!(out.is_empty());
         out.tail().extend_from_slice(b"j");
         assert_eq!(out.slices().len(), 1);
-        assert!(out.is_contiguous());
+        assert_eq!(out.contiguous(), Some(&b"j"[..]));
     }
 }
