@@ -443,10 +443,10 @@ fn rss_bytes(pid: u32) -> u64 {
     kib * 1024
 }
 
-/// PINGs the node every 10 ms from its own connection until stopped; gives the slowest.
+/// PINGs the node every 10 ms from its own connection until stopped; gives every latency.
 struct Pinger {
     stop: Arc<AtomicBool>,
-    thread: thread::JoinHandle<Duration>,
+    thread: thread::JoinHandle<Vec<Duration>>,
 }
 
 impl Pinger {
@@ -455,27 +455,61 @@ impl Pinger {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = thread::spawn(move || {
-            let mut slowest = Duration::ZERO;
+            let mut latencies = Vec::new();
             while !stopped.load(Ordering::Relaxed) {
                 let asked = Instant::now();
                 stream.write_all(b"PING\r\n").unwrap();
                 assert_eq!(read_line(&mut stream), "+PONG");
-                slowest = slowest.max(asked.elapsed());
+                latencies.push(asked.elapsed());
                 thread::sleep(Duration::from_millis(10));
             }
-            slowest
+            latencies
         });
         Pinger { stop, thread }
     }
 
-    fn slowest(self) -> Duration {
+    fn latencies(self) -> Vec<Duration> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("the pinger never failed")
+        let mut latencies = self.thread.join().expect("the pinger never failed");
+        latencies.sort();
+        latencies
     }
 }
 
+/// CPU time and time spent waiting for a CPU (run-queue delay) of the node's query actor
+/// threads so far, in milliseconds, from /proc's schedstat: what the node did, and how long
+/// the machine kept it waiting.
+fn actor_sched_ms(pid: u32) -> (u64, u64) {
+    let mut totals = (0, 0);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return totals;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("cmud-actor") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        let mut fields = stat.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
+        totals.0 += fields.next().unwrap_or(0) / 1_000_000;
+        totals.1 += fields.next().unwrap_or(0) / 1_000_000;
+    }
+    totals
+}
+
+/// The machine's 1-minute load average.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_owned()
+}
+
 /// Runs `attack` against a node, sampling its RSS every 20 ms for `window` once
-/// `attack_landed` holds; returns the growth over the idle RSS and the slowest PING.
+/// `attack_landed` holds; returns the growth over the idle RSS and the slowest PING. Prints
+/// the PING latencies, the machine's load and the actors' CPU and run-queue time meanwhile.
 fn measure_attack(
     server: &Binary,
     attack: impl FnOnce(&RpcEndpoint) -> Vec<TcpStream>,
@@ -484,6 +518,9 @@ fn measure_attack(
     let endpoint = server.endpoint();
     let mut probe = raw_conn(&endpoint);
     let idle = rss_bytes(server.pid());
+    let load_before = load_average();
+    let (cpu_before, wait_before) = actor_sched_ms(server.pid());
+    let attacked = Instant::now();
     let pinger = Pinger::start(&endpoint);
     let held = attack(&endpoint);
     let mut peak = idle;
@@ -497,12 +534,28 @@ fn measure_attack(
         thread::sleep(Duration::from_millis(20));
     }
     let fields = info(&mut probe);
-    let slowest = pinger.slowest();
+    let latencies = pinger.latencies();
+    let (cpu_after, wait_after) = actor_sched_ms(server.pid());
+    let slowest = latencies.last().copied().unwrap_or_default();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    let over = latencies
+        .iter()
+        .filter(|l| **l > Duration::from_millis(50))
+        .count();
     println!(
-        "idle rss {} MB, peak {} MB (+{} MB), slowest PING {slowest:?}, clients {} evicted {} output {} input {}",
+        "idle rss {} MB, peak {} MB (+{} MB); {} PINGs: median {:?}, p99 {:?}, slowest {slowest:?}, {over} over 50 ms; \
+         load {load_before} -> {}; over {:.1} s the actor threads ran {} ms and waited {} ms for a CPU; \
+         clients {} evicted {} output {} input {}",
         idle / 1_000_000,
         peak / 1_000_000,
         (peak - idle) / 1_000_000,
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        load_average(),
+        attacked.elapsed().as_secs_f64(),
+        cpu_after - cpu_before,
+        wait_after - wait_before,
         fields["connected_clients"],
         fields["evicted_clients"],
         fields["client_output_bytes"],
@@ -515,9 +568,9 @@ fn measure_attack(
 /// The issue's bound on RSS growth in each attack (the README has the exact figures).
 const RSS_GROWTH_BOUND: u64 = 300 * 1_000_000;
 
-/// Generous: a debug binary on a loaded 2-core CI machine. The release figures (the issue asks
-/// for 50 ms) are in the README.
-const PING_BOUND: Duration = Duration::from_secs(5);
+/// Generous: a debug binary on a loaded 2-core CI machine (0.1-0.3 s measured with a load
+/// average of 15). The release figures (the issue asks for 50 ms) are in the README.
+const PING_BOUND: Duration = Duration::from_secs(2);
 
 #[test]
 fn clients_that_never_read_large_replies_cannot_grow_the_node() {
