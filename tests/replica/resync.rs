@@ -9,6 +9,8 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use cmud::rpc::{Kv, KvClient, KvError};
+
 use super::common::{Binary, Launch};
 use super::raw_conn;
 use super::rpc_port::{info, read_reply, wait_until};
@@ -141,9 +143,17 @@ fn a_node_back_after_the_ttl_serves_no_deleted_value_and_nothing_before_the_worl
         ["+PONG"],
         "PING is served throughout"
     );
-    wait_until(Duration::from_secs(60), "a lone node serves", || {
-        get(&mut on_b, &own) == "bea"
+    // The game's client sees a typed "syncing" state, and can wait for the world.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let kv = KvClient::connect(&b.endpoint()).await.unwrap();
+        assert!(matches!(kv.get(&own).await, Err(KvError::Loading)));
+        let mut told = false;
+        kv.wait_for_the_world(|| told = true).await.unwrap();
+        assert!(told, "the player was told the world is syncing");
+        assert_eq!(kv.get(&own).await.unwrap().as_deref(), Some("bea"));
     });
+    assert_eq!(get(&mut on_b, &own), "bea");
     assert_eq!(
         get(&mut on_b, "t/new"),
         "nil",
