@@ -490,7 +490,9 @@ fn actor_sched_ms(pid: u32) -> (u64, u64) {
             continue;
         }
         let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-        let mut fields = stat.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
+        let mut fields = stat
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0));
         totals.0 += fields.next().unwrap_or(0) / 1_000_000;
         totals.1 += fields.next().unwrap_or(0) / 1_000_000;
     }
