@@ -9,15 +9,13 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
 use crate::p2p::{self, NetworkHandle, NetworkOptions, NetworkSetup, P2pError, identity};
 use crate::rpc::auth::{self, Credentials, DEFAULT_USER, GAME_USER, RpcEndpoint, Secret};
 use crate::rpc::clients::{self, Clients, RpcOptions};
-use crate::rpc::gate::Gate;
+use crate::rpc::gate;
 use crate::rpc::process;
 use crate::rpc::resp::FrameLimits;
 use crate::rpc::server::{self, NodeInfo, RpcService};
@@ -33,18 +31,6 @@ pub const LOCK_FILE: &str = "cmud.lock";
 
 /// Batches the gateway may queue for the network before it waits.
 const OUTBOUND_QUEUE: usize = 16;
-
-/// How long a node back from a long absence waits for a peer before it serves what it has.
-pub const RESYNC_ALONE_WAIT: Duration = Duration::from_secs(10);
-
-/// How long such a node waits for its first reconciliation to end, peers or not.
-pub const RESYNC_MAX_WAIT: Duration = Duration::from_secs(120);
-
-/// How soon the query actors hold what the gateway merged (local sync's bound).
-const LOCAL_VISIBILITY: Duration = Duration::from_millis(500);
-
-/// How often the startup gate looks whether the world was fetched.
-const RESYNC_POLL: Duration = Duration::from_millis(50);
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +165,7 @@ impl Node {
         );
         let actors = options.actors.max(1);
         let stats = Arc::new(Stats::new(actors));
-        let gate = Arc::new(startup_gate(
+        let gate = Arc::new(gate::at_start(
             open.out_of_contact(),
             options.network.is_some(),
         ));
@@ -231,7 +217,7 @@ impl Node {
             service: Arc::new(RpcService::new(info.clone())),
         })?;
         if !gate.is_open() {
-            tokio::spawn(open_when_resynced(gate, stats.clone()));
+            tokio::spawn(gate::open_when_resynced(gate, stats.clone()));
         }
         let (stop_accepting, stop_rx) = watch::channel(false);
         let acceptor = tokio::spawn(server::accept_loop(
@@ -313,67 +299,6 @@ impl Node {
             network.shutdown().await;
         }
     }
-}
-
-/// The RPC port's gate at start: closed when the node was out of contact for longer than
-/// `tombstone_ttl` and has a network to fetch the world from, open otherwise.
-fn startup_gate(out_of_contact: bool, has_network: bool) -> Gate {
-    match (out_of_contact, has_network) {
-        (true, true) => {
-            tracing::warn!(
-                "this node was out of contact for longer than tombstone_ttl: answering LOADING \
-                 until the world is fetched again from a peer"
-            );
-            Gate::closed()
-        }
-        (true, false) => {
-            tracing::warn!(
-                "this node was out of contact for longer than tombstone_ttl and has no network: \
-                 serving its own namespace only"
-            );
-            Gate::open()
-        }
-        (false, _) => Gate::open(),
-    }
-}
-
-/// Opens `gate` once a reconciliation with a peer has run to its end. A node that reaches no
-/// peer within [`RESYNC_ALONE_WAIT`] (a lone player), or does not finish within
-/// [`RESYNC_MAX_WAIT`], serves what it has, and says so: it holds only its own namespace and
-/// values others had not deleted, so nothing deleted comes back either way; the rest of the
-/// world arrives once a peer is reached.
-async fn open_when_resynced(gate: Arc<Gate>, stats: Arc<Stats>) {
-    let started = tokio::time::Instant::now();
-    let remote = &stats.remote;
-    loop {
-        if remote.syncs_completed.load(Relaxed) > 0 {
-            // The gateway hands what it fetched to the actors within this bound.
-            tokio::time::sleep(LOCAL_VISIBILITY).await;
-            tracing::info!(
-                secs = format!("{:.1}", started.elapsed().as_secs_f64()),
-                "fetched the world from a peer: serving it"
-            );
-            break;
-        }
-        let alone = remote.connected_peers.load(Relaxed) == 0;
-        if alone && started.elapsed() >= RESYNC_ALONE_WAIT {
-            tracing::warn!(
-                secs = RESYNC_ALONE_WAIT.as_secs(),
-                "no peer reached: serving what this node has (its own player); the rest of the \
-                 world arrives once a peer is reached"
-            );
-            break;
-        }
-        if started.elapsed() >= RESYNC_MAX_WAIT {
-            tracing::warn!(
-                secs = RESYNC_MAX_WAIT.as_secs(),
-                "the world is not fetched yet: serving what this node has meanwhile"
-            );
-            break;
-        }
-        tokio::time::sleep(RESYNC_POLL).await;
-    }
-    gate.let_in();
 }
 
 /// The token of `rpc.token` in the world folder (created on first start), or `None` with a

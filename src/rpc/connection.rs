@@ -1,31 +1,29 @@
 //! One client connection on its query actor: `AUTH`, then commands read, run and answered in
 //! batches, within the limits of [`super::clients`].
 //!
-//! A connection reads whatever the socket has (at most [`READ_CHUNK_BYTES`] at a time), runs
+//! A connection reads whatever the socket has (at most `READ_CHUNK_BYTES` at a time), runs
 //! every complete command in it against its actor's replica, and writes all the replies back
 //! before it reads again: pipelined commands cost one read and one write, with no hop to
 //! another thread, and a client that does not read its replies stops being read.
 //!
-//! Owns the connection's state ([`ConnState`]: its place among the clients and whether it
-//! authenticated), which moves with it when `ACTOR n` hands it to another actor.
+//! Who the connection is and the `AUTH` command are [`super::login`]'s.
 
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 
-use super::auth::{DEFAULT_USER, GAME_USER};
 use super::clients::{ClientHandle, ROOM_WAIT};
 use super::commands::{Flow, execute};
 use super::listing::{Listing, Step};
+use super::login::{Auth, ConnState, PRE_AUTH_LIMITS, authenticate, idle_limit};
 use super::output::Output;
 use super::pubsub::{self, Subscriber, Subscription};
-use super::resp::{FrameLimits, Reply, parse_command};
+use super::resp::{Reply, parse_command};
 use super::server::{NodeInfo, network};
 use crate::store::actor::{Actor, Handoff};
 
@@ -35,48 +33,6 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// A buffer that grew past this is given back once it is empty, so an idle connection holds
 /// little memory whatever it once sent or received.
 const KEEP_BUFFER_BYTES: usize = 256 * 1024;
-
-/// How long a new connection has to authenticate.
-pub const AUTH_DEADLINE: Duration = Duration::from_secs(10);
-
-/// What an unauthenticated connection may send: one short command at a time.
-const PRE_AUTH_LIMITS: FrameLimits = FrameLimits {
-    max_args: 8,
-    max_arg_bytes: 1024,
-    max_frame_bytes: 1024,
-    max_inline_bytes: 1024,
-};
-
-/// Whether, and as whom, a connection authenticated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Auth {
-    /// Not yet: only `AUTH`, `QUIT` and `HELLO` are served until this deadline.
-    Pending(Instant),
-    /// A client with the token (or any client when `rpc_auth` is off).
-    Client,
-    /// The node's own game.
-    Game,
-}
-
-/// A connection's state, carried along when it moves to another actor.
-pub struct ConnState {
-    /// Its place among the node's clients.
-    client: ClientHandle,
-    /// Whether it authenticated.
-    auth: Auth,
-}
-
-impl ConnState {
-    /// The state of a connection just accepted.
-    pub fn new(client: ClientHandle, auth_required: bool) -> ConnState {
-        let auth = if auth_required {
-            Auth::Pending(Instant::now() + AUTH_DEADLINE)
-        } else {
-            Auth::Client
-        };
-        ConnState { client, auth }
-    }
-}
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -97,7 +53,7 @@ enum End {
     OutputOverLimit(usize),
     /// Idle past `timeout`.
     Idle,
-    /// No `AUTH` within [`AUTH_DEADLINE`].
+    /// No `AUTH` within [`super::login::AUTH_DEADLINE`].
     NoAuth,
 }
 
@@ -465,56 +421,4 @@ async fn message_queued(subscriber: Option<&Subscriber>) {
         Some(sub) => sub.wake.notified().await,
         None => std::future::pending().await,
     }
-}
-
-/// How long the client may stay silent: `timeout`, never for the game.
-fn idle_limit(state: &ConnState) -> Option<Duration> {
-    match state.auth {
-        Auth::Game => None,
-        _ => state.client.options().idle_timeout,
-    }
-}
-
-/// `AUTH [user] secret`: the token as `default` (or without a user), the game's secret as
-/// [`GAME_USER`]. A wrong secret costs the connection.
-fn authenticate(
-    node: &NodeInfo,
-    state: &mut ConnState,
-    args: &[Bytes],
-    reply: &mut Reply<'_>,
-) -> Flow {
-    let (user, secret) = match args {
-        [_, secret] => (DEFAULT_USER.as_bytes(), secret),
-        [_, user, secret] => (&user[..], secret),
-        _ => {
-            reply.error("ERR wrong number of arguments for 'auth' command");
-            return Flow::Continue;
-        }
-    };
-    if user == GAME_USER.as_bytes() && node.game_secret.matches(secret) {
-        state.auth = Auth::Game;
-        state.client.mark_game();
-        reply.ok();
-        return Flow::Continue;
-    }
-    if user == DEFAULT_USER.as_bytes() {
-        match &node.token {
-            Some(token) if token.matches(secret) => {
-                if state.auth != Auth::Game {
-                    state.auth = Auth::Client;
-                }
-                reply.ok();
-                return Flow::Continue;
-            }
-            None => {
-                reply.error(
-                    "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-                );
-                return Flow::Continue;
-            }
-            Some(_) => {}
-        }
-    }
-    reply.error("WRONGPASS invalid username-password pair or user is disabled.");
-    Flow::Quit
 }

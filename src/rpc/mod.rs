@@ -10,6 +10,7 @@ pub mod commands;
 pub mod connection;
 pub mod gate;
 pub mod listing;
+pub mod login;
 pub mod output;
 pub mod process;
 pub mod pubsub;
