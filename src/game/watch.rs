@@ -1,0 +1,403 @@
+//! One session's local view of the world (`p/`): read once with a paged `List`, then kept
+//! current from keyspace notifications, fetching only the keys that changed (batched `MGET`).
+//! A subscription that falls behind or breaks is made good with another paged `List`, so an
+//! idle session costs the same in a world of ten players as in one of ten thousand.
+//!
+//! The [`World`] snapshot is maintained incrementally: a change rebuilds only the records of
+//! the players it touched. The player's own writes go through [`Watched`], which applies them
+//! to the view as soon as the replica acknowledged them (read-your-writes).
+//!
+//! Owns the view, its watcher task and the subscription; it does not decide what a change
+//! means to the player (`news`) or change how a snapshot is read (`schema`). A replica without
+//! subscriptions (the test doubles) gets a view that lists the world at every look, as before.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::schema::{self, World};
+use crate::rpc::client::{PeerInfo, SharedAddr};
+use crate::rpc::{KeyEvent, KeySubscription, Kv, KvError};
+
+/// Most changed keys read back in one batch.
+const FETCH_BATCH_KEYS: usize = 4096;
+
+/// First wait before subscribing again after the subscription broke; doubles up to the max.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// Longest wait between attempts to subscribe again.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A session's view of `p/`; clones share it. The watcher task ends with the last clone.
+#[derive(Clone)]
+pub struct View {
+    /// The state, shared with the watcher task (which holds it weakly).
+    shared: Arc<Shared>,
+}
+
+/// What the view and its watcher task share.
+struct Shared {
+    /// The view.
+    state: Mutex<State>,
+    /// Bumped after every change the view applies; sessions wait on it.
+    generation: watch::Sender<u64>,
+    /// The watcher task, stopped when the last view goes.
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
+}
+
+/// The view proper.
+#[derive(Default)]
+struct State {
+    /// Whether `world` follows the replica (subscribed and caught up); if not, a look lists
+    /// the world.
+    synced: bool,
+    /// Every text key under `p/` with its value.
+    entries: BTreeMap<String, String>,
+    /// The snapshot read from `entries`.
+    world: Arc<World>,
+    /// Counts the player's own writes.
+    write_seq: u64,
+    /// The player's own keys, with the count of the write that last set them (`None` for a
+    /// delete): a read that started before that write must not undo it.
+    written: HashMap<String, (u64, Option<String>)>,
+}
+
+impl State {
+    /// Sets (`Some`) or deletes `key` and rebuilds its player's record.
+    fn apply(&mut self, key: String, value: Option<String>) -> Option<String> {
+        let id = player_of(&key)?;
+        match value {
+            Some(value) => self.entries.insert(key, value),
+            None => self.entries.remove(&key),
+        };
+        Some(id)
+    }
+
+    /// Rebuilds the records of players `ids` from `entries`.
+    fn rebuild(&mut self, ids: BTreeSet<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        let world = Arc::make_mut(&mut self.world);
+        for id in ids {
+            let prefix = schema::player_prefix(&id);
+            let pairs = self
+                .entries
+                .range(prefix.clone()..)
+                .take_while(|(key, _)| key.starts_with(&prefix))
+                .map(|(key, value)| (key.clone(), value.clone()));
+            match World::from_pairs(pairs).players.remove(&id) {
+                Some(record) => world.players.insert(id, record),
+                None => world.players.remove(&id),
+            };
+        }
+    }
+}
+
+/// The player id of a key under `p/`.
+fn player_of(key: &str) -> Option<String> {
+    let rest = key.strip_prefix(schema::PLAYERS_PREFIX)?;
+    Some(rest.split_once('/')?.0.to_owned())
+}
+
+impl View {
+    fn new(synced: bool) -> View {
+        let (generation, _) = watch::channel(0);
+        let state = State {
+            synced,
+            ..State::default()
+        };
+        View {
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                generation,
+                task: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// A view that lists the world at every look (for replicas without subscriptions).
+    pub fn polling() -> View {
+        View::new(false)
+    }
+
+    /// Subscribes to `p/`, reads it (after subscribing, so nothing falls between them) and
+    /// keeps it current from then on. A replica without subscriptions gets a polling view.
+    pub async fn start<K: Kv>(kv: K) -> Result<View, KvError> {
+        let subscription = match kv.subscribe(schema::PLAYERS_PREFIX).await {
+            Ok(subscription) => subscription,
+            Err(KvError::NoSubscriptions) => return Ok(View::polling()),
+            Err(err) => return Err(err),
+        };
+        let view = View::new(false);
+        catch_up(&kv, &view.shared).await?;
+        let task = tokio::spawn(follow(kv, Arc::downgrade(&view.shared), subscription));
+        *view.lock_task() = Some(task);
+        Ok(view)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.shared)
+    }
+
+    fn lock_task(&self) -> MutexGuard<'_, Option<JoinHandle<()>>> {
+        // Poisoned only by a panic while swapping the handle, which cannot panic.
+        self.shared
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The world as the replica holds it: the view if it follows the replica, else a fresh
+    /// `List` of `p/` through `kv`.
+    pub async fn world<K: Kv>(&self, kv: &K) -> Result<Arc<World>, KvError> {
+        {
+            let state = self.lock();
+            if state.synced {
+                return Ok(state.world.clone());
+            }
+        }
+        Ok(Arc::new(World::from_pairs(
+            kv.list(schema::PLAYERS_PREFIX).await?,
+        )))
+    }
+
+    /// Which change the view is at; `None` while it does not follow the replica (then every
+    /// look must read the world).
+    pub fn generation(&self) -> Option<u64> {
+        let synced = self.lock().synced;
+        synced.then(|| *self.shared.generation.borrow())
+    }
+
+    /// Resolves at the next change the view applies.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.shared.generation.subscribe()
+    }
+
+    /// Records the player's own acknowledged writes (`None` deletes).
+    fn wrote(&self, writes: impl IntoIterator<Item = (String, Option<String>)>) {
+        let mut state = self.lock();
+        state.write_seq += 1;
+        let seq = state.write_seq;
+        let mut ids = BTreeSet::new();
+        for (key, value) in writes {
+            state.written.insert(key.clone(), (seq, value.clone()));
+            ids.extend(state.apply(key, value));
+        }
+        if state.synced {
+            state.rebuild(ids);
+            drop(state);
+            self.shared.generation.send_modify(|g| *g += 1);
+        }
+    }
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    // A panic while holding the lock leaves at worst a stale view, which the next catch-up
+    // replaces: keep going.
+    shared
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Reads all of `p/` (paged) into the view; the player's writes made meanwhile stay.
+async fn catch_up<K: Kv>(kv: &K, shared: &Shared) -> Result<(), KvError> {
+    let since = lock(shared).write_seq;
+    let pairs = kv.list(schema::PLAYERS_PREFIX).await?;
+    let mut state = lock(shared);
+    state.entries = pairs.into_iter().collect();
+    let newer: Vec<(String, Option<String>)> = state
+        .written
+        .iter()
+        .filter(|(_, (seq, _))| *seq > since)
+        .map(|(key, (_, value))| (key.clone(), value.clone()))
+        .collect();
+    for (key, value) in newer {
+        state.apply(key, value);
+    }
+    let pairs = state.entries.iter().map(|(k, v)| (k.clone(), v.clone()));
+    state.world = Arc::new(World::from_pairs(pairs));
+    state.synced = true;
+    drop(state);
+    shared.generation.send_modify(|g| *g += 1);
+    Ok(())
+}
+
+/// Reads back the values of `keys` and applies them; writes of the player's made meanwhile
+/// stay.
+async fn fetch<K: Kv>(kv: &K, shared: &Shared, keys: Vec<String>) -> Result<(), KvError> {
+    let since = lock(shared).write_seq;
+    let values = kv.get_many(&keys).await?;
+    let mut state = lock(shared);
+    let mut ids = BTreeSet::new();
+    for (key, value) in keys.into_iter().zip(values) {
+        if state.written.get(&key).is_some_and(|(seq, _)| *seq > since) {
+            continue;
+        }
+        ids.extend(state.apply(key, value));
+    }
+    state.rebuild(ids);
+    drop(state);
+    shared.generation.send_modify(|g| *g += 1);
+    Ok(())
+}
+
+/// Why following the subscription stopped.
+enum Stop {
+    /// Events were lost: read the world again.
+    Lagged,
+    /// The subscription ended: subscribe again, then read the world.
+    Ended,
+}
+
+/// The watcher task: applies the subscription's changes; catches up after a lag; subscribes
+/// again when the subscription breaks. Ends when the view is gone.
+async fn follow<K: Kv>(kv: K, shared: Weak<Shared>, mut subscription: KeySubscription) {
+    loop {
+        let stop = apply_changes(&kv, &shared, &mut subscription).await;
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        lock(&strong).synced = false;
+        drop(strong);
+        if matches!(stop, Stop::Ended) {
+            tracing::debug!("the world's subscription ended; subscribing again");
+            match resubscribe(&kv).await {
+                Some(fresh) => subscription = fresh,
+                None => return,
+            }
+        } else {
+            tracing::debug!("the world's subscription fell behind; reading the world again");
+        }
+        let mut wait = RETRY_FIRST;
+        loop {
+            let Some(strong) = shared.upgrade() else {
+                return;
+            };
+            match catch_up(&kv, &strong).await {
+                Ok(()) => break,
+                Err(err) => tracing::debug!(%err, "reading the world failed"),
+            }
+            drop(strong);
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+/// Subscribes again, retrying with a growing pause; `None` if the replica no longer offers
+/// subscriptions.
+async fn resubscribe<K: Kv>(kv: &K) -> Option<KeySubscription> {
+    let mut wait = RETRY_FIRST;
+    loop {
+        match kv.subscribe(schema::PLAYERS_PREFIX).await {
+            Ok(subscription) => return Some(subscription),
+            Err(KvError::NoSubscriptions) => return None,
+            Err(err) => tracing::debug!(%err, "subscribing to the world failed"),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RETRY_MAX);
+    }
+}
+
+/// Applies batches of changes until the subscription lags or ends (or the view is gone).
+async fn apply_changes<K: Kv>(
+    kv: &K,
+    shared: &Weak<Shared>,
+    subscription: &mut KeySubscription,
+) -> Stop {
+    loop {
+        let Some(first) = subscription.next().await else {
+            return Stop::Ended;
+        };
+        let mut keys = BTreeSet::new();
+        let mut next = Some(first);
+        while let Some(event) = next {
+            match event {
+                KeyEvent::Set(key) | KeyEvent::Del(key) => keys.insert(key),
+                KeyEvent::Lagged => return Stop::Lagged,
+            };
+            if keys.len() >= FETCH_BATCH_KEYS {
+                break;
+            }
+            // An end found here is found again by the next `next()`, after this batch.
+            next = subscription.try_next().ok().flatten();
+        }
+        let Some(strong) = shared.upgrade() else {
+            return Stop::Ended;
+        };
+        // Whether set or deleted, the key's value now is what counts: one read answers both.
+        if let Err(err) = fetch(kv, &strong, keys.into_iter().collect()).await {
+            tracing::debug!(%err, "reading changed keys failed");
+            return Stop::Lagged;
+        }
+    }
+}
+
+/// The replica, with the player's own writes applied to the view once acknowledged.
+#[derive(Clone)]
+pub struct Watched<K> {
+    /// The replica.
+    kv: K,
+    /// The view the writes go to.
+    view: View,
+}
+
+impl<K> Watched<K> {
+    /// `kv` with its writes applied to `view`.
+    pub fn new(kv: K, view: View) -> Self {
+        Watched { kv, view }
+    }
+}
+
+impl<K: Kv> Kv for Watched<K> {
+    async fn get(&self, key: &str) -> Result<Option<String>, KvError> {
+        self.kv.get(key).await
+    }
+    async fn put(&self, key: &str, value: &str) -> Result<(), KvError> {
+        self.kv.put(key, value).await?;
+        self.view.wrote([(key.to_owned(), Some(value.to_owned()))]);
+        Ok(())
+    }
+    async fn put_many(&self, pairs: &[(String, String)]) -> Result<(), KvError> {
+        self.kv.put_many(pairs).await?;
+        self.view
+            .wrote(pairs.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
+        Ok(())
+    }
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.kv.delete(key).await?;
+        self.view.wrote([(key.to_owned(), None)]);
+        Ok(())
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, KvError> {
+        self.kv.list(prefix).await
+    }
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>, KvError> {
+        self.kv.get_many(keys).await
+    }
+    async fn info(&self) -> Result<BTreeMap<String, String>, KvError> {
+        self.kv.info().await
+    }
+    async fn addrs(&self) -> Result<Vec<SharedAddr>, KvError> {
+        self.kv.addrs().await
+    }
+    async fn peers(&self) -> Result<Vec<PeerInfo>, KvError> {
+        self.kv.peers().await
+    }
+    async fn join(&self, multiaddr: &str) -> Result<(), KvError> {
+        self.kv.join(multiaddr).await
+    }
+}
