@@ -401,3 +401,193 @@ impl<K: Kv> Kv for Watched<K> {
         self.kv.join(multiaddr).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::keyspace::KeySender;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    /// An in-memory replica that offers subscriptions fed by the test and counts its lists.
+    #[derive(Clone, Default)]
+    struct FakeKv {
+        map: Arc<Mutex<BTreeMap<String, String>>>,
+        senders: Arc<Mutex<Vec<KeySender>>>,
+        lists: Arc<AtomicUsize>,
+        /// A write of the player's that lands while the next read of its key is in flight.
+        in_flight: Arc<Mutex<Option<(View, String, String)>>>,
+    }
+
+    impl FakeKv {
+        /// A peer's write: in the replica, announced to subscribers.
+        fn peer_writes(&self, key: &str, value: &str) {
+            self.map.lock().unwrap().insert(key.into(), value.into());
+            self.announce(KeyEvent::Set(key.into()));
+        }
+
+        fn announce(&self, event: KeyEvent) {
+            for sender in self.senders.lock().unwrap().iter_mut() {
+                sender.send(event.clone());
+            }
+        }
+    }
+
+    impl Kv for FakeKv {
+        async fn get(&self, key: &str) -> Result<Option<String>, KvError> {
+            let old = self.map.lock().unwrap().get(key).cloned();
+            let landing = self.in_flight.lock().unwrap().take();
+            if let Some((view, written, value)) = landing {
+                assert_eq!(written, key);
+                self.map
+                    .lock()
+                    .unwrap()
+                    .insert(written.clone(), value.clone());
+                view.wrote([(written, Some(value))]);
+            }
+            Ok(old)
+        }
+        async fn put(&self, key: &str, value: &str) -> Result<(), KvError> {
+            self.map.lock().unwrap().insert(key.into(), value.into());
+            Ok(())
+        }
+        async fn put_many(&self, pairs: &[(String, String)]) -> Result<(), KvError> {
+            self.map.lock().unwrap().extend(pairs.iter().cloned());
+            Ok(())
+        }
+        async fn delete(&self, key: &str) -> Result<(), KvError> {
+            self.map.lock().unwrap().remove(key);
+            Ok(())
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, KvError> {
+            self.lists.fetch_add(1, Relaxed);
+            let map = self.map.lock().unwrap();
+            Ok(map
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect())
+        }
+        async fn subscribe(&self, _prefix: &str) -> Result<KeySubscription, KvError> {
+            let (sender, subscription) = KeySubscription::channel(16);
+            self.senders.lock().unwrap().push(sender);
+            Ok(subscription)
+        }
+        async fn info(&self) -> Result<BTreeMap<String, String>, KvError> {
+            Ok(BTreeMap::new())
+        }
+        async fn addrs(&self) -> Result<Vec<SharedAddr>, KvError> {
+            Ok(Vec::new())
+        }
+        async fn peers(&self) -> Result<Vec<PeerInfo>, KvError> {
+            Ok(Vec::new())
+        }
+        async fn join(&self, _: &str) -> Result<(), KvError> {
+            Ok(())
+        }
+    }
+
+    /// Waits (with a deadline) until the view's world satisfies `wanted`.
+    async fn until(view: &View, kv: &FakeKv, wanted: impl Fn(&World) -> bool) {
+        let mut changes = view.changes();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !wanted(&*view.world(kv).await.unwrap()) {
+                changes.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the view never got there");
+    }
+
+    fn name(world: &World, id: &str) -> Option<String> {
+        world.player(id).name
+    }
+
+    #[tokio::test]
+    async fn changes_are_read_key_by_key_after_one_list() {
+        let kv = FakeKv::default();
+        kv.peer_writes("p/a/name", "alice");
+        let view = View::start(kv.clone()).await.unwrap();
+        assert_eq!(
+            name(&*view.world(&kv).await.unwrap(), "a").as_deref(),
+            Some("alice")
+        );
+        kv.peer_writes("p/b/name", "bob");
+        until(&view, &kv, |w| name(w, "b").as_deref() == Some("bob")).await;
+        kv.map.lock().unwrap().remove("p/a/name");
+        kv.announce(KeyEvent::Del("p/a/name".into()));
+        until(&view, &kv, |w| !w.player("a").exists()).await;
+        assert_eq!(
+            kv.lists.load(Relaxed),
+            1,
+            "one list, then only reads of changed keys"
+        );
+        assert!(!view.world(&kv).await.unwrap().players.contains_key("a"));
+    }
+
+    #[tokio::test]
+    async fn a_lagging_or_broken_subscription_catches_up_with_a_list() {
+        let kv = FakeKv::default();
+        let view = View::start(kv.clone()).await.unwrap();
+        // A change that no event announces, then word that events were lost.
+        kv.map
+            .lock()
+            .unwrap()
+            .insert("p/c/name".into(), "carol".into());
+        kv.announce(KeyEvent::Lagged);
+        until(&view, &kv, |w| name(w, "c").as_deref() == Some("carol")).await;
+        assert_eq!(kv.lists.load(Relaxed), 2);
+        // The subscription ends: the view subscribes again and reads the world again.
+        kv.map
+            .lock()
+            .unwrap()
+            .insert("p/d/name".into(), "dave".into());
+        kv.senders.lock().unwrap().clear();
+        until(&view, &kv, |w| name(w, "d").as_deref() == Some("dave")).await;
+        assert_eq!(kv.senders.lock().unwrap().len(), 1, "subscribed again");
+        kv.peer_writes("p/e/name", "eve");
+        until(&view, &kv, |w| name(w, "e").as_deref() == Some("eve")).await;
+    }
+
+    #[tokio::test]
+    async fn own_writes_show_at_once_and_are_not_undone_by_an_older_read() {
+        let kv = FakeKv::default();
+        kv.peer_writes("p/me/loc", "fence");
+        let view = View::start(kv.clone()).await.unwrap();
+        let writer = Watched::new(kv.clone(), view.clone());
+        writer.put("p/me/name", "me").await.unwrap();
+        let world = view.world(&kv).await.unwrap();
+        assert_eq!(name(&world, "me").as_deref(), Some("me"));
+        // The player moves while the view reads the key back for an earlier event: the read
+        // answers the old place, which must not undo the move.
+        *kv.in_flight.lock().unwrap() = Some((view.clone(), "p/me/loc".into(), "bridge".into()));
+        kv.announce(KeyEvent::Set("p/me/loc".into()));
+        until(&view, &kv, |w| {
+            w.player("me").loc.as_deref() == Some("bridge")
+        })
+        .await;
+        kv.peer_writes("p/z/name", "zed");
+        until(&view, &kv, |w| w.player("z").exists()).await;
+        assert_eq!(
+            view.world(&kv).await.unwrap().player("me").loc.as_deref(),
+            Some("bridge")
+        );
+        writer.delete("p/me/name").await.unwrap();
+        assert!(!view.world(&kv).await.unwrap().player("me").exists());
+    }
+
+    #[tokio::test]
+    async fn a_replica_without_subscriptions_is_read_at_every_look() {
+        let kv = FakeKv::default();
+        let view = View::polling();
+        assert_eq!(view.generation(), None);
+        kv.map
+            .lock()
+            .unwrap()
+            .insert("p/a/name".into(), "alice".into());
+        assert_eq!(
+            name(&*view.world(&kv).await.unwrap(), "a").as_deref(),
+            Some("alice")
+        );
+        assert_eq!(kv.lists.load(Relaxed), 1);
+    }
+}
