@@ -490,7 +490,7 @@ mod tests {
     async fn until(view: &View, kv: &FakeKv, wanted: impl Fn(&World) -> bool) {
         let mut changes = view.changes();
         tokio::time::timeout(Duration::from_secs(10), async {
-            while !wanted(&*view.world(kv).await.unwrap()) {
+            while !wanted(&view.world(kv).await.unwrap()) {
                 changes.changed().await.unwrap();
             }
         })
@@ -508,7 +508,7 @@ mod tests {
         kv.peer_writes("p/a/name", "alice");
         let view = View::start(kv.clone()).await.unwrap();
         assert_eq!(
-            name(&*view.world(&kv).await.unwrap(), "a").as_deref(),
+            name(&view.world(&kv).await.unwrap(), "a").as_deref(),
             Some("alice")
         );
         kv.peer_writes("p/b/name", "bob");
@@ -585,7 +585,7 @@ mod tests {
             .unwrap()
             .insert("p/a/name".into(), "alice".into());
         assert_eq!(
-            name(&*view.world(&kv).await.unwrap(), "a").as_deref(),
+            name(&view.world(&kv).await.unwrap(), "a").as_deref(),
             Some("alice")
         );
         assert_eq!(kv.lists.load(Relaxed), 1);
