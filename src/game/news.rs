@@ -65,7 +65,7 @@ impl News {
         };
         self.looked = Freshness {
             generation,
-            until_ms: next_presence_change(&ctx.content, &world, now_ms),
+            until_ms: next_presence_change(&ctx.content, &world, now_ms, &ctx.id),
         };
         self.last = Some((world, now_ms));
         Ok(Some(lines))
@@ -118,7 +118,7 @@ impl News {
         node.fill(&mut status);
         self.stated = Freshness {
             generation,
-            until_ms: next_presence_change(content, &world, now_ms),
+            until_ms: next_presence_change(content, &world, now_ms, &ctx.id),
         };
         if self.status.as_ref() == Some(&status) {
             return Ok(None);
@@ -191,14 +191,14 @@ fn node_status<K: Kv>(ctx: &Ctx<K>, info: &BTreeMap<String, String>, mode: Mode)
     }
 }
 
-/// The first time after `now_ms` at which some character's presence changes with time alone
-/// (a heartbeat leaves the online window, or one from the future enters it); `u64::MAX` if
-/// none will.
-pub fn next_presence_change(content: &Content, world: &World, now_ms: u64) -> u64 {
+/// The first time after `now_ms` at which the presence of a character other than `me` (who
+/// is always shown online) changes with time alone (a heartbeat leaves the online window, or
+/// one from the future enters it); `u64::MAX` if none will.
+pub fn next_presence_change(content: &Content, world: &World, now_ms: u64, me: &str) -> u64 {
     let window = content.rules.presence.online_secs.saturating_mul(1000);
     world
         .characters()
-        .filter(|p| p.left_ms < p.seen_ms)
+        .filter(|p| p.id != me && p.left_ms < p.seen_ms)
         .map(|p| {
             if p.seen_ms > now_ms.saturating_add(window) {
                 p.seen_ms - window
@@ -493,6 +493,38 @@ pub fn leaderboard(content: &Content, world: &World) -> Vec<Standing> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presence_is_looked_at_again_when_a_heartbeat_lapses_or_arrives_from_the_future() {
+        let content = Content::embedded();
+        let window = content.rules.presence.online_secs * 1000;
+        let world = World::from_items(&[
+            ("p/me/name", "me"),
+            ("p/me/seen", "100000"),
+            ("p/a/name", "a"),
+            ("p/a/seen", "100000"),
+            ("p/f/name", "f"),
+            ("p/f/seen", &(100_000 + 3 * window).to_string()),
+            ("p/gone/name", "gone"),
+            ("p/gone/seen", "1"),
+        ]);
+        let now = 100_000 + window / 2;
+        let at = next_presence_change(&content, &world, now, "me");
+        assert_eq!(at, 100_000 + window + 1, "a goes quiet first");
+        assert!(!online(&content, &world.player("a"), at));
+        assert!(online(&content, &world.player("a"), at - 1));
+        let later = next_presence_change(&content, &world, at, "me");
+        assert_eq!(
+            later,
+            100_000 + 2 * window,
+            "then f's heartbeat enters the window"
+        );
+        assert!(online(&content, &world.player("f"), later));
+        assert_eq!(
+            next_presence_change(&content, &world, later, "me"),
+            later + 2 * window + 1
+        );
+    }
 
     #[test]
     fn others_moves_gifts_promotions_and_chat_are_news() {

@@ -71,17 +71,36 @@ struct State {
     /// The player's own keys, with the count of the write that last set them (`None` for a
     /// delete): a read that started before that write must not undo it.
     written: HashMap<String, (u64, Option<String>)>,
+    /// Keys whose changes are kept in `world` but wake no one (the player's own heartbeat,
+    /// which changes nothing the player is shown).
+    quiet: BTreeSet<String>,
+}
+
+/// What applying some changes did.
+#[derive(Default)]
+struct Applied {
+    /// Players whose records must be rebuilt.
+    ids: BTreeSet<String>,
+    /// Whether a change is worth waking the session for.
+    loud: bool,
 }
 
 impl State {
-    /// Sets (`Some`) or deletes `key` and rebuilds its player's record.
-    fn apply(&mut self, key: String, value: Option<String>) -> Option<String> {
-        let id = player_of(&key)?;
+    /// Sets (`Some`) or deletes `key`, noting in `applied` whose record must be rebuilt if
+    /// that changed anything (the echo of the player's own write changes nothing).
+    fn apply(&mut self, key: String, value: Option<String>, applied: &mut Applied) {
+        let Some(id) = player_of(&key) else {
+            return;
+        };
+        if self.entries.get(&key) == value.as_ref() {
+            return;
+        }
+        applied.loud |= !self.quiet.contains(&key);
         match value {
             Some(value) => self.entries.insert(key, value),
             None => self.entries.remove(&key),
         };
-        Some(id)
+        applied.ids.insert(id);
     }
 
     /// Rebuilds the records of players `ids` from `entries`.
@@ -185,20 +204,27 @@ impl View {
         self.shared.generation.subscribe()
     }
 
+    /// Keeps changes to `key` in the world without waking anyone for them.
+    pub fn set_quiet(&self, key: String) {
+        self.lock().quiet.insert(key);
+    }
+
     /// Records the player's own acknowledged writes (`None` deletes).
     fn wrote(&self, writes: impl IntoIterator<Item = (String, Option<String>)>) {
         let mut state = self.lock();
         state.write_seq += 1;
         let seq = state.write_seq;
-        let mut ids = BTreeSet::new();
+        let mut applied = Applied::default();
         for (key, value) in writes {
             state.written.insert(key.clone(), (seq, value.clone()));
-            ids.extend(state.apply(key, value));
+            state.apply(key, value, &mut applied);
         }
         if state.synced {
-            state.rebuild(ids);
+            state.rebuild(applied.ids);
             drop(state);
-            self.shared.generation.send_modify(|g| *g += 1);
+            if applied.loud {
+                self.shared.generation.send_modify(|g| *g += 1);
+            }
         }
     }
 }
@@ -225,7 +251,7 @@ async fn catch_up<K: Kv>(kv: &K, shared: &Shared) -> Result<(), KvError> {
         .map(|(key, (_, value))| (key.clone(), value.clone()))
         .collect();
     for (key, value) in newer {
-        state.apply(key, value);
+        state.apply(key, value, &mut Applied::default());
     }
     let pairs = state.entries.iter().map(|(k, v)| (k.clone(), v.clone()));
     state.world = Arc::new(World::from_pairs(pairs));
@@ -241,16 +267,18 @@ async fn fetch<K: Kv>(kv: &K, shared: &Shared, keys: Vec<String>) -> Result<(), 
     let since = lock(shared).write_seq;
     let values = kv.get_many(&keys).await?;
     let mut state = lock(shared);
-    let mut ids = BTreeSet::new();
+    let mut applied = Applied::default();
     for (key, value) in keys.into_iter().zip(values) {
         if state.written.get(&key).is_some_and(|(seq, _)| *seq > since) {
             continue;
         }
-        ids.extend(state.apply(key, value));
+        state.apply(key, value, &mut applied);
     }
-    state.rebuild(ids);
+    state.rebuild(applied.ids);
     drop(state);
-    shared.generation.send_modify(|g| *g += 1);
+    if applied.loud {
+        shared.generation.send_modify(|g| *g += 1);
+    }
     Ok(())
 }
 
