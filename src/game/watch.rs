@@ -64,8 +64,11 @@ struct State {
     synced: bool,
     /// Every text key under `p/` with its value.
     entries: BTreeMap<String, String>,
-    /// The snapshot read from `entries`.
+    /// The snapshot read from `entries`, but for the records of `stale`.
     world: Arc<World>,
+    /// Players whose records in `world` are behind `entries`: rebuilt when the world is next
+    /// read, so changes nobody reads (the player's own heartbeat) cost nothing per player.
+    stale: BTreeSet<String>,
     /// Counts the player's own writes.
     write_seq: u64,
     /// The player's own keys, with the count of the write that last set them (`None` for a
@@ -103,11 +106,17 @@ impl State {
         applied.ids.insert(id);
     }
 
-    /// Rebuilds the records of players `ids` from `entries`.
-    fn rebuild(&mut self, ids: BTreeSet<String>) {
-        if ids.is_empty() {
-            return;
+    /// Marks the records of players `ids` as behind `entries`.
+    fn mark_stale(&mut self, ids: BTreeSet<String>) {
+        self.stale.extend(ids);
+    }
+
+    /// The snapshot, with every stale record rebuilt from `entries`.
+    fn current(&mut self) -> Arc<World> {
+        if self.stale.is_empty() {
+            return self.world.clone();
         }
+        let ids = std::mem::take(&mut self.stale);
         let world = Arc::make_mut(&mut self.world);
         for id in ids {
             let prefix = schema::player_prefix(&id);
@@ -121,6 +130,7 @@ impl State {
                 None => world.players.remove(&id),
             };
         }
+        self.world.clone()
     }
 }
 
@@ -182,9 +192,9 @@ impl View {
     /// `List` of `p/` through `kv`.
     pub async fn world<K: Kv>(&self, kv: &K) -> Result<Arc<World>, KvError> {
         {
-            let state = self.lock();
+            let mut state = self.lock();
             if state.synced {
-                return Ok(state.world.clone());
+                return Ok(state.current());
             }
         }
         Ok(Arc::new(World::from_pairs(
@@ -220,7 +230,7 @@ impl View {
             state.apply(key, value, &mut applied);
         }
         if state.synced {
-            state.rebuild(applied.ids);
+            state.mark_stale(applied.ids);
             drop(state);
             if applied.loud {
                 self.shared.generation.send_modify(|g| *g += 1);
@@ -255,6 +265,7 @@ async fn catch_up<K: Kv>(kv: &K, shared: &Shared) -> Result<(), KvError> {
     }
     let pairs = state.entries.iter().map(|(k, v)| (k.clone(), v.clone()));
     state.world = Arc::new(World::from_pairs(pairs));
+    state.stale.clear();
     state.synced = true;
     drop(state);
     shared.generation.send_modify(|g| *g += 1);
@@ -274,7 +285,7 @@ async fn fetch<K: Kv>(kv: &K, shared: &Shared, keys: Vec<String>) -> Result<(), 
         }
         state.apply(key, value, &mut applied);
     }
-    state.rebuild(applied.ids);
+    state.mark_stale(applied.ids);
     drop(state);
     if applied.loud {
         shared.generation.send_modify(|g| *g += 1);
