@@ -179,8 +179,7 @@ impl<K: Kv> Session<K> {
         let joins = (options.joins, options.remembered_peers);
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let view = View::start(kv.clone()).await?;
-        // The player's own heartbeat changes nothing the player is shown: it wakes no look.
-        view.set_quiet(super::schema::key(&id, super::schema::field::SEEN));
+        view.set_player(&id);
         let player = PlayerHandle::spawn_with_view(
             kv.clone(),
             view.clone(),

@@ -25,6 +25,11 @@ use crate::rpc::{KeyEvent, KeySubscription, Kv, KvError};
 /// Most changed keys read back in one batch.
 const FETCH_BATCH_KEYS: usize = 4096;
 
+/// How long the watcher waits after a first event for the rest of its burst (the keys one
+/// write or one merged batch changed arrive one event each), so they are read back and shown
+/// together.
+const BURST: Duration = Duration::from_millis(10);
+
 /// First wait before subscribing again after the subscription broke; doubles up to the max.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 
@@ -74,9 +79,12 @@ struct State {
     /// The player's own keys, with the count of the write that last set them (`None` for a
     /// delete): a read that started before that write must not undo it.
     written: HashMap<String, (u64, Option<String>)>,
-    /// Keys whose changes are kept in `world` but wake no one (the player's own heartbeat,
-    /// which changes nothing the player is shown).
+    /// Keys whose changes are kept in `world` but count as no change (the player's own
+    /// heartbeat, which changes nothing the player is shown).
     quiet: BTreeSet<String>,
+    /// The player's own prefix: changes under it count, but wake no one at once (the
+    /// player's commands show their own effects; the next regular look reports the rest).
+    own_prefix: Option<String>,
 }
 
 /// What applying some changes did.
@@ -84,8 +92,22 @@ struct State {
 struct Applied {
     /// Players whose records must be rebuilt.
     ids: BTreeSet<String>,
-    /// Whether a change is worth waking the session for.
-    loud: bool,
+    /// Whether the view changed in a way a look may report.
+    counts: bool,
+    /// Whether the change came from elsewhere, so the session should look at once.
+    wakes: bool,
+}
+
+impl Applied {
+    /// Moves the view to its next generation, waking sessions if the change asks for it.
+    fn publish(&self, generation: &watch::Sender<u64>) {
+        if self.counts {
+            generation.send_if_modified(|g| {
+                *g += 1;
+                self.wakes
+            });
+        }
+    }
 }
 
 impl State {
@@ -98,7 +120,13 @@ impl State {
         if self.entries.get(&key) == value.as_ref() {
             return;
         }
-        applied.loud |= !self.quiet.contains(&key);
+        if !self.quiet.contains(&key) {
+            applied.counts = true;
+            applied.wakes |= self
+                .own_prefix
+                .as_ref()
+                .is_none_or(|own| !key.starts_with(own.as_str()));
+        }
         match value {
             Some(value) => self.entries.insert(key, value),
             None => self.entries.remove(&key),
@@ -214,9 +242,12 @@ impl View {
         self.shared.generation.subscribe()
     }
 
-    /// Keeps changes to `key` in the world without waking anyone for them.
-    pub fn set_quiet(&self, key: String) {
-        self.lock().quiet.insert(key);
+    /// Tells the view whose session it serves: changes under `p/<id>/` wake no look at once,
+    /// and the player's heartbeat counts as no change at all.
+    pub fn set_player(&self, id: &str) {
+        let mut state = self.lock();
+        state.own_prefix = Some(schema::player_prefix(id));
+        state.quiet.insert(schema::key(id, schema::field::SEEN));
     }
 
     /// Records the player's own acknowledged writes (`None` deletes).
@@ -230,11 +261,9 @@ impl View {
             state.apply(key, value, &mut applied);
         }
         if state.synced {
-            state.mark_stale(applied.ids);
+            state.mark_stale(std::mem::take(&mut applied.ids));
             drop(state);
-            if applied.loud {
-                self.shared.generation.send_modify(|g| *g += 1);
-            }
+            applied.publish(&self.shared.generation);
         }
     }
 }
@@ -285,11 +314,9 @@ async fn fetch<K: Kv>(kv: &K, shared: &Shared, keys: Vec<String>) -> Result<(), 
         }
         state.apply(key, value, &mut applied);
     }
-    state.mark_stale(applied.ids);
+    state.mark_stale(std::mem::take(&mut applied.ids));
     drop(state);
-    if applied.loud {
-        shared.generation.send_modify(|g| *g += 1);
-    }
+    applied.publish(&shared.generation);
     Ok(())
 }
 
@@ -361,6 +388,7 @@ async fn apply_changes<K: Kv>(
         let Some(first) = subscription.next().await else {
             return Stop::Ended;
         };
+        tokio::time::sleep(BURST).await;
         let mut keys = BTreeSet::new();
         let mut next = Some(first);
         while let Some(event) = next {
