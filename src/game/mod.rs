@@ -38,6 +38,7 @@ mod shop;
 mod sim_tests;
 mod social;
 pub mod watch;
+mod watched;
 
 pub use social::sort_by_reach;
 pub mod tell;

@@ -5,7 +5,7 @@
 //!
 //! The [`World`] snapshot is maintained incrementally: a change rebuilds only the records of
 //! the players it touched. The player's own writes go through [`Watched`], which applies them
-//! to the view as soon as the replica acknowledged them (read-your-writes).
+//! to the view as soon as the replica acknowledged them (read-your-writes; see `watched`).
 //!
 //! Owns the view, its watcher task and the subscription; it does not decide what a change
 //! means to the player (`news`) or change how a snapshot is read (`schema`). A replica without
@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::schema::{self, World};
-use crate::rpc::client::{PeerInfo, SharedAddr};
+pub use super::watched::Watched;
 use crate::rpc::{KeyEvent, KeySubscription, Kv, KvError};
 
 /// Most changed keys read back in one batch.
@@ -251,7 +251,7 @@ impl View {
     }
 
     /// Records the player's own acknowledged writes (`None` deletes).
-    fn wrote(&self, writes: impl IntoIterator<Item = (String, Option<String>)>) {
+    pub(super) fn wrote(&self, writes: impl IntoIterator<Item = (String, Option<String>)>) {
         let mut state = self.lock();
         state.write_seq += 1;
         let seq = state.write_seq;
@@ -413,65 +413,10 @@ async fn apply_changes<K: Kv>(
     }
 }
 
-/// The replica, with the player's own writes applied to the view once acknowledged.
-#[derive(Clone)]
-pub struct Watched<K> {
-    /// The replica.
-    kv: K,
-    /// The view the writes go to.
-    view: View,
-}
-
-impl<K> Watched<K> {
-    /// `kv` with its writes applied to `view`.
-    pub fn new(kv: K, view: View) -> Self {
-        Watched { kv, view }
-    }
-}
-
-impl<K: Kv> Kv for Watched<K> {
-    async fn get(&self, key: &str) -> Result<Option<String>, KvError> {
-        self.kv.get(key).await
-    }
-    async fn put(&self, key: &str, value: &str) -> Result<(), KvError> {
-        self.kv.put(key, value).await?;
-        self.view.wrote([(key.to_owned(), Some(value.to_owned()))]);
-        Ok(())
-    }
-    async fn put_many(&self, pairs: &[(String, String)]) -> Result<(), KvError> {
-        self.kv.put_many(pairs).await?;
-        self.view
-            .wrote(pairs.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
-        Ok(())
-    }
-    async fn delete(&self, key: &str) -> Result<(), KvError> {
-        self.kv.delete(key).await?;
-        self.view.wrote([(key.to_owned(), None)]);
-        Ok(())
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, KvError> {
-        self.kv.list(prefix).await
-    }
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>, KvError> {
-        self.kv.get_many(keys).await
-    }
-    async fn info(&self) -> Result<BTreeMap<String, String>, KvError> {
-        self.kv.info().await
-    }
-    async fn addrs(&self) -> Result<Vec<SharedAddr>, KvError> {
-        self.kv.addrs().await
-    }
-    async fn peers(&self) -> Result<Vec<PeerInfo>, KvError> {
-        self.kv.peers().await
-    }
-    async fn join(&self, multiaddr: &str) -> Result<(), KvError> {
-        self.kv.join(multiaddr).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rpc::client::{PeerInfo, SharedAddr};
     use crate::rpc::keyspace::KeySender;
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
