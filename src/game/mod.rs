@@ -13,6 +13,7 @@
 //! - [`tell`]: sealing private tells to a player's X25519 key.
 //! - [`json`]: the JSON form of events, for `cmud --plain --json`.
 //! - [`clock`]: the game's clock, a parameter for deterministic tests.
+//! - [`watch`]: a session's view of the world, kept current from keyspace notifications.
 
 mod actions;
 #[cfg(test)]
@@ -36,6 +37,8 @@ mod shop;
 #[cfg(test)]
 mod sim_tests;
 mod social;
+pub mod watch;
+mod watched;
 
 pub use social::sort_by_reach;
 pub mod tell;
