@@ -86,12 +86,15 @@ impl Signer {
 
     /// A batch of this node's entries, each with its signature.
     pub fn sign_batch(&self, batch: &[KeyedEntry]) -> Batch {
-        Arc::new(
-            batch
-                .iter()
-                .map(|(key, entry)| (key.clone(), self.sign(key, entry)))
-                .collect(),
-        )
+        Arc::new(self.sign_entries(batch))
+    }
+
+    /// This node's entries, each with its signature.
+    pub fn sign_entries(&self, entries: &[KeyedEntry]) -> Vec<KeyedEntry> {
+        entries
+            .iter()
+            .map(|(key, entry)| (key.clone(), self.sign(key, entry)))
+            .collect()
     }
 
     /// `entry` under `key` with this node's signature. The entry's writer must be this node
