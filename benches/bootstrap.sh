@@ -42,4 +42,4 @@ bpid=${pids[1]}
 cpu=$(awk '{print ($14+$15)/100}' /proc/$bpid/stat)
 apid=${pids[0]}
 acpu=$(awk '{print ($14+$15)/100}' /proc/$apid/stat)
-echo "$KEYS keys reached a new node in $(echo "$end - $start" | bc) s; new node cpu ${cpu} s; host cpu so far ${acpu} s"
+echo "$KEYS keys reached a new node in $(echo "$end - $start" | bc) s; new node cpu ${cpu} s; host cpu so far ${acpu} s; load average $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -16,7 +16,7 @@ use cmud::node::{Node, NodeOptions};
 use cmud::p2p::wire;
 use cmud::store::indexed::IndexedMap;
 use cmud::store::replica::Replica;
-use cmud::store::sign::verify_entries;
+use cmud::store::sign::{SignedMessage, verify_entries, verify_together};
 use cmud::store::{Entry, Key, KeyedEntry, NodeId, Signer, persist};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use libp2p::identity::Keypair;
@@ -141,7 +141,8 @@ fn through_the_port(c: &mut Criterion) {
     runtime.block_on(node.shutdown());
 }
 
-/// ed25519-dalek's batch verification of signatures by one writer, per signature, by batch size.
+/// Batch verification of signatures by one writer, by batch size: ed25519-dalek's, and cmud's,
+/// which gathers the terms of one key into one.
 fn batch_sizes(c: &mut Criterion) {
     use ed25519_dalek::{Signer as _, SigningKey};
     let key = SigningKey::from_bytes(&[9; 32]);
@@ -155,11 +156,21 @@ fn batch_sizes(c: &mut Criterion) {
     for size in [16, 64, 256, 1024] {
         group.throughput(Throughput::Elements(size as u64));
         let refs: Vec<&[u8]> = messages[..size].iter().map(Vec::as_slice).collect();
-        group.bench_function(format!("{size} signatures"), |b| {
+        group.bench_function(format!("ed25519-dalek, {size} signatures"), |b| {
             b.iter(|| {
                 ed25519_dalek::verify_batch(&refs, &signatures[..size], &keys[..size])
                     .expect("valid")
             })
+        });
+        let together: Vec<SignedMessage> = (0..size)
+            .map(|n| SignedMessage {
+                message: &messages[n],
+                signature: &signatures[n],
+                key: &keys[n],
+            })
+            .collect();
+        group.bench_function(format!("cmud, {size} signatures"), |b| {
+            b.iter(|| assert!(verify_together(&together)))
         });
     }
     group.finish();

@@ -194,6 +194,13 @@ struct Bootstrap {
     slowest_ping: Duration,
     /// Slowest of the sender's Puts to reach its other peer during the second.
     slowest_put: Duration,
+    /// CPU time (user and system) the joiner of the second used, from its start to the end:
+    /// steadier than wall-clock time on a shared machine.
+    joiner_cpu: Duration,
+    /// CPU time the sender used during the second.
+    sender_cpu: Duration,
+    /// The machine's load average (1 minute) at the end of the second.
+    load: String,
 }
 
 async fn bootstrap(keys: u64) -> Bootstrap {
@@ -223,6 +230,7 @@ async fn bootstrap(keys: u64) -> Bootstrap {
             slowest
         })
     };
+    let sender_ticks = sender.cpu_ticks();
     let started = Instant::now();
     joiner.join(&sender).await;
     let mut slowest_put = Duration::ZERO;
@@ -243,6 +251,12 @@ async fn bootstrap(keys: u64) -> Bootstrap {
     }
     // The probes are part of the world the joiner receives too.
     let second = wait_world(&joiner, keys + probe, started).await;
+    let ticks = Duration::from_secs(1) / u32::try_from(clock_ticks_per_second()).unwrap_or(100);
+    let joiner_cpu = ticks * u32::try_from(joiner.cpu_ticks()).unwrap_or(u32::MAX);
+    let sender_cpu = ticks * u32::try_from(sender.cpu_ticks() - sender_ticks).unwrap_or(u32::MAX);
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|text| text.split(' ').next().unwrap_or("?").to_owned())
+        .unwrap_or_default();
     done.store(1, Relaxed);
     let slowest_ping = pinger.await.expect("pinger");
     Bootstrap {
@@ -250,6 +264,9 @@ async fn bootstrap(keys: u64) -> Bootstrap {
         second,
         slowest_ping,
         slowest_put,
+        joiner_cpu,
+        sender_cpu,
+        load,
     }
 }
 
