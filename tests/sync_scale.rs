@@ -286,6 +286,14 @@ async fn bootstrap_is_linear_and_the_sender_stays_responsive() {
     // persisting the world it was just loaded with.
     let ratio = large.second.as_secs_f64() / small.second.as_secs_f64();
     println!("ratio {ratio:.1}");
+    for (size, run) in [(keys / 10, &small), (keys, &large)] {
+        println!(
+            "{size} keys: joiner {:.2} s of CPU, sender {:.2} s of CPU meanwhile, load {}",
+            run.joiner_cpu.as_secs_f64(),
+            run.sender_cpu.as_secs_f64(),
+            run.load
+        );
+    }
     assert!(large.second < Duration::from_secs(30), "{large:?}");
     assert!(ratio <= 12.0, "ratio {ratio:.1}");
     assert!(large.slowest_ping < Duration::from_millis(50), "{large:?}");
