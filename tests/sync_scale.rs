@@ -61,11 +61,12 @@ impl Proc {
     }
 
     async fn addr(&self) -> String {
-        let addrs: Vec<String> = redis::cmd("ADDRS")
+        // ADDRS answers (address, kind) pairs, best first.
+        let addrs: Vec<(String, String)> = redis::cmd("ADDRS")
             .query_async(&mut self.conn.clone())
             .await
             .expect("ADDRS");
-        addrs.into_iter().next().expect("a listen address")
+        addrs.into_iter().next().expect("a listen address").0
     }
 
     /// Dials `other` (a dial already under way, from discovery, is as good). A node that was
