@@ -124,13 +124,9 @@ pub fn list(
         Some(after) if after >= request.prefix => Bound::Excluded(after),
         _ => Bound::Included(request.prefix),
     };
-    let live = replica
-        .entries()
-        .range::<[u8], _>((start, Bound::Unbounded))
-        .take_while(|(key, _)| key.starts_with(request.prefix))
-        .filter_map(|(key, entry)| entry.value.as_ref().map(|value| (key, value)));
+    let live = replica.live_from(start, request.prefix);
     let pair_bytes =
-        |key: &Bytes, value: &Bytes| bulk_reply_bytes(key.len()) + bulk_reply_bytes(value.len());
+        |key: &[u8], value: &[u8]| bulk_reply_bytes(key.len()) + bulk_reply_bytes(value.len());
 
     let Some(count) = request.count else {
         // One reply with everything: sized first, refused if too large.

@@ -1,6 +1,7 @@
 //! The replica: a multi-actor last-writer-wins key-value store in the style of Anna.
 //!
 //! - [`entry`]: versions, entries and the LWW merge (the lattice).
+//! - [`compact`]: the compact keys and entries the whole-world maps hold.
 //! - [`clock`]: the hybrid logical clock that versions writes.
 //! - [`sign`]: the signed encoding of entries, signing and batch verification.
 //! - [`validate`]: the one place entries are judged (limits, namespaces, signatures).
@@ -18,6 +19,7 @@
 
 pub mod actor;
 pub mod clock;
+pub mod compact;
 pub mod entry;
 pub mod fingerprint;
 pub mod gateway;
