@@ -1,7 +1,8 @@
 //! Compact forms of keys and entries for the maps that hold a whole world (each query actor's,
 //! the gateway's): byte strings of up to [`INLINE_BYTES`] kept inline, longer ones as a shared
-//! [`Bytes`] (the buffer the batch carried, shared by every actor and the gateway), and an entry
-//! without its signature (query actors never serve signatures; the gateway and redb keep them).
+//! [`Bytes`] (the buffer the batch carried, shared by every actor and the gateway), an entry
+//! without its signature for query actors ([`Slot`]: they never serve signatures) and one with
+//! it for the gateway ([`Stored`]: sync serves them onward).
 //!
 //! Owns only representation: the order of versions and the merge rule stay in [`super::entry`].
 
@@ -197,9 +198,10 @@ impl Slot {
         self.value.is_none()
     }
 
-    /// The milliseconds of the version (for the tombstone horizon).
-    pub fn millis(&self) -> u64 {
-        self.millis
+    /// Whether this is a tombstone written before `horizon_ms`: the rule of
+    /// [`super::validate::is_expired_tombstone`].
+    pub fn is_expired_tombstone(&self, horizon_ms: u64) -> bool {
+        self.is_tombstone() && self.millis < horizon_ms
     }
 
     /// The full entry back, unsigned.
@@ -212,6 +214,61 @@ impl Slot {
     }
 }
 
+/// A signature as the gateway keeps it: an ed25519 one inline, anything else (a peer's
+/// malformed one, kept only until validation drops it) shared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Signature {
+    /// The usual 64 bytes.
+    Ed25519([u8; ED25519_SIGNATURE_BYTES]),
+    /// Any other length.
+    Other(Box<Bytes>),
+}
+
+/// Length of an ed25519 signature.
+const ED25519_SIGNATURE_BYTES: usize = 64;
+
+/// An entry as the gateway keeps it: a [`Slot`] and the signature (120 bytes, no buffers of
+/// its own for short values), so that sync can serve it onward.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// Version and value.
+    slot: Slot,
+    /// The writer's signature, if the entry has one.
+    signature: Option<Signature>,
+}
+
+impl Stored {
+    /// The compact form of `entry`, signature included.
+    pub fn new(entry: &Entry) -> Stored {
+        let signature =
+            entry.signature.as_ref().map(
+                |signature| match <[u8; ED25519_SIGNATURE_BYTES]>::try_from(&signature[..]) {
+                    Ok(bytes) => Signature::Ed25519(bytes),
+                    Err(_) => Signature::Other(Box::new(signature.clone())),
+                },
+            );
+        Stored {
+            slot: Slot::new(entry),
+            signature,
+        }
+    }
+
+    /// The version, value and liveness of the entry.
+    pub fn slot(&self) -> &Slot {
+        &self.slot
+    }
+
+    /// The full entry back, signature included.
+    pub fn to_entry(&self) -> Entry {
+        let mut entry = self.slot.to_entry();
+        entry.signature = self.signature.as_ref().map(|signature| match signature {
+            Signature::Ed25519(bytes) => Bytes::copy_from_slice(bytes),
+            Signature::Other(bytes) => Bytes::clone(bytes),
+        });
+        entry
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +278,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<Small>(), 24);
         assert_eq!(std::mem::size_of::<Option<Small>>(), 24);
         assert_eq!(std::mem::size_of::<Slot>(), 48);
+        assert_eq!(std::mem::size_of::<Stored>(), 120);
     }
 
     #[test]
@@ -266,7 +324,7 @@ mod tests {
         assert_eq!(slot.value(), Some(&b"abc"[..]));
         assert_eq!(
             slot.to_entry(),
-            Entry::value(entry.version.clone(), entry.value.unwrap())
+            Entry::value(entry.version.clone(), entry.value.clone().unwrap())
         );
         for other in [
             version(4, "b", 1),
@@ -280,5 +338,10 @@ mod tests {
             assert_eq!(slot.cmp_version(&other), slot.version().cmp(&other));
         }
         assert!(Slot::new(&Entry::tombstone(version(1, "a", 0))).is_tombstone());
+        assert_eq!(Stored::new(&entry).to_entry(), entry);
+        entry.signature = Some(Bytes::from_static(b"short"));
+        assert_eq!(Stored::new(&entry).to_entry(), entry);
+        entry.signature = None;
+        assert_eq!(Stored::new(&entry).to_entry(), entry);
     }
 }

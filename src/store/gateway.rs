@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::actor::{FLUSH_PERIOD, ToActor};
@@ -26,9 +27,7 @@ use super::pace::{self, Pace};
 use super::persist::PersistHandle;
 use super::sign::Signer;
 use super::stats::Stats;
-use super::validate::{
-    Checked, Limits, check_remote, is_expired_tombstone, purge_horizon, purge_period,
-};
+use super::validate::{Checked, Limits, check_remote, purge_horizon, purge_period};
 
 /// Fewest entries of a peer's delivery checked on one blocking thread; a larger delivery is
 /// split evenly over the cores so that every core verifies signatures.
@@ -300,10 +299,9 @@ impl Gateway {
         let horizon = purge_horizon(wall_millis(), ttl);
         let expired: Vec<Key> = self
             .map
-            .map()
             .iter()
-            .filter(|(_, entry)| is_expired_tombstone(entry, horizon))
-            .map(|(key, _)| key.clone())
+            .filter(|(_, stored)| stored.slot().is_expired_tombstone(horizon))
+            .map(|(key, _)| Bytes::copy_from_slice(key))
             .collect();
         if expired.is_empty() {
             return;

@@ -67,7 +67,7 @@ impl Replica {
     pub fn purge_expired(&mut self, horizon_ms: u64) -> usize {
         let before = self.map.len();
         self.map
-            .retain(|_, slot| !(slot.is_tombstone() && slot.millis() < horizon_ms));
+            .retain(|_, slot| !slot.is_expired_tombstone(horizon_ms));
         before - self.map.len()
     }
 
