@@ -212,6 +212,95 @@ impl<T> FingerprintIndex<T> {
         updated
     }
 
+    /// Removes `key` and returns its payload, in O(log n). The arena stays dense: the last
+    /// node moves into the freed slot.
+    pub fn remove(&mut self, key: &[u8]) -> Option<T> {
+        let mut gone = NIL;
+        self.root = self.delete(self.root, key, &mut gone);
+        if gone == NIL {
+            return None;
+        }
+        let last = (self.nodes.len() - 1) as u32;
+        if gone != last {
+            // Whoever points at the last node (its parent, or the root) points at the slot.
+            if self.root == last {
+                self.root = gone;
+            } else {
+                let moved = &self.nodes[last as usize].key;
+                let mut at = self.root;
+                loop {
+                    let node = &self.nodes[at as usize];
+                    let next = if moved[..] < node.key[..] {
+                        node.left
+                    } else {
+                        node.right
+                    };
+                    if next == last {
+                        let node = &mut self.nodes[at as usize];
+                        if node.left == last {
+                            node.left = gone;
+                        } else {
+                            node.right = gone;
+                        }
+                        break;
+                    }
+                    at = next;
+                }
+            }
+        }
+        Some(self.nodes.swap_remove(gone as usize).payload)
+    }
+
+    fn delete(&mut self, at: u32, key: &[u8], gone: &mut u32) -> u32 {
+        if at == NIL {
+            return NIL;
+        }
+        let index = at as usize;
+        let own = self.own(at);
+        match key.cmp(&self.nodes[index].key) {
+            Ordering::Less => {
+                let child = self.delete(self.nodes[index].left, key, gone);
+                self.nodes[index].left = child;
+            }
+            Ordering::Greater => {
+                let child = self.delete(self.nodes[index].right, key, gone);
+                self.nodes[index].right = child;
+            }
+            Ordering::Equal => {
+                *gone = at;
+                let (left, right) = (self.nodes[index].left, self.nodes[index].right);
+                return self.join(left, right);
+            }
+        }
+        if *gone != NIL {
+            self.refresh(at, own);
+        }
+        at
+    }
+
+    /// Joins two treaps whose keys are all smaller in `left` than in `right`.
+    fn join(&mut self, left: u32, right: u32) -> u32 {
+        if left == NIL {
+            return right;
+        }
+        if right == NIL {
+            return left;
+        }
+        if self.nodes[left as usize].priority > self.nodes[right as usize].priority {
+            let own = self.own(left);
+            let child = self.join(self.nodes[left as usize].right, right);
+            self.nodes[left as usize].right = child;
+            self.refresh(left, own);
+            left
+        } else {
+            let own = self.own(right);
+            let child = self.join(left, self.nodes[right as usize].left);
+            self.nodes[right as usize].left = child;
+            self.refresh(right, own);
+            right
+        }
+    }
+
     /// The payload under `key`.
     pub fn get(&self, key: &[u8]) -> Option<&T> {
         let mut at = self.root;
@@ -494,13 +583,24 @@ mod tests {
         #[test]
         fn ranges_match_a_scan_after_any_updates(
             writes in prop::collection::vec(("[a-e]{0,3}", 0u64..5), 0..120),
+            removals in prop::collection::vec("[a-e]{0,3}", 0..40),
             bounds in prop::collection::vec(("[a-e]{0,3}", prop::option::of("[a-e]{0,3}")), 1..20),
         ) {
             let mut index = FingerprintIndex::default();
             let mut model = BTreeMap::new();
-            for (key, millis) in writes {
+            for (key, millis) in writes.iter().cloned() {
                 let key = Bytes::from(key);
                 let fp = Fingerprint::of_entry(&key, &version(millis));
+                index.upsert(&key, fp);
+                model.insert(key, fp);
+            }
+            for key in removals {
+                prop_assert_eq!(index.remove(key.as_bytes()).is_some(), model.remove(key.as_bytes()).is_some());
+            }
+            // Slots freed by removals are reused soundly.
+            for (key, millis) in writes.into_iter().step_by(3) {
+                let key = Bytes::from(key);
+                let fp = Fingerprint::of_entry(&key, &version(millis + 1));
                 index.upsert(&key, fp);
                 model.insert(key, fp);
             }
@@ -511,6 +611,14 @@ mod tests {
                     index.summary(lower.as_bytes(), upper),
                     brute(&model, lower.as_bytes(), upper)
                 );
+                let from: Vec<&[u8]> = index.iter_from(lower.as_bytes()).map(|(key, _)| key).collect();
+                let expected: Vec<&[u8]> = model
+                    .keys()
+                    .map(|key| &key[..])
+                    .filter(|key| *key >= lower.as_bytes())
+                    .collect();
+                prop_assert_eq!(from, expected);
+                prop_assert_eq!(index.get(lower.as_bytes()).is_some(), model.contains_key(lower.as_bytes()));
                 prop_assert_eq!(
                     index.rank(lower.as_bytes()),
                     model.keys().filter(|k| k.as_ref() < lower.as_bytes()).count() as u64
