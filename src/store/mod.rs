@@ -10,6 +10,7 @@
 //! - [`gateway`]: the node's bridge to the network, a full replica of its own.
 //! - [`log`]: the append-only log that covers what redb has not committed yet.
 //! - [`persist`]: durable storage in redb.
+//! - [`disk`]: the layout of an entry in redb.
 //! - [`pace`]: the rate budget every sync hop spends (send at once, or coalesce until refill).
 //! - [`stats`]: lock-free counters for `INFO`.
 //!
@@ -20,6 +21,7 @@
 pub mod actor;
 pub mod clock;
 pub mod compact;
+pub mod disk;
 pub mod entry;
 pub mod fingerprint;
 pub mod gateway;
