@@ -10,6 +10,7 @@
 //! - [`gateway`]: the node's bridge to the network, a full replica of its own.
 //! - [`log`]: the append-only log that covers what redb has not committed yet.
 //! - [`persist`]: durable storage in redb.
+//! - [`heap`]: freed memory given back to the system after a burst.
 //! - [`disk`]: the layout of an entry in redb.
 //! - [`pace`]: the rate budget every sync hop spends (send at once, or coalesce until refill).
 //! - [`stats`]: lock-free counters for `INFO`.
@@ -25,6 +26,7 @@ pub mod disk;
 pub mod entry;
 pub mod fingerprint;
 pub mod gateway;
+pub mod heap;
 pub mod indexed;
 pub mod log;
 pub mod pace;

@@ -20,6 +20,7 @@ use super::StoreError;
 use super::clock::wall_millis;
 use super::disk::{DiskError, ENTRIES, WRITERS, Writers};
 use super::entry::{Batch, Entry, Key, Merged, merge};
+use super::heap::Trim;
 use super::log::{self, Untrimmed};
 use super::pace::Pace;
 use super::sign::Signer;
@@ -400,6 +401,7 @@ fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>)
     let mut purges: Vec<(Vec<Key>, u64)> = Vec::new();
     let mut waiting: Vec<mpsc::Sender<()>> = Vec::new();
     let mut pace = Pace::new(COMMIT_PERIOD, Instant::now());
+    let mut trim = Trim::new();
     let mut closed = false;
     while !closed {
         // Wait for work; with a failed commit outstanding, wake up to retry it.
@@ -457,7 +459,12 @@ fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>)
         let forced = closed || !waiting.is_empty();
         if !pending.is_empty() && (pace.try_take(Instant::now()) || forced) {
             match commit(&db, &pending, Some(wall_millis())) {
-                Ok(()) => pending.clear(),
+                Ok(()) => {
+                    trim.committed(pending.len());
+                    // Dropped rather than cleared: after a burst its table would keep the
+                    // burst's size for the life of the node.
+                    pending = HashMap::new();
+                }
                 // Keep the entries: the next round retries them.
                 Err(err) => {
                     tracing::error!(%err, "could not commit to the world database; will retry")
@@ -469,6 +476,10 @@ fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>)
             && let Some(trimmer) = &trimmer
         {
             trimmer.trim(&mut segments);
+        }
+        // The backlog is gone: if it was a burst, what it held is free now.
+        if pending.is_empty() {
+            trim.if_due(Instant::now());
         }
         for (keys, horizon_ms) in purges.drain(..) {
             if let Err(err) = delete_expired(&db, &keys, horizon_ms) {
