@@ -409,7 +409,8 @@ impl Gateway {
     /// Hands the remote entries merged since the last time to every actor and to persistence.
     fn send_to_actors(&mut self) {
         if !self.inbound.is_empty() {
-            let batch: Batch = Arc::new(self.inbound.drain().collect());
+            // Taken rather than drained: a drained table keeps the size of the largest burst.
+            let batch: Batch = Arc::new(std::mem::take(&mut self.inbound).into_iter().collect());
             let bytes: usize = batch.iter().map(|(key, entry)| entry.wire_size(key)).sum();
             let row = &self.stats.senders[self.stats.gateway_index()];
             for (to, actor) in self.actors.iter().enumerate() {
@@ -430,7 +431,8 @@ impl Gateway {
         if !self.unpublished.is_empty()
             && let Some(network) = &self.network
         {
-            let batch: Batch = Arc::new(self.unpublished.drain().collect());
+            let batch: Batch =
+                Arc::new(std::mem::take(&mut self.unpublished).into_iter().collect());
             // Back-pressure from a slow network waits here rather than growing a queue; the
             // pending map keeps coalescing meanwhile until the next send.
             if network.send(batch).await.is_err() {

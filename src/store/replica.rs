@@ -159,7 +159,10 @@ impl Replica {
         if self.pending.is_empty() {
             return None;
         }
-        Some(Arc::new(self.pending.drain().collect()))
+        // Taken rather than drained: a drained table keeps the size of the largest burst.
+        Some(Arc::new(
+            std::mem::take(&mut self.pending).into_iter().collect(),
+        ))
     }
 
     /// Calls `visit` on each live key starting with `prefix`, in key order.
