@@ -122,7 +122,8 @@ fn kill_under_load(
     benchmark: bool,
     run_for: Duration,
 ) -> Round {
-    let mut server = Binary::server(root);
+    // The writers create keys at random among a million: quotas off.
+    let mut server = Binary::server_with(root, &Launch::without_quota());
     let endpoint = server.endpoint();
     let token_file = Binary::world_dir(root).join(cmud::rpc::auth::TOKEN_FILE);
     let token = std::fs::read_to_string(token_file).unwrap_or_default();
@@ -473,7 +474,7 @@ fn cmud_figures(actors: usize, keys: u64) -> Figures {
     let dir = tempfile::tempdir().unwrap();
     let launch = Launch {
         args: vec!["--actors".into(), actors.to_string()],
-        ..Launch::default()
+        ..Launch::without_quota()
     };
     let mut server = Binary::server_with(dir.path(), &launch);
     let empty = settled_rss(server.pid());

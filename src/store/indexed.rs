@@ -6,8 +6,14 @@ use std::collections::{BTreeMap, HashSet};
 use bytes::Bytes;
 
 use super::compact::Stored;
-use super::entry::{Entry, Key, Merged};
+use super::entry::{Entry, Key, Merged, Version};
 use super::fingerprint::{Fingerprint, FingerprintIndex, Summary, Updated};
+
+/// Whether `held` goes with an eviction of its key at `version`: it is that writer's, and not
+/// newer.
+pub fn is_evicted(held: &Version, version: &Version) -> bool {
+    held.node == version.node && held <= version
+}
 
 /// An ordered map of entries whose range fingerprints are kept up to date: one treap holds
 /// both, entries compact ([`Stored`]), so a key is held once.
@@ -43,6 +49,19 @@ impl IndexedMap {
                 was_live: !old.slot().is_tombstone(),
             },
         }
+    }
+
+    /// Removes `key`'s entry if it is `version`'s writer's, at or before `version` (an entry
+    /// evicted by its writer's quota), keeping the index in step. Returns whether it did.
+    pub fn evict(&mut self, key: &[u8], version: &Version) -> bool {
+        if !self
+            .index
+            .get(key)
+            .is_some_and(|held| is_evicted(&held.slot().version(), version))
+        {
+            return false;
+        }
+        self.index.remove(key).is_some()
     }
 
     /// Removes `keys` (expired tombstones) from the map and the index.
