@@ -411,44 +411,86 @@ fn load_small_keys(endpoint: &RpcEndpoint, n: u64) {
     }
 }
 
-/// Waits until the resident memory of `pid` stops growing (two readings a second apart
-/// within 1%), for at most a minute; returns it.
+/// CPU time `pid` has used, in clock ticks (user and system).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the command name (which may hold spaces) start at its closing parenthesis.
+    let rest = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0)
+}
+
+/// Waits until `pid` is done with its backlog (under a tenth of a core over two seconds: the
+/// gateway has signed and redb has committed everything) and its resident memory is steady
+/// (two readings within 1%), for at most five minutes; returns the resident memory.
 fn settled_rss(pid: u32) -> u64 {
+    const PERIOD: Duration = Duration::from_secs(2);
     let started = Instant::now();
-    let mut last = rss_bytes(pid);
+    let (mut last_rss, mut last_cpu) = (rss_bytes(pid), cpu_ticks(pid));
     loop {
-        thread::sleep(Duration::from_secs(1));
-        let now = rss_bytes(pid);
-        if now.abs_diff(last) * 100 <= last || started.elapsed() > Duration::from_secs(60) {
-            return now;
+        thread::sleep(PERIOD);
+        let (rss, cpu) = (rss_bytes(pid), cpu_ticks(pid));
+        // Clock ticks are 100 a second on Linux: 20 ticks in 2 s is a tenth of a core.
+        let idle = cpu - last_cpu < 20;
+        if (idle && rss.abs_diff(last_rss) * 100 <= last_rss)
+            || started.elapsed() > Duration::from_secs(300)
+        {
+            return rss;
         }
-        last = now;
+        (last_rss, last_cpu) = (rss, cpu);
     }
 }
 
-/// Bytes per entry of a million small keys in a 2-actor node, beside redis-server's if it is
-/// installed: `cargo test --release --test storage -- --ignored --nocapture memory`.
-#[test]
-#[ignore = "heavy: a million keys; figures in the README"]
-fn memory_per_entry_of_a_million_small_keys() {
-    const KEYS: u64 = 1_000_000;
+/// Resident memory of a process before and after a million small keys, and its database.
+struct Figures {
+    /// RSS with no keys, in bytes.
+    empty: u64,
+    /// RSS with the keys, settled, in bytes.
+    full: u64,
+    /// `world.redb` with the keys, after a clean stop (0 for redis-server, which saves
+    /// nothing here), in bytes.
+    redb: u64,
+}
+
+impl Figures {
+    fn per_entry(&self, keys: u64) -> u64 {
+        self.full.saturating_sub(self.empty) / keys
+    }
+
+    fn show(&self, who: &str, keys: u64) {
+        eprintln!(
+            "{who}: RSS {} MB empty, {} MB with {keys} keys: {} B per entry; world.redb {} MB",
+            self.empty >> 20,
+            self.full >> 20,
+            self.per_entry(keys),
+            self.redb >> 20
+        );
+    }
+}
+
+/// A `--server-only` node with `actors` query actors, loaded with `keys` small keys.
+fn cmud_figures(actors: usize, keys: u64) -> Figures {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Binary::server_with(dir.path(), &Launch::without_quota());
+    let launch = Launch {
+        args: vec!["--actors".into(), actors.to_string()],
+        ..Launch::without_quota()
+    };
+    let mut server = Binary::server_with(dir.path(), &launch);
     let empty = settled_rss(server.pid());
-    load_small_keys(&server.endpoint(), KEYS);
+    load_small_keys(&server.endpoint(), keys);
     let full = settled_rss(server.pid());
-    let per_entry = (full - empty) / KEYS;
+    let db = Binary::world_dir(dir.path()).join("world.redb");
+    let running = std::fs::metadata(&db).unwrap().len();
     assert!(server.terminate().success());
-    let redb = std::fs::metadata(Binary::world_dir(dir.path()).join("world.redb"))
-        .unwrap()
-        .len();
-    eprintln!(
-        "cmud (2 actors): RSS {} MB empty, {} MB with {KEYS} keys: {per_entry} B per entry; world.redb {} MB",
-        empty >> 20,
-        full >> 20,
-        redb >> 20
-    );
-    if let Ok(mut redis) = std::process::Command::new("redis-server")
+    let redb = std::fs::metadata(&db).unwrap().len();
+    eprintln!("world.redb: {} MB while running", running >> 20);
+    Figures { empty, full, redb }
+}
+
+/// redis-server (no persistence) loaded with the same keys, if it is installed.
+fn redis_figures(keys: u64) -> Option<Figures> {
+    let mut redis = std::process::Command::new("redis-server")
         .args([
             "--port",
             "7479",
@@ -461,32 +503,52 @@ fn memory_per_entry_of_a_million_small_keys() {
         ])
         .stdout(std::process::Stdio::null())
         .spawn()
-    {
-        let addr: SocketAddr = "127.0.0.1:7479".parse().unwrap();
-        let started = Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server starts"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        let empty = settled_rss(redis.id());
-        let redis_endpoint = RpcEndpoint {
-            addr,
-            credentials: None,
-        };
-        load_small_keys(&redis_endpoint, KEYS);
-        let full = settled_rss(redis.id());
-        eprintln!(
-            "redis-server: RSS {} MB with {KEYS} keys: {} B per entry",
-            full >> 20,
-            (full - empty) / KEYS
+        .ok()?;
+    let addr: SocketAddr = "127.0.0.1:7479".parse().unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "redis-server starts"
         );
-        let _ = redis.kill();
-        let _ = redis.wait();
+        thread::sleep(Duration::from_millis(20));
     }
-    assert!(per_entry < 2_000, "{per_entry} B per entry");
+    let empty = settled_rss(redis.id());
+    let endpoint = RpcEndpoint {
+        addr,
+        credentials: None,
+    };
+    load_small_keys(&endpoint, keys);
+    let full = settled_rss(redis.id());
+    let _ = redis.kill();
+    let _ = redis.wait();
+    Some(Figures {
+        empty,
+        full,
+        redb: 0,
+    })
+}
+
+/// A million small keys (16-byte keys, 3-byte values, signed) in a 2-actor and a 1-actor
+/// node, beside redis-server's figure if it is installed. Run with
+/// `cargo test --release --test storage -- --ignored --nocapture memory`; figures in the
+/// README. The bounds are generous (the node took 1,192 and 701 MB before the compact maps);
+/// the storage issue's targets (550 MB, 400 MB) are not met yet: see the README.
+#[test]
+#[ignore = "heavy: a million keys; figures in the README"]
+fn memory_per_entry_of_a_million_small_keys() {
+    const KEYS: u64 = 1_000_000;
+    const MB: u64 = 1 << 20;
+    let two = cmud_figures(2, KEYS);
+    two.show("cmud (2 actors)", KEYS);
+    let one = cmud_figures(1, KEYS);
+    one.show("cmud (1 actor)", KEYS);
+    if let Some(redis) = redis_figures(KEYS) {
+        redis.show("redis-server", KEYS);
+    }
+    assert!(two.full < 800 * MB, "2 actors: {} MB", two.full / MB);
+    assert!(one.full < 700 * MB, "1 actor: {} MB", one.full / MB);
+    assert!(two.redb < 220 * MB, "world.redb: {} MB", two.redb / MB);
 }
 
 /// Standard base64 with padding, as `cmud export` writes signatures.

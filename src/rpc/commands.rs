@@ -168,7 +168,7 @@ fn truncate(text: &str, max_chars: usize) -> String {
 }
 
 fn get(actor: &Actor, key: &[u8], reply: &mut Reply<'_>) {
-    match actor.replica().get(key) {
+    match actor.replica().get_stored(key) {
         Some(value) => reply.value(value),
         None => reply.null(),
     }

@@ -287,30 +287,26 @@ impl Listing {
         };
         let building = self.phase == Phase::Building;
         let mut visited = 0usize;
-        for (key, entry) in replica.entries().range::<[u8], _>((from, Bound::Unbounded)) {
-            if !key.starts_with(&self.prefix) {
-                return true;
-            }
+        let mut ended = true;
+        // The last key this slice took; the next slice (or page) goes on after it.
+        let mut took: Option<&[u8]> = None;
+        for (key, value) in replica.live_stored_from(from, &self.prefix) {
             visited += 1;
             if visited.is_multiple_of(CLOCK_EVERY_ENTRIES) && began.elapsed() >= SLICE_TIME {
                 // This entry is looked at again by the next slice.
-                return false;
+                ended = false;
+                break;
             }
-            let Some(value) = entry.value.as_ref() else {
-                self.cursor = Bound::Excluded(key.clone());
-                continue;
-            };
             let size = self.entry_bytes(key, value);
             if self.count == Some(self.found)
                 || (self.found > 0 && self.bytes.saturating_add(size) > self.cap_bytes)
             {
                 self.more = true;
-                return true;
+                break;
             }
             self.found += 1;
             self.bytes += size;
-            self.cursor = Bound::Excluded(key.clone());
-            self.last = Some(key.clone());
+            took = Some(key);
             if building {
                 let mut reply = Reply(&mut self.body);
                 reply.bulk(key);
@@ -319,7 +315,12 @@ impl Listing {
                 }
             }
         }
-        true
+        if let Some(key) = took {
+            let key = Bytes::copy_from_slice(key);
+            self.cursor = Bound::Excluded(key.clone());
+            self.last = Some(key);
+        }
+        ended
     }
 
     /// Writes the built reply: its header, its body, and a page's resume key.

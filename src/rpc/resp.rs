@@ -8,6 +8,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::output::Output;
+use crate::store::compact::Small;
 
 /// Limits on what one command may announce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -361,9 +362,12 @@ impl Reply<'_> {
 
     /// `$len\r\nbytes` for a stored value: a large one is sent from its own buffer, not
     /// copied.
-    pub fn value(&mut self, value: &Bytes) {
+    pub fn value(&mut self, value: &Small) {
         self.header(b'$', value.len());
-        self.0.push_value(value);
+        match value.shared() {
+            Some(buffer) => self.0.push_value(buffer),
+            None => self.0.tail().extend_from_slice(value),
+        }
         self.0.tail().extend_from_slice(b"\r\n");
     }
 

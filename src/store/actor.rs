@@ -395,11 +395,7 @@ fn changes_in<'a>(actor: &Actor, batch: &'a Batch) -> Vec<(&'a [u8], bool)> {
     let replica = actor.replica.borrow();
     batch
         .iter()
-        .filter(|(key, entry)| {
-            replica
-                .entry(key)
-                .is_none_or(|held| held.version < entry.version)
-        })
+        .filter(|(key, entry)| replica.version(key).is_none_or(|held| held < entry.version))
         .map(|(key, entry)| (&key[..], entry.value.is_some()))
         .collect()
 }

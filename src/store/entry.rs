@@ -23,30 +23,146 @@ pub type Batch = Arc<Vec<KeyedEntry>>;
 ///
 /// Text rather than raw multihash bytes so that `INFO`, player ids in keys and log lines all
 /// show the same string; the order is the byte order of that string, the same on every node.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct NodeId(Arc<str>);
+///
+/// Interned: every `NodeId` of the same text shares one allocation (see [`intern`]), so an
+/// entry carries a pointer (8 bytes), not a copy of a 52-byte string, however it was decoded.
+#[derive(Clone)]
+pub struct NodeId(Arc<NodeText>);
+
+/// The text of an interned [`NodeId`] (a thin pointer to it keeps `NodeId` at 8 bytes).
+#[derive(Debug)]
+struct NodeText(Box<str>);
 
 impl NodeId {
-    /// Wraps a peer id's text form.
-    pub fn new(id: impl Into<Arc<str>>) -> Self {
-        NodeId(id.into())
+    /// The interned id whose text is `id`.
+    pub fn new(id: impl AsRef<str>) -> Self {
+        NodeId(intern::get(id.as_ref()))
     }
 
     /// The peer id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.0.0
+    }
+}
+
+impl PartialEq for NodeId {
+    fn eq(&self, other: &Self) -> bool {
+        // Interned: one allocation per text while any copy lives, so pointers decide equality.
+        Arc::ptr_eq(&self.0, &other.0) || self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for NodeId {}
+
+impl std::hash::Hash for NodeId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for NodeId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for NodeId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// Interns the text without an intermediate `String` when the format lends it.
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = NodeId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a node id")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<NodeId, E> {
+                Ok(NodeId::new(text))
+            }
+        }
+        deserializer.deserialize_str(Text)
     }
 }
 
 impl fmt::Debug for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NodeId({})", self.0)
+        write!(f, "NodeId({})", self.as_str())
     }
 }
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+/// The table of node ids in use. It holds them weakly: an id no entry refers to any more is
+/// swept out as the table grows, so ids decoded from a hostile peer's rejected batch do not
+/// stay in memory.
+mod intern {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, Weak};
+
+    use super::NodeText;
+
+    /// Size below which the table is never swept.
+    const MIN_SWEEP_LEN: usize = 1024;
+
+    /// Ids by text, and the size at which dead ones are next swept out.
+    struct Table {
+        /// Every id interned and perhaps still alive.
+        ids: HashMap<Box<str>, Weak<NodeText>>,
+        /// Sweep when `ids` reaches this size.
+        sweep_at: usize,
+    }
+
+    static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+
+    /// The one live allocation for `text`, made if there is none.
+    pub(super) fn get(text: &str) -> Arc<NodeText> {
+        // A panic while the lock is held cannot leave the table inconsistent (each step is one
+        // map operation), so a poisoned lock is used as it is.
+        let mut guard = TABLE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let table = guard.get_or_insert_with(|| Table {
+            ids: HashMap::new(),
+            sweep_at: MIN_SWEEP_LEN,
+        });
+        if let Some(live) = table.ids.get(text).and_then(Weak::upgrade) {
+            return live;
+        }
+        let fresh = Arc::new(NodeText(text.into()));
+        table.ids.insert(text.into(), Arc::downgrade(&fresh));
+        if table.ids.len() >= table.sweep_at {
+            table.ids.retain(|_, id| id.strong_count() > 0);
+            table.sweep_at = (table.ids.len() * 2).max(MIN_SWEEP_LEN);
+        }
+        fresh
+    }
+
+    /// Number of ids in the table, dead ones not yet swept included (for tests).
+    #[cfg(test)]
+    pub(super) fn len() -> usize {
+        TABLE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .map_or(0, |table| table.ids.len())
     }
 }
 
@@ -259,6 +375,37 @@ mod tests {
         );
         assert_eq!(merge(&mut map, key.clone(), old), Merged::Unchanged);
         assert_eq!(map[&key], new);
+    }
+
+    #[test]
+    fn node_ids_of_one_text_share_one_allocation_however_they_are_made() {
+        let made = NodeId::new("12D3KooWShared");
+        let encoded = postcard::to_allocvec(&made).unwrap();
+        let decoded: NodeId = postcard::from_bytes(&encoded).unwrap();
+        assert!(Arc::ptr_eq(&made.0, &decoded.0));
+        assert!(Arc::ptr_eq(
+            &made.0,
+            &NodeId::new(String::from("12D3KooWShared")).0
+        ));
+        assert_eq!(decoded.as_str(), "12D3KooWShared");
+        assert_eq!(std::mem::size_of::<NodeId>(), 8);
+    }
+
+    #[test]
+    fn node_ids_order_and_compare_by_their_text() {
+        let (a, b) = (NodeId::new("a"), NodeId::new("b"));
+        assert!(a < b);
+        assert_eq!(a.cmp(&NodeId::new("a")), std::cmp::Ordering::Equal);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn node_ids_no_longer_used_are_swept_from_the_table() {
+        // Many ids made and dropped (a hostile peer's rejected batch) do not stay interned.
+        for n in 0..20_000 {
+            drop(NodeId::new(format!("12D3KooWGone{n}")));
+        }
+        assert!(intern::len() < 10_000, "{} ids interned", intern::len());
     }
 
     fn arb_entry() -> impl Strategy<Value = Entry> {

@@ -20,6 +20,7 @@ use std::cmp::Ordering;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::compact::Small;
 use super::entry::{Key, Version};
 
 /// A 256-bit fingerprint: a little-endian number modulo 2^256.
@@ -125,34 +126,50 @@ impl Summary {
 const NIL: u32 = u32::MAX;
 
 /// One key of the index: a treap node in the arena.
+///
+/// The key's own fingerprint is not stored: it is the subtree's sum minus its children's.
 #[derive(Debug)]
-struct Node {
-    /// The key (a cheap clone of the replica's).
-    key: Key,
-    /// The fingerprint of the key's current entry.
-    own: Fingerprint,
-    /// Size and fingerprint of the subtree rooted here.
-    subtree: Summary,
+struct Node<T> {
+    /// The key (inline when short).
+    key: Small,
+    /// What the index keeps under the key (the gateway: its compact entry).
+    payload: T,
+    /// Sum of the fingerprints of the subtree rooted here.
+    subtree: Fingerprint,
+    /// Number of keys in the subtree rooted here.
+    count: u32,
     /// Heap priority, random so that no choice of keys can unbalance the tree.
-    priority: u64,
+    priority: u32,
     /// Left child (smaller keys) or [`NIL`].
     left: u32,
     /// Right child (greater keys) or [`NIL`].
     right: u32,
 }
 
-/// Range fingerprints of a replica, kept in step with it by [`FingerprintIndex::upsert`].
+/// What [`FingerprintIndex::update`] did.
 #[derive(Debug)]
-pub struct FingerprintIndex {
+pub enum Updated<T> {
+    /// Nothing changed.
+    Unchanged,
+    /// The key was new.
+    Inserted,
+    /// The key's payload was replaced; this was the old one.
+    Replaced(T),
+}
+
+/// An ordered map from keys to `T` that keeps the fingerprint of every key range: a treap in
+/// one arena, each node holding its subtree's size and sum.
+#[derive(Debug)]
+pub struct FingerprintIndex<T = ()> {
     /// Every node; indices into it link the tree.
-    nodes: Vec<Node>,
+    nodes: Vec<Node<T>>,
     /// The root, or [`NIL`] when empty.
     root: u32,
     /// State of the generator of priorities (xorshift64*, seeded at random).
     seed: u64,
 }
 
-impl Default for FingerprintIndex {
+impl<T> Default for FingerprintIndex<T> {
     fn default() -> Self {
         FingerprintIndex {
             nodes: Vec::new(),
@@ -162,7 +179,14 @@ impl Default for FingerprintIndex {
     }
 }
 
-impl FingerprintIndex {
+impl FingerprintIndex<()> {
+    /// Sets the fingerprint of `key`, adding the key if it is new.
+    pub fn upsert(&mut self, key: &Key, fingerprint: Fingerprint) {
+        self.update(key, |_| Some((fingerprint, ())));
+    }
+}
+
+impl<T> FingerprintIndex<T> {
     /// Number of keys indexed.
     pub fn len(&self) -> usize {
         self.nodes.len()
@@ -173,45 +197,58 @@ impl FingerprintIndex {
         self.nodes.is_empty()
     }
 
-    /// Sets the fingerprint of `key`'s entry, adding the key if it is new.
-    pub fn upsert(&mut self, key: &Key, fingerprint: Fingerprint) {
+    /// Offers `decide` what `key` holds (`None`: nothing); if it returns a fingerprint and a
+    /// payload, they become the key's, and every sum above is brought up to date.
+    pub fn update(
+        &mut self,
+        key: &Key,
+        decide: impl FnOnce(Option<&T>) -> Option<(Fingerprint, T)>,
+    ) -> Updated<T> {
+        let mut decide = Some(decide);
+        let mut updated = Updated::Unchanged;
         // Recursion depth is the treap's depth: about 2 ln n with random priorities (under 60
         // for a billion keys), whatever the keys.
-        self.root = self.insert(self.root, key, fingerprint);
+        self.root = self.insert(self.root, key, &mut decide, &mut updated);
+        updated
     }
 
-    /// Removes `key` if it is indexed (a key evicted by a quota), in O(log n).
-    pub fn remove(&mut self, key: &[u8]) {
+    /// Removes `key` and returns its payload, in O(log n). The arena stays dense: the last
+    /// node moves into the freed slot.
+    pub fn remove(&mut self, key: &[u8]) -> Option<T> {
         let mut gone = NIL;
         self.root = self.delete(self.root, key, &mut gone);
         if gone == NIL {
-            return;
+            return None;
         }
-        // Free the arena slot: the last node moves into it, and whoever pointed at the last
-        // node (its parent, or the root) points at the slot instead.
         let last = (self.nodes.len() - 1) as u32;
         if gone != last {
-            let moved_key = self.nodes[last as usize].key.clone();
+            // Whoever points at the last node (its parent, or the root) points at the slot.
             if self.root == last {
                 self.root = gone;
             } else {
+                let moved = &self.nodes[last as usize].key;
                 let mut at = self.root;
                 loop {
-                    let node = &mut self.nodes[at as usize];
-                    let next = if moved_key < node.key {
-                        &mut node.left
+                    let node = &self.nodes[at as usize];
+                    let next = if moved[..] < node.key[..] {
+                        node.left
                     } else {
-                        &mut node.right
+                        node.right
                     };
-                    if *next == last {
-                        *next = gone;
+                    if next == last {
+                        let node = &mut self.nodes[at as usize];
+                        if node.left == last {
+                            node.left = gone;
+                        } else {
+                            node.right = gone;
+                        }
                         break;
                     }
-                    at = *next;
+                    at = next;
                 }
             }
         }
-        self.nodes.swap_remove(gone as usize);
+        Some(self.nodes.swap_remove(gone as usize).payload)
     }
 
     fn delete(&mut self, at: u32, key: &[u8], gone: &mut u32) -> u32 {
@@ -219,7 +256,8 @@ impl FingerprintIndex {
             return NIL;
         }
         let index = at as usize;
-        match key.cmp(self.nodes[index].key.as_ref()) {
+        let own = self.own(at);
+        match key.cmp(&self.nodes[index].key) {
             Ordering::Less => {
                 let child = self.delete(self.nodes[index].left, key, gone);
                 self.nodes[index].left = child;
@@ -234,7 +272,9 @@ impl FingerprintIndex {
                 return self.join(left, right);
             }
         }
-        self.refresh(at);
+        if *gone != NIL {
+            self.refresh(at, own);
+        }
         at
     }
 
@@ -247,104 +287,141 @@ impl FingerprintIndex {
             return left;
         }
         if self.nodes[left as usize].priority > self.nodes[right as usize].priority {
+            let own = self.own(left);
             let child = self.join(self.nodes[left as usize].right, right);
             self.nodes[left as usize].right = child;
-            self.refresh(left);
+            self.refresh(left, own);
             left
         } else {
+            let own = self.own(right);
             let child = self.join(left, self.nodes[right as usize].left);
             self.nodes[right as usize].left = child;
-            self.refresh(right);
+            self.refresh(right, own);
             right
         }
     }
 
-    fn next_priority(&mut self) -> u64 {
+    /// The payload under `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&T> {
+        let mut at = self.root;
+        while at != NIL {
+            let node = &self.nodes[at as usize];
+            match key.cmp(&node.key) {
+                Ordering::Less => at = node.left,
+                Ordering::Equal => return Some(&node.payload),
+                Ordering::Greater => at = node.right,
+            }
+        }
+        None
+    }
+
+    fn next_priority(&mut self) -> u32 {
         self.seed ^= self.seed >> 12;
         self.seed ^= self.seed << 25;
         self.seed ^= self.seed >> 27;
-        self.seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        (self.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
     }
 
-    fn insert(&mut self, at: u32, key: &Key, fingerprint: Fingerprint) -> u32 {
+    fn insert<F>(&mut self, at: u32, key: &Key, decide: &mut Option<F>, out: &mut Updated<T>) -> u32
+    where
+        F: FnOnce(Option<&T>) -> Option<(Fingerprint, T)>,
+    {
         if at == NIL {
+            let Some((subtree, payload)) = decide.take().and_then(|decide| decide(None)) else {
+                return NIL;
+            };
             let priority = self.next_priority();
             self.nodes.push(Node {
-                key: key.clone(),
-                own: fingerprint,
-                subtree: Summary {
-                    count: 1,
-                    fingerprint,
-                },
+                key: Small::new(key),
+                payload,
+                subtree,
+                count: 1,
                 priority,
                 left: NIL,
                 right: NIL,
             });
+            *out = Updated::Inserted;
             // Keys beyond u32::MAX - 1 would need a wider arena index; a replica that large
             // does not fit in memory anyway.
             return (self.nodes.len() - 1) as u32;
         }
         let index = at as usize;
-        let mut root = at;
-        match key.cmp(&self.nodes[index].key) {
-            Ordering::Equal => self.nodes[index].own = fingerprint,
+        let mut own = self.own(at);
+        let mut child = NIL;
+        match key[..].cmp(&self.nodes[index].key) {
+            Ordering::Equal => {
+                let decide = decide.take();
+                let Some((fingerprint, payload)) =
+                    decide.and_then(|decide| decide(Some(&self.nodes[index].payload)))
+                else {
+                    return at;
+                };
+                own = fingerprint;
+                *out =
+                    Updated::Replaced(std::mem::replace(&mut self.nodes[index].payload, payload));
+            }
             Ordering::Less => {
-                let child = self.insert(self.nodes[index].left, key, fingerprint);
+                child = self.insert(self.nodes[index].left, key, decide, out);
                 self.nodes[index].left = child;
-                if self.nodes[child as usize].priority > self.nodes[index].priority {
-                    root = self.rotate_right(at);
-                }
             }
             Ordering::Greater => {
-                let child = self.insert(self.nodes[index].right, key, fingerprint);
+                child = self.insert(self.nodes[index].right, key, decide, out);
                 self.nodes[index].right = child;
-                if self.nodes[child as usize].priority > self.nodes[index].priority {
-                    root = self.rotate_left(at);
-                }
             }
         }
-        if root == at {
-            self.refresh(at);
+        if matches!(out, Updated::Unchanged) {
+            return at;
         }
-        root
+        self.refresh(at, own);
+        if child != NIL && self.nodes[child as usize].priority > self.nodes[index].priority {
+            return self.rotate_up(at, child);
+        }
+        at
     }
 
-    fn rotate_right(&mut self, at: u32) -> u32 {
-        let left = self.nodes[at as usize].left;
-        self.nodes[at as usize].left = self.nodes[left as usize].right;
-        self.nodes[left as usize].right = at;
-        self.refresh(at);
-        self.refresh(left);
-        left
-    }
-
-    fn rotate_left(&mut self, at: u32) -> u32 {
-        let right = self.nodes[at as usize].right;
-        self.nodes[at as usize].right = self.nodes[right as usize].left;
-        self.nodes[right as usize].left = at;
-        self.refresh(at);
-        self.refresh(right);
-        right
+    /// Lifts `child` above its parent `at` (a right rotation if it is the left child).
+    fn rotate_up(&mut self, at: u32, child: u32) -> u32 {
+        let (own_at, own_child) = (self.own(at), self.own(child));
+        if self.nodes[at as usize].left == child {
+            self.nodes[at as usize].left = self.nodes[child as usize].right;
+            self.nodes[child as usize].right = at;
+        } else {
+            self.nodes[at as usize].right = self.nodes[child as usize].left;
+            self.nodes[child as usize].left = at;
+        }
+        self.refresh(at, own_at);
+        self.refresh(child, own_child);
+        child
     }
 
     fn subtree(&self, at: u32) -> Summary {
         if at == NIL {
             Summary::default()
         } else {
-            self.nodes[at as usize].subtree
+            let node = &self.nodes[at as usize];
+            Summary {
+                count: u64::from(node.count),
+                fingerprint: node.subtree,
+            }
         }
     }
 
-    fn refresh(&mut self, at: u32) {
+    /// The fingerprint of `at`'s own key: its subtree's sum minus its children's.
+    fn own(&self, at: u32) -> Fingerprint {
         let node = &self.nodes[at as usize];
-        let own = Summary {
-            count: 1,
-            fingerprint: node.own,
-        };
-        let summary = own
-            .add(&self.subtree(node.left))
-            .add(&self.subtree(node.right));
-        self.nodes[at as usize].subtree = summary;
+        node.subtree
+            .sub(&self.subtree(node.left).fingerprint)
+            .sub(&self.subtree(node.right).fingerprint)
+    }
+
+    /// Recomputes `at`'s sums from its children and its own fingerprint `own`.
+    fn refresh(&mut self, at: u32, own: Fingerprint) {
+        let node = &self.nodes[at as usize];
+        let (left, right) = (self.subtree(node.left), self.subtree(node.right));
+        let node = &mut self.nodes[at as usize];
+        node.subtree = own.add(&left.fingerprint).add(&right.fingerprint);
+        // At most `len()` keys, which fits in u32 (see `insert`).
+        node.count = (1 + left.count + right.count) as u32;
     }
 
     /// The summary of every key below `bound` (`None`: of every key).
@@ -356,11 +433,9 @@ impl FingerprintIndex {
         let mut at = self.root;
         while at != NIL {
             let node = &self.nodes[at as usize];
-            if node.key.as_ref() < bound {
-                acc = acc.add(&self.subtree(node.left)).add(&Summary {
-                    count: 1,
-                    fingerprint: node.own,
-                });
+            if &node.key[..] < bound {
+                // The node and its left subtree: its subtree without the right one.
+                acc = acc.add(&self.subtree(at)).sub(&self.subtree(node.right));
                 at = node.right;
             } else {
                 at = node.left;
@@ -383,7 +458,7 @@ impl FingerprintIndex {
     }
 
     /// The key with `rank` smaller keys, if there are that many.
-    pub fn key_at(&self, mut rank: u64) -> Option<&Key> {
+    pub fn key_at(&self, mut rank: u64) -> Option<&[u8]> {
         let mut at = self.root;
         while at != NIL {
             let node = &self.nodes[at as usize];
@@ -398,6 +473,56 @@ impl FingerprintIndex {
             }
         }
         None
+    }
+
+    /// The keys from `lower` on with their payloads, in key order.
+    pub fn iter_from<'a>(&'a self, lower: &[u8]) -> impl Iterator<Item = (&'a [u8], &'a T)> + 'a {
+        // The path of nodes not yet visited: each one's left subtree is done (or below `lower`).
+        let mut path = Vec::new();
+        let mut at = self.root;
+        while at != NIL {
+            let node = &self.nodes[at as usize];
+            if &node.key[..] >= lower {
+                path.push(at);
+                at = node.left;
+            } else {
+                at = node.right;
+            }
+        }
+        std::iter::from_fn(move || {
+            let next = path.pop()?;
+            let node = &self.nodes[next as usize];
+            let mut at = node.right;
+            while at != NIL {
+                path.push(at);
+                at = self.nodes[at as usize].left;
+            }
+            Some((&node.key[..], &node.payload))
+        })
+    }
+
+    /// Keeps only the keys for which `keep` holds, rebuilding the tree (O(n log n)) if any
+    /// went.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &T) -> bool) {
+        let gone: Vec<bool> = self
+            .nodes
+            .iter()
+            .map(|node| !keep(&node.key, &node.payload))
+            .collect();
+        if !gone.contains(&true) {
+            return;
+        }
+        let owns: Vec<Fingerprint> = (0..self.nodes.len() as u32)
+            .map(|at| self.own(at))
+            .collect();
+        let nodes = std::mem::take(&mut self.nodes);
+        self.root = NIL;
+        for ((node, own), gone) in nodes.into_iter().zip(owns).zip(gone) {
+            if !gone {
+                let key = node.key.to_bytes();
+                self.update(&key, |_| Some((own, node.payload)));
+            }
+        }
     }
 }
 
@@ -470,8 +595,7 @@ mod tests {
                 model.insert(key, fp);
             }
             for key in removals {
-                index.remove(key.as_bytes());
-                model.remove(key.as_bytes());
+                prop_assert_eq!(index.remove(key.as_bytes()).is_some(), model.remove(key.as_bytes()).is_some());
             }
             // Slots freed by removals are reused soundly.
             for (key, millis) in writes.into_iter().step_by(3) {
@@ -487,13 +611,21 @@ mod tests {
                     index.summary(lower.as_bytes(), upper),
                     brute(&model, lower.as_bytes(), upper)
                 );
+                let from: Vec<&[u8]> = index.iter_from(lower.as_bytes()).map(|(key, _)| key).collect();
+                let expected: Vec<&[u8]> = model
+                    .keys()
+                    .map(|key| &key[..])
+                    .filter(|key| *key >= lower.as_bytes())
+                    .collect();
+                prop_assert_eq!(from, expected);
+                prop_assert_eq!(index.get(lower.as_bytes()).is_some(), model.contains_key(lower.as_bytes()));
                 prop_assert_eq!(
                     index.rank(lower.as_bytes()),
                     model.keys().filter(|k| k.as_ref() < lower.as_bytes()).count() as u64
                 );
             }
             for (rank, key) in model.keys().enumerate() {
-                prop_assert_eq!(index.key_at(rank as u64), Some(key));
+                prop_assert_eq!(index.key_at(rank as u64), Some(&key[..]));
             }
             prop_assert_eq!(index.key_at(model.len() as u64), None);
         }

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::actor::{FLUSH_PERIOD, ToActor};
@@ -30,9 +31,7 @@ use super::persist::PersistHandle;
 use super::quota::Quota;
 use super::sign::Signer;
 use super::stats::Stats;
-use super::validate::{
-    Checked, Limits, check_remote, is_expired_tombstone, purge_horizon, purge_period,
-};
+use super::validate::{Checked, Limits, check_remote, purge_horizon, purge_period};
 
 /// Fewest entries of a peer's delivery checked on one blocking thread; a larger delivery is
 /// split evenly over the cores so that every core verifies signatures.
@@ -388,10 +387,9 @@ impl Gateway {
         }
         let expired: Vec<Key> = self
             .map
-            .map()
             .iter()
-            .filter(|(_, entry)| is_expired_tombstone(entry, horizon))
-            .map(|(key, _)| key.clone())
+            .filter(|(_, stored)| stored.slot().is_expired_tombstone(horizon))
+            .map(|(key, _)| Bytes::copy_from_slice(key))
             .collect();
         if expired.is_empty() {
             return;
@@ -494,10 +492,9 @@ impl Gateway {
     fn evict(&mut self, key: Key, writer: &NodeId) {
         let Some(version) = self
             .map
-            .map()
             .get(&key)
             .filter(|held| held.author() == writer)
-            .map(|held| held.version.clone())
+            .map(|held| held.version)
         else {
             // Another writer's newer entry holds the key: nothing of this writer is kept.
             return;
@@ -536,7 +533,8 @@ impl Gateway {
     /// Hands the remote entries merged since the last time to every actor and to persistence.
     fn send_to_actors(&mut self) {
         if !self.inbound.is_empty() {
-            let batch: Batch = Arc::new(self.inbound.drain().collect());
+            // Taken rather than drained: a drained table keeps the size of the largest burst.
+            let batch: Batch = Arc::new(std::mem::take(&mut self.inbound).into_iter().collect());
             let bytes: usize = batch.iter().map(|(key, entry)| entry.wire_size(key)).sum();
             let row = &self.stats.senders[self.stats.gateway_index()];
             for (to, actor) in self.actors.iter().enumerate() {
@@ -564,7 +562,8 @@ impl Gateway {
         if !self.unpublished.is_empty()
             && let Some(network) = &self.network
         {
-            let batch: Batch = Arc::new(self.unpublished.drain().collect());
+            let batch: Batch =
+                Arc::new(std::mem::take(&mut self.unpublished).into_iter().collect());
             // Back-pressure from a slow network waits here rather than growing a queue; the
             // pending map keeps coalescing meanwhile until the next send.
             if network.send(batch).await.is_err() {

@@ -1,6 +1,7 @@
 //! The replica: a multi-actor last-writer-wins key-value store in the style of Anna.
 //!
 //! - [`entry`]: versions, entries and the LWW merge (the lattice).
+//! - [`compact`]: the compact keys and entries the whole-world maps hold.
 //! - [`clock`]: the hybrid logical clock that versions writes.
 //! - [`sign`]: the signed encoding of entries, signing and batch verification.
 //! - [`validate`]: the one place entries are judged (limits, namespaces, signatures).
@@ -9,6 +10,8 @@
 //! - [`gateway`]: the node's bridge to the network, a full replica of its own.
 //! - [`log`]: the append-only log that covers what redb has not committed yet.
 //! - [`persist`]: durable storage in redb.
+//! - [`heap`]: freed memory given back to the system after a burst.
+//! - [`disk`]: the layout of an entry in redb.
 //! - [`quota`]: per-writer quotas (keys and bytes), the same admitted set in any order.
 //! - [`pace`]: the rate budget every sync hop spends (send at once, or coalesce until refill).
 //! - [`stats`]: lock-free counters for `INFO`.
@@ -19,9 +22,12 @@
 
 pub mod actor;
 pub mod clock;
+pub mod compact;
+pub mod disk;
 pub mod entry;
 pub mod fingerprint;
 pub mod gateway;
+pub mod heap;
 pub mod indexed;
 pub mod log;
 pub mod pace;

@@ -18,25 +18,34 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::StoreError;
 use super::clock::wall_millis;
+use super::disk::{DiskError, ENTRIES, WRITERS, Writers};
 use super::entry::{Batch, Entry, Key, Merged, Version, merge};
+use super::heap::Trim;
 use super::indexed::is_evicted;
 use super::log::{self, Untrimmed};
 use super::pace::Pace;
 use super::sign::Signer;
 use super::validate::is_expired_tombstone;
 
+/// Memory redb may keep for its page cache. Its default (1 GiB) let the cache grow to the size
+/// of the whole file, a second copy of the world in memory; the node reads the database only
+/// at start and when a commit checks the stored version of a key it writes, so a small cache
+/// (and the operating system's page cache below it) serves.
+const REDB_CACHE_BYTES: usize = 32 << 20;
+
 /// Minimum time between two commits.
 pub const COMMIT_PERIOD: Duration = Duration::from_millis(100);
 
 /// Version of the on-disk layout; a database written by a newer cmud is refused. Version 2:
-/// every entry carries its writer's signature (version 1 entries were unsigned).
-pub const DISK_FORMAT_VERSION: u64 = 2;
+/// every entry carries its writer's signature (version 1 entries were unsigned). Version 3:
+/// the writer is a number in the writers table (see [`super::disk`]), not its peer id text.
+pub const DISK_FORMAT_VERSION: u64 = 3;
 
 /// The format whose entries were unsigned; migrated on open.
 const UNSIGNED_FORMAT_VERSION: u64 = 1;
 
-/// Key -> postcard-encoded [`Entry`].
-const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
+/// The format whose entries each held their writer's peer id text; migrated on open.
+const WRITER_TEXT_FORMAT_VERSION: u64 = 2;
 
 /// Facts about the database itself (`format_version`, [`LAST_SEEN`]).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -164,24 +173,27 @@ fn quietly_catching_panics<T>(
 
 /// Opens the database file and makes sure its tables exist and its format is one we read.
 fn create(path: &Path, signer: &Signer) -> Result<Database, StoreError> {
-    let db = Database::create(path).map_err(|err| match err {
-        redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
-            StoreError::damaged(path, detail)
-        }
-        redb::DatabaseError::Storage(redb::StorageError::Io(err))
-            if matches!(
-                err.kind(),
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-            ) =>
-        {
-            StoreError::damaged(path, format!("it is not a readable redb database ({err})"))
-        }
-        // redb reads a file that is not a database (overwritten) as an unknown format.
-        redb::DatabaseError::UpgradeRequired(_) => {
-            StoreError::damaged(path, "it is not a redb database of a known format")
-        }
-        other => StoreError::db(path, other),
-    })?;
+    let db = Database::builder()
+        .set_cache_size(REDB_CACHE_BYTES)
+        .create(path)
+        .map_err(|err| match err {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+                StoreError::damaged(path, detail)
+            }
+            redb::DatabaseError::Storage(redb::StorageError::Io(err))
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                StoreError::damaged(path, format!("it is not a readable redb database ({err})"))
+            }
+            // redb reads a file that is not a database (overwritten) as an unknown format.
+            redb::DatabaseError::UpgradeRequired(_) => {
+                StoreError::damaged(path, "it is not a redb database of a known format")
+            }
+            other => StoreError::db(path, other),
+        })?;
     let write = db.begin_write().map_err(|err| StoreError::db(path, err))?;
     {
         let mut meta = write
@@ -199,8 +211,8 @@ fn create(path: &Path, signer: &Signer) -> Result<Database, StoreError> {
                     supported: DISK_FORMAT_VERSION,
                 });
             }
-            Some(UNSIGNED_FORMAT_VERSION) => {
-                migrate_unsigned(&write, signer).map_err(|err| StoreError::db(path, err))?;
+            Some(version @ (UNSIGNED_FORMAT_VERSION | WRITER_TEXT_FORMAT_VERSION)) => {
+                migrate(&write, signer, version).map_err(|err| StoreError::db(path, err))?;
                 meta.insert("format_version", DISK_FORMAT_VERSION)
                     .map_err(|err| StoreError::db(path, err))?;
             }
@@ -219,6 +231,9 @@ fn create(path: &Path, signer: &Signer) -> Result<Database, StoreError> {
         write
             .open_table(ENTRIES)
             .map_err(|err| StoreError::db(path, err))?;
+        write
+            .open_table(WRITERS)
+            .map_err(|err| StoreError::db(path, err))?;
     }
     write.commit().map_err(|err| StoreError::db(path, err))?;
     Ok(db)
@@ -231,9 +246,13 @@ fn load(db: &Database, path: &Path, signer: &Signer) -> Result<BTreeMap<Key, Ent
     let table = read
         .open_table(ENTRIES)
         .map_err(|err| StoreError::db(path, err))?;
+    let writers = read
+        .open_table(WRITERS)
+        .map_err(|err| StoreError::db(path, err))
+        .and_then(|table| Writers::read(&table).map_err(|err| StoreError::db(path, err)))?;
     for row in table.iter().map_err(|err| StoreError::db(path, err))? {
         let (key, value) = row.map_err(|err| StoreError::db(path, err))?;
-        let entry = postcard::from_bytes::<Entry>(value.value()).map_err(|err| {
+        let entry = writers.decode(value.value()).map_err(|err| {
             let key = String::from_utf8_lossy(key.value());
             StoreError::damaged(
                 path,
@@ -330,34 +349,47 @@ impl Trimmer {
     }
 }
 
-/// Migrates a database of unsigned entries: this node's own entries are signed, everyone
-/// else's are dropped (they cannot be signed here, and peers send them again, signed).
-fn migrate_unsigned(write: &redb::WriteTransaction, signer: &Signer) -> Result<(), redb::Error> {
-    let mut table = write.open_table(ENTRIES)?;
+/// Migrates a database of format 1 or 2 (each entry postcard-encoded with its writer's text)
+/// to the current layout. From format 1 (unsigned), this node's own entries are signed and
+/// everyone else's dropped (they cannot be signed here, and peers send them again, signed).
+fn migrate(write: &redb::WriteTransaction, signer: &Signer, from: u64) -> Result<(), DiskError> {
+    let mut table = write.open_table(ENTRIES).map_err(redb::Error::from)?;
+    let mut writer_table = write.open_table(WRITERS).map_err(redb::Error::from)?;
+    let mut writers = Writers::read(&writer_table)?;
     let mut rows = Vec::new();
-    for row in table.iter()? {
-        let (key, value) = row?;
+    for row in table.iter().map_err(redb::Error::from)? {
+        let (key, value) = row.map_err(redb::Error::from)?;
         rows.push((key.value().to_vec(), value.value().to_vec()));
     }
-    let (mut signed, mut dropped) = (0usize, 0usize);
+    let (mut kept, mut signed, mut dropped) = (0usize, 0usize, 0usize);
     for (key, value) in rows {
-        match postcard::from_bytes::<Entry>(&value) {
+        let entry = match postcard::from_bytes::<Entry>(&value) {
+            Ok(entry) if from != UNSIGNED_FORMAT_VERSION => entry,
             Ok(entry) if entry.version.node == *signer.node() => {
-                let entry = signer.sign(&key, &entry);
-                let bytes = postcard::to_allocvec(&entry).map_err(std::io::Error::other)?;
-                table.insert(key.as_slice(), bytes.as_slice())?;
                 signed += 1;
+                signer.sign(&key, &entry)
             }
-            _ => {
-                table.remove(key.as_slice())?;
+            Ok(_) => {
+                table.remove(key.as_slice()).map_err(redb::Error::from)?;
                 dropped += 1;
+                continue;
             }
-        }
+            Err(err) => return Err(err.into()),
+        };
+        let bytes = writers.encode(&mut writer_table, &entry, Vec::new())?;
+        table
+            .insert(key.as_slice(), bytes.as_slice())
+            .map_err(redb::Error::from)?;
+        kept += 1;
     }
     tracing::info!(
+        from,
+        to = DISK_FORMAT_VERSION,
+        kept,
         signed,
         dropped,
-        "migrated the world database to signed entries; others' entries come back from peers"
+        "migrated the world database; others' entries dropped from an unsigned one come back \
+         from peers"
     );
     Ok(())
 }
@@ -381,6 +413,7 @@ fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>)
     let mut purges: Vec<Deletion> = Vec::new();
     let mut waiting: Vec<mpsc::Sender<()>> = Vec::new();
     let mut pace = Pace::new(COMMIT_PERIOD, Instant::now());
+    let mut trim = Trim::new();
     let mut closed = false;
     while !closed {
         // Wait for work; with a failed commit outstanding, wake up to retry it.
@@ -438,7 +471,12 @@ fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>)
         let forced = closed || !waiting.is_empty();
         if !pending.is_empty() && (pace.try_take(Instant::now()) || forced) {
             match commit(&db, &pending, Some(wall_millis())) {
-                Ok(()) => pending.clear(),
+                Ok(()) => {
+                    trim.committed(pending.len());
+                    // Dropped rather than cleared: after a burst its table would keep the
+                    // burst's size for the life of the node.
+                    pending = HashMap::new();
+                }
                 // Keep the entries: the next round retries them.
                 Err(err) => {
                     tracing::error!(%err, "could not commit to the world database; will retry")
@@ -450,6 +488,10 @@ fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>)
             && let Some(trimmer) = &trimmer
         {
             trimmer.trim(&mut segments);
+        }
+        // The backlog is gone: if it was a burst, what it held is free now.
+        if pending.is_empty() {
+            trim.if_due(Instant::now());
         }
         for deletion in purges.drain(..) {
             let done = match &deletion {
@@ -498,7 +540,7 @@ fn absorb(
             for (key, version) in &entries {
                 if pending
                     .get(key)
-                    .is_some_and(|held| is_evicted(held, version))
+                    .is_some_and(|held| is_evicted(&held.version, version))
                 {
                     pending.remove(key);
                 }
@@ -570,42 +612,46 @@ fn touch(db: &Database) -> Result<(), redb::Error> {
 
 /// Deletes `keys` where the database holds a tombstone older than `horizon_ms` (a newer
 /// write under the key stays).
-pub fn delete_expired(db: &Database, keys: &[Key], horizon_ms: u64) -> Result<(), redb::Error> {
-    let write = db.begin_write()?;
+pub fn delete_expired(db: &Database, keys: &[Key], horizon_ms: u64) -> Result<(), DiskError> {
+    let write = db.begin_write().map_err(redb::Error::from)?;
     {
-        let mut table = write.open_table(ENTRIES)?;
+        let mut table = write.open_table(ENTRIES).map_err(redb::Error::from)?;
+        let writers = Writers::read(&write.open_table(WRITERS).map_err(redb::Error::from)?)?;
         for key in keys {
-            let expired = match table.get(key.as_ref())? {
-                Some(stored) => postcard::from_bytes::<Entry>(stored.value())
+            let expired = match table.get(key.as_ref()).map_err(redb::Error::from)? {
+                Some(stored) => writers
+                    .decode(stored.value())
                     .is_ok_and(|stored| is_expired_tombstone(&stored, horizon_ms)),
                 None => false,
             };
             if expired {
-                table.remove(key.as_ref())?;
+                table.remove(key.as_ref()).map_err(redb::Error::from)?;
             }
         }
     }
-    write.commit()?;
+    write.commit().map_err(redb::Error::from)?;
     Ok(())
 }
 
 /// Deletes each key where the database holds an entry of that version's writer, not newer.
-fn delete_exact(db: &Database, entries: &[(Key, Version)]) -> Result<(), redb::Error> {
-    let write = db.begin_write()?;
+fn delete_exact(db: &Database, entries: &[(Key, Version)]) -> Result<(), DiskError> {
+    let write = db.begin_write().map_err(redb::Error::from)?;
     {
-        let mut table = write.open_table(ENTRIES)?;
+        let mut table = write.open_table(ENTRIES).map_err(redb::Error::from)?;
+        let writers = Writers::read(&write.open_table(WRITERS).map_err(redb::Error::from)?)?;
         for (key, version) in entries {
-            let held = match table.get(key.as_ref())? {
-                Some(stored) => postcard::from_bytes::<Entry>(stored.value())
-                    .is_ok_and(|stored| is_evicted(&stored, version)),
+            let held = match table.get(key.as_ref()).map_err(redb::Error::from)? {
+                Some(stored) => writers
+                    .decode(stored.value())
+                    .is_ok_and(|stored| is_evicted(&stored.version, version)),
                 None => false,
             };
             if held {
-                table.remove(key.as_ref())?;
+                table.remove(key.as_ref()).map_err(redb::Error::from)?;
             }
         }
     }
-    write.commit()?;
+    write.commit().map_err(redb::Error::from)?;
     Ok(())
 }
 
@@ -646,19 +692,23 @@ fn commit(
     db: &Database,
     pending: &HashMap<Key, Entry>,
     last_seen: Option<u64>,
-) -> Result<(), redb::Error> {
-    let write = db.begin_write()?;
+) -> Result<(), DiskError> {
+    let write = db.begin_write().map_err(redb::Error::from)?;
     {
         if let Some(now_ms) = last_seen {
-            write.open_table(META)?.insert(LAST_SEEN, now_ms)?;
+            let mut meta = write.open_table(META).map_err(redb::Error::from)?;
+            meta.insert(LAST_SEEN, now_ms).map_err(redb::Error::from)?;
         }
-        let mut table = write.open_table(ENTRIES)?;
+        let mut table = write.open_table(ENTRIES).map_err(redb::Error::from)?;
+        let mut writer_table = write.open_table(WRITERS).map_err(redb::Error::from)?;
+        let mut writers = Writers::read(&writer_table)?;
         let mut buf = Vec::new();
         for (key, entry) in pending {
             // The stored entry may be newer than this one (loaded, or committed from another
             // batch): keep the greater version on disk too.
-            let newer_on_disk = match table.get(key.as_ref())? {
-                Some(stored) => postcard::from_bytes::<Entry>(stored.value())
+            let newer_on_disk = match table.get(key.as_ref()).map_err(redb::Error::from)? {
+                Some(stored) => writers
+                    .decode(stored.value())
                     .is_ok_and(|stored| !replaces(entry, &stored)),
                 None => false,
             };
@@ -666,14 +716,14 @@ fn commit(
                 continue;
             }
             buf.clear();
-            // Serializing plain data into a Vec cannot fail.
-            let bytes = postcard::to_extend(entry, std::mem::take(&mut buf))
-                .expect("postcard encodes an Entry into a Vec");
-            table.insert(key.as_ref(), bytes.as_slice())?;
+            let bytes = writers.encode(&mut writer_table, entry, std::mem::take(&mut buf))?;
+            table
+                .insert(key.as_ref(), bytes.as_slice())
+                .map_err(redb::Error::from)?;
             buf = bytes;
         }
     }
-    write.commit()?;
+    write.commit().map_err(redb::Error::from)?;
     Ok(())
 }
 
@@ -864,6 +914,59 @@ mod tests {
         // Reopened, it is of the current format and nothing changes.
         let (_, again) = open(&path, &dir.path().join("log"), &signer).unwrap();
         assert_eq!(again.len(), 1);
+    }
+
+    #[test]
+    fn a_database_of_writer_texts_is_migrated_to_writer_numbers_keeping_every_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("world.redb");
+        let signer = Signer::new(&Keypair::ed25519_from_bytes([5; 32]).unwrap(), "w").unwrap();
+        let stranger = NodeId::new("12D3KooWStranger");
+        let mut theirs = entry_by(&stranger, b"2");
+        theirs.signature = Some(Bytes::from_static(&[9; 64]));
+        let written = [
+            (
+                Bytes::from_static(b"mine"),
+                signer.sign(b"mine", &entry_by(signer.node(), b"1")),
+            ),
+            (Bytes::from_static(b"theirs"), theirs),
+        ];
+        let old_bytes: usize;
+        {
+            // A database as cmud wrote it with the writer's text in every entry (format 2).
+            let db = Database::create(&path).unwrap();
+            let write = db.begin_write().unwrap();
+            {
+                let mut meta = write.open_table(META).unwrap();
+                meta.insert("format_version", WRITER_TEXT_FORMAT_VERSION)
+                    .unwrap();
+                let mut table = write.open_table(ENTRIES).unwrap();
+                let mut sizes = 0;
+                for (key, entry) in &written {
+                    let bytes = postcard::to_allocvec(entry).unwrap();
+                    sizes += bytes.len();
+                    table.insert(&key[..], bytes.as_slice()).unwrap();
+                }
+                old_bytes = sizes;
+            }
+            write.commit().unwrap();
+        }
+        let (db, map) = open(&path, &dir.path().join("log"), &signer).unwrap();
+        assert_eq!(map, written.iter().cloned().collect());
+        let read = db.begin_read().unwrap();
+        let table = read.open_table(ENTRIES).unwrap();
+        let new_bytes: usize = table
+            .iter()
+            .unwrap()
+            .map(|row| row.unwrap().1.value().len())
+            .sum();
+        assert!(
+            new_bytes + 60 < old_bytes,
+            "{new_bytes} B against {old_bytes} B"
+        );
+        drop((table, read, db));
+        let (_, again) = open(&path, &dir.path().join("log"), &signer).unwrap();
+        assert_eq!(again, written.into_iter().collect());
     }
 
     #[test]

@@ -248,13 +248,13 @@ impl Answer<'_> {
         let mut entries = Vec::new();
         let mut rest = None;
         for (key, entry) in self.store.range(&range.lower, range.upper()) {
-            let size = entry.wire_size(key);
+            let size = entry.wire_size(&key);
             if self.bytes > 0 && self.bytes + size > self.limits.bytes {
-                rest = Some(key.clone());
+                rest = Some(key);
                 break;
             }
             self.bytes += size;
-            entries.push((key.clone(), entry.clone()));
+            entries.push((key, entry));
         }
         let sent = Range {
             lower: range.lower.clone(),
@@ -286,10 +286,7 @@ impl Answer<'_> {
                 let rank = first + mine.count * piece / SPLIT;
                 // Always within the range (rank < first + count); the fallback keeps a stale
                 // index from ever widening a range.
-                self.store
-                    .key_at(rank)
-                    .cloned()
-                    .or_else(|| range.upper.clone())
+                self.store.key_at(rank).or_else(|| range.upper.clone())
             };
             let sub = Range {
                 lower: lower.clone(),

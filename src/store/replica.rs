@@ -10,15 +10,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::clock::Hlc;
-use super::entry::{Batch, Entry, Key, KeyedEntry, Merged, NodeId, Version, merge};
+use super::compact::{Slot, Small};
+use super::entry::{Batch, Entry, Key, KeyedEntry, NodeId, Version};
 use super::indexed::is_evicted;
-use super::validate::is_expired_tombstone;
 
 /// A full replica owned by one actor.
 #[derive(Debug)]
 pub struct Replica {
-    /// Every key this replica knows, tombstones included, in key order for prefix scans.
-    map: BTreeMap<Key, Entry>,
+    /// Every key this replica knows, tombstones included, in key order for prefix scans;
+    /// compact (short keys and values inline, no signatures: the gateway keeps those).
+    map: BTreeMap<Small, Slot>,
     /// Number of keys whose entry is not a tombstone (`DBSIZE`), kept in step with `map`.
     live: usize,
     /// Stamps this actor's writes.
@@ -49,7 +50,11 @@ impl Replica {
             replica.clock.observe(&entry.version);
         }
         replica.live = entries.values().filter(|e| !e.is_tombstone()).count();
-        replica.map = entries.clone();
+        // Built from a sorted iterator, so the tree's nodes are full.
+        replica.map = entries
+            .iter()
+            .map(|(key, entry)| (Small::new(key), Slot::new(entry)))
+            .collect();
         replica
     }
 
@@ -63,7 +68,7 @@ impl Replica {
     pub fn purge_expired(&mut self, horizon_ms: u64) -> usize {
         let before = self.map.len();
         self.map
-            .retain(|_, entry| !is_expired_tombstone(entry, horizon_ms));
+            .retain(|_, slot| !slot.is_expired_tombstone(horizon_ms));
         before - self.map.len()
     }
 
@@ -73,13 +78,24 @@ impl Replica {
     }
 
     /// The live value under `key`.
-    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
-        self.map.get(key).and_then(|entry| entry.value.as_ref())
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.map.get(key).and_then(Slot::value)
     }
 
-    /// The entry under `key`, tombstone or not.
-    pub fn entry(&self, key: &[u8]) -> Option<&Entry> {
-        self.map.get(key)
+    /// The live value under `key` as stored: a long one shares its buffer, so the RPC port
+    /// sends it without a copy.
+    pub fn get_stored(&self, key: &[u8]) -> Option<&Small> {
+        self.map.get(key).and_then(Slot::stored_value)
+    }
+
+    /// The entry under `key`, tombstone or not, unsigned (a copy: the map holds it compact).
+    pub fn entry(&self, key: &[u8]) -> Option<Entry> {
+        self.map.get(key).map(Slot::to_entry)
+    }
+
+    /// The version of the entry under `key`, tombstone or not.
+    pub fn version(&self, key: &[u8]) -> Option<Version> {
+        self.map.get(key).map(Slot::version)
     }
 
     /// Writes `value` (or a tombstone for `None`) under `key` at a fresh version, as a
@@ -92,13 +108,17 @@ impl Replica {
             value,
             signature: None,
         };
+        let slot = Slot::new(&entry);
         self.pending.insert(key.clone(), entry.clone());
-        self.unlogged.push((key.clone(), entry.clone()));
-        let was_live = match merge(&mut self.map, key, entry) {
-            Merged::Changed { was_live } => was_live,
-            // The clock is past every version this replica holds or has seen, so a fresh
-            // tick always wins its merge.
-            Merged::Unchanged => unreachable!("a fresh HLC tick lost a merge"),
+        self.unlogged.push((key.clone(), entry));
+        // The clock is past every version this replica holds or has seen, so a fresh tick
+        // always wins: the slot is replaced outright.
+        let was_live = match self.map.get_mut(&key[..]) {
+            Some(held) => !std::mem::replace(held, slot).is_tombstone(),
+            None => {
+                self.map.insert(Small::new(&key), slot);
+                false
+            }
         };
         self.adjust_live(was_live, is_live);
         was_live
@@ -112,10 +132,18 @@ impl Replica {
         for (key, entry) in batch {
             self.clock.observe(&entry.version);
             let is_live = !entry.is_tombstone();
-            if let Merged::Changed { was_live } = merge(&mut self.map, key.clone(), entry.clone()) {
-                changed += 1;
-                self.adjust_live(was_live, is_live);
-            }
+            let was_live = match self.map.get_mut(&key[..]) {
+                Some(held) if held.cmp_version(&entry.version).is_lt() => {
+                    !std::mem::replace(held, Slot::new(entry)).is_tombstone()
+                }
+                Some(_) => continue,
+                None => {
+                    self.map.insert(Small::new(key), Slot::new(entry));
+                    false
+                }
+            };
+            changed += 1;
+            self.adjust_live(was_live, is_live);
         }
         changed
     }
@@ -127,9 +155,9 @@ impl Replica {
         for (key, version) in entries {
             if self
                 .map
-                .get(key)
-                .is_some_and(|held| is_evicted(held, version))
-                && let Some(held) = self.map.remove(key)
+                .get(&key[..])
+                .is_some_and(|held| is_evicted(&held.version(), version))
+                && let Some(held) = self.map.remove(&key[..])
             {
                 self.adjust_live(!held.is_tombstone(), false);
                 gone.push(key.clone());
@@ -156,22 +184,39 @@ impl Replica {
         if self.pending.is_empty() {
             return None;
         }
-        Some(Arc::new(self.pending.drain().collect()))
+        // Taken rather than drained: a drained table keeps the size of the largest burst.
+        Some(Arc::new(
+            std::mem::take(&mut self.pending).into_iter().collect(),
+        ))
     }
 
     /// Calls `visit` on each live key starting with `prefix`, in key order.
-    pub fn scan_prefix(&self, prefix: &[u8], mut visit: impl FnMut(&Bytes, &Bytes)) {
-        let range = self
-            .map
-            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded));
-        for (key, entry) in range {
-            if !key.starts_with(prefix) {
-                break;
-            }
-            if let Some(value) = &entry.value {
-                visit(key, value);
-            }
+    pub fn scan_prefix(&self, prefix: &[u8], mut visit: impl FnMut(&[u8], &[u8])) {
+        for (key, value) in self.live_from(Bound::Included(prefix), prefix) {
+            visit(key, value);
         }
+    }
+
+    /// The live keys and values from `start` on that begin with `prefix`, in key order.
+    pub fn live_from<'a>(
+        &'a self,
+        start: Bound<&'a [u8]>,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone + 'a {
+        self.live_stored_from(start, prefix)
+            .map(|(key, value)| (key, &value[..]))
+    }
+
+    /// [`Replica::live_from`] with the values as stored (see [`Replica::get_stored`]).
+    pub fn live_stored_from<'a>(
+        &'a self,
+        start: Bound<&'a [u8]>,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (&'a [u8], &'a Small)> + Clone + 'a {
+        self.map
+            .range::<[u8], _>((start, Bound::Unbounded))
+            .take_while(move |(key, _)| key.starts_with(prefix))
+            .filter_map(|(key, slot)| slot.stored_value().map(|value| (&key[..], value)))
     }
 
     /// Number of live keys.
@@ -179,9 +224,12 @@ impl Replica {
         self.live
     }
 
-    /// The whole map, tombstones included.
-    pub fn entries(&self) -> &BTreeMap<Key, Entry> {
-        &self.map
+    /// Every entry, tombstones included, in key order, unsigned (copies).
+    pub fn entries(&self) -> BTreeMap<Key, Entry> {
+        self.map
+            .iter()
+            .map(|(key, slot)| (key.to_bytes(), slot.to_entry()))
+            .collect()
     }
 }
 
@@ -202,7 +250,7 @@ mod tests {
         assert_eq!(replica.purge_expired(2_000), 1);
         assert!(replica.entry(b"gone").is_none());
         assert!(replica.entry(b"recent").is_some());
-        assert_eq!(replica.get(b"old"), Some(&bytes("v")));
+        assert_eq!(replica.get(b"old"), Some(&b"v"[..]));
         assert_eq!(replica.live_keys(), 1);
     }
 
@@ -221,11 +269,7 @@ mod tests {
         replica.put(bytes("b"), Some(bytes("mine")), 2_000);
         let gone = replica.evict(&[(bytes("a"), evicted_at("a")), (bytes("b"), evicted_at("b"))]);
         assert_eq!(gone, vec![bytes("a")]);
-        assert_eq!(
-            replica.get(b"b"),
-            Some(&bytes("mine")),
-            "a newer write stays"
-        );
+        assert_eq!(replica.get(b"b"), Some(&b"mine"[..]), "a newer write stays");
         assert_eq!(replica.live_keys(), 1);
     }
 
@@ -241,12 +285,12 @@ mod tests {
         b.put(bytes("lunch"), Some(bytes("mustard")), 1_010);
         let second = b.take_pending().unwrap();
         a.merge_batch(&second);
-        assert_eq!(a.get(b"lunch"), Some(&bytes("mustard")));
+        assert_eq!(a.get(b"lunch"), Some(&b"mustard"[..]));
         a.put(bytes("lunch"), Some(bytes("cheese")), 1_020);
         let third = a.take_pending().unwrap();
         b.merge_batch(&third);
-        assert_eq!(a.get(b"lunch"), Some(&bytes("cheese")));
-        assert_eq!(b.get(b"lunch"), Some(&bytes("cheese")));
+        assert_eq!(a.get(b"lunch"), Some(&b"cheese"[..]));
+        assert_eq!(b.get(b"lunch"), Some(&b"cheese"[..]));
     }
 
     #[test]
@@ -258,7 +302,7 @@ mod tests {
         // A's wall clock is far behind B's, but A has seen B's write: its re-Put still wins.
         a.put(bytes("k"), Some(bytes("again")), 1_000);
         b.merge_batch(&a.take_pending().unwrap());
-        assert_eq!(b.get(b"k"), Some(&bytes("again")));
+        assert_eq!(b.get(b"k"), Some(&b"again"[..]));
     }
 
     #[test]
@@ -299,7 +343,7 @@ mod tests {
         }
         r.put(bytes("p/c"), None, 2);
         let mut seen = Vec::new();
-        r.scan_prefix(b"p/", |key, _| seen.push(key.clone()));
+        r.scan_prefix(b"p/", |key, _| seen.push(Bytes::copy_from_slice(key)));
         assert_eq!(seen, vec![bytes("p/a"), bytes("p/b")]);
     }
 
@@ -307,10 +351,10 @@ mod tests {
     fn loading_seeds_the_clock_past_persisted_versions() {
         let mut old = Replica::new(NodeId::new("n"), 0);
         old.put(bytes("k"), Some(bytes("old")), 9_000_000);
-        let mut restarted = Replica::with_entries(NodeId::new("n"), 0, old.entries());
+        let mut restarted = Replica::with_entries(NodeId::new("n"), 0, &old.entries());
         // The wall clock stepped back after the restart: the new write must still win.
         restarted.put(bytes("k"), Some(bytes("new")), 1_000);
         old.merge_batch(&restarted.take_pending().unwrap());
-        assert_eq!(old.get(b"k"), Some(&bytes("new")));
+        assert_eq!(old.get(b"k"), Some(&b"new"[..]));
     }
 }

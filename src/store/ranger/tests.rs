@@ -128,8 +128,8 @@ proptest! {
             prop_assert!(run.rounds <= bound, "{} rounds for {} keys", run.rounds, model.len());
             if !run.lost { break; }
         }
-        prop_assert_eq!(a.map(), &model);
-        prop_assert_eq!(b.map(), &model);
+        prop_assert_eq!(&a.to_map(), &model);
+        prop_assert_eq!(&b.to_map(), &model);
         prop_assert_eq!(a.summary(b"", None), b.summary(b"", None));
     }
 
@@ -190,13 +190,13 @@ fn ten_differences_move_well_under_one_percent_of_a_full_transfer() {
         let key = Bytes::from(format!("p/{:08}/coins", i * 4999));
         b.merge(key, entry(1_000_000 + i, "b", 40));
     }
-    let full: usize = b.map().iter().map(|(k, e)| e.wire_size(k)).sum();
+    let full: usize = b.to_map().iter().map(|(k, e)| e.wire_size(k)).sum();
     let limits = PageLimits {
         bytes: 256 * 1024,
         parts: 4096,
     };
     let run = session(&mut a, &b, &limits, &mut || false);
-    assert_eq!(a.map(), b.map());
+    assert_eq!(a.to_map(), b.to_map());
     assert!(
         run.bytes * 100 < full,
         "{} bytes of {full} ({} rounds)",
@@ -217,7 +217,7 @@ fn a_new_replica_receives_everything_page_by_page() {
         parts: 4096,
     };
     let run = session(&mut empty, &full, &limits, &mut || false);
-    assert_eq!(empty.map(), full.map());
+    assert_eq!(empty.to_map(), full.to_map());
     // About 600 KB in 64 KB pages: one round per page, no descent.
     assert!((9..=12).contains(&run.rounds), "{} rounds", run.rounds);
 }
@@ -235,7 +235,7 @@ fn ten_differences_between_two_million_key_replicas() {
         let key = Bytes::from(format!("world/{:07}", i * 99_991));
         b.merge(key, entry(10_000_000 + i, "b", 64));
     }
-    let full: usize = b.map().iter().map(|(k, e)| e.wire_size(k)).sum();
+    let full: usize = b.to_map().iter().map(|(k, e)| e.wire_size(k)).sum();
     let limits = PageLimits {
         bytes: 1024 * 1024,
         parts: 4096,
@@ -249,6 +249,6 @@ fn ten_differences_between_two_million_key_replicas() {
         run.bytes as f64 * 100.0 / full as f64,
         started.elapsed()
     );
-    assert_eq!(a.map(), b.map());
+    assert_eq!(a.to_map(), b.to_map());
     assert!(run.bytes * 100 < full);
 }
