@@ -68,7 +68,7 @@ impl News {
         Ok(Status {
             name: shown.get(&ctx.id).cloned().unwrap_or_default(),
             rank: content.rank(ledger::rank_index(content, &me)).id.clone(),
-            coins: ledger::balance(&world, &ctx.id),
+            coins: ledger::balance(content, &world, &ctx.id),
             power: ledger::power(content, &me),
             location: content
                 .location_name(me.loc.as_deref().unwrap_or_default())
@@ -324,6 +324,8 @@ pub struct Standing {
     pub hardware: u64,
     /// Coins plus hardware.
     pub worth: u64,
+    /// Whether their claims break the rules (see `claims`): shown so, and last.
+    pub unverified: bool,
 }
 
 /// What a player's hardware is worth at shop prices.
@@ -335,10 +337,12 @@ pub fn hardware_value(content: &Content, player: &PlayerRecord) -> u64 {
         .fold(0u64, u64::saturating_add)
 }
 
-/// Players by rank (highest first), then net worth, then name.
+/// Players by rank (highest first), then net worth, then name; those whose claims break the
+/// rules last.
 pub fn leaderboard(content: &Content, world: &World) -> Vec<Standing> {
     let shown: BTreeMap<String, String> = names::display_names(world);
-    let balances = ledger::balances(world);
+    let unverified = super::claims::unverified(content, world);
+    let balances = ledger::balances(content, world);
     let mut rows: Vec<(usize, Standing)> = world
         .characters()
         .map(|p| {
@@ -351,12 +355,15 @@ pub fn leaderboard(content: &Content, world: &World) -> Vec<Standing> {
                 coins,
                 hardware,
                 worth: coins.saturating_add(hardware),
+                unverified: unverified.contains(&p.id),
             };
             (rank, standing)
         })
         .collect();
     rows.sort_by(|(ra, a), (rb, b)| {
-        rb.cmp(ra)
+        a.unverified
+            .cmp(&b.unverified)
+            .then(rb.cmp(ra))
             .then(b.worth.cmp(&a.worth))
             .then(a.name.to_lowercase().cmp(&b.name.to_lowercase()))
     });
