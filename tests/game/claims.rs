@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use cmud::game::claims::{self, Verdict};
-use cmud::game::clock::SystemClock;
+use cmud::game::clock::{Clock, SystemClock};
 use cmud::game::content::Content;
 use cmud::game::ledger;
 use cmud::game::player::{Change, Count, Outcome, PlayerHandle};
@@ -19,7 +19,7 @@ use cmud::rpc::{Kv, KvClient};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::harness::{DEADLINE, TestNode, content_with};
+use super::harness::{DEADLINE, Player, TestNode, content_with, joined_nodes, options};
 use super::proxy::Proxy;
 
 /// One-way delay of each proxy.
@@ -223,4 +223,63 @@ async fn honest_players_trading_on_three_nodes_behind_delays_are_never_flagged()
         start.elapsed()
     );
     drop(proxies);
+}
+
+#[tokio::test]
+async fn a_cheater_is_shown_unverified_and_last_and_their_gifts_count_for_nothing() {
+    let nodes = joined_nodes(2).await;
+    let (mut alice, _) = Player::start(nodes[0].kv.clone(), options(Some("alice"), None, 1)).await;
+    let alice_id = nodes[0].id();
+    // Another player's modified client signs what it likes under its own namespace: a rank
+    // above alice's, and a gift of coins it never had.
+    let cheat = &nodes[1];
+    let key = |field: &str| format!("p/{}/{field}", cheat.id());
+    let now = SystemClock.now_ms().to_string();
+    let mut records = vec![
+        (key("name"), "aaron".to_owned()),
+        (key("loc"), "5".to_owned()),
+        (key("seen"), now),
+        (key("hw/cpu"), "1|s=0".to_owned()),
+        (key("rank"), "Masters".to_owned()),
+        (key("work/Undergraduate/1"), "100".to_owned()),
+        (
+            key("solved/Undergraduate"),
+            format!("1|w={}:100", cheat.id()),
+        ),
+        (key(&format!("gave/{alice_id}")), "500|o=500|m=0".to_owned()),
+    ];
+    cheat.kv.put_many(&records).await.unwrap();
+    let who = alice
+        .run_until("who", |out| out.iter().any(|l| l.contains("aaron")))
+        .await;
+    assert_eq!(
+        who,
+        [
+            "Online now (2):",
+            "  alice - Undergraduate, Gates 5th Floor",
+            "  aaron (unverified) - Masters, Gates 5th Floor",
+        ]
+    );
+    assert_eq!(alice.run("map").await[1], "alice, aaron (unverified)");
+    let top = alice.run("top").await;
+    assert!(top[1].contains("1. alice - Undergraduate"), "{top:?}");
+    assert!(
+        top[2].contains("2. aaron (unverified) - Masters"),
+        "{top:?}"
+    );
+    assert!(alice.run("stats").await.contains(&"Coins: 0".to_owned()));
+    let refused = alice.run("give aaron 1").await;
+    assert_eq!(refused, ["You cannot give 1 coin: you have 0."]);
+    // Once the giver's state holds together, the gift counts.
+    records.push((key("mined"), "500".to_owned()));
+    records.push((
+        key(&format!("gave/{alice_id}")),
+        "500|o=500|m=500".to_owned(),
+    ));
+    cheat.kv.put_many(&records).await.unwrap();
+    alice
+        .run_until("stats", |out| out.contains(&"Coins: 500".to_owned()))
+        .await;
+    let who = alice.run("who").await;
+    assert_eq!(who[1], "  aaron - Masters, Gates 5th Floor");
 }
