@@ -125,6 +125,7 @@ pub fn diff(
     let shown = names::display_names(now);
     let my_loc = now.player(me).loc.unwrap_or_default();
     let recent_ms = content.rules.chat.recent_secs.saturating_mul(1000);
+    let unverified = super::claims::unverified(content, now);
     let mut lines = my_name_line(last, &shown, me);
     for p in now.characters().filter(|p| p.id != me) {
         let name = shown.get(&p.id).cloned().unwrap_or_default();
@@ -135,7 +136,8 @@ pub fn diff(
             if online(content, p, now_ms) {
                 lines.push(presence_line(&name, PresenceChange::Joined));
             }
-            lines.extend(gift_line(content, &PlayerRecord::default(), p, &name, me));
+            let giver = Giver::of(p, &name, &unverified);
+            lines.extend(gift_line(content, &PlayerRecord::default(), giver, me));
             lines.extend(chat_lines(p, &name, &my_loc, |line| {
                 line.at_ms.saturating_add(recent_ms) >= now_ms
             }));
@@ -146,7 +148,8 @@ pub fn diff(
             lines.push(presence_line(&name, PresenceChange::Joined));
         }
         lines.extend(changes(content, before, p, &name, &my_loc));
-        lines.extend(gift_line(content, before, p, &name, me));
+        let giver = Giver::of(p, &name, &unverified);
+        lines.extend(gift_line(content, before, giver, me));
         let heard = before.chat.iter().map(|l| l.seq).max().unwrap_or(0);
         lines.extend(chat_lines(p, &name, &my_loc, |line| line.seq > heard));
         if was && !is {
@@ -272,17 +275,41 @@ fn changes(
     lines
 }
 
-/// Coins `p` gave `me` since `before`.
-fn gift_line(
-    content: &Content,
-    before: &PlayerRecord,
-    p: &PlayerRecord,
-    name: &str,
-    me: &str,
-) -> Option<Line> {
+/// A player who may have given coins, as shown.
+struct Giver<'a> {
+    /// Their records now.
+    record: &'a PlayerRecord,
+    /// Their shown name.
+    name: &'a str,
+    /// Whether their claims break the rules, so that their gifts count for nothing.
+    unverified: bool,
+}
+
+impl<'a> Giver<'a> {
+    fn of(record: &'a PlayerRecord, name: &'a str, unverified: &BTreeSet<String>) -> Self {
+        let unverified = unverified.contains(&record.id);
+        Giver {
+            record,
+            name,
+            unverified,
+        }
+    }
+}
+
+/// Coins `giver` gave `me` since `before`.
+fn gift_line(content: &Content, before: &PlayerRecord, giver: Giver, me: &str) -> Option<Line> {
     let gift = |r: &PlayerRecord| r.gave.get(me).copied().unwrap_or(0);
-    let coins = gift(p).checked_sub(gift(before)).filter(|&c| c > 0)?;
-    Some(event(format!("{name} gave you {}.", content.coins(coins))))
+    let coins = gift(giver.record)
+        .checked_sub(gift(before))
+        .filter(|&c| c > 0)?;
+    let (name, coins) = (giver.name, content.coins(coins));
+    Some(event(if giver.unverified {
+        format!(
+            "{name} (unverified) gave you {coins}: they count for nothing until {name}'s records hold together."
+        )
+    } else {
+        format!("{name} gave you {coins}.")
+    }))
 }
 
 fn chat_lines(

@@ -240,6 +240,13 @@ async fn a_cheater_is_shown_unverified_and_last_and_their_gifts_count_for_nothin
         (key("loc"), "5".to_owned()),
         (key("seen"), now),
         (key("hw/cpu"), "1|s=0".to_owned()),
+    ];
+    cheat.kv.put_many(&records).await.unwrap();
+    // Once alice's game has seen aaron arrive, what he writes next is news to her.
+    alice
+        .wait_for_line(|l| l.contains("aaron has joined the world"))
+        .await;
+    records.extend([
         (key("rank"), "Masters".to_owned()),
         (key("work/Undergraduate/1"), "100".to_owned()),
         (
@@ -247,11 +254,24 @@ async fn a_cheater_is_shown_unverified_and_last_and_their_gifts_count_for_nothin
             format!("1|w={}:100", cheat.id()),
         ),
         (key(&format!("gave/{alice_id}")), "500|o=500|m=0".to_owned()),
-    ];
+    ]);
     cheat.kv.put_many(&records).await.unwrap();
+    // The gift is news, said to count for nothing.
+    let news = alice
+        .wait_for_line(|l| l.contains("gave you 500 coins"))
+        .await;
+    assert_eq!(
+        news,
+        "--- aaron (unverified) gave you 500 coins: they count for nothing until aaron's records hold together. ---"
+    );
     let who = alice
         .run_until("who", |out| out.iter().any(|l| l.contains("aaron")))
         .await;
+    // News (the problem aaron claims to have solved) may come with it.
+    let who: Vec<&String> = who
+        .iter()
+        .skip_while(|l| !l.starts_with("Online"))
+        .collect();
     assert_eq!(
         who,
         [
