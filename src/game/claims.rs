@@ -326,6 +326,25 @@ fn ranks(content: &Content, world: &World, me: &PlayerRecord, report: &mut Repor
     }
 }
 
+/// Whether `p`'s `solved/<rank>` record (if any) can stand: written before supports existed,
+/// or naming work that reaches the size of the epoch it claims (whether that work has
+/// arrived yet or not). One that names too little, or supports that do not read, cannot.
+pub fn solved_holds(content: &Content, p: &PlayerRecord, rank: &str) -> bool {
+    let Some(&epoch) = p.solved.get(rank) else {
+        return true;
+    };
+    let size = content
+        .rank_index(rank)
+        .and_then(|index| content.problem_size(index, epoch));
+    match (p.supports.solved.get(rank), size) {
+        (Some(Read::Named(summed)), Some(size)) => {
+            summed.values().map(|&n| u128::from(n)).sum::<u128>() >= u128::from(size)
+        }
+        (Some(Read::Malformed), _) => false,
+        _ => true,
+    }
+}
+
 /// Work only at a rank held: after a rank below it was solved, and not past the epoch the
 /// player finished that rank's problem at.
 fn work(content: &Content, me: &PlayerRecord, report: &mut Report) {
@@ -350,7 +369,13 @@ fn work(content: &Content, me: &PlayerRecord, report: &mut Report) {
 /// either the world shows or any `solved` record of that epoch names (a helper who sees the
 /// problem fall before all its work arrived names what the finisher summed). Returns the
 /// players and their work, largest first, just enough to reach `size` when it can.
-pub fn fallen_work(world: &World, rank: &str, epoch: u64, size: u64) -> BTreeMap<String, u64> {
+pub fn fallen_work(
+    content: &Content,
+    world: &World,
+    rank: &str,
+    epoch: u64,
+    size: u64,
+) -> BTreeMap<String, u64> {
     let mut work: BTreeMap<&str, u64> = BTreeMap::new();
     let key = (rank.to_owned(), epoch);
     for p in world.players.values() {
@@ -358,7 +383,7 @@ pub fn fallen_work(world: &World, rank: &str, epoch: u64, size: u64) -> BTreeMap
             let entry = work.entry(p.id.as_str()).or_default();
             *entry = (*entry).max(n);
         }
-        if p.solved.get(rank) != Some(&epoch) {
+        if p.solved.get(rank) != Some(&epoch) || !solved_holds(content, p, rank) {
             continue;
         }
         if let Some(Read::Named(summed)) = p.supports.solved.get(rank) {

@@ -132,13 +132,16 @@ pub fn problem(content: &Content, world: &World, rank_index: usize) -> Option<Pr
     // only made on the epoch after the claims its writer saw), so this is one more than the
     // highest claim; but a peer's claim of an absurd epoch (u64::MAX saturates, so that epoch
     // would stay finished and promote everyone at once for good) is not believed.
-    let claims: BTreeSet<u64> = world
+    // A record that names too little work (or unreadable supports) finishes nothing: a
+    // peer's bare claim must not start the problem over for everyone.
+    let finished: BTreeSet<u64> = world
         .players
         .values()
+        .filter(|p| claims::solved_holds(content, p, &rank.id))
         .filter_map(|p| p.solved.get(&rank.id).copied())
         .collect();
     let mut epoch = 1u64;
-    for &claim in claims.range(1..) {
+    for &claim in finished.range(1..) {
         if claim != epoch {
             break;
         }
@@ -206,8 +209,8 @@ pub fn shares(content: &Content, world: &World, rank_index: usize, epoch: u64) -
 
 /// Whether the work on an epoch, as the world shows it or a `solved` record of it names,
 /// reaches its size: then the epoch fell, and a helper's own `solved` record can name that work.
-fn fell(world: &World, rank: &str, epoch: u64, size: u64) -> bool {
-    let work = claims::fallen_work(world, rank, epoch, size);
+fn fell(content: &Content, world: &World, rank: &str, epoch: u64, size: u64) -> bool {
+    let work = claims::fallen_work(content, world, rank, epoch, size);
     work.values().map(|&n| u128::from(n)).sum::<u128>() >= u128::from(size)
 }
 
@@ -223,7 +226,8 @@ pub fn owed_promotion(content: &Content, world: &World, id: &str) -> Option<(usi
         .filter(|((r, epoch), _)| *r == current.rank && *epoch < current.epoch)
         .find(|((_, epoch), work)| {
             content.problem_size(rank, *epoch).is_some_and(|size| {
-                earns_share(content, **work, size) && fell(world, &current.rank, *epoch, size)
+                earns_share(content, **work, size)
+                    && fell(content, world, &current.rank, *epoch, size)
             })
         })
         .map(|((_, epoch), _)| (rank, *epoch))

@@ -18,7 +18,7 @@ impl<K: Kv> PlayerTask<K> {
         let size = self.content.problem_size(rank, epoch).unwrap_or(u64::MAX);
         // The record names the work that made the problem fall, as far as this world shows
         // it (or the finisher's record names it): owed only once it reaches the size.
-        let named = claims::fallen_work(world, rank_id, epoch, size);
+        let named = claims::fallen_work(&self.content, world, rank_id, epoch, size);
         let writes = vec![
             (
                 self.key(&field::solved(rank_id)),
