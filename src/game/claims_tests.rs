@@ -124,7 +124,11 @@ fn a_solved_record_naming_too_little_work_does_not_start_the_problem_over() {
         ("p/A/work/Undergraduate/1", "60"),
     ]);
     let p = ledger::problem(&content, &w, 0).unwrap();
-    assert_eq!((p.epoch, p.done), (1, 60), "everyone's work on epoch 1 stands");
+    assert_eq!(
+        (p.epoch, p.done),
+        (1, 60),
+        "everyone's work on epoch 1 stands"
+    );
     // One that names enough counts at once, even before all that work has arrived.
     let w = World::from_items(&[
         ("p/X/solved/Undergraduate", "1|w=X:60|w=A:40"),

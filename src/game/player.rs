@@ -446,22 +446,9 @@ impl<K: Kv> PlayerTask<K> {
         let remaining = problem.remaining().saturating_sub(power);
         let next = rank + 1;
         if remaining == 0 && next < self.content.rules.ranks.len() {
-            // The record names the work it summed: everyone's as seen here, with this step.
-            let mut summed: BTreeMap<&str, u64> = world
-                .players
-                .values()
-                .filter_map(|p| {
-                    Some((
-                        p.id.as_str(),
-                        *p.work.get(&(problem.rank.clone(), problem.epoch))?,
-                    ))
-                })
-                .collect();
-            summed.insert(&self.id, total);
-            let named = super::claims::enough(summed, u128::from(problem.size));
             writes.push((
                 self.key(&field::solved(&problem.rank)),
-                supports::encode_solved(problem.epoch, &named),
+                self.finished(&world, &problem, total),
             ));
             writes.push((self.key(field::RANK), self.content.rank(next).id.clone()));
             self.kv.put_many(&writes).await?;

@@ -8,7 +8,7 @@ use super::PlayerTask;
 use crate::game::claims;
 use crate::game::ledger;
 use crate::game::schema::{PlayerRecord, World, field};
-use crate::game::supports::Spending;
+use crate::game::supports::{self, Spending};
 use crate::rpc::Kv;
 
 /// The counters a spending decision rests on.
@@ -64,6 +64,21 @@ impl<K: Kv> PlayerTask<K> {
             outflow: counters.values().fold(0, |sum, &n| sum.saturating_add(n)),
             gifts: ledger::counted_gifts(world, &self.id, &unverified),
         }
+    }
+
+    /// The value of the `solved` record of `problem`, which this step finished and which
+    /// took the player's own work on it to `own`: the epoch, and the work it summed
+    /// (everyone's as seen here; just enough of it, largest first, to reach the size).
+    pub(super) fn finished(&self, world: &World, problem: &ledger::Problem, own: u64) -> String {
+        let key = (problem.rank.clone(), problem.epoch);
+        let mut summed: BTreeMap<&str, u64> = world
+            .players
+            .values()
+            .filter_map(|p| Some((p.id.as_str(), *p.work.get(&key)?)))
+            .collect();
+        summed.insert(&self.id, own);
+        let named = claims::enough(summed, u128::from(problem.size));
+        supports::encode_solved(problem.epoch, &named)
     }
 
     /// The spent counter as the task knows it (for a hardware record's support).
