@@ -416,6 +416,60 @@ fn deliver(
     Ok(())
 }
 
+/// The world at the end of `history` with one player's client cheating afterwards, in each
+/// of the ways a rule can tell: each is flagged, and the cheater's gifts stop counting.
+fn cheat(content: &Content, history: &[(String, String)]) -> Result<(), TestCaseError> {
+    let honest = World::from_pairs(history.iter().cloned());
+    let cheater = id(0);
+    let me = honest.player(&cheater);
+    let key = |field: &str| format!("p/{cheater}/{field}");
+    let outflow = me.spent + me.gave.values().sum::<u64>();
+    let gifts: u64 = honest
+        .players
+        .values()
+        .filter_map(|p| p.gave.get(&cheater))
+        .sum();
+    let more = me.mined + gifts + 1;
+    let cheats = [
+        // Hardware never paid for.
+        (key("hw/dark_matter"), format!("1000000|s={}", me.spent)),
+        // A gift of more than was ever had, by its own account.
+        (
+            key(&format!("gave/{}", id(1))),
+            format!("{more}|o={}|m={}", outflow + more, me.mined),
+        ),
+        // A promotion by a problem that never fell.
+        (key("solved/Masters"), format!("1|w={cheater}:1")),
+    ];
+    for (key, value) in cheats {
+        let mut pairs = history.to_vec();
+        pairs.push((key.clone(), value));
+        let world = World::from_pairs(pairs);
+        prop_assert_eq!(
+            check(content, &world, &cheater).verdict(),
+            Verdict::Unverified,
+            "{}",
+            key
+        );
+        let before = ledger::balances(content, &honest)[id(1).as_str()];
+        let after = ledger::balances(content, &world)[id(1).as_str()];
+        let from_cheater = honest
+            .player(&cheater)
+            .gave
+            .get(&id(1))
+            .copied()
+            .unwrap_or(0);
+        prop_assert!(
+            after <= before.saturating_sub(from_cheater),
+            "{} {} {}",
+            before,
+            after,
+            from_cheater
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_game_with_promotions_gifts_and_breakdowns_is_never_flagged_in_any_order() {
     let content = small_problems();
@@ -459,5 +513,6 @@ proptest! {
         for seed in seeds {
             deliver(&content, &history, seed)?;
         }
+        cheat(&content, &history)?;
     }
 }
