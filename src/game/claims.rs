@@ -162,12 +162,17 @@ pub fn check(content: &Content, world: &World, id: &str) -> Report {
     report
 }
 
+/// Whether player `id`'s claims break a rule.
+pub fn is_unverified(content: &Content, world: &World, id: &str) -> bool {
+    check(content, world, id).verdict() == Verdict::Unverified
+}
+
 /// The players whose claims break a rule (their state is not consistent).
 pub fn unverified(content: &Content, world: &World) -> BTreeSet<String> {
     world
         .players
         .keys()
-        .filter(|id| check(content, world, id).verdict() == Verdict::Unverified)
+        .filter(|id| is_unverified(content, world, id))
         .cloned()
         .collect()
 }

@@ -516,3 +516,45 @@ proptest! {
         cheat(&content, &history)?;
     }
 }
+
+/// How long one look's checks take in a large world (every look at the world checks every
+/// player once for balances, and the leaderboard once more). Run with
+/// `cargo test --release --lib game::claims::tests::checking_a_large_world -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn checking_a_large_world() {
+    const PLAYERS: usize = 2000;
+    let content = Content::embedded();
+    let mut pairs = Vec::new();
+    for p in 0..PLAYERS {
+        let (me, next) = (id(p), id((p + 1) % PLAYERS));
+        let key = |field: &str| format!("p/{me}/{field}");
+        pairs.extend([
+            (key("name"), format!("n{p}")),
+            (key("rank"), "Masters".to_owned()),
+            (key("mined"), "1000".to_owned()),
+            (key("spent"), format!("500|o=600|m=1000|r={next}:0")),
+            (key(&format!("gave/{next}")), "100|o=600|m=1000".to_owned()),
+            (key("hw/cpu"), "451|s=450".to_owned()),
+            (key("hw/gpu"), "10|s=500".to_owned()),
+            (key("work/Undergraduate/1"), "100".to_owned()),
+            (key("solved/Undergraduate"), format!("1|w={me}:100")),
+        ]);
+        for slot in 0..64 {
+            pairs.push((
+                key(&format!("chat/{slot}")),
+                format!("{slot}|0|shout|hello"),
+            ));
+        }
+    }
+    let world = World::from_pairs(pairs);
+    let start = std::time::Instant::now();
+    let rounds = 10;
+    for _ in 0..rounds {
+        assert!(unverified(&content, &world).is_empty());
+    }
+    println!(
+        "{PLAYERS} players: {:?} per check of everyone",
+        start.elapsed() / rounds
+    );
+}

@@ -125,7 +125,7 @@ pub fn diff(
     let shown = names::display_names(now);
     let my_loc = now.player(me).loc.unwrap_or_default();
     let recent_ms = content.rules.chat.recent_secs.saturating_mul(1000);
-    let unverified = super::claims::unverified(content, now);
+    let unverified = |id: &str| super::claims::is_unverified(content, now, id);
     let mut lines = my_name_line(last, &shown, me);
     for p in now.characters().filter(|p| p.id != me) {
         let name = shown.get(&p.id).cloned().unwrap_or_default();
@@ -136,8 +136,17 @@ pub fn diff(
             if online(content, p, now_ms) {
                 lines.push(presence_line(&name, PresenceChange::Joined));
             }
-            let giver = Giver::of(p, &name, &unverified);
-            lines.extend(gift_line(content, &PlayerRecord::default(), giver, me));
+            let giver = Giver {
+                record: p,
+                name: &name,
+            };
+            lines.extend(gift_line(
+                content,
+                &PlayerRecord::default(),
+                giver,
+                me,
+                &unverified,
+            ));
             lines.extend(chat_lines(p, &name, &my_loc, |line| {
                 line.at_ms.saturating_add(recent_ms) >= now_ms
             }));
@@ -148,8 +157,11 @@ pub fn diff(
             lines.push(presence_line(&name, PresenceChange::Joined));
         }
         lines.extend(changes(content, before, p, &name, &my_loc));
-        let giver = Giver::of(p, &name, &unverified);
-        lines.extend(gift_line(content, before, giver, me));
+        let giver = Giver {
+            record: p,
+            name: &name,
+        };
+        lines.extend(gift_line(content, before, giver, me, &unverified));
         let heard = before.chat.iter().map(|l| l.seq).max().unwrap_or(0);
         lines.extend(chat_lines(p, &name, &my_loc, |line| line.seq > heard));
         if was && !is {
@@ -281,29 +293,23 @@ struct Giver<'a> {
     record: &'a PlayerRecord,
     /// Their shown name.
     name: &'a str,
-    /// Whether their claims break the rules, so that their gifts count for nothing.
-    unverified: bool,
 }
 
-impl<'a> Giver<'a> {
-    fn of(record: &'a PlayerRecord, name: &'a str, unverified: &BTreeSet<String>) -> Self {
-        let unverified = unverified.contains(&record.id);
-        Giver {
-            record,
-            name,
-            unverified,
-        }
-    }
-}
-
-/// Coins `giver` gave `me` since `before`.
-fn gift_line(content: &Content, before: &PlayerRecord, giver: Giver, me: &str) -> Option<Line> {
+/// Coins `giver` gave `me` since `before`; said to count for nothing if the giver's claims
+/// break the rules (`unverified`, asked only about a giver of something new).
+fn gift_line(
+    content: &Content,
+    before: &PlayerRecord,
+    giver: Giver,
+    me: &str,
+    unverified: &dyn Fn(&str) -> bool,
+) -> Option<Line> {
     let gift = |r: &PlayerRecord| r.gave.get(me).copied().unwrap_or(0);
     let coins = gift(giver.record)
         .checked_sub(gift(before))
         .filter(|&c| c > 0)?;
     let (name, coins) = (giver.name, content.coins(coins));
-    Some(event(if giver.unverified {
+    Some(event(if unverified(&giver.record.id) {
         format!(
             "{name} (unverified) gave you {coins}: they count for nothing until {name}'s records hold together."
         )

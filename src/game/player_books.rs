@@ -58,11 +58,10 @@ impl<K: Kv> PlayerTask<K> {
                 *counter = (*counter).max(n);
             }
         }
-        let unverified = claims::unverified(&self.content, world);
         Books {
             mined: self.counter(field::MINED, me.mined),
             outflow: counters.values().fold(0, |sum, &n| sum.saturating_add(n)),
-            gifts: ledger::counted_gifts(world, &self.id, &unverified),
+            gifts: ledger::counted_gifts(&self.content, world, &self.id),
         }
     }
 
