@@ -129,6 +129,11 @@ fn a_solved_record_naming_too_little_work_does_not_start_the_problem_over() {
         (1, 60),
         "everyone's work on epoch 1 stands"
     );
+    let news = crate::game::news::diff(&content, (&World::default(), 0), &w, "A", 0);
+    assert!(
+        news.iter().all(|line| !line.text.contains("falls")),
+        "{news:?}"
+    );
     // One that names enough counts at once, even before all that work has arrived.
     let w = World::from_items(&[
         ("p/X/solved/Undergraduate", "1|w=X:60|w=A:40"),

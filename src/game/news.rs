@@ -213,10 +213,12 @@ fn fallen_problems(
     now: &World,
     shown: &BTreeMap<String, String>,
 ) -> Vec<Line> {
+    // Only records that can stand (see `claims::solved_holds`) make a problem fall.
     let claims = |world: &World, rank: &str| -> BTreeSet<u64> {
         world
             .players
             .values()
+            .filter(|p| super::claims::solved_holds(content, p, rank))
             .filter_map(|p| p.solved.get(rank).copied())
             .collect()
     };
