@@ -7,6 +7,8 @@
 #   benches/vs-redis.sh            # 3 rounds, the median of each is compared
 #   ROUNDS=5 benches/vs-redis.sh
 #   ACTORS=1 benches/vs-redis.sh  # query actors of the cmud node (default 2)
+#   QUOTA=on benches/vs-redis.sh  # keep the default per-writer quotas (off by default here:
+#                                 # SET-r's keys come near one writer's 100,000)
 #
 # Needs redis-server and redis-benchmark (Debian: apt-get install redis-server). The cmud node
 # is reached with its RPC token (`redis-benchmark -a`), as every client of cmud must.
@@ -17,6 +19,7 @@ ROUNDS=${ROUNDS:-3}
 REQUESTS=${REQUESTS:-100000}
 CLIENTS=${CLIENTS:-50}
 ACTORS=${ACTORS:-2}
+QUOTA=${QUOTA:-off}
 CMUD_PORT=${CMUD_PORT:-7460}
 REDIS_PORT=${REDIS_PORT:-7461}
 
@@ -33,6 +36,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# SET-r creates up to 100,000 keys of one writer: quotas off, as for any benchmark that may
+# write more than one writer's quota (max_keys_per_writer in config.ron).
+if [ "$QUOTA" = off ]; then
+  mkdir -p "$work/config/cmud"
+  echo '(max_keys_per_writer: 0, max_bytes_per_writer: 0)' >"$work/config/cmud/config.ron"
+fi
 HOME="$work/home" XDG_CONFIG_HOME="$work/config" RUST_LOG=warn \
   target/release/cmud --server-only --actors "$ACTORS" --rpc-port "$CMUD_PORT" --no-mdns \
   --listen /ip4/127.0.0.1/tcp/0 --data-dir "$work/data" >"$work/cmud.out" 2>"$work/cmud.err" &
@@ -70,7 +79,7 @@ run() {
   mapfile -t auth < <(auth_args "$1")
   redis-benchmark -p "$1" "${auth[@]}" -t set,get -n "$REQUESTS" -c "$CLIENTS" -P "$2" --csv 2>/dev/null |
     awk -F'","' 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); print $1, $2 }'
-  redis-benchmark -p "$1" -t set -r 100000 -n 200000 -c "$CLIENTS" -P "$2" --csv 2>/dev/null |
+  redis-benchmark -p "$1" "${auth[@]}" -t set -r 100000 -n 200000 -c "$CLIENTS" -P "$2" --csv 2>/dev/null |
     awk -F'","' 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); print $1 "-r", $2 }'
 }
 

@@ -210,6 +210,8 @@ impl Cli {
             max_args: config.max_args,
             max_clock_skew: Duration::from_secs(config.max_clock_skew_secs.max(1)),
             tombstone_ttl: Duration::from_secs(config.tombstone_ttl_secs.max(1)),
+            max_keys_per_writer: config.max_keys_per_writer,
+            max_bytes_per_writer: config.max_bytes_per_writer,
         };
         let server_only = front_end == FrontEnd::ServerOnly;
         let node = NodeOptions {

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::p2p::nat::{NatOptions, RelayLimits};
 use crate::rpc::RpcOptions;
 use crate::store::Fsync;
-use crate::store::validate::DEFAULT_TOMBSTONE_TTL;
+use crate::store::validate::{
+    DEFAULT_MAX_BYTES_PER_WRITER, DEFAULT_MAX_KEYS_PER_WRITER, DEFAULT_TOMBSTONE_TTL,
+};
 
 /// The commented default `config.ron`, written on first run.
 pub const DEFAULT_CONFIG_RON: &str = include_str!("../config/default.ron");
@@ -82,6 +84,10 @@ pub struct Config {
     pub max_value_bytes: usize,
     /// Most arguments in one RPC command.
     pub max_args: usize,
+    /// Most keys one writer may have in the world; 0 = no limit.
+    pub max_keys_per_writer: u64,
+    /// Most bytes (keys plus values) one writer may have in the world; 0 = no limit.
+    pub max_bytes_per_writer: u64,
     /// Where world folders live; `None` uses the platform data directory.
     pub data_dir: Option<PathBuf>,
     /// Whether the home router is asked for a port mapping (UPnP).
@@ -147,6 +153,8 @@ impl Default for Config {
             max_key_bytes: 1024,
             max_value_bytes: 32 * 1024,
             max_args: 1024,
+            max_keys_per_writer: DEFAULT_MAX_KEYS_PER_WRITER,
+            max_bytes_per_writer: DEFAULT_MAX_BYTES_PER_WRITER,
             data_dir: None,
             upnp: true,
             assume_global_addresses: false,
@@ -210,6 +218,23 @@ impl Config {
             1024..=16 * 1024 * 1024,
         )?;
         check("max_args", self.max_args, 16..=64 * 1024)?;
+        // A quota too small for the game's own keys (or for one largest entry) would stop a
+        // player: 0 (off) or generous.
+        let quota = |name: &str, value: u64, least: u64| {
+            if value == 0 || value >= least {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{name} in config.ron is {value}; it must be 0 (no limit) or at least {least}"
+                ))
+            }
+        };
+        quota("max_keys_per_writer", self.max_keys_per_writer, 1_000)?;
+        quota(
+            "max_bytes_per_writer",
+            self.max_bytes_per_writer,
+            (MIB as u64).max((self.max_key_bytes + self.max_value_bytes) as u64),
+        )?;
         // The largest reply must hold a few of the largest values.
         let least_output = MIB.max(4 * self.max_value_bytes);
         check(
@@ -500,6 +525,22 @@ mod tests {
             ..Config::default()
         };
         let err = zero_value.validate_limits().unwrap_err();
+        let tiny_quota = Config {
+            max_keys_per_writer: 10,
+            ..Config::default()
+        };
+        assert!(
+            tiny_quota
+                .validate_limits()
+                .unwrap_err()
+                .contains("max_keys_per_writer")
+        );
+        let no_quota = Config {
+            max_keys_per_writer: 0,
+            max_bytes_per_writer: 0,
+            ..Config::default()
+        };
+        assert!(no_quota.validate_limits().is_ok());
         assert!(err.contains("max_value_bytes"), "{err}");
         let few_args = Config {
             max_args: 2,

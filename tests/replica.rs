@@ -685,6 +685,129 @@ async fn writes_under_another_nodes_namespace_are_refused_whole() {
     node.shutdown().await;
 }
 
+/// Sets `prefix<n>` for each n of `count`, one SET each, and returns the replies.
+async fn set_each(
+    mut conn: MultiplexedConnection,
+    prefix: &str,
+    count: usize,
+) -> Vec<Result<(), String>> {
+    let mut replies = Vec::new();
+    for n in 0..count {
+        let reply = redis::cmd("SET")
+            .arg(format!("{prefix}{n:03}"))
+            .arg("v")
+            .query_async::<()>(&mut conn)
+            .await;
+        replies.push(reply.map_err(|err| err.detail().unwrap_or_default().to_owned()));
+    }
+    replies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_writes_past_the_quota_are_refused_and_acknowledged_ones_stay() {
+    const QUOTA: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let world = dir.path().join("cmud");
+    let mut options = NodeOptions::local(&world, 2);
+    options.limits.max_keys_per_writer = QUOTA as u64;
+    let node = Node::start(options.clone()).await.unwrap();
+    // Two actors accept new keys at once: together they acknowledge exactly the quota.
+    let (a, b) = tokio::join!(
+        set_each(connect_to_actor(&node.rpc_endpoint(), 0).await, "a/", 80),
+        set_each(connect_to_actor(&node.rpc_endpoint(), 1).await, "b/", 80),
+    );
+    let acknowledged: Vec<String> = a
+        .iter()
+        .enumerate()
+        .filter(|(_, reply)| reply.is_ok())
+        .map(|(n, _)| format!("a/{n:03}"))
+        .chain(
+            b.iter()
+                .enumerate()
+                .filter(|(_, reply)| reply.is_ok())
+                .map(|(n, _)| format!("b/{n:03}")),
+        )
+        .collect();
+    assert_eq!(acknowledged.len(), QUOTA);
+    let refusal = a
+        .iter()
+        .chain(&b)
+        .find_map(|reply| reply.clone().err())
+        .unwrap();
+    assert!(
+        refusal.starts_with("quota exceeded: this node's writes may have at most 100 keys"),
+        "{refusal}"
+    );
+    let mut conn = connect(&node.rpc_endpoint()).await;
+    assert_eq!(info(&mut conn).await["quota_keys"], QUOTA.to_string());
+    // An acknowledged key may be written again; a command with a new key is refused whole.
+    set(&mut conn, &acknowledged[0], "again").await;
+    let err = redis::cmd("MSET")
+        .arg(&acknowledged[1])
+        .arg("changed")
+        .arg("new/key")
+        .arg("v")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(
+        err.detail().unwrap().starts_with("quota exceeded:"),
+        "{err}"
+    );
+    assert_eq!(get(&mut conn, &acknowledged[1]).await.as_deref(), Some("v"));
+    // The game's client gets the refusal typed; deleting a key does not free it at once.
+    let kv = cmud::rpc::KvClient::connect(&node.rpc_endpoint())
+        .await
+        .unwrap();
+    let refused = cmud::rpc::Kv::put(&kv, "new/key", "x").await;
+    assert!(
+        matches!(refused, Err(cmud::rpc::KvError::OverQuota(ref why)) if why.starts_with("quota exceeded:")),
+        "{refused:?}"
+    );
+    // Nothing acknowledged is evicted: every actor holds every acknowledged key.
+    for n in 0..2 {
+        let mut actor = connect_to_actor(&node.rpc_endpoint(), n).await;
+        eventually(
+            DEADLINE,
+            "every acknowledged write on every actor",
+            async || {
+                let size: u64 = redis::cmd("DBSIZE").query_async(&mut actor).await.unwrap();
+                size == QUOTA as u64
+            },
+        )
+        .await;
+        assert_eq!(
+            get(&mut actor, &acknowledged[0]).await.as_deref(),
+            Some("again")
+        );
+    }
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(&acknowledged[2])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert!(cmud::rpc::Kv::put(&kv, "new/key", "x").await.is_err());
+    drop((conn, kv));
+    node.shutdown().await;
+    // After a restart the account is rebuilt from what is held (the tombstone counts).
+    let node = Node::start(options).await.unwrap();
+    let mut conn = connect(&node.rpc_endpoint()).await;
+    assert_eq!(info(&mut conn).await["quota_keys"], QUOTA.to_string());
+    let err = redis::cmd("SET")
+        .arg("new/key")
+        .arg("v")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(
+        err.detail().unwrap().starts_with("quota exceeded:"),
+        "{err}"
+    );
+    drop(conn);
+    node.shutdown().await;
+}
+
 #[test]
 fn kill_9_loses_nothing_acknowledged_250_ms_earlier() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cmud::rpc::RpcEndpoint;
-use common::{Binary, raw_connection};
+use common::{Binary, Launch, raw_connection};
 
 /// Sends `request` on a fresh connection and reads until `expect` bytes or the end.
 fn raw(endpoint: &RpcEndpoint, request: &[u8], expect: usize) -> Vec<u8> {
@@ -122,7 +122,8 @@ fn kill_under_load(
     benchmark: bool,
     run_for: Duration,
 ) -> Round {
-    let mut server = Binary::server(root);
+    // The writers create keys at random among a million: quotas off.
+    let mut server = Binary::server_with(root, &Launch::without_quota());
     let endpoint = server.endpoint();
     let token_file = Binary::world_dir(root).join(cmud::rpc::auth::TOKEN_FILE);
     let token = std::fs::read_to_string(token_file).unwrap_or_default();
@@ -432,7 +433,7 @@ fn settled_rss(pid: u32) -> u64 {
 fn memory_per_entry_of_a_million_small_keys() {
     const KEYS: u64 = 1_000_000;
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Binary::server(dir.path());
+    let mut server = Binary::server_with(dir.path(), &Launch::without_quota());
     let empty = settled_rss(server.pid());
     load_small_keys(&server.endpoint(), KEYS);
     let full = settled_rss(server.pid());

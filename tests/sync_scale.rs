@@ -31,9 +31,10 @@ struct Proc {
 impl Proc {
     async fn spawn() -> Proc {
         let dir = tempfile::tempdir().expect("tempdir");
+        // A million keys of one writer: quotas off.
         let launch = Launch {
             args: vec!["--actors".into(), "1".into()],
-            ..Launch::default()
+            ..Launch::without_quota()
         };
         let bin = Binary::server_with(dir.path(), &launch);
         let conn = connect(&bin).await;

@@ -185,7 +185,8 @@ impl EventLoop {
         }
     }
 
-    /// Reports the gateway's verdict on a batch: forwarded only if every entry was valid.
+    /// Reports the gateway's verdict on a batch: forwarded only if every entry was valid and
+    /// within its writer's quota.
     pub(super) fn on_gossip_checked(&mut self, checked: GossipChecked) {
         let GossipChecked {
             message_id,
@@ -194,7 +195,15 @@ impl EventLoop {
             merged,
         } = checked;
         if merged.invalid == 0 {
-            self.report(&message_id, &source, MessageAcceptance::Accept);
+            // A batch that took a writer past its quota (entries turned away, or others pushed
+            // out) is valid but not wanted: not forwarded, and no penalty for a relay. What
+            // it held within the quota reaches the others by sync.
+            let acceptance = if merged.over_quota == 0 && merged.evicted == 0 {
+                MessageAcceptance::Accept
+            } else {
+                MessageAcceptance::Ignore
+            };
+            self.report(&message_id, &source, acceptance);
             return;
         }
         self.report(&message_id, &source, MessageAcceptance::Reject);

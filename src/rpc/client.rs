@@ -35,6 +35,10 @@ pub enum KvError {
     /// nothing of the command was written. The replica's reason.
     #[error("{0}")]
     ForeignNamespace(String),
+    /// The write would take this node past its quota (`max_keys_per_writer`,
+    /// `max_bytes_per_writer`); nothing of the command was written. The replica's reason.
+    #[error("{0}")]
+    OverQuota(String),
     /// A stored value is not UTF-8 text.
     #[error("value under {0} is not text")]
     NotText(String),
@@ -106,6 +110,9 @@ pub fn join_refusal(reply: &str) -> KvError {
 /// How the replica words a refusal to write another node's namespace (see `rpc::commands`).
 const FOREIGN_NAMESPACE_MARK: &str = "belongs to another node";
 
+/// How the replica words a refusal past this node's quota (`store::quota::OverQuota`).
+const OVER_QUOTA_MARK: &str = "quota exceeded:";
+
 impl From<redis::RedisError> for KvError {
     fn from(err: redis::RedisError) -> Self {
         if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
@@ -118,6 +125,8 @@ impl From<redis::RedisError> for KvError {
         };
         if reason.contains(FOREIGN_NAMESPACE_MARK) {
             KvError::ForeignNamespace(reason)
+        } else if reason.starts_with(OVER_QUOTA_MARK) {
+            KvError::OverQuota(reason)
         } else {
             KvError::Refused(reason)
         }

@@ -17,6 +17,7 @@ use super::resp::{Reply, array_header_bytes, bulk_reply_bytes};
 use super::server::NodeInfo;
 use crate::store::actor::Actor;
 use crate::store::clock::wall_millis;
+use crate::store::quota::OwnWrite;
 use crate::store::validate::{Limits, Rejected, check_local_key, namespace_owner};
 
 /// What the connection loop does after a command.
@@ -208,6 +209,13 @@ fn set(actor: &Actor, pairs: &[Bytes], reply: &mut Reply<'_>) {
         }
     }
     let now = wall_millis();
+    let writes = pairs.chunks_exact(2).map(|pair| OwnWrite {
+        key: &pair[0],
+        value_bytes: Some(pair[1].len()),
+    });
+    if let Err(message) = reserve(actor, writes, now) {
+        return reply.error(&message);
+    }
     let mut replica = actor.replica_mut();
     for pair in pairs.chunks_exact(2) {
         replica.put(owned(&pair[0]), Some(owned(&pair[1])), now);
@@ -229,11 +237,24 @@ fn del(actor: &Actor, keys: &[Bytes], reply: &mut Reply<'_>) {
         return reply.error(&message);
     }
     let now = wall_millis();
+    // Deleting an absent key writes nothing: there is nothing to hide from other replicas
+    // that this replica knows of.
+    let live: Vec<&Bytes> = {
+        let replica = actor.replica();
+        keys.iter()
+            .filter(|key| replica.get(key).is_some())
+            .collect()
+    };
+    let writes = live.iter().map(|key| OwnWrite {
+        key,
+        value_bytes: None,
+    });
+    if let Err(message) = reserve(actor, writes, now) {
+        return reply.error(&message);
+    }
     let mut replica = actor.replica_mut();
     let mut deleted = 0;
     for key in keys {
-        // Deleting an absent key writes nothing: there is nothing to hide from other replicas
-        // that this replica knows of.
         if replica.get(key).is_some() {
             replica.put(owned(key), None, now);
             pubsub::publish_change(key, false);
@@ -243,6 +264,22 @@ fn del(actor: &Actor, keys: &[Bytes], reply: &mut Reply<'_>) {
     drop(replica);
     actor.count_puts(deleted);
     reply.integer(deleted as i64);
+}
+
+/// Charges a command's writes to this node's quota, all or none; the refusal's reply text.
+fn reserve<'a>(
+    actor: &Actor,
+    writes: impl Iterator<Item = OwnWrite<'a>>,
+    now_ms: u64,
+) -> Result<(), String> {
+    let quota = actor.own_quota();
+    if quota.limits().is_off() {
+        return Ok(());
+    }
+    let writes: Vec<OwnWrite<'_>> = writes.collect();
+    quota
+        .reserve(&writes, now_ms)
+        .map_err(|over| format!("ERR {over}"))
 }
 
 /// A copy of an argument for the store. Arguments are slices of the connection's read buffer;
@@ -368,7 +405,7 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
     );
     let _ = write!(
         out,
-        "\r\n# Stats\r\nputs_total:{}\r\nsync_messages_sent_local:{}\r\nsync_bytes_sent_local:{}\r\nmax_sync_rate_per_pair:{:.2}\r\nsync_messages_sent_remote:{}\r\nsync_bytes_sent_remote:{}\r\nsync_bytes_received_remote:{}\r\nrejected_versions:{}\r\nrejected_entries:{}\r\nrejected_signatures:{}\r\nrejected_namespaces:{}\r\nrejected_batches:{}\r\n",
+        "\r\n# Stats\r\nputs_total:{}\r\nsync_messages_sent_local:{}\r\nsync_bytes_sent_local:{}\r\nmax_sync_rate_per_pair:{:.2}\r\nsync_messages_sent_remote:{}\r\nsync_bytes_sent_remote:{}\r\nsync_bytes_received_remote:{}\r\nrejected_versions:{}\r\nrejected_entries:{}\r\nrejected_signatures:{}\r\nrejected_namespaces:{}\r\nrejected_quota:{}\r\nevicted_quota:{}\r\nrejected_batches:{}\r\n",
         stats.puts_total(),
         stats.local_messages(),
         stats.local_bytes(),
@@ -380,7 +417,19 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
         load(&remote.rejected_entries),
         load(&remote.rejected_signatures),
         load(&remote.rejected_namespaces),
+        load(&remote.rejected_quota),
+        load(&remote.evicted_quota),
         load(&remote.rejected_batches),
     );
+    let quota = actor.own_quota();
+    if !quota.limits().is_off() {
+        let (keys, bytes) = quota.usage();
+        let limits = quota.limits();
+        let _ = write!(
+            out,
+            "\r\n# Quota\r\nquota_keys:{keys}\r\nquota_bytes:{bytes}\r\nmax_keys_per_writer:{}\r\nmax_bytes_per_writer:{}\r\n",
+            limits.max_keys, limits.max_bytes,
+        );
+    }
     out
 }

@@ -23,12 +23,13 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::LocalSet;
 
 use super::clock::wall_millis;
-use super::entry::Batch;
+use super::entry::{Batch, Key, Version};
 use super::gateway::GatewayHandle;
 use super::log::LogWriter;
 #[cfg(doc)]
 use super::log::MAX_UNTRIMMED_BYTES;
 use super::pace::{self, Pace};
+use super::quota::OwnQuota;
 use super::replica::Replica;
 use super::stats::Stats;
 use super::validate::{Limits, purge_horizon, purge_period};
@@ -66,6 +67,9 @@ pub enum ToActor {
         /// The entries.
         batch: Batch,
     },
+    /// Entries the gateway evicted by their writers' quotas: drop each key's entry if it is
+    /// that version's writer's and not newer.
+    Evict(Arc<Vec<(Key, Version)>>),
     /// Serve this connection from now on.
     Connection(Handoff),
     /// Flush what is pending, then stop; the reply says the flush went out.
@@ -113,6 +117,8 @@ pub struct Actor {
     log: RefCell<LogWriter>,
     /// When this actor last purged expired tombstones.
     last_purge: Cell<std::time::Instant>,
+    /// This node's quota account, shared by all actors: writes are reserved in it first.
+    own_quota: Arc<OwnQuota>,
 }
 
 impl Actor {
@@ -157,6 +163,11 @@ impl Actor {
     /// Limits the RPC port enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// This node's quota account: reserve a command's writes in it before making them.
+    pub fn own_quota(&self) -> &OwnQuota {
+        &self.own_quota
     }
 
     /// Moves `conn` to actor `to`. Gives it back if there is no such actor or it has stopped.
@@ -337,6 +348,8 @@ pub struct ActorSetup {
     pub limits: Limits,
     /// Serves connections handed to this actor.
     pub service: Arc<dyn ConnectionService>,
+    /// This node's quota account, shared by all actors.
+    pub own_quota: Arc<OwnQuota>,
 }
 
 /// Starts an actor on a thread of its own.
@@ -375,6 +388,7 @@ async fn run(setup: ActorSetup) {
         stats,
         limits,
         service,
+        own_quota,
     } = setup;
     let actor = Rc::new(Actor {
         index,
@@ -385,6 +399,7 @@ async fn run(setup: ActorSetup) {
         limits,
         log: RefCell::new(log),
         last_purge: Cell::new(std::time::Instant::now()),
+        own_quota,
     });
     // One bucket stands for those of all this actor's ordered pairs: every flush goes to every
     // other participant at once, so their buckets would always be in the same state.
@@ -404,6 +419,14 @@ async fn run(setup: ActorSetup) {
                     actor.replica.borrow_mut().merge_batch(&batch);
                     for (key, live) in changes.into_iter().flatten() {
                         service.changed(key, live);
+                    }
+                }
+                Some(ToActor::Evict(entries)) => {
+                    let gone = actor.replica.borrow_mut().evict(&entries);
+                    if service.wants_changes() {
+                        for key in gone {
+                            service.changed(&key, false);
+                        }
                     }
                 }
                 Some(ToActor::Connection(conn)) => {

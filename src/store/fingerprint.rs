@@ -180,6 +180,85 @@ impl FingerprintIndex {
         self.root = self.insert(self.root, key, fingerprint);
     }
 
+    /// Removes `key` if it is indexed (a key evicted by a quota), in O(log n).
+    pub fn remove(&mut self, key: &[u8]) {
+        let mut gone = NIL;
+        self.root = self.delete(self.root, key, &mut gone);
+        if gone == NIL {
+            return;
+        }
+        // Free the arena slot: the last node moves into it, and whoever pointed at the last
+        // node (its parent, or the root) points at the slot instead.
+        let last = (self.nodes.len() - 1) as u32;
+        if gone != last {
+            let moved_key = self.nodes[last as usize].key.clone();
+            if self.root == last {
+                self.root = gone;
+            } else {
+                let mut at = self.root;
+                loop {
+                    let node = &mut self.nodes[at as usize];
+                    let next = if moved_key < node.key {
+                        &mut node.left
+                    } else {
+                        &mut node.right
+                    };
+                    if *next == last {
+                        *next = gone;
+                        break;
+                    }
+                    at = *next;
+                }
+            }
+        }
+        self.nodes.swap_remove(gone as usize);
+    }
+
+    fn delete(&mut self, at: u32, key: &[u8], gone: &mut u32) -> u32 {
+        if at == NIL {
+            return NIL;
+        }
+        let index = at as usize;
+        match key.cmp(self.nodes[index].key.as_ref()) {
+            Ordering::Less => {
+                let child = self.delete(self.nodes[index].left, key, gone);
+                self.nodes[index].left = child;
+            }
+            Ordering::Greater => {
+                let child = self.delete(self.nodes[index].right, key, gone);
+                self.nodes[index].right = child;
+            }
+            Ordering::Equal => {
+                *gone = at;
+                let (left, right) = (self.nodes[index].left, self.nodes[index].right);
+                return self.join(left, right);
+            }
+        }
+        self.refresh(at);
+        at
+    }
+
+    /// Joins two treaps whose keys are all smaller in `left` than in `right`.
+    fn join(&mut self, left: u32, right: u32) -> u32 {
+        if left == NIL {
+            return right;
+        }
+        if right == NIL {
+            return left;
+        }
+        if self.nodes[left as usize].priority > self.nodes[right as usize].priority {
+            let child = self.join(self.nodes[left as usize].right, right);
+            self.nodes[left as usize].right = child;
+            self.refresh(left);
+            left
+        } else {
+            let child = self.join(left, self.nodes[right as usize].left);
+            self.nodes[right as usize].left = child;
+            self.refresh(right);
+            right
+        }
+    }
+
     fn next_priority(&mut self) -> u64 {
         self.seed ^= self.seed >> 12;
         self.seed ^= self.seed << 25;
@@ -379,13 +458,25 @@ mod tests {
         #[test]
         fn ranges_match_a_scan_after_any_updates(
             writes in prop::collection::vec(("[a-e]{0,3}", 0u64..5), 0..120),
+            removals in prop::collection::vec("[a-e]{0,3}", 0..40),
             bounds in prop::collection::vec(("[a-e]{0,3}", prop::option::of("[a-e]{0,3}")), 1..20),
         ) {
             let mut index = FingerprintIndex::default();
             let mut model = BTreeMap::new();
-            for (key, millis) in writes {
+            for (key, millis) in writes.iter().cloned() {
                 let key = Bytes::from(key);
                 let fp = Fingerprint::of_entry(&key, &version(millis));
+                index.upsert(&key, fp);
+                model.insert(key, fp);
+            }
+            for key in removals {
+                index.remove(key.as_bytes());
+                model.remove(key.as_bytes());
+            }
+            // Slots freed by removals are reused soundly.
+            for (key, millis) in writes.into_iter().step_by(3) {
+                let key = Bytes::from(key);
+                let fp = Fingerprint::of_entry(&key, &version(millis + 1));
                 index.upsert(&key, fp);
                 model.insert(key, fp);
             }

@@ -20,10 +20,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::actor::{FLUSH_PERIOD, ToActor};
 use super::clock::wall_millis;
-use super::entry::{Batch, Entry, Key, KeyedEntry, Merged};
+use super::entry::{Batch, Entry, Key, KeyedEntry, Merged, NodeId, Version};
 use super::indexed::IndexedMap;
 use super::pace::{self, Pace};
 use super::persist::PersistHandle;
+use super::quota::Quota;
 use super::sign::Signer;
 use super::stats::Stats;
 use super::validate::{
@@ -81,6 +82,10 @@ pub struct RemoteMerge {
     pub invalid: usize,
     /// Of those, entries whose signature was missing or bad.
     pub bad_signatures: usize,
+    /// Entries of writers past their quota, turned away.
+    pub over_quota: usize,
+    /// Entries admitted before and pushed out now by an earlier key of the same writer.
+    pub evicted: usize,
 }
 
 /// The way to the gateway; cheap to clone.
@@ -171,6 +176,8 @@ pub struct GatewaySetup {
     pub limits: Limits,
     /// Signs this node's entries (and names the world peers' entries must be signed for).
     pub signer: Arc<Signer>,
+    /// Every writer's quota account, built from `map`.
+    pub quota: Quota,
     /// Node-wide counters.
     pub stats: Arc<Stats>,
 }
@@ -180,6 +187,11 @@ struct Gateway {
     map: IndexedMap,
     /// Remote entries merged since the last flush to actors, latest per key.
     inbound: HashMap<Key, Entry>,
+    /// Entries evicted by their writer's quota since the last flush to actors: each key's
+    /// entries by that writer up to that version go.
+    evicted: Vec<(Key, Version)>,
+    /// Every writer's quota account.
+    quota: Quota,
     /// Local entries not yet published to the world, latest per key.
     unpublished: HashMap<Key, Entry>,
     /// The query actors' mailboxes.
@@ -215,6 +227,7 @@ pub async fn run(setup: GatewaySetup) {
         outbound,
         limits,
         signer,
+        quota,
         stats,
     } = setup;
     let (checked_tx, mut checked_rx) = mpsc::unbounded_channel();
@@ -222,6 +235,8 @@ pub async fn run(setup: GatewaySetup) {
     let mut gateway = Gateway {
         map: IndexedMap::new(map),
         inbound: HashMap::new(),
+        evicted: Vec::new(),
+        quota,
         unpublished: HashMap::new(),
         actors,
         persist,
@@ -298,6 +313,16 @@ impl Gateway {
         }
         self.last_purge = std::time::Instant::now();
         let horizon = purge_horizon(wall_millis(), ttl);
+        // This node's own deleted keys are released later than anyone else's: once every
+        // replica (purging at least every period, clocks within the skew) released them too.
+        let own_margin = self.limits.max_clock_skew + 2 * purge_period(ttl);
+        let released = self.quota.release(
+            horizon,
+            u64::try_from(own_margin.as_millis()).unwrap_or(u64::MAX),
+        );
+        if released > 0 {
+            tracing::debug!(released, "quota accounts released expired keys");
+        }
         let expired: Vec<Key> = self
             .map
             .map()
@@ -361,13 +386,31 @@ impl Gateway {
             bad_signatures: rejected.signatures,
             ..RemoteMerge::default()
         };
+        let stats = self.stats.clone();
+        let remote = &stats.remote;
+        let (mut over_quota, mut evicted) = (0, 0);
         for (key, entry) in accepted {
+            let outcome = self.quota.admit(&key, &entry);
+            for gone in outcome.evicted {
+                self.evict(gone, entry.author());
+                evicted += 1;
+            }
+            if !outcome.admitted {
+                over_quota += 1;
+                continue;
+            }
             if self.map.merge(key.clone(), entry.clone()) != Merged::Unchanged {
                 self.inbound.insert(key, entry);
                 report.changed += 1;
             }
         }
-        let remote = &self.stats.remote;
+        report.over_quota = over_quota;
+        report.evicted = evicted;
+        remote.rejected_quota.fetch_add(over_quota as u64, Relaxed);
+        remote.evicted_quota.fetch_add(evicted as u64, Relaxed);
+        remote
+            .rejected_entries
+            .fetch_add((over_quota + evicted) as u64, Relaxed);
         remote
             .rejected_versions
             .fetch_add(report.future as u64, Relaxed);
@@ -383,9 +426,28 @@ impl Gateway {
         report
     }
 
+    /// Drops `writer`'s entry under `key`, evicted by its quota, here and (at the next flush)
+    /// from the actors and persistence.
+    fn evict(&mut self, key: Key, writer: &NodeId) {
+        let Some(version) = self
+            .map
+            .map()
+            .get(&key)
+            .filter(|held| held.author() == writer)
+            .map(|held| held.version.clone())
+        else {
+            // Another writer's newer entry holds the key: nothing of this writer is kept.
+            return;
+        };
+        self.map.evict(&key, &version);
+        self.inbound.remove(&key);
+        self.evicted.push((key, version));
+    }
+
     /// When something pending may go next, if anything is pending.
     fn due(&self, now: std::time::Instant) -> Option<std::time::Instant> {
-        let to_actors = (!self.inbound.is_empty()).then(|| self.to_actors.ready_at(now));
+        let to_actors = (!self.inbound.is_empty() || !self.evicted.is_empty())
+            .then(|| self.to_actors.ready_at(now));
         let to_network = (!self.unpublished.is_empty() && self.network.is_some())
             .then(|| self.to_network.ready_at(now));
         to_actors.into_iter().chain(to_network).min()
@@ -394,7 +456,7 @@ impl Gateway {
     /// Sends what is pending in each direction whose budget allows it now.
     async fn flush_paced(&mut self) {
         let now = std::time::Instant::now();
-        if !self.inbound.is_empty() && self.to_actors.try_take(now) {
+        if (!self.inbound.is_empty() || !self.evicted.is_empty()) && self.to_actors.try_take(now) {
             self.send_to_actors();
         }
         if !self.unpublished.is_empty() && self.network.is_some() && self.to_network.try_take(now) {
@@ -424,6 +486,13 @@ impl Gateway {
                 }
             }
             self.persist.batch(batch);
+        }
+        if !self.evicted.is_empty() {
+            let evicted = Arc::new(std::mem::take(&mut self.evicted));
+            for actor in &self.actors {
+                let _ = actor.send(ToActor::Evict(evicted.clone()));
+            }
+            self.persist.evict(evicted.to_vec());
         }
     }
 

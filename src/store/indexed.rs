@@ -7,6 +7,12 @@ use std::ops::Bound;
 use super::entry::{Entry, Key, Merged, merge};
 use super::fingerprint::{Fingerprint, FingerprintIndex, Summary};
 
+/// Whether `held` goes with an eviction of its key at `version`: it is that writer's, and not
+/// newer.
+pub fn is_evicted(held: &Entry, version: &super::entry::Version) -> bool {
+    held.version.node == version.node && held.version <= *version
+}
+
 /// An ordered map of entries whose range fingerprints are kept up to date.
 #[derive(Debug, Default)]
 pub struct IndexedMap {
@@ -34,6 +40,21 @@ impl IndexedMap {
             self.index.upsert(&key, fingerprint);
         }
         merged
+    }
+
+    /// Removes `key`'s entry if it is `version`'s writer's, at or before `version` (an entry
+    /// evicted by its writer's quota), keeping the index in step. Returns whether it did.
+    pub fn evict(&mut self, key: &[u8], version: &super::entry::Version) -> bool {
+        if !self
+            .map
+            .get(key)
+            .is_some_and(|held| is_evicted(held, version))
+        {
+            return false;
+        }
+        self.map.remove(key);
+        self.index.remove(key);
+        true
     }
 
     /// Removes `keys` (expired tombstones) from the map and the index.

@@ -9,6 +9,7 @@
 //! - [`gateway`]: the node's bridge to the network, a full replica of its own.
 //! - [`log`]: the append-only log that covers what redb has not committed yet.
 //! - [`persist`]: durable storage in redb.
+//! - [`quota`]: per-writer quotas (keys and bytes), the same admitted set in any order.
 //! - [`pace`]: the rate budget every sync hop spends (send at once, or coalesce until refill).
 //! - [`stats`]: lock-free counters for `INFO`.
 //!
@@ -25,6 +26,7 @@ pub mod indexed;
 pub mod log;
 pub mod pace;
 pub mod persist;
+pub mod quota;
 pub mod ranger;
 pub mod replica;
 pub mod sign;
@@ -48,6 +50,7 @@ use clock::wall_millis;
 use gateway::{GatewayHandle, GatewaySetup, ToGateway};
 use log::LogWriter;
 use persist::PersistHandle;
+use quota::{OwnQuota, Quota};
 use replica::Replica;
 use stats::Stats;
 use validate::{is_expired_tombstone, purge_horizon};
@@ -236,6 +239,20 @@ impl OpenStore {
             untrimmed: untrimmed.clone(),
         };
         let (persist, persist_thread) = persist::spawn(self.db, Some(trimmer))?;
+        let own_quota = Arc::new(OwnQuota::new(limits.quota()));
+        let mut map = self.map;
+        let (quota, dropped) = Quota::rebuild(node.clone(), own_quota.clone(), &map);
+        if !dropped.is_empty() {
+            tracing::warn!(
+                dropped = dropped.len(),
+                "dropping entries of writers past their quota (max_keys_per_writer, max_bytes_per_writer)"
+            );
+            let evicted = dropped
+                .into_iter()
+                .filter_map(|key| map.remove(&key).map(|entry| (key, entry.version)))
+                .collect();
+            persist.evict(evicted);
+        }
         let (senders, inboxes): (Vec<_>, Vec<_>) = (0..actors)
             .map(|_| mpsc::unbounded_channel::<ToActor>())
             .unzip();
@@ -250,23 +267,25 @@ impl OpenStore {
             let actor_id = u16::try_from(index).unwrap_or(u16::MAX);
             threads.push(actor::spawn(ActorSetup {
                 index,
-                replica: Replica::with_entries(node.clone(), actor_id, &self.map),
+                replica: Replica::with_entries(node.clone(), actor_id, &map),
                 log: LogWriter::new(&log_dir, index, fsync, untrimmed.clone()),
                 inbox,
                 mailboxes: mailboxes.clone(),
                 stats: stats.clone(),
                 limits,
                 service: service.clone(),
+                own_quota: own_quota.clone(),
             })?);
         }
         let gateway_task = tokio::spawn(gateway::run(GatewaySetup {
-            map: self.map,
+            map,
             inbox: self.gateway_inbox,
             actors: senders,
             persist: persist.clone(),
             outbound,
             limits,
             signer: self.signer,
+            quota,
             stats,
         }));
         Ok(Store {

@@ -18,7 +18,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::StoreError;
 use super::clock::wall_millis;
-use super::entry::{Batch, Entry, Key, Merged, merge};
+use super::entry::{Batch, Entry, Key, Merged, Version, merge};
+use super::indexed::is_evicted;
 use super::log::{self, Untrimmed};
 use super::pace::Pace;
 use super::sign::Signer;
@@ -62,6 +63,9 @@ enum ToPersist {
         /// The purge horizon, in milliseconds since the Unix epoch.
         horizon_ms: u64,
     },
+    /// Delete these keys where they hold an entry of the version's writer, not newer (entries
+    /// evicted by their writer's quota; another writer's or a newer write stays).
+    Evict(Vec<(Key, Version)>),
     /// An actor closed a log segment after handing over its last batch: once what came
     /// before is committed, the segment (and that actor's earlier ones) may go.
     LogClosed {
@@ -89,6 +93,14 @@ impl PersistHandle {
     /// Has the database drop `keys` where they hold tombstones older than `horizon_ms`.
     pub fn purge(&self, keys: Vec<Key>, horizon_ms: u64) {
         let _ = self.tx.send(ToPersist::Purge { keys, horizon_ms });
+    }
+
+    /// Has the database drop these entries (evicted by their writer's quota) where it holds
+    /// them or older ones of the same writer.
+    pub fn evict(&self, entries: Vec<(Key, Version)>) {
+        if !entries.is_empty() {
+            let _ = self.tx.send(ToPersist::Evict(entries));
+        }
     }
 
     /// Says that `actor` closed log segment `segment` after handing over its batches.
@@ -366,7 +378,7 @@ pub fn spawn(
 fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>) {
     let mut pending: HashMap<Key, Entry> = HashMap::new();
     let mut segments: Vec<(usize, u64)> = Vec::new();
-    let mut purges: Vec<(Vec<Key>, u64)> = Vec::new();
+    let mut purges: Vec<Deletion> = Vec::new();
     let mut waiting: Vec<mpsc::Sender<()>> = Vec::new();
     let mut pace = Pace::new(COMMIT_PERIOD, Instant::now());
     let mut closed = false;
@@ -439,9 +451,13 @@ fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>)
         {
             trimmer.trim(&mut segments);
         }
-        for (keys, horizon_ms) in purges.drain(..) {
-            if let Err(err) = delete_expired(&db, &keys, horizon_ms) {
-                tracing::error!(%err, "could not purge tombstones from the world database");
+        for deletion in purges.drain(..) {
+            let done = match &deletion {
+                Deletion::Expired { keys, horizon_ms } => delete_expired(&db, keys, *horizon_ms),
+                Deletion::Evicted(entries) => delete_exact(&db, entries),
+            };
+            if let Err(err) = done {
+                tracing::error!(%err, ?deletion, "could not delete from the world database");
             }
         }
         for done in waiting.drain(..) {
@@ -455,7 +471,7 @@ fn absorb(
     message: ToPersist,
     pending: &mut HashMap<Key, Entry>,
     closed: &mut Vec<(usize, u64)>,
-    purges: &mut Vec<(Vec<Key>, u64)>,
+    purges: &mut Vec<Deletion>,
     waiting: &mut Vec<mpsc::Sender<()>>,
 ) {
     match message {
@@ -475,7 +491,20 @@ fn absorb(
         }
         ToPersist::Flush(done) => waiting.push(done),
         ToPersist::LogClosed { actor, segment } => closed.push((actor, segment)),
-        ToPersist::Purge { keys, horizon_ms } => purges.push((keys, horizon_ms)),
+        ToPersist::Purge { keys, horizon_ms } => {
+            purges.push(Deletion::Expired { keys, horizon_ms })
+        }
+        ToPersist::Evict(entries) => {
+            for (key, version) in &entries {
+                if pending
+                    .get(key)
+                    .is_some_and(|held| is_evicted(held, version))
+                {
+                    pending.remove(key);
+                }
+            }
+            purges.push(Deletion::Evicted(entries));
+        }
     }
 }
 
@@ -558,6 +587,40 @@ pub fn delete_expired(db: &Database, keys: &[Key], horizon_ms: u64) -> Result<()
     }
     write.commit()?;
     Ok(())
+}
+
+/// Deletes each key where the database holds an entry of that version's writer, not newer.
+fn delete_exact(db: &Database, entries: &[(Key, Version)]) -> Result<(), redb::Error> {
+    let write = db.begin_write()?;
+    {
+        let mut table = write.open_table(ENTRIES)?;
+        for (key, version) in entries {
+            let held = match table.get(key.as_ref())? {
+                Some(stored) => postcard::from_bytes::<Entry>(stored.value())
+                    .is_ok_and(|stored| is_evicted(&stored, version)),
+                None => false,
+            };
+            if held {
+                table.remove(key.as_ref())?;
+            }
+        }
+    }
+    write.commit()?;
+    Ok(())
+}
+
+/// A deletion the persist actor makes after its next commit.
+#[derive(Debug)]
+enum Deletion {
+    /// Expired tombstones.
+    Expired {
+        /// Their keys.
+        keys: Vec<Key>,
+        /// The purge horizon.
+        horizon_ms: u64,
+    },
+    /// Entries evicted by a quota.
+    Evicted(Vec<(Key, Version)>),
 }
 
 /// Whether `new` should replace `old` on disk: a greater version, or the same write now
@@ -728,6 +791,31 @@ mod tests {
         // And it was committed: a second open without the log still has it.
         let (_, map) = open(&path, &log_dir, &test_signer()).unwrap();
         assert_eq!(map[&keyed(7).0].value, keyed(7).1.value);
+    }
+
+    #[test]
+    fn evicted_entries_leave_the_database_and_newer_writes_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database(dir.path(), 3);
+        let log_dir = dir.path().join("log");
+        let (db, _) = open(&path, &log_dir, &test_signer()).unwrap();
+        let (persist, thread) = spawn(db, None).unwrap();
+        // Key 0 committed long ago, key 1 newer than its eviction, key 2 still pending.
+        let mut newer = keyed(1);
+        newer.1.version.millis = 100;
+        let pending = keyed(2);
+        persist.batch(std::sync::Arc::new(vec![newer.clone(), pending.clone()]));
+        persist.evict(vec![
+            (keyed(0).0, keyed(0).1.version),
+            (keyed(1).0, keyed(1).1.version),
+            (pending.0.clone(), pending.1.version.clone()),
+        ]);
+        persist.flush_blocking();
+        drop(persist);
+        thread.join().unwrap();
+        let (_, map) = open(&path, &log_dir, &test_signer()).unwrap();
+        assert_eq!(map.keys().collect::<Vec<_>>(), vec![&newer.0]);
+        assert_eq!(map[&newer.0].version, newer.1.version);
     }
 
     fn entry_by(node: &NodeId, value: &'static [u8]) -> Entry {

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::clock::Hlc;
-use super::entry::{Batch, Entry, Key, KeyedEntry, Merged, NodeId, merge};
+use super::entry::{Batch, Entry, Key, KeyedEntry, Merged, NodeId, Version, merge};
+use super::indexed::is_evicted;
 use super::validate::is_expired_tombstone;
 
 /// A full replica owned by one actor.
@@ -119,6 +120,24 @@ impl Replica {
         changed
     }
 
+    /// Drops each key's entry if it is the given version's writer's and not newer (evicted by
+    /// that writer's quota at the gateway). Returns the keys dropped.
+    pub fn evict(&mut self, entries: &[(Key, Version)]) -> Vec<Key> {
+        let mut gone = Vec::new();
+        for (key, version) in entries {
+            if self
+                .map
+                .get(key)
+                .is_some_and(|held| is_evicted(held, version))
+                && let Some(held) = self.map.remove(key)
+            {
+                self.adjust_live(!held.is_tombstone(), false);
+                gone.push(key.clone());
+            }
+        }
+        gone
+    }
+
     fn adjust_live(&mut self, was_live: bool, is_live: bool) {
         match (was_live, is_live) {
             (false, true) => self.live += 1,
@@ -184,6 +203,29 @@ mod tests {
         assert!(replica.entry(b"gone").is_none());
         assert!(replica.entry(b"recent").is_some());
         assert_eq!(replica.get(b"old"), Some(&bytes("v")));
+        assert_eq!(replica.live_keys(), 1);
+    }
+
+    #[test]
+    fn an_eviction_drops_only_that_writers_entry_up_to_its_version() {
+        let mut writer = Replica::new(NodeId::new("w"), 0);
+        writer.put(bytes("a"), Some(bytes("1")), 1_000);
+        writer.put(bytes("b"), Some(bytes("1")), 1_000);
+        let batch = writer.take_pending().unwrap();
+        let evicted_at = |key: &str| {
+            let (_, entry) = batch.iter().find(|(k, _)| k == key).unwrap();
+            entry.version.clone()
+        };
+        let mut replica = Replica::new(NodeId::new("n"), 0);
+        replica.merge_batch(&batch);
+        replica.put(bytes("b"), Some(bytes("mine")), 2_000);
+        let gone = replica.evict(&[(bytes("a"), evicted_at("a")), (bytes("b"), evicted_at("b"))]);
+        assert_eq!(gone, vec![bytes("a")]);
+        assert_eq!(
+            replica.get(b"b"),
+            Some(&bytes("mine")),
+            "a newer write stays"
+        );
         assert_eq!(replica.live_keys(), 1);
     }
 

@@ -44,13 +44,18 @@ pub struct RemoteStats {
     pub bytes_received: AtomicU64,
     /// Batches from peers rejected whole (undecodable, oversized, wrong world or format).
     pub rejected_batches: AtomicU64,
-    /// Entries from peers dropped as invalid (limits, malformed writer id, namespace,
-    /// signature): every entry dropped for good.
+    /// Entries from peers dropped for good: invalid (limits, malformed writer id, namespace,
+    /// signature) or past their writer's quota (turned away or evicted).
     pub rejected_entries: AtomicU64,
     /// Of those, entries unsigned or not signed by their writer over this entry and world.
     pub rejected_signatures: AtomicU64,
     /// Of those, entries under another peer's `p/<id>/` namespace.
     pub rejected_namespaces: AtomicU64,
+    /// Of those, entries of a writer past its quota, turned away on arrival.
+    pub rejected_quota: AtomicU64,
+    /// Of those, entries admitted under their writer's quota and later pushed out by an
+    /// earlier key of the same writer.
+    pub evicted_quota: AtomicU64,
     /// Entries from peers skipped for now because their version is in the future.
     pub rejected_versions: AtomicU64,
     /// Peers connected now.

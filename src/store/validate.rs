@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use super::entry::{Entry, KeyedEntry};
+use super::quota::QuotaLimits;
 use super::sign::{SIGNATURE_BYTES, verify_entries};
 /// Size limits on keys and values, shared by the RPC port and peer validation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +25,10 @@ pub struct Limits {
     pub max_clock_skew: Duration,
     /// How long a tombstone is kept before it is purged; older ones are not accepted.
     pub tombstone_ttl: Duration,
+    /// Most keys one writer may have in the world (0: no limit); see `store::quota`.
+    pub max_keys_per_writer: u64,
+    /// Most bytes (keys plus values) one writer may have in the world (0: no limit).
+    pub max_bytes_per_writer: u64,
 }
 
 impl Default for Limits {
@@ -34,9 +39,17 @@ impl Default for Limits {
             max_args: 1024,
             max_clock_skew: Duration::from_secs(60),
             tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
+            max_keys_per_writer: DEFAULT_MAX_KEYS_PER_WRITER,
+            max_bytes_per_writer: DEFAULT_MAX_BYTES_PER_WRITER,
         }
     }
 }
+
+/// Most keys one writer may have by default: far more than the game's schema uses.
+pub const DEFAULT_MAX_KEYS_PER_WRITER: u64 = 100_000;
+
+/// Most bytes one writer may have by default: 64 MiB.
+pub const DEFAULT_MAX_BYTES_PER_WRITER: u64 = 64 * 1024 * 1024;
 
 /// How long tombstones are kept by default: a week.
 pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -68,6 +81,23 @@ pub const MAX_NODE_ID_BYTES: usize = 128;
 pub const OWNER_PREFIX: &[u8] = b"p/";
 
 impl Limits {
+    /// The per-writer quota.
+    pub fn quota(&self) -> QuotaLimits {
+        QuotaLimits {
+            max_keys: self.max_keys_per_writer,
+            max_bytes: self.max_bytes_per_writer,
+        }
+    }
+
+    /// These limits with quotas off (benchmarks and scale tests that write more).
+    pub fn without_quota(self) -> Limits {
+        Limits {
+            max_keys_per_writer: 0,
+            max_bytes_per_writer: 0,
+            ..self
+        }
+    }
+
     /// The latest version time (Unix milliseconds) merged at wall time `now_ms`.
     pub fn horizon_ms(&self, now_ms: u64) -> u64 {
         let skew_ms = u64::try_from(self.max_clock_skew.as_millis()).unwrap_or(u64::MAX);

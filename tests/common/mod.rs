@@ -62,6 +62,20 @@ pub struct Launch {
     pub args: Vec<String>,
 }
 
+/// A `config.ron` with quotas off, for tests that write more keys than one writer may hold.
+pub const NO_QUOTA_CONFIG: &str = "(max_keys_per_writer: 0, max_bytes_per_writer: 0)";
+
+impl Launch {
+    /// A node with quotas off (its `config.ron` stays under the test's folder, so a restart
+    /// on the same folder keeps them off).
+    pub fn without_quota() -> Launch {
+        Launch {
+            config: Some(NO_QUOTA_CONFIG.to_owned()),
+            ..Launch::default()
+        }
+    }
+}
+
 impl Binary {
     /// The binary with its data, config and home folders under `root`.
     fn base(root: &Path) -> Command {
