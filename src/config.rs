@@ -11,7 +11,7 @@ use std::time::Duration;
 use directories::ProjectDirs;
 use serde::{Deserialize, Serialize};
 
-use crate::p2p::nat::{NatOptions, RelayLimits};
+use crate::p2p::nat::{NatOptions, RELAY_FALLBACK, RelayLimits};
 use crate::rpc::RpcOptions;
 use crate::store::Fsync;
 use crate::store::validate::{
@@ -104,6 +104,8 @@ pub struct Config {
     pub relay_max_circuit_secs: u64,
     /// Most bytes one relayed circuit carries.
     pub relay_max_circuit_bytes: u64,
+    /// Seconds a relayed connection waits for a direct one before gossip and sync use it.
+    pub relay_fallback_secs: u64,
     /// How long a deleted key's tombstone is kept, in seconds, before every replica purges it.
     pub tombstone_ttl_secs: u64,
     /// When the append-only log of writes is forced to disk (power loss; a crash of cmud
@@ -163,6 +165,7 @@ impl Default for Config {
             relay_max_circuits: RelayLimits::default().max_circuits,
             relay_max_circuit_secs: RelayLimits::default().max_circuit_secs,
             relay_max_circuit_bytes: RelayLimits::default().max_circuit_bytes,
+            relay_fallback_secs: RELAY_FALLBACK.as_secs(),
             tombstone_ttl_secs: DEFAULT_TOMBSTONE_TTL.as_secs(),
             fsync: Fsync::default(),
             rpc_auth: true,
@@ -195,6 +198,7 @@ impl Config {
                 max_circuit_secs: self.relay_max_circuit_secs,
                 max_circuit_bytes: self.relay_max_circuit_bytes,
             },
+            relay_fallback: Duration::from_secs(self.relay_fallback_secs),
         }
     }
 

@@ -16,6 +16,7 @@ use libp2p::{
 };
 
 use super::P2pError;
+use super::gate::Gated;
 use super::nat::{NatOptions, RelayGate};
 use super::upnp;
 use super::wire::{MAX_MESSAGE_BYTES, SYNC_PROTOCOL, SyncCodec};
@@ -78,10 +79,10 @@ pub struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     /// LAN discovery, when switched on.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
-    /// Gossip of batched Puts.
-    pub gossipsub: gossipsub::Behaviour,
-    /// Bootstrap and anti-entropy (`/cmud/sync/2`).
-    pub sync: request_response::Behaviour<SyncCodec>,
+    /// Gossip of batched Puts (kept off relayed connections until the relay is the only way).
+    pub gossipsub: Gated<gossipsub::Behaviour>,
+    /// Bootstrap and anti-entropy (`/cmud/sync/2`; kept off relayed connections likewise).
+    pub sync: Gated<request_response::Behaviour<SyncCodec>>,
     /// Reservations and circuits through relays (the transport side comes from the builder).
     pub relay_client: relay::client::Behaviour,
     /// Relays for members of the world while this node is reachable (see [`RelayGate`]).
@@ -152,7 +153,8 @@ fn behaviour(
     }
     let mut kad =
         kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
-    // Friends' worlds have no confirmed external addresses; answer DHT queries anyway.
+    // Friends' worlds have no confirmed external addresses; answer DHT queries until AutoNAT
+    // says peers cannot reach this node (the event loop then makes it a client).
     kad.set_mode(Some(kad::Mode::Server));
 
     let identify = identify::Behaviour::new(
@@ -198,8 +200,8 @@ fn behaviour(
         identify,
         kad,
         mdns: Toggle::from(mdns),
-        gossipsub,
-        sync,
+        gossipsub: Gated::new(gossipsub),
+        sync: Gated::new(sync),
         relay_client,
         relay: relay_server(peer_id, &options.nat, &options.gate),
         dcutr: dcutr::Behaviour::new(peer_id),

@@ -21,8 +21,9 @@ use tokio::time::{MissedTickBehavior, interval};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::nat::{AddrKind, Nat, NatReport, RelayGate};
-use super::reach::{NAT_TICK, Reservations};
+use super::reach::NAT_TICK;
 use super::redial::Redial;
+use super::relays::Reservations;
 use super::sync::{Internal, Syncs};
 use super::{Command, NetworkOptions, P2pError, SyncProgress, peer_of, puts_topic};
 use crate::store::gateway::GatewayHandle;

@@ -4,8 +4,9 @@
 //! - [`behaviour`]: the behaviours (TCP and QUIC, identify, ping, mDNS, Kademlia, gossipsub,
 //!   `/cmud/sync/2`, relay client and server, DCUtR, AutoNAT, UPnP) and their tuning.
 //! - [`nat`]: reachability state and the kinds of shareable addresses (pure); `reach`: the
-//!   event loop's side of it (reservations, hand-over to direct connections); [`upnp`]: the
-//!   home router's port mapping.
+//!   event loop's side of it (hand-over to direct connections, the relay as a fallback),
+//!   `relays`: relay reservations; [`gate`]: gossip and sync kept off relayed connections until then; [`upnp`]:
+//!   the home router's port mapping.
 //! - [`wire`]: gossip batches and sync messages, postcard-encoded with a format version.
 //! - `event_loop`: the task that owns the swarm, with `dial` (joins, re-dials, discovery),
 //!   `gossip` (batches) and `sync` (bootstrap, anti-entropy); `redial`: re-dial bookkeeping.
@@ -18,12 +19,14 @@
 pub mod behaviour;
 mod dial;
 mod event_loop;
+pub mod gate;
 mod gossip;
 pub mod identity;
 pub mod nat;
 pub mod progress;
 mod reach;
 mod redial;
+mod relays;
 mod sync;
 pub mod upnp;
 pub mod wire;
@@ -212,6 +215,9 @@ pub struct NetworkHandle {
     progress: watch::Receiver<SyncProgress>,
     /// This node's peer id.
     peer_id: PeerId,
+    /// How long a relayed connection waits before the world flows over it (a `JOIN` of a
+    /// relayed address may have to wait that long for its first sync).
+    relay_fallback: Duration,
 }
 
 impl std::fmt::Debug for Command {
@@ -277,10 +283,17 @@ impl NetworkHandle {
             .send(Command::Join(addr.clone(), tx))
             .await
             .map_err(|_| P2pError::Stopped)?;
-        match tokio::time::timeout(JOIN_TIMEOUT, rx).await {
+        // Through a relay, the first sync waits for hole punching, and where none succeeds
+        // for the relay to carry the world (and the other end's first streams after it).
+        let timeout = if nat::is_relayed(&addr) {
+            JOIN_TIMEOUT + self.relay_fallback + gate::OUTBOUND_HOLD
+        } else {
+            JOIN_TIMEOUT
+        };
+        match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(P2pError::Stopped),
-            Err(_) => Err(JoinError::Timeout(JOIN_TIMEOUT.as_secs()).into()),
+            Err(_) => Err(JoinError::Timeout(timeout.as_secs()).into()),
         }
     }
 
@@ -322,6 +335,7 @@ pub async fn start(setup: NetworkSetup) -> Result<NetworkHandle, P2pError> {
         stats,
     } = setup;
     let peer_id = keypair.public().to_peer_id();
+    let relay_fallback = options.nat.relay_fallback;
     let gate = RelayGate::new();
     let mut swarm = behaviour::build_node_swarm(
         keypair,
@@ -359,13 +373,23 @@ pub async fn start(setup: NetworkSetup) -> Result<NetworkHandle, P2pError> {
         nat_report: nat_tx,
         gate,
     });
-    tokio::spawn(event_loop.run());
+    let task = tokio::spawn(event_loop.run());
+    // A panic inside libp2p ends the network task while the rest of the node runs on: say so
+    // loudly rather than leave a node that silently reaches nobody.
+    tokio::spawn(async move {
+        if let Err(err) = task.await
+            && err.is_panic()
+        {
+            tracing::error!(%err, "the network stopped after a panic; restart cmud to reconnect");
+        }
+    });
     Ok(NetworkHandle {
         addrs: addrs_rx,
         nat: nat_rx,
         commands: commands_tx,
         progress: progress_rx,
         peer_id,
+        relay_fallback,
     })
 }
 

@@ -5,16 +5,18 @@
 //! what it answers. Nothing here talks to the network. The types a front end sees (address
 //! kinds, reachability) carry no libp2p types, so the game can use them as they are.
 
-use std::collections::{HashMap, HashSet};
+mod conns;
+
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
+
+pub use conns::RelayGate;
+pub(super) use conns::{Conn, Nat};
 
 /// How a node deals with NATs (from config.ron).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +30,9 @@ pub struct NatOptions {
     pub relay_server: bool,
     /// Relay limits.
     pub relay: RelayLimits,
+    /// How long a relayed connection waits for a direct one to the same peer before gossip
+    /// and sync run over it.
+    pub relay_fallback: Duration,
 }
 
 /// Limits of the relay a reachable node serves.
@@ -56,6 +61,11 @@ impl Default for RelayLimits {
     }
 }
 
+/// How long a relayed connection waits by default for hole punching (or any direct connection
+/// to the same peer) before gossip and sync run over it. Hole punches succeed on the first
+/// attempt almost always, within seconds.
+pub const RELAY_FALLBACK: Duration = Duration::from_secs(30);
+
 impl Default for NatOptions {
     /// Off where it reaches beyond the machine (UPnP searches the LAN): tests and tools turn
     /// on what they need; `cli` sets the user's choices.
@@ -65,6 +75,7 @@ impl Default for NatOptions {
             assume_global_addresses: false,
             relay_server: true,
             relay: RelayLimits::default(),
+            relay_fallback: RELAY_FALLBACK,
         }
     }
 }
@@ -197,6 +208,37 @@ impl Reachability {
     }
 }
 
+/// The part this node plays in the DHT (Kademlia).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DhtMode {
+    /// Answers other nodes' queries and sits in their routing tables.
+    #[default]
+    Server,
+    /// Only asks: a node that peers cannot reach would fill routing tables with addresses
+    /// nobody can dial.
+    Client,
+}
+
+impl DhtMode {
+    /// The mode for a node whose reachability is `status`: a client only once peers tried
+    /// and could not reach it. A node nobody could test yet (alone, on a LAN, on loopback)
+    /// stays a server, or a world of such nodes would have nobody to answer its lookups.
+    pub fn for_status(status: NatStatus) -> Self {
+        match status {
+            NatStatus::Private => DhtMode::Client,
+            NatStatus::Public | NatStatus::Unknown => DhtMode::Server,
+        }
+    }
+
+    /// The `INFO` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DhtMode::Server => "server",
+            DhtMode::Client => "client",
+        }
+    }
+}
+
 /// What `INFO` shows about NAT traversal.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NatReport {
@@ -216,101 +258,12 @@ pub struct NatReport {
     pub hole_punch_failed: u64,
     /// Whether friends on the internet can join.
     pub reachability: Reachability,
-}
-
-/// Who the relay serves, shared with the relay behaviour's admission check.
-#[derive(Debug, Default)]
-pub struct RelayGate {
-    /// Whether this node relays at all now (reachable and `relay_server`).
-    serving: AtomicBool,
-    /// Peers subscribed to this world's gossip.
-    members: Mutex<HashSet<PeerId>>,
-}
-
-impl RelayGate {
-    /// A gate shared between the event loop and the relay behaviour.
-    pub fn new() -> Arc<Self> {
-        Arc::new(RelayGate::default())
-    }
-
-    /// Whether a reservation or circuit of `peer` may go ahead.
-    pub fn admits(&self, peer: &PeerId) -> bool {
-        // A poisoned lock only means a panic elsewhere while inserting: the set is still sound.
-        self.serving.load(Relaxed)
-            && self
-                .members
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .contains(peer)
-    }
-
-    /// Relay or stop relaying.
-    pub fn set_serving(&self, serving: bool) {
-        self.serving.store(serving, Relaxed);
-    }
-
-    /// `peer` plays in this world (or, with `false`, has gone).
-    pub fn set_member(&self, peer: PeerId, member: bool) {
-        let mut members = self
-            .members
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if member {
-            members.insert(peer);
-        } else {
-            members.remove(&peer);
-        }
-    }
-}
-
-/// One open connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Conn {
-    /// The peer at the other end.
-    pub peer: PeerId,
-    /// Whether it runs through a relay.
-    pub relayed: bool,
-}
-
-/// NAT bookkeeping of the event loop.
-#[derive(Debug, Default)]
-pub(super) struct Nat {
-    /// AutoNAT's last word.
-    pub status: NatStatus,
-    /// The router's port mapping.
-    pub upnp: UpnpStatus,
-    /// Successful hole punches.
-    pub hole_punch_ok: u64,
-    /// Failed hole punches.
-    pub hole_punch_failed: u64,
-    /// Open connections.
-    pub conns: HashMap<ConnectionId, Conn>,
-    /// Peers that serve as relays, with the address this node dialled them at.
-    pub relays: HashMap<PeerId, Multiaddr>,
-}
-
-impl Nat {
-    /// Counts of (direct, relayed) open connections.
-    pub fn connection_counts(&self) -> (usize, usize) {
-        let relayed = self.conns.values().filter(|c| c.relayed).count();
-        (self.conns.len() - relayed, relayed)
-    }
-
-    /// Relayed connections to peers that also have a direct one (to be closed, so the game's
-    /// traffic takes the direct path).
-    pub fn redundant_relayed(&self) -> Vec<ConnectionId> {
-        let direct: HashSet<PeerId> = self
-            .conns
-            .values()
-            .filter(|c| !c.relayed)
-            .map(|c| c.peer)
-            .collect();
-        self.conns
-            .iter()
-            .filter(|(_, c)| c.relayed && direct.contains(&c.peer))
-            .map(|(id, _)| *id)
-            .collect()
-    }
+    /// Relayed connections that carry the world (no direct one formed in time).
+    pub connections_relayed_world: usize,
+    /// Gossip and sync streams opened over relayed connections so far.
+    pub streams_relayed: u64,
+    /// The part this node plays in the DHT.
+    pub kad_mode: DhtMode,
 }
 
 /// Whether `addr` runs through a relay.
@@ -476,30 +429,9 @@ mod tests {
     }
 
     #[test]
-    fn relayed_connections_to_directly_connected_peers_are_redundant() {
-        let mut nat = Nat::default();
-        let a = PeerId::random();
-        let b = PeerId::random();
-        let conn = |n, peer, relayed| (ConnectionId::new_unchecked(n), Conn { peer, relayed });
-        nat.conns
-            .extend([conn(1, a, true), conn(2, a, false), conn(3, b, true)]);
-        assert_eq!(
-            nat.redundant_relayed(),
-            vec![ConnectionId::new_unchecked(1)]
-        );
-        assert_eq!(nat.connection_counts(), (1, 2));
-    }
-
-    #[test]
-    fn the_gate_admits_members_only_while_serving() {
-        let gate = RelayGate::new();
-        let peer = PeerId::random();
-        gate.set_member(peer, true);
-        assert!(!gate.admits(&peer));
-        gate.set_serving(true);
-        assert!(gate.admits(&peer));
-        assert!(!gate.admits(&PeerId::random()));
-        gate.set_member(peer, false);
-        assert!(!gate.admits(&peer));
+    fn only_a_node_known_to_be_unreachable_is_a_dht_client() {
+        assert_eq!(DhtMode::for_status(NatStatus::Private), DhtMode::Client);
+        assert_eq!(DhtMode::for_status(NatStatus::Public), DhtMode::Server);
+        assert_eq!(DhtMode::for_status(NatStatus::Unknown), DhtMode::Server);
     }
 }

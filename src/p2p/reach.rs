@@ -1,14 +1,13 @@
-//! The event loop's side of NAT traversal: it records connections (direct or relayed), keeps
-//! relay reservations while this node is not reachable, hands the game's traffic to direct
-//! connections once hole punching made one, and publishes what `INFO` and `ADDRS` show.
+//! The event loop's side of NAT traversal: it records connections (direct or relayed), hands
+//! the game's traffic to direct connections once hole punching made one (or to the relay where
+//! none formed), follows reachability in the DHT, and publishes what `INFO` and `ADDRS` show.
+//! Relay reservations are `relays`'.
 //!
 //! The state itself is [`Nat`](super::nat::Nat) (pure); this file only moves events.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use libp2p::core::ConnectedPoint;
-use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId, autonat, dcutr, identify, relay};
@@ -16,34 +15,17 @@ use tokio::time::Instant;
 
 use super::event_loop::EventLoop;
 use super::nat::{
-    AddrKind, Conn, NatReport, NatStatus, Reachability, UpnpStatus, is_loopback, remote_addr,
-    shared_addrs,
+    AddrKind, Conn, DhtMode, NatReport, NatStatus, Reachability, UpnpStatus, is_loopback,
+    remote_addr, shared_addrs,
 };
 use super::upnp;
 
 /// How often reservations, the relay's admission and the report are brought up to date.
 pub(super) const NAT_TICK: Duration = Duration::from_secs(1);
 
-/// Relays a node that is not reachable keeps a reservation on.
-const WANTED_RESERVATIONS: usize = 2;
-
-/// How long a relay that refused (or dropped) a reservation is left alone.
-const RESERVATION_RETRY: Duration = Duration::from_secs(5);
-
 /// How long a relayed connection stays once a direct one to the same peer is up (hole
 /// punching finishes on both sides before the relayed one goes).
 const RELAY_HANDOVER: Duration = Duration::from_secs(3);
-
-/// Relay bookkeeping the event loop keeps beside [`Nat`](super::nat::Nat).
-#[derive(Debug, Default)]
-pub(super) struct Reservations {
-    /// Relay listeners, by the relay they go through.
-    pub listeners: HashMap<ListenerId, PeerId>,
-    /// Relays left alone until then.
-    pub retry_at: HashMap<PeerId, Instant>,
-    /// When each peer's first direct connection came up (relayed ones go after a while).
-    pub direct_since: HashMap<PeerId, Instant>,
-}
 
 impl EventLoop {
     /// Records a new connection; returns the remote address `PEERS` shows for it.
@@ -54,7 +36,15 @@ impl EventLoop {
         endpoint: &ConnectedPoint,
     ) -> Multiaddr {
         let relayed = endpoint.is_relayed();
-        self.nat.conns.insert(id, Conn { peer, relayed });
+        let carried_world = self.nat.carries_world(&peer);
+        self.nat
+            .conns
+            .insert(id, Conn::new(peer, relayed, std::time::Instant::now()));
+        if !relayed && !carried_world {
+            // Gossip and sync can reach the peer now (perhaps a hole punch after a relayed
+            // connection that carried nothing): catch up with it.
+            self.start_sync(peer);
+        }
         if !relayed {
             self.reservations
                 .direct_since
@@ -128,12 +118,13 @@ impl EventLoop {
     }
 
     /// The periodic part: relay admission, reservations, hand-over to direct connections,
-    /// and the report.
+    /// the relay as a fallback, and the report.
     pub(super) fn nat_tick(&mut self) {
         self.gate
             .set_serving(self.options.nat.relay_server && self.nat.status == NatStatus::Public);
         self.hand_over_to_direct();
-        self.keep_reservations();
+        self.fall_back_to_the_relay();
+        self.relays_tick();
         self.publish_nat();
     }
 
@@ -157,70 +148,26 @@ impl EventLoop {
         }
     }
 
-    /// Keeps reservations on up to two relays while this node is not known to be reachable,
-    /// and drops them once it is.
-    fn keep_reservations(&mut self) {
-        if self.nat.status == NatStatus::Public {
-            for (listener, _) in self.reservations.listeners.drain() {
-                self.swarm.remove_listener(listener);
+    /// Lets gossip and sync onto relayed connections that waited `relay_fallback` without a
+    /// direct connection to the same peer forming (hole punching failed, or was never tried).
+    fn fall_back_to_the_relay(&mut self) {
+        let now = std::time::Instant::now();
+        let wait = self.options.nat.relay_fallback;
+        for (id, peer) in self.nat.relay_fallbacks_due(now, wait) {
+            let behaviour = self.swarm.behaviour_mut();
+            let gossip = behaviour.gossipsub.open_relayed(id);
+            let sync = behaviour.sync.open_relayed(id);
+            if let Some(conn) = self.nat.conns.get_mut(&id) {
+                conn.world = true;
             }
-            return;
-        }
-        let now = Instant::now();
-        let mut candidates: Vec<(PeerId, Multiaddr)> = self
-            .nat
-            .relays
-            .iter()
-            .filter(|(peer, _)| self.relay_capable.contains(peer))
-            .filter(|(peer, _)| !self.reservations.listeners.values().any(|p| p == *peer))
-            .filter(|(peer, _)| {
-                self.reservations
-                    .retry_at
-                    .get(peer)
-                    .is_none_or(|at| *at <= now)
-            })
-            .map(|(peer, addr)| (*peer, addr.clone()))
-            .collect();
-        candidates.sort();
-        let room = WANTED_RESERVATIONS.saturating_sub(self.reservations.listeners.len());
-        for (relay, addr) in candidates.into_iter().take(room) {
-            let circuit = addr.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit);
-            match self.swarm.listen_on(circuit.clone()) {
-                Ok(listener) => {
-                    tracing::debug!(%circuit, "asking for a relay reservation");
-                    self.reservations.listeners.insert(listener, relay);
-                }
-                Err(err) => {
-                    tracing::debug!(%circuit, %err, "cannot listen through the relay");
-                    self.reservations
-                        .retry_at
-                        .insert(relay, now + RESERVATION_RETRY);
-                }
-            }
-        }
-    }
-
-    /// A listener closed: if it was a reservation, the relay is retried later.
-    pub(super) fn nat_listener_closed(&mut self, listener: ListenerId, error: Option<String>) {
-        if let Some(relay) = self.reservations.listeners.remove(&listener) {
-            tracing::debug!(%relay, error = ?error, "relay reservation ended");
-            self.reservations
-                .retry_at
-                .insert(relay, Instant::now() + RESERVATION_RETRY);
-            self.publish_addrs();
-        }
-    }
-
-    pub(super) fn on_relay_client(&mut self, event: relay::client::Event) {
-        if let relay::client::Event::ReservationReqAccepted {
-            relay_peer_id,
-            renewal: false,
-            ..
-        } = event
-        {
-            tracing::info!(relay = %relay_peer_id, "reachable through a relay");
-            // Tell the world at once: friends find the relayed address through the DHT.
-            self.discover();
+            tracing::info!(
+                %peer,
+                gossip,
+                sync,
+                "no direct connection after {} s: the world flows through the relay",
+                wait.as_secs()
+            );
+            self.start_sync(peer);
         }
     }
 
@@ -280,15 +227,37 @@ impl EventLoop {
         self.publish_nat();
     }
 
+    /// Switches Kademlia between server and client as reachability changes. Kademlia's own
+    /// automatic mode follows confirmed external addresses, which a world on a LAN or on
+    /// loopback never has (AutoNAT confirms only internet addresses there): every node would be
+    /// a client and nobody would answer lookups. So the mode follows AutoNAT's verdict instead.
+    fn follow_reachability_in_the_dht(&mut self, status: NatStatus) {
+        let mode = DhtMode::for_status(status);
+        if mode == self.nat.kad_mode {
+            return;
+        }
+        tracing::info!(mode = mode.as_str(), "DHT mode follows reachability");
+        self.nat.kad_mode = mode;
+        let kad_mode = match mode {
+            DhtMode::Server => libp2p::kad::Mode::Server,
+            DhtMode::Client => libp2p::kad::Mode::Client,
+        };
+        self.swarm.behaviour_mut().kad.set_mode(Some(kad_mode));
+    }
+
     /// Publishes the report `INFO` reads.
     pub(super) fn publish_nat(&mut self) {
         let kinds: Vec<AddrKind> = self.addrs.borrow().iter().map(|(_, k)| *k).collect();
         let reachability = Reachability::of(kinds.iter().copied());
         let (direct, relayed) = self.nat.connection_counts();
+        let behaviour = self.swarm.behaviour();
+        let streams_relayed =
+            behaviour.gossipsub.relayed_streams() + behaviour.sync.relayed_streams();
         let mut status = self.nat.status;
         if reachability == Reachability::Direct {
             status = NatStatus::Public;
         }
+        self.follow_reachability_in_the_dht(status);
         let report = NatReport {
             status,
             external_addrs: self.swarm.external_addresses().cloned().collect(),
@@ -298,6 +267,9 @@ impl EventLoop {
             hole_punch_ok: self.nat.hole_punch_ok,
             hole_punch_failed: self.nat.hole_punch_failed,
             reachability,
+            connections_relayed_world: self.nat.relayed_world_count(),
+            streams_relayed,
+            kad_mode: self.nat.kad_mode,
         };
         self.nat_report.send_if_modified(|old| {
             let changed = *old != report;

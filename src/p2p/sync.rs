@@ -87,7 +87,9 @@ struct Session {
 impl EventLoop {
     /// Pulls from `peer` now, or after the session running.
     pub(super) fn start_sync(&mut self, peer: PeerId) {
-        if self.foreign.contains(&peer) {
+        // A peer reached only through a relay that does not carry the world yet is pulled
+        // from once it does (`reach` starts it then).
+        if self.foreign.contains(&peer) || !self.nat.carries_world(&peer) {
             return;
         }
         match &self.sync.active {
@@ -107,7 +109,7 @@ impl EventLoop {
             return;
         }
         while let Some(peer) = self.sync.waiting.pop_front() {
-            if self.swarm.is_connected(&peer) && !self.foreign.contains(&peer) {
+            if self.nat.carries_world(&peer) && !self.foreign.contains(&peer) {
                 self.begin_sync(peer);
                 return;
             }
@@ -115,7 +117,7 @@ impl EventLoop {
         let candidate = self
             .swarm
             .connected_peers()
-            .filter(|peer| !self.foreign.contains(peer))
+            .filter(|peer| !self.foreign.contains(peer) && self.nat.carries_world(peer))
             .copied()
             .choose(&mut rand::rng());
         if let Some(peer) = candidate {
@@ -202,7 +204,7 @@ impl EventLoop {
     }
 
     fn send_sync_request(&mut self, peer: PeerId, message: Message) {
-        if !self.swarm.is_connected(&peer) {
+        if !self.nat.carries_world(&peer) {
             self.finish_sync();
             return;
         }
@@ -271,17 +273,25 @@ impl EventLoop {
             }
             request_response::Event::OutboundFailure {
                 peer,
+                connection_id,
                 error,
                 request_id,
-                ..
             } => {
                 if !self.is_current(peer, request_id) {
                     return;
                 }
+                // Refused over a relayed connection: the other end has not let the world onto
+                // it yet (see `gate`), which says nothing about whether it speaks sync.
+                let over_relay = self
+                    .nat
+                    .conns
+                    .get(&connection_id)
+                    .is_some_and(|conn| conn.relayed);
                 if matches!(
                     error,
                     request_response::OutboundFailure::UnsupportedProtocols
-                ) {
+                ) && !over_relay
+                {
                     tracing::info!(%peer, "peer does not speak /cmud/sync/2; not syncing with it");
                     self.foreign.insert(peer);
                     self.join_failed(peer, super::JoinError::NotCmud);

@@ -386,6 +386,13 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
             nat.hole_punch_ok,
             nat.hole_punch_failed,
         );
+        let _ = write!(
+            out,
+            "connections_relayed_world:{}\r\nstreams_relayed:{}\r\nkad_mode:{}\r\n",
+            nat.connections_relayed_world,
+            nat.streams_relayed,
+            nat.kad_mode.as_str()
+        );
     }
     let clients = &node.clients;
     let _ = write!(

@@ -132,6 +132,8 @@ pub struct Lab {
     stop: Arc<AtomicBool>,
     /// Bridge ports made so far (for names).
     ports: usize,
+    /// `relay_fallback_secs` of the nodes started from now on (`None`: the default).
+    pub relay_fallback_secs: Option<u64>,
 }
 
 impl Lab {
@@ -148,6 +150,7 @@ impl Lab {
             dir: tempfile::tempdir().expect("tempdir"),
             stop: Arc::new(AtomicBool::new(false)),
             ports: 0,
+            relay_fallback_secs: None,
         };
         lab.namespace(&internet);
         run(&[
@@ -356,14 +359,34 @@ impl Lab {
             .unwrap_or_default()
     }
 
+    /// What `router` translates and tracks (its nftables rules and connection-tracking
+    /// table), for failure messages.
+    pub fn router_state(&self, router: &str) -> String {
+        let output = Command::new("ip")
+            .args(["netns", "exec", router, "sh", "-c"])
+            .arg("nft list ruleset; echo '--- conntrack'; cat /proc/net/nf_conntrack")
+            .output();
+        match output {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+            Err(err) => format!("cannot read {router}'s state: {err}"),
+        }
+    }
+
     /// Starts `cmud --server-only` in `ns`, joining `join`, with UPnP on or off.
     pub fn node(&mut self, ns: &str, join: &[String], upnp: bool) -> Node {
         let root = self.dir.path().join(ns);
         std::fs::create_dir_all(&root).expect("node dir");
         let config = root.join("config.ron");
+        let fallback = self
+            .relay_fallback_secs
+            .map(|secs| format!(", relay_fallback_secs: {secs}"))
+            .unwrap_or_default();
         std::fs::write(
             &config,
-            format!("(mdns: false, upnp: {upnp}, assume_global_addresses: true, rpc_auth: false)"),
+            format!(
+                "(mdns: false, upnp: {upnp}, assume_global_addresses: true, rpc_auth: false\
+                 {fallback})"
+            ),
         )
         .expect("config");
         let mut command = Command::new("ip");
@@ -385,7 +408,7 @@ impl Lab {
             .env("HOME", &root)
             .env(
                 "RUST_LOG",
-                "info,cmud=debug,libp2p_swarm=debug,libp2p_dcutr=debug,libp2p_relay=debug",
+                "info,cmud=debug,libp2p_swarm=debug,libp2p_dcutr=debug,libp2p_relay=debug,libp2p_quic=debug",
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
