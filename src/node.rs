@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use crate::p2p::{self, NetworkHandle, NetworkOptions, NetworkSetup, P2pError, identity};
 use crate::rpc::auth::{self, Credentials, DEFAULT_USER, GAME_USER, RpcEndpoint, Secret};
 use crate::rpc::clients::{self, Clients, RpcOptions};
+use crate::rpc::gate;
 use crate::rpc::process;
 use crate::rpc::resp::FrameLimits;
 use crate::rpc::server::{self, NodeInfo, RpcService};
@@ -164,6 +165,10 @@ impl Node {
         );
         let actors = options.actors.max(1);
         let stats = Arc::new(Stats::new(actors));
+        let gate = Arc::new(gate::at_start(
+            open.out_of_contact(),
+            options.network.is_some(),
+        ));
 
         let (network, outbound) = match options.network.clone() {
             Some(mut net_options) => {
@@ -202,6 +207,7 @@ impl Node {
             game_secret: Secret::random(),
             max_reply_bytes: rpc_options.max_client_output_bytes,
             clients: Clients::new(rpc_options),
+            gate: gate.clone(),
         });
         let store = open.start(StartOptions {
             actors,
@@ -210,6 +216,9 @@ impl Node {
             stats: stats.clone(),
             service: Arc::new(RpcService::new(info.clone())),
         })?;
+        if !gate.is_open() {
+            tokio::spawn(gate::open_when_resynced(gate, stats.clone()));
+        }
         let (stop_accepting, stop_rx) = watch::channel(false);
         let acceptor = tokio::spawn(server::accept_loop(
             listener,

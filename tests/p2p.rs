@@ -1216,6 +1216,11 @@ async fn a_node_stopped_past_the_ttl_brings_no_deleted_key_back() {
     wait_purged(&b, 1).await;
 
     let a = short_ttl_node(dir, vec![b.addr()]).await;
+    // It answers LOADING until it has fetched the world from b (tests/replica/resync.rs).
+    wait_until("a to fetch the world", SETTLE, || async {
+        a.info_u64("loading").await == 0
+    })
+    .await;
     assert_eq!(
         a.get(0, "t/deleted-while-away").await,
         None,

@@ -190,7 +190,10 @@ impl EventLoop {
                         tracing::warn!(%peer, "a peer's sync answers bring nothing new; ending the session");
                         self.finish_sync();
                     }
-                    None => self.finish_sync(),
+                    None => {
+                        self.stats.remote.syncs_completed.fetch_add(1, Relaxed);
+                        self.finish_sync();
+                    }
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! [`RpcEndpoint`] every client (the game, tests, tools) connects with.
 //!
 //! Owns the token file and the comparison of secrets; the `AUTH` command itself is the
-//! connection loop's (`connection.rs`).
+//! connection's (`login.rs`).
 
 use std::fmt::Write as _;
 use std::fs;

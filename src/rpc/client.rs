@@ -21,6 +21,9 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// enough that no reply is ever large, large enough that a world takes few round trips.
 pub const LIST_PAGE_ENTRIES: usize = 4096;
 
+/// How often [`KvClient::wait_for_the_world`] asks the node again.
+const WORLD_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Why a query to the replica failed. The replica's refusals arrive typed: the game matches on
 /// the variant, never on protocol text.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,10 @@ pub enum KvError {
     /// nothing of the command was written. The replica's reason.
     #[error("{0}")]
     ForeignNamespace(String),
+    /// The node is still fetching the world from its peers (it was out of contact for longer
+    /// than `tombstone_ttl`): try again shortly. See [`KvClient::wait_for_the_world`].
+    #[error("syncing the world from peers")]
+    Loading,
     /// The write would take this node past its quota (`max_keys_per_writer`,
     /// `max_bytes_per_writer`); nothing of the command was written. The replica's reason.
     #[error("{0}")]
@@ -117,6 +124,9 @@ impl From<redis::RedisError> for KvError {
     fn from(err: redis::RedisError) -> Self {
         if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
             return KvError::Connection(err.to_string());
+        }
+        if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) {
+            return KvError::Loading;
         }
         // A server error's text without its code (`ERR`); other errors as the crate words them.
         let reason = match (err.code(), err.detail()) {
@@ -202,6 +212,22 @@ impl KvClient {
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         Ok(KvClient { conn, join_conn })
+    }
+
+    /// Waits until the node serves the world (`INFO` says `loading:0`), calling `syncing`
+    /// once first if it does not yet: a node back from a long absence fetches the world from
+    /// a peer before it answers data commands.
+    pub async fn wait_for_the_world(&self, syncing: impl FnOnce()) -> Result<(), KvError> {
+        let loading =
+            async || Ok::<_, KvError>(self.info().await?.get("loading").is_some_and(|l| l == "1"));
+        if !loading().await? {
+            return Ok(());
+        }
+        syncing();
+        while loading().await? {
+            tokio::time::sleep(WORLD_POLL).await;
+        }
+        Ok(())
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, KvError> {

@@ -263,6 +263,14 @@ impl ClientHandle {
         self.slot.game.load(Relaxed)
     }
 
+    /// A meter for output queued for this client outside its connection loop.
+    pub fn meter(&self) -> OutputMeter {
+        OutputMeter {
+            clients: self.clients.clone(),
+            slot: self.slot.clone(),
+        }
+    }
+
     /// Whether the node closed this connection to get under its output budget.
     pub fn is_evicted(&self) -> bool {
         self.slot.evicted.load(Relaxed)
@@ -343,6 +351,37 @@ impl ClientHandle {
             let woken = self.clients.input_room.notified();
             let _ = tokio::time::timeout(INPUT_ROOM_RECHECK, woken).await;
         }
+    }
+}
+
+/// Counts output queued for a client away from its connection loop (a subscriber's messages,
+/// queued as changes are published) in the client's unread output and the node's total.
+/// The connection's next [`ClientHandle::set_unread_output`] takes the figure over.
+pub struct OutputMeter {
+    /// The ledger.
+    clients: Arc<Clients>,
+    /// The client's registry entry.
+    slot: Arc<Slot>,
+}
+
+impl OutputMeter {
+    /// `bytes` more are queued: closes the largest holders if the node is over its budget.
+    pub fn add(&self, bytes: usize) {
+        self.slot.unread.fetch_add(bytes, Relaxed);
+        self.clients.output_total.fetch_add(bytes, Relaxed);
+        let _ = self.clients.evict_for(0, None);
+    }
+
+    /// `bytes` queued were dropped.
+    pub fn sub(&self, bytes: usize) {
+        let taken = self
+            .slot
+            .unread
+            .fetch_update(Relaxed, Relaxed, |unread| {
+                Some(unread.saturating_sub(bytes))
+            })
+            .map_or(0, |before| before.min(bytes));
+        self.clients.output_total.fetch_sub(taken, Relaxed);
     }
 }
 

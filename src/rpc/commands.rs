@@ -8,10 +8,12 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::clients::ClientHandle;
-use super::listing::{self, Admission, admit};
+use super::gate;
+use super::listing::{self, Admission, Listing, admit};
+use super::output::Output;
 use super::pubsub;
 use super::resp::{Reply, array_header_bytes, bulk_reply_bytes};
 use super::server::NodeInfo;
@@ -21,7 +23,7 @@ use crate::store::quota::OwnWrite;
 use crate::store::validate::{Limits, Rejected, check_local_key, namespace_owner};
 
 /// What the connection loop does after a command.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Flow {
     /// Go on with the next command.
     Continue,
@@ -34,6 +36,9 @@ pub enum Flow {
     /// Nothing was written: run the same command again in a moment (a large reply waits for
     /// closed clients to free their output).
     Retry,
+    /// Build this listing a slice at a time, serving the actor's other connections between
+    /// slices.
+    Listing(Box<Listing>),
 }
 
 /// Commands answered by the network task.
@@ -51,7 +56,7 @@ pub fn execute(
     node: &NodeInfo,
     client: &ClientHandle,
     args: &[Bytes],
-    out: &mut BytesMut,
+    out: &mut Output,
 ) -> Flow {
     let mut reply = Reply(out);
     let Some(name) = args.first() else {
@@ -95,6 +100,10 @@ pub fn execute(
         ));
         return Flow::Continue;
     }
+    if !node.gate.is_open() && gate::is_data_command(upper) {
+        reply.error(gate::LOADING_REPLY);
+        return Flow::Continue;
+    }
     match upper {
         b"PING" => match args.get(1) {
             Some(message) => reply.bulk(message),
@@ -113,8 +122,8 @@ pub fn execute(
         }
         b"SET" | b"MSET" => set(actor, &args[1..], &mut reply),
         b"DEL" => del(actor, &args[1..], &mut reply),
-        b"LIST" => return listing::list(actor, node, client, &args[1..], &mut reply),
-        b"KEYS" => return listing::keys(actor, node, client, &args[1], &mut reply),
+        b"LIST" => return listing::list(node, &args[1..], &mut reply),
+        b"KEYS" => return listing::keys(actor, &args[1], &mut reply),
         b"DBSIZE" => reply.integer(actor.replica().live_keys() as i64),
         b"INFO" => reply.bulk(info(actor, node).as_bytes()),
         b"ACTOR" => return pin_actor(actor, args.get(1), &mut reply),
@@ -160,7 +169,7 @@ fn truncate(text: &str, max_chars: usize) -> String {
 
 fn get(actor: &Actor, key: &[u8], reply: &mut Reply<'_>) {
     match actor.replica().get(key) {
-        Some(value) => reply.bulk(value),
+        Some(value) => reply.value(value),
         None => reply.null(),
     }
 }
@@ -354,7 +363,7 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "# Server\r\ncmud_version:{}\r\nworld:{}\r\npeer_id:{}\r\nrpc_port:{}\r\nactors:{}\r\nactor:{}\r\nuptime_in_seconds:{}\r\n",
+        "# Server\r\ncmud_version:{}\r\nworld:{}\r\npeer_id:{}\r\nrpc_port:{}\r\nactors:{}\r\nactor:{}\r\nuptime_in_seconds:{}\r\nloading:{}\r\n",
         env!("CARGO_PKG_VERSION"),
         node.world,
         node.peer_id,
@@ -362,6 +371,7 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
         stats.actors,
         actor.index(),
         stats.started.elapsed().as_secs(),
+        u8::from(!node.gate.is_open()),
     );
     let _ = write!(
         out,
@@ -412,7 +422,7 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
     );
     let _ = write!(
         out,
-        "\r\n# Stats\r\nputs_total:{}\r\nsync_messages_sent_local:{}\r\nsync_bytes_sent_local:{}\r\nmax_sync_rate_per_pair:{:.2}\r\nsync_messages_sent_remote:{}\r\nsync_bytes_sent_remote:{}\r\nsync_bytes_received_remote:{}\r\nrejected_versions:{}\r\nrejected_entries:{}\r\nrejected_signatures:{}\r\nrejected_namespaces:{}\r\nrejected_quota:{}\r\nevicted_quota:{}\r\nrejected_batches:{}\r\n",
+        "\r\n# Stats\r\nputs_total:{}\r\nsync_messages_sent_local:{}\r\nsync_bytes_sent_local:{}\r\nmax_sync_rate_per_pair:{:.2}\r\nsync_messages_sent_remote:{}\r\nsync_bytes_sent_remote:{}\r\nsync_bytes_received_remote:{}\r\nrejected_versions:{}\r\nrejected_entries:{}\r\nrejected_signatures:{}\r\nrejected_namespaces:{}\r\nrejected_quota:{}\r\nevicted_quota:{}\r\nrejected_batches:{}\r\ntombstones_purged:{}\r\nsyncs_completed:{}\r\n",
         stats.puts_total(),
         stats.local_messages(),
         stats.local_bytes(),
@@ -427,6 +437,8 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
         load(&remote.rejected_quota),
         load(&remote.evicted_quota),
         load(&remote.rejected_batches),
+        load(&stats.tombstones_purged),
+        load(&remote.syncs_completed),
     );
     let quota = actor.own_quota();
     if !quota.limits().is_off() {

@@ -1,29 +1,29 @@
 //! One client connection on its query actor: `AUTH`, then commands read, run and answered in
 //! batches, within the limits of [`super::clients`].
 //!
-//! A connection reads whatever the socket has (at most [`READ_CHUNK_BYTES`] at a time), runs
+//! A connection reads whatever the socket has (at most `READ_CHUNK_BYTES` at a time), runs
 //! every complete command in it against its actor's replica, and writes all the replies back
 //! before it reads again: pipelined commands cost one read and one write, with no hop to
 //! another thread, and a client that does not read its replies stops being read.
 //!
-//! Owns the connection's state ([`ConnState`]: its place among the clients and whether it
-//! authenticated), which moves with it when `ACTOR n` hands it to another actor.
+//! Who the connection is and the `AUTH` command are [`super::login`]'s.
 
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 
-use super::auth::{DEFAULT_USER, GAME_USER};
 use super::clients::{ClientHandle, ROOM_WAIT};
 use super::commands::{Flow, execute};
+use super::listing::{Listing, Step};
+use super::login::{Auth, ConnState, PRE_AUTH_LIMITS, authenticate, idle_limit};
+use super::output::Output;
 use super::pubsub::{self, Subscriber, Subscription};
-use super::resp::{FrameLimits, Reply, parse_command};
+use super::resp::{Reply, parse_command};
 use super::server::{NodeInfo, network};
 use crate::store::actor::{Actor, Handoff};
 
@@ -33,48 +33,6 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// A buffer that grew past this is given back once it is empty, so an idle connection holds
 /// little memory whatever it once sent or received.
 const KEEP_BUFFER_BYTES: usize = 256 * 1024;
-
-/// How long a new connection has to authenticate.
-pub const AUTH_DEADLINE: Duration = Duration::from_secs(10);
-
-/// What an unauthenticated connection may send: one short command at a time.
-const PRE_AUTH_LIMITS: FrameLimits = FrameLimits {
-    max_args: 8,
-    max_arg_bytes: 1024,
-    max_frame_bytes: 1024,
-    max_inline_bytes: 1024,
-};
-
-/// Whether, and as whom, a connection authenticated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Auth {
-    /// Not yet: only `AUTH`, `QUIT` and `HELLO` are served until this deadline.
-    Pending(Instant),
-    /// A client with the token (or any client when `rpc_auth` is off).
-    Client,
-    /// The node's own game.
-    Game,
-}
-
-/// A connection's state, carried along when it moves to another actor.
-pub struct ConnState {
-    /// Its place among the node's clients.
-    client: ClientHandle,
-    /// Whether it authenticated.
-    auth: Auth,
-}
-
-impl ConnState {
-    /// The state of a connection just accepted.
-    pub fn new(client: ClientHandle, auth_required: bool) -> ConnState {
-        let auth = if auth_required {
-            Auth::Pending(Instant::now() + AUTH_DEADLINE)
-        } else {
-            Auth::Client
-        };
-        ConnState { client, auth }
-    }
-}
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -95,7 +53,7 @@ enum End {
     OutputOverLimit(usize),
     /// Idle past `timeout`.
     Idle,
-    /// No `AUTH` within [`AUTH_DEADLINE`].
+    /// No `AUTH` within [`super::login::AUTH_DEADLINE`].
     NoAuth,
 }
 
@@ -124,7 +82,7 @@ pub async fn serve(actor: Rc<Actor>, node: Arc<NodeInfo>, conn: Handoff) {
         stream: Some(stream),
         input: unread,
         input_peak: 0,
-        output: BytesMut::new(),
+        output: Output::default(),
         state: Some(*state),
         subscriber: None,
     };
@@ -155,7 +113,7 @@ struct Connection {
     /// The most bytes `input` held since it was last given back.
     input_peak: usize,
     /// Replies not yet written.
-    output: BytesMut,
+    output: Output,
     /// Taken when the connection moves.
     state: Option<ConnState>,
     /// Its subscriptions, in subscribed mode.
@@ -174,6 +132,11 @@ impl Connection {
 
     fn state_mut(&mut self) -> &mut ConnState {
         self.state.as_mut().expect("state is present while serving")
+    }
+
+    /// Output built for this client and not yet sent: replies, and queued messages.
+    fn unread(&self) -> usize {
+        self.output.len() + self.subscriber.as_ref().map_or(0, |sub| sub.queued())
     }
 
     async fn run(&mut self, actor: &Actor, node: &NodeInfo) -> End {
@@ -197,6 +160,10 @@ impl Connection {
             self.state_mut().client.set_pending_input(pending);
             if let Err(end) = self.flush(actor).await {
                 return end;
+            }
+            if self.subscriber.as_ref().is_some_and(|sub| sub.queued() > 0) {
+                // Messages queued while the replies went out: send them before reading.
+                continue;
             }
             if self.input.is_empty() && self.input_peak > KEEP_BUFFER_BYTES {
                 self.input = BytesMut::new();
@@ -227,7 +194,7 @@ impl Connection {
                 }
             };
             let mut flow = self.command(actor, node, &args);
-            while flow == Flow::Retry {
+            while matches!(flow, Flow::Retry) {
                 if self.client().is_evicted() {
                     return Err(End::Evicted);
                 }
@@ -239,14 +206,40 @@ impl Connection {
                 Flow::Quit => return Err(End::Closed),
                 Flow::MoveTo(to) => return Err(End::MoveTo(to)),
                 Flow::Network(command) => network(node, command, &mut self.output).await,
+                Flow::Listing(listing) => self.build(listing, actor, node).await?,
             }
-            let unread = self.output.len();
+            let unread = self.unread();
             let client = self.client();
             if unread > client.options().max_client_output_bytes && !client.is_game() {
                 return Err(End::OutputOverLimit(unread));
             }
             client.set_unread_output(unread);
             if client.is_evicted() {
+                return Err(End::Evicted);
+            }
+        }
+    }
+
+    /// Builds a listing a slice at a time, letting the actor's other connections run between
+    /// slices.
+    async fn build(
+        &mut self,
+        mut listing: Box<Listing>,
+        actor: &Actor,
+        node: &NodeInfo,
+    ) -> Result<(), End> {
+        loop {
+            let client = &self
+                .state
+                .as_ref()
+                .expect("state is present while serving")
+                .client;
+            match listing.step(actor, node, client, &mut self.output) {
+                Step::Done => return Ok(()),
+                Step::Yield => tokio::task::yield_now().await,
+                Step::Wait => tokio::time::sleep(ROOM_WAIT).await,
+            }
+            if self.client().is_evicted() {
                 return Err(End::Evicted);
             }
         }
@@ -281,12 +274,20 @@ impl Connection {
                 ));
                 return Flow::Continue;
             }
-            let limit = state.client.options().max_client_output_bytes;
-            self.subscriber =
-                match pubsub::command(self.subscriber.take(), &upper, args, limit, &mut reply) {
-                    Subscription::Active(sub) => Some(sub),
-                    Subscription::None => None,
-                };
+            // Messages queued before this command go out before its confirmations.
+            if let Some(sub) = &self.subscriber {
+                sub.drain_into(reply.0);
+            }
+            self.subscriber = match pubsub::command(
+                self.subscriber.take(),
+                &upper,
+                args,
+                &state.client,
+                &mut reply,
+            ) {
+                Subscription::Active(sub) => Some(sub),
+                Subscription::None => None,
+            };
             return Flow::Continue;
         }
         if self.subscriber.is_some() {
@@ -314,21 +315,23 @@ impl Connection {
     async fn flush(&mut self, actor: &Actor) -> Result<(), End> {
         // Acknowledged writes must be in the log before their acknowledgements leave.
         actor.log_before_reply();
-        let peak = self.output.len();
         let state = self.state.as_ref().expect("state is present while serving");
         let stream = self
             .stream
             .as_mut()
             .expect("stream is present while serving");
         let idle = idle_limit(state);
+        let subscriber = self.subscriber.as_deref();
+        let queued = || subscriber.map_or(0, Subscriber::queued);
+        state.client.set_unread_output(self.output.len() + queued());
         while !self.output.is_empty() {
             let deadline = idle.map(|idle| Instant::now() + idle);
             tokio::select! {
-                written = stream.write(&self.output) => match written? {
+                written = write_some(stream, &self.output) => match written? {
                     0 => return Err(End::Io(io::ErrorKind::WriteZero.into())),
                     n => {
                         self.output.advance(n);
-                        state.client.set_unread_output(self.output.len());
+                        state.client.set_unread_output(self.output.len() + queued());
                     }
                 },
                 _ = state.client.evicted() => return Err(End::Evicted),
@@ -336,16 +339,14 @@ impl Connection {
                     return Err(End::Idle);
                 }
                 // A subscriber that does not read falls behind while its messages queue up.
-                () = message_queued(self.subscriber.as_deref()) => {
-                    if self.subscriber.as_ref().is_some_and(|sub| sub.overflowed()) {
+                () = message_queued(subscriber) => {
+                    if subscriber.is_some_and(Subscriber::overflowed) {
                         return Err(End::OutputOverLimit(self.output.len()));
                     }
                 }
             }
         }
-        if peak > KEEP_BUFFER_BYTES {
-            self.output = BytesMut::new();
-        }
+        self.output.shrink_if_over(KEEP_BUFFER_BYTES);
         Ok(())
     }
 
@@ -405,62 +406,19 @@ impl Connection {
     }
 }
 
+/// Writes what the socket takes of `output`: one plain write for small replies, a vectored
+/// one when shared values are queued.
+async fn write_some(stream: &mut TcpStream, output: &Output) -> io::Result<usize> {
+    match output.contiguous() {
+        Some(bytes) => stream.write(bytes).await,
+        None => stream.write_vectored(&output.slices()).await,
+    }
+}
+
 /// Resolves when a message is queued for `subscriber`; never without one.
 async fn message_queued(subscriber: Option<&Subscriber>) {
     match subscriber {
         Some(sub) => sub.wake.notified().await,
         None => std::future::pending().await,
     }
-}
-
-/// How long the client may stay silent: `timeout`, never for the game.
-fn idle_limit(state: &ConnState) -> Option<Duration> {
-    match state.auth {
-        Auth::Game => None,
-        _ => state.client.options().idle_timeout,
-    }
-}
-
-/// `AUTH [user] secret`: the token as `default` (or without a user), the game's secret as
-/// [`GAME_USER`]. A wrong secret costs the connection.
-fn authenticate(
-    node: &NodeInfo,
-    state: &mut ConnState,
-    args: &[Bytes],
-    reply: &mut Reply<'_>,
-) -> Flow {
-    let (user, secret) = match args {
-        [_, secret] => (DEFAULT_USER.as_bytes(), secret),
-        [_, user, secret] => (&user[..], secret),
-        _ => {
-            reply.error("ERR wrong number of arguments for 'auth' command");
-            return Flow::Continue;
-        }
-    };
-    if user == GAME_USER.as_bytes() && node.game_secret.matches(secret) {
-        state.auth = Auth::Game;
-        state.client.mark_game();
-        reply.ok();
-        return Flow::Continue;
-    }
-    if user == DEFAULT_USER.as_bytes() {
-        match &node.token {
-            Some(token) if token.matches(secret) => {
-                if state.auth != Auth::Game {
-                    state.auth = Auth::Client;
-                }
-                reply.ok();
-                return Flow::Continue;
-            }
-            None => {
-                reply.error(
-                    "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-                );
-                return Flow::Continue;
-            }
-            Some(_) => {}
-        }
-    }
-    reply.error("WRONGPASS invalid username-password pair or user is disabled.");
-    Flow::Quit
 }

@@ -4,20 +4,30 @@
 //!
 //! Subscribers live on their actor's thread (a thread-local registry: each actor thread runs
 //! one actor), so publishing is a synchronous append to each matching subscriber's queue; the
-//! connection loop moves the queue to its output. A queue past the client's output limit
-//! closes that client.
+//! connection loop moves the queue to its output. Queued messages count as the client's unread
+//! output, in its own limit and in the node's `max_total_output_bytes` (so a subscriber that
+//! does not read can be the one closed to make room). A queue past the client's output limit
+//! closes that client, except the node's own game: its queue is dropped instead and it gets
+//! one message on [`LAGGED_CHANNEL`] saying how many events it missed, so it reads the world
+//! again (with paged `LIST`) and keeps its connection.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::rc::{Rc, Weak};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::Notify;
 
+use super::clients::{ClientHandle, OutputMeter};
+use super::output::Output;
 use super::resp::Reply;
 
 /// The channel prefix of keyspace notifications (database 0, the only one).
 pub const KEYSPACE_PREFIX: &[u8] = b"__keyspace@0__:";
+
+/// The channel on which the node's game hears that its subscription fell behind: the message
+/// is the number of events dropped. Sent whether or not the game subscribed to it.
+pub const LAGGED_CHANNEL: &[u8] = b"__cmud__:lagged";
 
 thread_local! {
     /// The subscribers on this actor thread.
@@ -31,11 +41,20 @@ pub struct Subscriber {
     /// Glob patterns subscribed to.
     patterns: RefCell<BTreeSet<Bytes>>,
     /// Messages not yet moved to the connection's output.
-    queue: RefCell<BytesMut>,
-    /// Most bytes `queue` may hold before the client is closed.
+    queue: RefCell<Output>,
+    /// Most bytes `queue` may hold before the client is closed (or, for the game, the queue
+    /// dropped).
     limit: usize,
-    /// Set once `queue` went past `limit`.
+    /// Counts `queue` as the client's unread output.
+    meter: OutputMeter,
+    /// Whether this is the node's own game (never closed for falling behind).
+    game: bool,
+    /// Set once `queue` went past `limit` (not for the game).
     overflowed: Cell<bool>,
+    /// Events in `queue`.
+    events: Cell<u64>,
+    /// Events the game's queue dropped since it last heard so.
+    dropped: Cell<u64>,
     /// Wakes the connection when a message is queued.
     pub wake: Notify,
 }
@@ -46,10 +65,25 @@ impl Subscriber {
         self.channels.borrow().len() + self.patterns.borrow().len()
     }
 
-    /// Moves the pending messages to `out`. Returns false if the client fell too far behind.
-    pub fn drain_into(&self, out: &mut BytesMut) -> bool {
-        out.extend_from_slice(&self.queue.borrow_mut().split());
+    /// Moves the pending messages to `out` (for the game, after a note of what it missed).
+    /// Returns false if the client fell too far behind.
+    pub fn drain_into(&self, out: &mut Output) -> bool {
+        let dropped = self.dropped.replace(0);
+        if dropped > 0 {
+            let mut reply = Reply(out);
+            reply.array(3);
+            reply.bulk(b"message");
+            reply.bulk(LAGGED_CHANNEL);
+            reply.bulk(dropped.to_string().as_bytes());
+        }
+        out.append(&mut self.queue.borrow_mut());
+        self.events.set(0);
         !self.overflowed.get()
+    }
+
+    /// Bytes queued and not yet moved to the connection's output.
+    pub fn queued(&self) -> usize {
+        self.queue.borrow().len()
     }
 
     /// Whether the client fell too far behind (it is closed).
@@ -62,9 +96,19 @@ impl Subscriber {
             return;
         }
         let mut queue = self.queue.borrow_mut();
+        let before = queue.len();
         write(&mut Reply(&mut queue));
+        self.meter.add(queue.len() - before);
+        self.events.set(self.events.get() + 1);
         if queue.len() > self.limit {
-            self.overflowed.set(true);
+            if self.game {
+                // The game catches up by reading the world again; it keeps its connection.
+                self.dropped
+                    .set(self.dropped.get() + self.events.replace(0));
+            } else {
+                self.overflowed.set(true);
+            }
+            self.meter.sub(queue.len());
             queue.clear();
         }
         drop(queue);
@@ -126,7 +170,7 @@ pub fn command(
     current: Option<Rc<Subscriber>>,
     upper: &[u8],
     args: &[Bytes],
-    limit: usize,
+    client: &ClientHandle,
     reply: &mut Reply<'_>,
 ) -> Subscription {
     let sub = current.unwrap_or_else(|| {
@@ -134,8 +178,12 @@ pub fn command(
             channels: RefCell::default(),
             patterns: RefCell::default(),
             queue: RefCell::default(),
-            limit,
+            limit: client.options().max_client_output_bytes,
+            meter: client.meter(),
+            game: client.is_game(),
             overflowed: Cell::new(false),
+            events: Cell::new(0),
+            dropped: Cell::new(0),
             wake: Notify::new(),
         });
         SUBSCRIBERS.with(|subs| {

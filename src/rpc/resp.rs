@@ -7,6 +7,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::output::Output;
+
 /// Limits on what one command may announce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameLimits {
@@ -312,35 +314,36 @@ fn decimal_digits(mut n: usize) -> usize {
     digits
 }
 
-/// Appends RESP2 replies to an output buffer.
-pub struct Reply<'a>(pub &'a mut BytesMut);
+/// Appends RESP2 replies to a connection's unsent output.
+pub struct Reply<'a>(pub &'a mut Output);
 
 impl Reply<'_> {
     /// `+text`
     pub fn simple(&mut self, text: &str) {
-        self.0.extend_from_slice(b"+");
-        self.0.extend_from_slice(text.as_bytes());
-        self.0.extend_from_slice(b"\r\n");
+        let out = self.0.tail();
+        out.extend_from_slice(b"+");
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
 
     /// `+OK`
     pub fn ok(&mut self) {
-        self.0.extend_from_slice(b"+OK\r\n");
+        self.0.tail().extend_from_slice(b"+OK\r\n");
     }
 
     /// `-message` (the message should start with an error code such as `ERR`). Line breaks
     /// in it are replaced, so a reply is always one line.
     pub fn error(&mut self, message: &str) {
-        self.0.extend_from_slice(b"-");
-        for byte in message.bytes() {
-            self.0
-                .extend_from_slice(&[if byte == b'\r' || byte == b'\n' {
-                    b' '
-                } else {
-                    byte
-                }]);
-        }
-        self.0.extend_from_slice(b"\r\n");
+        let out = self.0.tail();
+        out.extend_from_slice(b"-");
+        out.extend(message.bytes().map(|byte| {
+            if byte == b'\r' || byte == b'\n' {
+                b' '
+            } else {
+                byte
+            }
+        }));
+        out.extend_from_slice(b"\r\n");
     }
 
     /// `:n`
@@ -348,24 +351,34 @@ impl Reply<'_> {
         self.header(b':', n);
     }
 
-    /// `$len\r\nbytes`
+    /// `$len\r\nbytes`, copied.
     pub fn bulk(&mut self, bytes: &[u8]) {
         self.header(b'$', bytes.len());
-        self.0.extend_from_slice(bytes);
-        self.0.extend_from_slice(b"\r\n");
+        let out = self.0.tail();
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// `$len\r\nbytes` for a stored value: a large one is sent from its own buffer, not
+    /// copied.
+    pub fn value(&mut self, value: &Bytes) {
+        self.header(b'$', value.len());
+        self.0.push_value(value);
+        self.0.tail().extend_from_slice(b"\r\n");
     }
 
     /// `<kind><n>\r\n`, formatted without allocating.
     fn header(&mut self, kind: u8, n: impl std::fmt::Display) {
         use std::fmt::Write as _;
-        self.0.extend_from_slice(&[kind]);
+        let out = self.0.tail();
+        out.extend_from_slice(&[kind]);
         // Writing into a BytesMut cannot fail.
-        let _ = write!(self.0, "{n}\r\n");
+        let _ = write!(out, "{n}\r\n");
     }
 
     /// `$-1`, the null bulk string.
     pub fn null(&mut self) {
-        self.0.extend_from_slice(b"$-1\r\n");
+        self.0.tail().extend_from_slice(b"$-1\r\n");
     }
 
     /// `*n`, the header of an array of `n` replies that follow.

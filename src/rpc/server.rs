@@ -15,7 +15,10 @@ use tokio::sync::{mpsc, watch};
 use super::auth::Secret;
 use super::clients::Clients;
 use super::commands::NetworkCommand;
-use super::connection::{self, ConnState};
+use super::connection;
+use super::gate::Gate;
+use super::login::ConnState;
+use super::output::Output;
 use super::pubsub;
 use super::resp::{FrameLimits, Reply};
 use crate::p2p::NetworkHandle;
@@ -55,6 +58,8 @@ pub struct NodeInfo {
     pub max_reply_bytes: usize,
     /// Every open client and the budgets they share.
     pub clients: Arc<Clients>,
+    /// Closed while a node back from a long absence fetches the world again.
+    pub gate: Arc<Gate>,
 }
 
 impl NodeInfo {
@@ -103,7 +108,7 @@ impl ConnectionService for RpcService {
 }
 
 /// Answers a command that needs the network.
-pub async fn network(node: &NodeInfo, command: NetworkCommand, out: &mut BytesMut) {
+pub async fn network(node: &NodeInfo, command: NetworkCommand, out: &mut Output) {
     let mut reply = Reply(out);
     let Some(net) = &node.network else {
         return reply.error("ERR this node runs without a network");

@@ -53,7 +53,7 @@ use persist::PersistHandle;
 use quota::{OwnQuota, Quota};
 use replica::Replica;
 use stats::Stats;
-use validate::{is_expired_tombstone, purge_horizon};
+use validate::{is_expired_tombstone, namespace_owner, purge_horizon};
 
 /// Why the store could not start.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +129,9 @@ pub struct OpenStore {
     log: (PathBuf, Fsync),
     /// Signs this node's entries (and names its id and world).
     signer: Arc<Signer>,
+    /// Whether no node ran here for longer than `tombstone_ttl` (the world must be fetched
+    /// again before it is served).
+    out_of_contact: bool,
 }
 
 /// How to run the store's actors.
@@ -165,9 +168,10 @@ impl OpenStore {
     /// identity: its id is stamped on every write and its key signs them.
     ///
     /// Tombstones older than `ttl` are dropped. If no node ran here for longer than `ttl`,
-    /// others may have deleted keys and purged the tombstones meanwhile, so every entry not
-    /// written by `own` is dropped too and fetched again from peers: an old value never comes
-    /// back to life.
+    /// others may have deleted keys and purged the tombstones meanwhile, so every entry outside
+    /// this node's own namespace `p/<own id>/` (which only it writes) is dropped too and
+    /// fetched again from peers: an old value never comes back to life, not even one this
+    /// node wrote outside its namespace and another node deleted.
     pub fn open(
         path: &Path,
         log_dir: &Path,
@@ -182,8 +186,9 @@ impl OpenStore {
         let out_of_contact = persist::last_seen(&db, path)?.is_some_and(|last| last < horizon);
         let forget: Vec<Key> = map
             .iter()
-            .filter(|(_, entry)| {
-                is_expired_tombstone(entry, horizon) || (out_of_contact && *entry.author() != own)
+            .filter(|(key, entry)| {
+                is_expired_tombstone(entry, horizon)
+                    || (out_of_contact && namespace_owner(key) != Some(own.as_str().as_bytes()))
             })
             .map(|(key, _)| key.clone())
             .collect();
@@ -207,12 +212,19 @@ impl OpenStore {
             gateway_inbox,
             log: (log_dir.to_owned(), fsync),
             signer: Arc::new(signer),
+            out_of_contact,
         })
     }
 
     /// The gateway's handle, for the network.
     pub fn gateway(&self) -> GatewayHandle {
         self.gateway.clone()
+    }
+
+    /// Whether no node ran on this world for longer than `tombstone_ttl`: only this node's own
+    /// namespace was kept, and the rest must be fetched from peers before it is served.
+    pub fn out_of_contact(&self) -> bool {
+        self.out_of_contact
     }
 
     /// Number of entries loaded, tombstones included.

@@ -64,6 +64,9 @@ pub struct RemoteStats {
     pub clock_offset_ms: AtomicI64,
     /// Entries known to be missing locally and not yet fetched (sync state).
     pub pending_entries: AtomicU64,
+    /// Reconciliations with a peer that ran to their end (this node then held all the peer
+    /// held).
+    pub syncs_completed: AtomicU64,
 }
 
 /// All of a node's counters.

@@ -6,7 +6,7 @@ use anyhow::Context;
 use crate::cli::Settings;
 use crate::game::events::Event;
 use crate::node::Node;
-use crate::rpc::KvClient;
+use crate::rpc::{Kv, KvClient};
 
 /// The embedded node, a client connected to it, and what the player should be told.
 pub struct StartedNode {
@@ -50,6 +50,27 @@ pub async fn start_node_quietly(settings: &Settings) -> anyhow::Result<StartedNo
     let kv = KvClient::connect(&node.game_endpoint())
         .await
         .context("connecting to the embedded node")?;
+    // Before the screen is taken: a node back from a long absence fetches the world first,
+    // from the peers the game would join (`--join`, remembered ones) as well as the
+    // configured ones, so they are dialled now rather than once the game starts.
+    let peers: Vec<String> = settings
+        .joins
+        .iter()
+        .chain(&settings.profile.peers)
+        .cloned()
+        .collect();
+    kv.wait_for_the_world(|| {
+        eprintln!(
+            "cmud: syncing the world from peers (this node was away for longer than tombstone_ttl)…"
+        );
+        for addr in peers {
+            let kv = kv.clone();
+            // Failures are the game's to report when it joins them again.
+            tokio::spawn(async move { kv.join(&addr).await });
+        }
+    })
+    .await
+    .context("waiting for the embedded node")?;
     Ok(StartedNode {
         node,
         kv,

@@ -19,7 +19,7 @@ use super::common::{self, Binary, Launch};
 use super::{DEADLINE, closed_by_server, raw, raw_conn, raw_lines};
 
 /// Reads one reply line (`+`, `-`, `:` or a bulk header) from a raw connection.
-fn read_line(stream: &mut TcpStream) -> String {
+pub(super) fn read_line(stream: &mut TcpStream) -> String {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while !line.ends_with(b"\r\n") {
@@ -32,7 +32,7 @@ fn read_line(stream: &mut TcpStream) -> String {
 }
 
 /// `INFO` over a raw connection, as a map.
-fn info(stream: &mut TcpStream) -> BTreeMap<String, String> {
+pub(super) fn info(stream: &mut TcpStream) -> BTreeMap<String, String> {
     stream.write_all(b"INFO\r\n").expect("INFO");
     let header = read_line(stream);
     let len: usize = header[1..].parse().expect("a bulk INFO reply");
@@ -46,7 +46,7 @@ fn info_u64(stream: &mut TcpStream, field: &str) -> u64 {
 }
 
 /// Polls `check` until it holds; fails after `deadline`.
-fn wait_until(deadline: Duration, what: &str, mut check: impl FnMut() -> bool) {
+pub(super) fn wait_until(deadline: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
         assert!(start.elapsed() < deadline, "timed out waiting until {what}");
@@ -443,10 +443,10 @@ fn rss_bytes(pid: u32) -> u64 {
     kib * 1024
 }
 
-/// PINGs the node every 10 ms from its own connection until stopped; gives the slowest.
+/// PINGs the node every 10 ms from its own connection until stopped; gives every latency.
 struct Pinger {
     stop: Arc<AtomicBool>,
-    thread: thread::JoinHandle<Duration>,
+    thread: thread::JoinHandle<Vec<Duration>>,
 }
 
 impl Pinger {
@@ -455,27 +455,63 @@ impl Pinger {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = thread::spawn(move || {
-            let mut slowest = Duration::ZERO;
+            let mut latencies = Vec::new();
             while !stopped.load(Ordering::Relaxed) {
                 let asked = Instant::now();
                 stream.write_all(b"PING\r\n").unwrap();
                 assert_eq!(read_line(&mut stream), "+PONG");
-                slowest = slowest.max(asked.elapsed());
+                latencies.push(asked.elapsed());
                 thread::sleep(Duration::from_millis(10));
             }
-            slowest
+            latencies
         });
         Pinger { stop, thread }
     }
 
-    fn slowest(self) -> Duration {
+    fn latencies(self) -> Vec<Duration> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("the pinger never failed")
+        let mut latencies = self.thread.join().expect("the pinger never failed");
+        latencies.sort();
+        latencies
     }
 }
 
+/// CPU time and time spent waiting for a CPU (run-queue delay) of the node's query actor
+/// threads so far, in milliseconds, from /proc's schedstat: what the node did, and how long
+/// the machine kept it waiting.
+fn actor_sched_ms(pid: u32) -> (u64, u64) {
+    let mut totals = (0, 0);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return totals;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("cmud-actor") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        let mut fields = stat
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0));
+        totals.0 += fields.next().unwrap_or(0) / 1_000_000;
+        totals.1 += fields.next().unwrap_or(0) / 1_000_000;
+    }
+    totals
+}
+
+/// The machine's 1-minute load average.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_owned()
+}
+
 /// Runs `attack` against a node, sampling its RSS every 20 ms for `window` once
-/// `attack_landed` holds; returns the growth over the idle RSS and the slowest PING.
+/// `attack_landed` holds; returns the growth over the idle RSS and the slowest PING. Prints
+/// the PING latencies, the machine's load and the actors' CPU and run-queue time meanwhile.
 fn measure_attack(
     server: &Binary,
     attack: impl FnOnce(&RpcEndpoint) -> Vec<TcpStream>,
@@ -484,25 +520,51 @@ fn measure_attack(
     let endpoint = server.endpoint();
     let mut probe = raw_conn(&endpoint);
     let idle = rss_bytes(server.pid());
+    let load_before = load_average();
+    let (cpu_before, wait_before) = actor_sched_ms(server.pid());
+    let attacked = Instant::now();
     let pinger = Pinger::start(&endpoint);
     let held = attack(&endpoint);
     let mut peak = idle;
-    wait_until(Duration::from_secs(60), "the attack landed", || {
+    let landing = Instant::now();
+    while !attack_landed(&mut probe) {
         peak = peak.max(rss_bytes(server.pid()));
-        attack_landed(&mut probe)
-    });
+        assert!(
+            landing.elapsed() < Duration::from_secs(60),
+            "the attack did not land: {:?}\n{}",
+            info(&mut probe),
+            server.stderr()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     let window = Instant::now();
     while window.elapsed() < Duration::from_secs(2) {
         peak = peak.max(rss_bytes(server.pid()));
         thread::sleep(Duration::from_millis(20));
     }
     let fields = info(&mut probe);
-    let slowest = pinger.slowest();
+    let latencies = pinger.latencies();
+    let (cpu_after, wait_after) = actor_sched_ms(server.pid());
+    let slowest = latencies.last().copied().unwrap_or_default();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    let over = latencies
+        .iter()
+        .filter(|l| **l > Duration::from_millis(50))
+        .count();
     println!(
-        "idle rss {} MB, peak {} MB (+{} MB), slowest PING {slowest:?}, clients {} evicted {} output {} input {}",
+        "idle rss {} MB, peak {} MB (+{} MB); {} PINGs: median {:?}, p99 {:?}, slowest {slowest:?}, {over} over 50 ms; \
+         load {load_before} -> {}; over {:.1} s the actor threads ran {} ms and waited {} ms for a CPU; \
+         clients {} evicted {} output {} input {}",
         idle / 1_000_000,
         peak / 1_000_000,
         (peak - idle) / 1_000_000,
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        load_average(),
+        attacked.elapsed().as_secs_f64(),
+        cpu_after - cpu_before,
+        wait_after - wait_before,
         fields["connected_clients"],
         fields["evicted_clients"],
         fields["client_output_bytes"],
@@ -515,9 +577,9 @@ fn measure_attack(
 /// The issue's bound on RSS growth in each attack (the README has the exact figures).
 const RSS_GROWTH_BOUND: u64 = 300 * 1_000_000;
 
-/// Generous: a debug binary on a loaded 2-core CI machine. The release figures (the issue asks
-/// for 50 ms) are in the README.
-const PING_BOUND: Duration = Duration::from_secs(5);
+/// Generous: a debug binary on a loaded 2-core CI machine (0.1-0.3 s measured with a load
+/// average of 15). The release figures (the issue asks for 50 ms) are in the README.
+const PING_BOUND: Duration = Duration::from_secs(2);
 
 #[test]
 fn clients_that_never_read_large_replies_cannot_grow_the_node() {
@@ -529,6 +591,18 @@ fn clients_that_never_read_large_replies_cannot_grow_the_node() {
         format!("SET big {value}\r\nQUIT\r\n").as_bytes(),
         usize::MAX,
     );
+    // On both actors before the attack: an actor that has not merged it yet would answer
+    // nils, and its half of the attackers would hold nothing.
+    for actor in 0..2 {
+        let mut conn = raw_conn(&server.endpoint());
+        conn.write_all(format!("ACTOR {actor}\r\n").as_bytes())
+            .unwrap();
+        assert_eq!(read_line(&mut conn), "+OK");
+        wait_until(DEADLINE, "every actor has the value", || {
+            conn.write_all(b"EXISTS big\r\n").unwrap();
+            read_line(&mut conn) == ":1"
+        });
+    }
     let mut mget = b"MGET".to_vec();
     for _ in 0..1023 {
         mget.extend_from_slice(b" big");
@@ -651,7 +725,7 @@ fn listing_a_million_keys_from_ten_clients_that_never_read_cannot_grow_the_node(
 }
 
 /// One reply as text: an array's elements (flattened), or the single value.
-fn read_reply(stream: &mut TcpStream) -> Vec<String> {
+pub(super) fn read_reply(stream: &mut TcpStream) -> Vec<String> {
     let line = read_line(stream);
     match line.as_bytes().first() {
         Some(b'*') => {
@@ -787,4 +861,107 @@ fn a_subscriber_that_does_not_read_is_closed_at_its_output_limit() {
         "not every event was delivered: {}",
         sink.len()
     );
+}
+
+/// `SET`s of `events` keys of about 1 KB each (one keyspace event each), written through a
+/// new connection; returns once every one is acknowledged.
+fn set_many(endpoint: &RpcEndpoint, prefix: &str, events: usize) {
+    let long = "k".repeat(900);
+    let mut writer = raw_conn(endpoint);
+    let mut request = Vec::new();
+    for n in 0..events {
+        write!(request, "SET {prefix}{long}{n} v\r\n").unwrap();
+    }
+    writer.write_all(&request).unwrap();
+    let mut replies = vec![0u8; events * 5];
+    writer.read_exact(&mut replies).unwrap();
+}
+
+#[test]
+fn subscribers_that_do_not_read_count_in_the_total_output_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each client may hold 32 MiB, all of them together 32 MiB too.
+    let server = Binary::server_with(
+        dir.path(),
+        &Launch {
+            config: Some(
+                "(max_client_output_bytes: 33554432, max_total_output_bytes: 33554432)".into(),
+            ),
+            ..Launch::default()
+        },
+    );
+    let endpoint = server.endpoint();
+    let mut subs: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut sub = raw_conn(&endpoint);
+            sub.write_all(b"PSUBSCRIBE *\r\n").unwrap();
+            assert_eq!(read_reply(&mut sub), ["psubscribe", "*", ":1"]);
+            sub
+        })
+        .collect();
+    // About 28 MB of events each: under a client's own limit, over the node's budget together.
+    set_many(&endpoint, "", 30_000);
+    let mut probe = raw_conn(&endpoint);
+    wait_until(DEADLINE, "a subscriber is closed for the budget", || {
+        info_u64(&mut probe, "evicted_clients") >= 1
+    });
+    let log = server.stderr();
+    assert!(log.contains("over max_total_output_bytes"), "{log}");
+    let closed = subs
+        .iter_mut()
+        .map(|sub| {
+            let mut sink = Vec::new();
+            sub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            match sub.read_to_end(&mut sink) {
+                Ok(_) => true,
+                Err(err) => err.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        })
+        .filter(|closed| *closed)
+        .count();
+    assert!(closed >= 1, "the node closed a subscriber");
+    assert!(info_u64(&mut probe, "client_output_bytes") <= 32 * 1024 * 1024);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_games_subscription_is_never_closed_it_hears_it_fell_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = cmud::node::NodeOptions::local(dir.path().join("cmud"), 1);
+    options.rpc.max_client_output_bytes = 1024 * 1024;
+    options.rpc.max_total_output_bytes = 8 * 1024 * 1024;
+    let node = cmud::node::Node::start(options).await.unwrap();
+    let (game, endpoint) = (node.game_endpoint(), node.rpc_endpoint());
+    tokio::task::spawn_blocking(move || {
+        let mut sub = raw_conn(&game);
+        sub.write_all(b"PSUBSCRIBE __keyspace@0__:*\r\n").unwrap();
+        assert_eq!(
+            read_reply(&mut sub),
+            ["psubscribe", "__keyspace@0__:*", ":1"]
+        );
+        // 30 MB of events for a game that reads none of them meanwhile.
+        set_many(&endpoint, "", 30_000);
+        let mut probe = raw_conn(&endpoint);
+        assert_eq!(info_u64(&mut probe, "evicted_clients"), 0);
+        // It reads what the socket held, then hears how many it missed, and goes on.
+        let lagged = loop {
+            let message = read_reply(&mut sub);
+            if message[1] == "__cmud__:lagged" {
+                break message[2].parse::<u64>().unwrap();
+            }
+            assert!(message[3] == "set", "{message:?}");
+        };
+        assert!(lagged > 1000, "missed {lagged}");
+        probe.write_all(b"SET after 1\r\n").unwrap();
+        assert_eq!(read_line(&mut probe), "+OK");
+        loop {
+            let message = read_reply(&mut sub);
+            if message.get(2).map(String::as_str) == Some("__keyspace@0__:after") {
+                break;
+            }
+        }
+        assert_eq!(info_u64(&mut probe, "evicted_clients"), 0);
+    })
+    .await
+    .unwrap();
+    node.shutdown().await;
 }
