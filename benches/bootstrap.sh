@@ -14,9 +14,11 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/nu
 trap cleanup EXIT
 # One writer's world of KEYS keys may pass a quota: quotas off on both nodes.
 run() { local name=$1; shift; mkdir -p "$work/config-$name/cmud"; echo '(max_keys_per_writer: 0, max_bytes_per_writer: 0)' >"$work/config-$name/cmud/config.ron"; HOME=$work/home-$name XDG_CONFIG_HOME=$work/config-$name RUST_LOG=warn "$BIN" --server-only --actors 2 --no-mdns --data-dir "$work/data-$name" "$@" >"$work/$name.out" 2>"$work/$name.err" & pids+=($!); }
-waitport() { for _ in $(seq 300); do [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return 0; sleep 0.1; done; echo "no port $1"; cat $work/*.err; exit 1; }
+# cli NAME PORT ARGS...: redis-cli to node NAME with its RPC token (written in its world folder).
+cli() { local name=$1 port=$2; shift 2; redis-cli -p "$port" -a "$(cat "$work/data-$name/cmud/rpc.token" 2>/dev/null)" --no-auth-warning "$@"; }
+waitport() { for _ in $(seq 300); do [ "$(cli "$1" "$2" ping 2>/dev/null)" = PONG ] && return 0; sleep 0.1; done; echo "no port $2"; cat $work/*.err; exit 1; }
 run a --rpc-port "${RPC_A:-7470}" --listen /ip4/127.0.0.1/tcp/0
-waitport "${RPC_A:-7470}"
+waitport a "${RPC_A:-7470}"
 python3 -c "
 import sys
 v='v'*64
@@ -26,15 +28,15 @@ for c in range($KEYS//500):
     for i in range(500):
         args += ['world/%06d'%(c*500+i), v]
     out.write('*%d\r\n'%len(args) + ''.join('\$%d\r\n%s\r\n'%(len(a),a) for a in args))
-" | redis-cli -p "${RPC_A:-7470}" --pipe >/dev/null
-for _ in $(seq 600); do [ "$(redis-cli -p "${RPC_A:-7470}" DBSIZE)" = "$KEYS" ] && break; sleep 0.1; done
+" | cli a "${RPC_A:-7470}" --pipe >/dev/null
+for _ in $(seq 600); do [ "$(cli a "${RPC_A:-7470}" DBSIZE)" = "$KEYS" ] && break; sleep 0.1; done
 sleep ${SETTLE:-1}
-addr=$(redis-cli -p "${RPC_A:-7470}" ADDRS | grep 127.0.0.1 | head -1)
+addr=$(cli a "${RPC_A:-7470}" ADDRS | grep 127.0.0.1 | head -1)
 start=$(date +%s.%N)
 run b --rpc-port "${RPC_B:-7472}" --listen /ip4/127.0.0.1/tcp/0 --join "$addr"
-waitport "${RPC_B:-7472}"
+waitport b "${RPC_B:-7472}"
 while true; do
-  x=$(redis-cli -p "${RPC_B:-7472}" DBSIZE 2>/dev/null || echo 0); y=$(redis-cli -p "${RPC_B:-7472}" DBSIZE 2>/dev/null || echo 0)
+  x=$(cli b "${RPC_B:-7472}" DBSIZE 2>/dev/null || echo 0); y=$(cli b "${RPC_B:-7472}" DBSIZE 2>/dev/null || echo 0)
   [ "$x" = "$KEYS" ] && [ "$y" = "$KEYS" ] && break
   sleep 0.02
 done
@@ -43,4 +45,4 @@ bpid=${pids[1]}
 cpu=$(awk '{print ($14+$15)/100}' /proc/$bpid/stat)
 apid=${pids[0]}
 acpu=$(awk '{print ($14+$15)/100}' /proc/$apid/stat)
-echo "$KEYS keys reached a new node in $(echo "$end - $start" | bc) s; new node cpu ${cpu} s; host cpu so far ${acpu} s"
+echo "$KEYS keys reached a new node in $(echo "$end - $start" | bc) s; new node cpu ${cpu} s; host cpu so far ${acpu} s; load average $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -83,6 +83,7 @@ run() {
     awk -F'","' 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); print $1 "-r", $2 }'
 }
 
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 declare -A samples
 for round in $(seq "$ROUNDS"); do
   for depth in 1 16; do
@@ -108,3 +109,7 @@ for depth in 1 16; do
     printf '%-6s %-8s %14s %14s %8s\n' "$test" "-P $depth" "$c" "$r" "$ratio"
   done
 done
+# CPU seconds each server used over all rounds (user + system): steadier than rates on a shared
+# machine.
+cpu_secs() { awk '{ printf "%.1f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
+echo "cpu seconds: cmud $(cpu_secs "$cmud_pid"), redis $(cpu_secs "$redis_pid"); load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -10,6 +10,8 @@ mod harness;
 mod joins;
 #[path = "game/social.rs"]
 mod social;
+#[path = "game/watch.rs"]
+mod watch;
 // Shared with the network tests, which use more of it.
 #[allow(dead_code)]
 #[path = "p2p/proxy.rs"]

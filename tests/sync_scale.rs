@@ -62,11 +62,12 @@ impl Proc {
     }
 
     async fn addr(&self) -> String {
-        let addrs: Vec<String> = redis::cmd("ADDRS")
+        // ADDRS answers (address, kind) pairs, best first.
+        let addrs: Vec<(String, String)> = redis::cmd("ADDRS")
             .query_async(&mut self.conn.clone())
             .await
             .expect("ADDRS");
-        addrs.into_iter().next().expect("a listen address")
+        addrs.into_iter().next().expect("a listen address").0
     }
 
     /// Dials `other` (a dial already under way, from discovery, is as good). A node that was
@@ -195,6 +196,13 @@ struct Bootstrap {
     slowest_ping: Duration,
     /// Slowest of the sender's Puts to reach its other peer during the second.
     slowest_put: Duration,
+    /// CPU time (user and system) the joiner of the second used, from its start to the end:
+    /// steadier than wall-clock time on a shared machine.
+    joiner_cpu: Duration,
+    /// CPU time the sender used during the second.
+    sender_cpu: Duration,
+    /// The machine's load average (1 minute) at the end of the second.
+    load: String,
 }
 
 async fn bootstrap(keys: u64) -> Bootstrap {
@@ -224,6 +232,7 @@ async fn bootstrap(keys: u64) -> Bootstrap {
             slowest
         })
     };
+    let sender_ticks = sender.cpu_ticks();
     let started = Instant::now();
     joiner.join(&sender).await;
     let mut slowest_put = Duration::ZERO;
@@ -244,6 +253,12 @@ async fn bootstrap(keys: u64) -> Bootstrap {
     }
     // The probes are part of the world the joiner receives too.
     let second = wait_world(&joiner, keys + probe, started).await;
+    let ticks = Duration::from_secs(1) / u32::try_from(clock_ticks_per_second()).unwrap_or(100);
+    let joiner_cpu = ticks * u32::try_from(joiner.cpu_ticks()).unwrap_or(u32::MAX);
+    let sender_cpu = ticks * u32::try_from(sender.cpu_ticks() - sender_ticks).unwrap_or(u32::MAX);
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|text| text.split(' ').next().unwrap_or("?").to_owned())
+        .unwrap_or_default();
     done.store(1, Relaxed);
     let slowest_ping = pinger.await.expect("pinger");
     Bootstrap {
@@ -251,6 +266,9 @@ async fn bootstrap(keys: u64) -> Bootstrap {
         second,
         slowest_ping,
         slowest_put,
+        joiner_cpu,
+        sender_cpu,
+        load,
     }
 }
 
@@ -270,6 +288,14 @@ async fn bootstrap_is_linear_and_the_sender_stays_responsive() {
     // persisting the world it was just loaded with.
     let ratio = large.second.as_secs_f64() / small.second.as_secs_f64();
     println!("ratio {ratio:.1}");
+    for (size, run) in [(keys / 10, &small), (keys, &large)] {
+        println!(
+            "{size} keys: joiner {:.2} s of CPU, sender {:.2} s of CPU meanwhile, load {}",
+            run.joiner_cpu.as_secs_f64(),
+            run.sender_cpu.as_secs_f64(),
+            run.load
+        );
+    }
     assert!(large.second < Duration::from_secs(30), "{large:?}");
     assert!(ratio <= 12.0, "ratio {ratio:.1}");
     assert!(large.slowest_ping < Duration::from_millis(50), "{large:?}");

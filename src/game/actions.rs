@@ -5,6 +5,8 @@
 //!
 //! A player's mistake is an `Error` line, never a failure of the session.
 
+use std::sync::Arc;
+
 use super::commands::{self, CommandId, Lookup};
 use super::content::fill;
 use super::events::{Event, LineKind, Mode};
@@ -214,11 +216,9 @@ impl<K: Kv> Session<K> {
         Ok(())
     }
 
-    /// The current snapshot of the world.
-    pub(super) async fn world(&self) -> Result<World, KvError> {
-        Ok(World::from_pairs(
-            self.ctx.kv.list(super::schema::PLAYERS_PREFIX).await?,
-        ))
+    /// The current snapshot of the world (the session's view, with the player's own writes).
+    pub(super) async fn world(&self) -> Result<Arc<World>, KvError> {
+        self.ctx.view.world(&self.ctx.kv).await
     }
 
     /// The player's rank index in `world`.

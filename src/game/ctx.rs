@@ -31,6 +31,8 @@ pub struct Ctx<K> {
     pub no_pauses: bool,
     /// This node's key for reading tells, if it has one.
     pub tell: Option<Arc<super::tell::TellKey>>,
+    /// The session's view of the world.
+    pub view: super::watch::View,
 }
 
 impl<K: Kv> Ctx<K> {

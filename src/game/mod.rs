@@ -15,6 +15,7 @@
 //! - [`tell`]: sealing private tells to a player's X25519 key.
 //! - [`json`]: the JSON form of events, for `cmud --plain --json`.
 //! - [`clock`]: the game's clock, a parameter for deterministic tests.
+//! - [`watch`]: a session's view of the world, kept current from keyspace notifications.
 
 mod actions;
 #[cfg(test)]
@@ -40,6 +41,8 @@ mod shop;
 mod sim_tests;
 mod social;
 pub mod supports;
+pub mod watch;
+mod watched;
 
 pub use social::sort_by_reach;
 pub mod tell;

@@ -5,6 +5,7 @@
 //! Owns only the last snapshot it compared against; it writes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::content::Content;
 use super::ctx::Ctx;
@@ -21,51 +22,84 @@ use crate::rpc::{Kv, KvError};
 pub struct News {
     /// The snapshot the next look is compared with (`None` before the first look), and the
     /// time it was taken (milliseconds), which decided who was online in it.
-    last: Option<(World, u64)>,
+    last: Option<(Arc<World>, u64)>,
+    /// What the last look and the last status were computed from: the next ones are only
+    /// computed again once something differs, so an idle session does no work per player.
+    looked: Freshness,
+    /// The same for the status snapshot.
+    stated: Freshness,
+    /// The status last returned.
+    status: Option<Status>,
+}
+
+/// What a computation over the world depended on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Freshness {
+    /// The view's generation (`None`: the view does not follow the replica, compute always).
+    generation: Option<u64>,
+    /// When someone's presence changes with time alone (milliseconds); 0 before any.
+    until_ms: u64,
+}
+
+impl Freshness {
+    /// Whether a computation made at `self` still holds at `generation` and `now_ms`.
+    fn holds(&self, generation: Option<u64>, now_ms: u64) -> bool {
+        generation.is_some() && self.generation == generation && now_ms < self.until_ms
+    }
 }
 
 impl News {
-    /// Reads the world and returns what changed since the last look, as lines to show.
-    pub(super) async fn look<K: Kv>(&mut self, ctx: &Ctx<K>) -> Result<Vec<Line>, KvError> {
-        let world = World::from_pairs(ctx.kv.list(super::schema::PLAYERS_PREFIX).await?);
+    /// Reads the world and returns what changed since the last look, as lines to show;
+    /// `None` if nothing can have changed (the view is where it was and nobody's presence
+    /// changed with time).
+    pub(super) async fn look<K: Kv>(&mut self, ctx: &Ctx<K>) -> Result<Option<Vec<Line>>, KvError> {
+        let generation = ctx.view.generation();
         let now_ms = ctx.clock.now_ms();
+        if self.last.is_some() && self.looked.holds(generation, now_ms) {
+            return Ok(None);
+        }
+        let world = ctx.view.world(&ctx.kv).await?;
         let lines = match &self.last {
             Some((last, last_ms)) => diff(&ctx.content, (last, *last_ms), &world, &ctx.id, now_ms),
             None => Vec::new(),
         };
+        self.looked = Freshness {
+            generation,
+            until_ms: next_presence_change(&ctx.content, &world, now_ms, &ctx.id),
+        };
         self.last = Some((world, now_ms));
-        Ok(lines)
+        Ok(Some(lines))
     }
 
-    /// The snapshot of the last look, and the one before it (for what is new in it).
-    pub(super) fn world(&self) -> Option<&World> {
+    /// The snapshot of the last look.
+    pub(super) fn world(&self) -> Option<&Arc<World>> {
         self.last.as_ref().map(|(world, _)| world)
     }
 
-    /// A fresh status snapshot.
-    pub(super) async fn status<K: Kv>(&self, ctx: &Ctx<K>, mode: Mode) -> Result<Status, KvError> {
-        let world = World::from_pairs(ctx.kv.list(super::schema::PLAYERS_PREFIX).await?);
+    /// A status snapshot if it differs from the one returned last.
+    pub(super) async fn status<K: Kv>(
+        &mut self,
+        ctx: &Ctx<K>,
+        mode: Mode,
+    ) -> Result<Option<Status>, KvError> {
+        let generation = ctx.view.generation();
+        let now_ms = ctx.clock.now_ms();
         let info = ctx.kv.info().await.unwrap_or_default();
-        let number =
-            |field: &str| -> i64 { info.get(field).and_then(|v| v.parse().ok()).unwrap_or(0) };
-        let peers = usize::try_from(number("connected_peers")).unwrap_or(0);
-        let pending = u64::try_from(number("sync_pending_entries")).unwrap_or(0);
-        let sync = match (peers, pending) {
-            (0, _) => SyncState::Offline,
-            (_, 0) => SyncState::InSync,
-            (_, n) => SyncState::Pending(n),
-        };
-        let offset = number("clock_offset_ms").saturating_abs();
-        // The node skips peers' entries past `max_clock_skew`: warn at half of it, as the
-        // node's log does. An older node without the field gets the rules' threshold.
-        let warn_at = match number("max_clock_skew_ms") {
-            0 => ctx.content.rules.clock_warning_ms,
-            skew => skew / 2,
-        };
+        let node = node_status(ctx, &info, mode);
+        if let Some(last) = &mut self.status
+            && self.stated.holds(generation, now_ms)
+        {
+            if node.same_as(last) {
+                return Ok(None);
+            }
+            node.fill(last);
+            return Ok(Some(last.clone()));
+        }
+        let world = ctx.view.world(&ctx.kv).await?;
         let content = &ctx.content;
         let me = world.player(&ctx.id);
         let shown = names::display_names(&world);
-        Ok(Status {
+        let mut status = Status {
             name: shown.get(&ctx.id).cloned().unwrap_or_default(),
             rank: content.rank(ledger::rank_index(content, &me)).id.clone(),
             coins: ledger::balance(content, &world, &ctx.id),
@@ -73,15 +107,108 @@ impl News {
             location: content
                 .location_name(me.loc.as_deref().unwrap_or_default())
                 .to_owned(),
-            peers,
-            sync,
-            clock_offset_ms: offset,
-            clock_warning: offset > warn_at,
-            via_relay: info.get("reachability").is_some_and(|r| r == "relay"),
+            peers: 0,
+            sync: SyncState::Offline,
+            clock_offset_ms: 0,
+            clock_warning: false,
+            via_relay: false,
             mode,
-            players: presence(content, &world, ctx.clock.now_ms(), &ctx.id),
-        })
+            players: presence(content, &world, now_ms, &ctx.id),
+        };
+        node.fill(&mut status);
+        self.stated = Freshness {
+            generation,
+            until_ms: next_presence_change(content, &world, now_ms, &ctx.id),
+        };
+        if self.status.as_ref() == Some(&status) {
+            return Ok(None);
+        }
+        self.status = Some(status.clone());
+        Ok(Some(status))
     }
+}
+
+/// The part of the status that comes from the node (`INFO`) and the session, not the world.
+struct NodeStatus {
+    /// Connected peers.
+    peers: usize,
+    /// Sync state.
+    sync: SyncState,
+    /// Largest clock offset, absolute.
+    clock_offset_ms: i64,
+    /// Whether to warn about it.
+    clock_warning: bool,
+    /// Whether friends reach this node only through a relay.
+    via_relay: bool,
+    /// The prompt.
+    mode: Mode,
+}
+
+impl NodeStatus {
+    fn same_as(&self, status: &Status) -> bool {
+        self.peers == status.peers
+            && self.sync == status.sync
+            && self.clock_offset_ms == status.clock_offset_ms
+            && self.clock_warning == status.clock_warning
+            && self.via_relay == status.via_relay
+            && self.mode == status.mode
+    }
+
+    fn fill(&self, status: &mut Status) {
+        status.peers = self.peers;
+        status.sync = self.sync;
+        status.clock_offset_ms = self.clock_offset_ms;
+        status.clock_warning = self.clock_warning;
+        status.via_relay = self.via_relay;
+        status.mode = self.mode;
+    }
+}
+
+/// Reads the node's side of the status from its `INFO` fields.
+fn node_status<K: Kv>(ctx: &Ctx<K>, info: &BTreeMap<String, String>, mode: Mode) -> NodeStatus {
+    let number = |field: &str| -> i64 { info.get(field).and_then(|v| v.parse().ok()).unwrap_or(0) };
+    let peers = usize::try_from(number("connected_peers")).unwrap_or(0);
+    let pending = u64::try_from(number("sync_pending_entries")).unwrap_or(0);
+    let sync = match (peers, pending) {
+        (0, _) => SyncState::Offline,
+        (_, 0) => SyncState::InSync,
+        (_, n) => SyncState::Pending(n),
+    };
+    let offset = number("clock_offset_ms").saturating_abs();
+    // The node skips peers' entries past `max_clock_skew`: warn at half of it, as the
+    // node's log does. An older node without the field gets the rules' threshold.
+    let warn_at = match number("max_clock_skew_ms") {
+        0 => ctx.content.rules.clock_warning_ms,
+        skew => skew / 2,
+    };
+    NodeStatus {
+        peers,
+        sync,
+        clock_offset_ms: offset,
+        clock_warning: offset > warn_at,
+        via_relay: info.get("reachability").is_some_and(|r| r == "relay"),
+        mode,
+    }
+}
+
+/// The first time after `now_ms` at which the presence of a character other than `me` (who
+/// is always shown online) changes with time alone (a heartbeat leaves the online window, or
+/// one from the future enters it); `u64::MAX` if none will.
+pub fn next_presence_change(content: &Content, world: &World, now_ms: u64, me: &str) -> u64 {
+    let window = content.rules.presence.online_secs.saturating_mul(1000);
+    world
+        .characters()
+        .filter(|p| p.id != me && p.left_ms < p.seen_ms)
+        .map(|p| {
+            if p.seen_ms > now_ms.saturating_add(window) {
+                p.seen_ms - window
+            } else {
+                p.seen_ms.saturating_add(window).saturating_add(1)
+            }
+        })
+        .filter(|&at| at > now_ms)
+        .min()
+        .unwrap_or(u64::MAX)
 }
 
 /// Whether a player's heartbeat is within the online window of `now_ms`, either way: a clock
@@ -408,6 +535,38 @@ pub fn leaderboard(content: &Content, world: &World) -> Vec<Standing> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presence_is_looked_at_again_when_a_heartbeat_lapses_or_arrives_from_the_future() {
+        let content = Content::embedded();
+        let window = content.rules.presence.online_secs * 1000;
+        let world = World::from_items(&[
+            ("p/me/name", "me"),
+            ("p/me/seen", "100000"),
+            ("p/a/name", "a"),
+            ("p/a/seen", "100000"),
+            ("p/f/name", "f"),
+            ("p/f/seen", &(100_000 + 3 * window).to_string()),
+            ("p/gone/name", "gone"),
+            ("p/gone/seen", "1"),
+        ]);
+        let now = 100_000 + window / 2;
+        let at = next_presence_change(&content, &world, now, "me");
+        assert_eq!(at, 100_000 + window + 1, "a goes quiet first");
+        assert!(!online(&content, &world.player("a"), at));
+        assert!(online(&content, &world.player("a"), at - 1));
+        let later = next_presence_change(&content, &world, at, "me");
+        assert_eq!(
+            later,
+            100_000 + 2 * window,
+            "then f's heartbeat enters the window"
+        );
+        assert!(online(&content, &world.player("f"), later));
+        assert_eq!(
+            next_presence_change(&content, &world, later, "me"),
+            later + 2 * window + 1
+        );
+    }
 
     #[test]
     fn others_moves_gifts_promotions_and_chat_are_news() {

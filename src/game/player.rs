@@ -15,6 +15,7 @@ use super::content::Content;
 use super::ledger;
 use super::schema::{self, Scope, World, field};
 use super::supports;
+use super::watch::{View, Watched};
 use crate::rpc::{Kv, KvError};
 
 #[path = "player_books.rs"]
@@ -198,11 +199,24 @@ pub struct PlayerHandle {
 }
 
 impl PlayerHandle {
-    /// Starts the task for player `id`.
+    /// Starts the task for player `id`, reading the world afresh at every change.
     pub fn spawn<K: Kv>(kv: K, id: String, content: Arc<Content>, clock: Arc<dyn Clock>) -> Self {
+        Self::spawn_with_view(kv, View::polling(), id, content, clock)
+    }
+
+    /// Starts the task for player `id`, reading the world from `view` and applying its writes
+    /// to it.
+    pub fn spawn_with_view<K: Kv>(
+        kv: K,
+        view: View,
+        id: String,
+        content: Arc<Content>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let (tx, mut rx) = mpsc::channel::<Request>(MAILBOX);
         let mut task = PlayerTask {
-            kv,
+            kv: Watched::new(kv, view.clone()),
+            view,
             id,
             content,
             clock,
@@ -233,6 +247,8 @@ impl PlayerHandle {
 struct PlayerTask<K> {
     /// The replica.
     kv: K,
+    /// The world as this node holds it (the task's writes reach it through `kv`).
+    view: View,
     /// The player's id (all writes are under `p/<id>/`).
     id: String,
     /// Prices, unlocks, problem sizes.
@@ -245,10 +261,8 @@ struct PlayerTask<K> {
 }
 
 impl<K: Kv> PlayerTask<K> {
-    async fn world(&self) -> Result<World, KvError> {
-        Ok(World::from_pairs(
-            self.kv.list(schema::PLAYERS_PREFIX).await?,
-        ))
+    async fn world(&self) -> Result<Arc<World>, KvError> {
+        self.view.world(&self.kv).await
     }
 
     async fn own(&self) -> Result<World, KvError> {

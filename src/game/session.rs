@@ -24,6 +24,7 @@ use super::events::{Activity, Event, Input, Line, LineKind, Mode, Progress, Stat
 use super::news::News;
 use super::player::{Change, Outcome, PlayerHandle};
 use super::tell::TellKey;
+use super::watch::View;
 use crate::rpc::{Kv, KvError};
 
 /// How a session runs.
@@ -177,7 +178,15 @@ impl<K: Kv> Session<K> {
         let content = options.content.unwrap_or_else(Content::embedded);
         let joins = (options.joins, options.remembered_peers);
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let player = PlayerHandle::spawn(kv.clone(), id.clone(), content.clone(), clock.clone());
+        let view = View::start(kv.clone()).await?;
+        view.set_player(&id);
+        let player = PlayerHandle::spawn_with_view(
+            kv.clone(),
+            view.clone(),
+            id.clone(),
+            content.clone(),
+            clock.clone(),
+        );
         let rng = match options.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
@@ -193,6 +202,7 @@ impl<K: Kv> Session<K> {
                 events,
                 no_pauses: options.no_pauses,
                 tell: options.tell_key,
+                view,
             }),
             mode: Mode::Naming,
             battle_rank: None,
@@ -223,8 +233,11 @@ impl<K: Kv> Session<K> {
         let Some(mut job_rx) = self.job_rx.take() else {
             return;
         };
+        // The tick keeps the heartbeat, presence and node status current; changes to the world
+        // are looked at as soon as the view has them.
         let mut tick = tokio::time::interval(Duration::from_millis(self.ctx.content.rules.poll_ms));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut changes = self.ctx.view.changes();
         while !self.quitting {
             tokio::select! {
                 input = inputs.recv() => match input {
@@ -234,6 +247,7 @@ impl<K: Kv> Session<K> {
                 },
                 Some(msg) = job_rx.recv() => self.job_msg(msg).await,
                 _ = tick.tick() => self.poll().await,
+                Ok(()) = changes.changed() => self.poll().await,
             }
             if !self.quitting {
                 self.refresh_status().await;
@@ -308,11 +322,12 @@ impl<K: Kv> Session<K> {
             }
         }
         match self.news.look(&self.ctx).await {
-            Ok(lines) => {
+            Ok(Some(lines)) => {
                 for line in lines {
                     self.ctx.send(Event::Line(line)).await;
                 }
             }
+            Ok(None) => return, // Nothing changed since the last look.
             Err(err) => return tracing::debug!(%err, "polling the world failed"),
         }
         if let Err(err) = self.after_look().await {
@@ -373,7 +388,8 @@ impl<K: Kv> Session<K> {
     /// Sends a status snapshot if it changed.
     pub async fn refresh_status(&mut self) {
         let status = match self.news.status(&self.ctx, self.mode).await {
-            Ok(status) => status,
+            Ok(Some(status)) => status,
+            Ok(None) => return, // The same as last time.
             Err(err) => {
                 tracing::debug!(%err, "status query failed");
                 return;

@@ -5,8 +5,15 @@
 //! every few seconds a random peer is pulled from when nothing else is. One session at a time
 //! is what makes a node that joins several peers at once download the world once: the first
 //! session brings everything, the next ones find nothing missing. Answers are computed on the
-//! gateway (which owns the replica and its fingerprint index) in helper tasks; entries
-//! received are merged through the gateway, which validates each one, before the next request.
+//! gateway (which owns the replica and its fingerprint index) in helper tasks.
+//!
+//! Entries received are merged through the gateway, which validates each one (signatures on
+//! blocking threads, every core) before it touches the replica. The next request does not wait
+//! for that: a reply's entries and the ranges it hands back are disjoint, so the next request
+//! can be computed at once, and the next page travels while this one is verified. At most
+//! [`MAX_PAGES_MERGING`] pages of a session wait for their merge at any time (the next request
+//! is held back beyond that), so memory stays bounded, and a session ends only once every page
+//! it received has been merged.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
@@ -27,6 +34,11 @@ use crate::store::ranger::{self, MAX_IDLE_ROUNDS, Message};
 /// Exchanges this large or larger are logged and shown as progress.
 const LARGE_SYNC_ENTRIES: u64 = 1000;
 
+/// Pages of a session handed to the gateway and not merged yet, at most: one or two are
+/// verified while the next is on its way. Each page holds about a `PAGE_TARGET_BYTES` of
+/// entries, so this bounds what a session holds in memory.
+const MAX_PAGES_MERGING: usize = 3;
+
 /// Results of helper tasks, sent back to the event loop.
 pub(super) enum Internal {
     /// The first request of the session with `peer` is ready.
@@ -45,16 +57,21 @@ pub(super) enum Internal {
     },
     /// The gateway has judged a gossiped batch: report it to gossipsub.
     Gossip(GossipChecked),
-    /// A reply from `peer` has been merged and the next request computed.
+    /// The next request after a reply of session `session` is computed.
     Pulled {
-        /// The peer.
-        peer: PeerId,
-        /// The next request; `None` when the session is over.
+        /// The session.
+        session: u64,
+        /// The next request; `None` when nothing is left to ask.
         next: Option<Message>,
-        /// Entries of the reply that changed our replica.
-        changed: usize,
-        /// Entries of the reply the gateway turned away as invalid.
-        invalid: usize,
+    },
+    /// The entries of one reply of session `session` (from `peer`) have been merged.
+    Merged {
+        /// The session.
+        session: u64,
+        /// The peer that sent them.
+        peer: PeerId,
+        /// What the gateway made of them.
+        merged: RemoteMerge,
     },
 }
 
@@ -65,11 +82,15 @@ pub(super) struct Syncs {
     active: Option<Session>,
     /// Peers to pull from next, in order (newly connected ones).
     waiting: VecDeque<PeerId>,
+    /// The id of the last session begun (replies and merges name their session by it).
+    last_id: u64,
 }
 
 /// The session running with a peer (we pull from it).
 #[derive(Debug)]
 struct Session {
+    /// Tells this session's helper-task results from those of an earlier one.
+    id: u64,
     /// The peer.
     peer: PeerId,
     /// The request in flight, once sent.
@@ -82,6 +103,12 @@ struct Session {
     total: u64,
     /// When the session started.
     started: Instant,
+    /// Replies whose entries the gateway has not merged yet.
+    merging: usize,
+    /// The next request, held back while [`MAX_PAGES_MERGING`] pages wait for their merge.
+    held: Option<Message>,
+    /// Whether the last request has been answered (the session ends once nothing is merging).
+    pulled_all: bool,
 }
 
 impl EventLoop {
@@ -126,13 +153,18 @@ impl EventLoop {
     }
 
     fn begin_sync(&mut self, peer: PeerId) {
+        self.sync.last_id += 1;
         self.sync.active = Some(Session {
+            id: self.sync.last_id,
             peer,
             request: None,
             idle_rounds: 0,
             received: 0,
             total: 0,
             started: Instant::now(),
+            merging: 0,
+            held: None,
+            pulled_all: false,
         });
         let gateway = self.gateway.clone();
         let internal = self.internal_tx.clone();
@@ -165,37 +197,58 @@ impl EventLoop {
                 }
             }
             Internal::Gossip(checked) => self.on_gossip_checked(checked),
-            Internal::Pulled {
+            Internal::Pulled { session, next } => self.on_pulled(session, next),
+            Internal::Merged {
+                session,
                 peer,
-                next,
-                changed,
-                invalid,
-            } => {
-                if invalid > 0 && self.bad_logged.insert(peer) {
-                    tracing::warn!(%peer, invalid, "dropped invalid entries from a peer's sync answer (further ones from it are counted in INFO, not logged)");
-                }
-                let Some(session) = self.session_with(peer) else {
-                    return;
-                };
-                session.idle_rounds = if changed > 0 {
-                    0
-                } else {
-                    session.idle_rounds + 1
-                };
-                match next {
-                    Some(message) if session.idle_rounds <= MAX_IDLE_ROUNDS => {
-                        self.send_sync_request(peer, message);
-                    }
-                    Some(_) => {
-                        tracing::warn!(%peer, "a peer's sync answers bring nothing new; ending the session");
-                        self.finish_sync();
-                    }
-                    None => {
-                        self.stats.remote.syncs_completed.fetch_add(1, Relaxed);
-                        self.finish_sync();
-                    }
-                }
+                merged,
+            } => self.on_merged(session, peer, merged),
+        }
+    }
+
+    /// The session running, if it is session `id`.
+    fn session_by_id(&mut self, id: u64) -> Option<&mut Session> {
+        self.sync.active.as_mut().filter(|session| session.id == id)
+    }
+
+    /// Sends the next request of session `id`, or holds it while too many pages are merging,
+    /// or ends the session when nothing is left to ask and nothing is merging.
+    fn on_pulled(&mut self, id: u64, next: Option<Message>) {
+        let Some(session) = self.session_by_id(id) else {
+            return;
+        };
+        // A round counts as idle until a merge of its entries says otherwise.
+        session.idle_rounds += 1;
+        let peer = session.peer;
+        match next {
+            Some(_) if session.idle_rounds > MAX_IDLE_ROUNDS => {
+                tracing::warn!(%peer, "a peer's sync answers bring nothing new; ending the session");
+                self.finish_sync();
             }
+            Some(message) if session.merging >= MAX_PAGES_MERGING => session.held = Some(message),
+            Some(message) => self.send_sync_request(peer, message),
+            None if session.merging == 0 => self.complete_sync(),
+            None => session.pulled_all = true,
+        }
+    }
+
+    /// Counts what the merge of one reply did, and sends a held request or ends the session
+    /// when it was the one waited for.
+    fn on_merged(&mut self, id: u64, peer: PeerId, merged: RemoteMerge) {
+        if merged.invalid > 0 && self.bad_logged.insert(peer) {
+            tracing::warn!(%peer, invalid = merged.invalid, "dropped invalid entries from a peer's sync answer (further ones from it are counted in INFO, not logged)");
+        }
+        let Some(session) = self.session_by_id(id) else {
+            return;
+        };
+        session.merging = session.merging.saturating_sub(1);
+        if merged.changed > 0 {
+            session.idle_rounds = 0;
+        }
+        if session.pulled_all && session.merging == 0 {
+            self.complete_sync();
+        } else if let Some(message) = session.held.take() {
+            self.send_sync_request(peer, message);
         }
     }
 
@@ -220,6 +273,13 @@ impl EventLoop {
         if let Some(session) = self.session_with(peer) {
             session.request = Some(id);
         }
+    }
+
+    /// Ends the session running after a reconciliation that ran to its end: counted, since the
+    /// RPC port of a node back from a long absence waits for the first one.
+    fn complete_sync(&mut self) {
+        self.stats.remote.syncs_completed.fetch_add(1, Relaxed);
+        self.finish_sync();
     }
 
     /// Ends the session running and starts the next waiting one.
@@ -414,7 +474,10 @@ impl EventLoop {
         };
         session.received += entries.len() as u64;
         session.total = total;
-        let (received, more) = (session.received, !message.is_empty());
+        if !entries.is_empty() {
+            session.merging += 1;
+        }
+        let (id, received, more) = (session.id, session.received, !message.is_empty());
         // Only a transfer is progress: an in-sync anti-entropy round over a large world
         // receives nothing.
         if received > 0 && total >= LARGE_SYNC_ENTRIES && more {
@@ -428,26 +491,29 @@ impl EventLoop {
                 .pending_entries
                 .store(total.saturating_sub(received), Relaxed);
         }
+        if !entries.is_empty() {
+            let gateway = self.gateway.clone();
+            let internal = self.internal_tx.clone();
+            tokio::spawn(async move {
+                // A stopped gateway merges nothing; the session still hears that the page is done.
+                let merged = gateway.remote_entries(entries).await.unwrap_or_default();
+                let _ = internal.send(Internal::Merged {
+                    session: id,
+                    peer,
+                    merged,
+                });
+            });
+        }
+        // The reply's entries lie outside every range it hands back, so the next request does
+        // not depend on their merge: compute it now, while they are verified.
         let gateway = self.gateway.clone();
         let internal = self.internal_tx.clone();
         tokio::spawn(async move {
-            let mut merged = RemoteMerge::default();
-            if !entries.is_empty() {
-                let Some(merge) = gateway.remote_entries(entries).await else {
-                    return;
-                };
-                merged = merge;
-            }
             let next = gateway
                 .query(move |store| ranger::pull(store, &message, &PAGE_LIMITS))
                 .await;
             if let Some(next) = next {
-                let _ = internal.send(Internal::Pulled {
-                    peer,
-                    next,
-                    changed: merged.changed,
-                    invalid: merged.invalid,
-                });
+                let _ = internal.send(Internal::Pulled { session: id, next });
             }
         });
     }

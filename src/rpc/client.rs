@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use super::auth::RpcEndpoint;
+use super::keyspace::{self, KeySubscription};
 pub use crate::p2p::nat::{AddrKind, SharedAddr};
 
 /// How long a query may wait for the replica's reply before it fails.
@@ -23,6 +26,12 @@ pub const LIST_PAGE_ENTRIES: usize = 4096;
 
 /// How often [`KvClient::wait_for_the_world`] asks the node again.
 const WORLD_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Longest one-line answer to `AUTH` or `ACTOR` read while opening a subscription.
+const MAX_HANDSHAKE_LINE_BYTES: usize = 1024;
+
+/// Keys per `MGET`: below the port's limit of 1024 array elements (the command name counts).
+const MGET_KEYS: usize = 1000;
 
 /// Why a query to the replica failed. The replica's refusals arrive typed: the game matches on
 /// the variant, never on protocol text.
@@ -49,6 +58,10 @@ pub enum KvError {
     /// A stored value is not UTF-8 text.
     #[error("value under {0} is not text")]
     NotText(String),
+    /// This replica does not offer keyspace notifications (the caller reads the prefix
+    /// instead).
+    #[error("this replica offers no keyspace notifications")]
+    NoSubscriptions,
     /// A `JOIN` did not reach a node of this world with the expected peer id.
     #[error("{message}")]
     Join {
@@ -174,6 +187,32 @@ pub trait Kv: Clone + Send + Sync + 'static {
         &self,
         prefix: &str,
     ) -> impl Future<Output = Result<Vec<(String, String)>, KvError>> + Send;
+    /// The values of `keys`, in order (`None` for a key without a live text value), in one
+    /// round trip where the replica allows it.
+    fn get_many(
+        &self,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<String>>, KvError>> + Send {
+        async move {
+            let mut values = Vec::with_capacity(keys.len());
+            for key in keys {
+                values.push(match self.get(key).await {
+                    Err(KvError::NotText(_)) => None,
+                    other => other?,
+                });
+            }
+            Ok(values)
+        }
+    }
+    /// Subscribes to the changes of every key under `prefix`, local or from peers, on a
+    /// connection of its own. Fails with [`KvError::NoSubscriptions`] where there are none.
+    fn subscribe(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<KeySubscription, KvError>> + Send {
+        let _ = prefix;
+        async { Err(KvError::NoSubscriptions) }
+    }
     /// The node's `INFO` fields (`peer_id`, `connected_peers`, `clock_offset_ms`, ...).
     fn info(&self) -> impl Future<Output = Result<BTreeMap<String, String>, KvError>> + Send;
     /// Multiaddrs a friend can `--join` to reach this node, best first, with their kinds.
@@ -190,6 +229,10 @@ pub trait Kv: Clone + Send + Sync + 'static {
 /// reads its own writes.
 #[derive(Clone)]
 pub struct KvClient {
+    /// The port and credential, for connections made by hand (subscriptions).
+    endpoint: RpcEndpoint,
+    /// The same as the `redis` crate's settings (credential, protocol).
+    client: redis::Client,
     /// The multiplexed connection; clones share it.
     conn: MultiplexedConnection,
     /// A second connection for `JOIN`, made at the start and kept, so a dial never holds up
@@ -211,7 +254,46 @@ impl KvClient {
         let join_conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        Ok(KvClient { conn, join_conn })
+        Ok(KvClient {
+            endpoint: endpoint.clone(),
+            client,
+            conn,
+            join_conn,
+        })
+    }
+
+    /// A new connection to the RPC port, authenticated and moved to query actor `actor`.
+    async fn connect_on_actor(&self, actor: i64) -> Result<TcpStream, KvError> {
+        let broken = |err: std::io::Error| KvError::Connection(err.to_string());
+        let mut stream = TcpStream::connect(self.endpoint.addr)
+            .await
+            .map_err(broken)?;
+        let mut commands = Vec::new();
+        if let Some(creds) = &self.endpoint.credentials {
+            let auth = redis::cmd("AUTH")
+                .arg(&creds.user)
+                .arg(creds.secret.expose())
+                .get_packed_command();
+            commands.push(auth);
+        }
+        commands.push(redis::cmd("ACTOR").arg(actor).get_packed_command());
+        stream.write_all(&commands.concat()).await.map_err(broken)?;
+        // Both answers are one line each: `+OK` or an error. Read byte by byte so nothing
+        // past them is taken from the stream the subscription goes on with.
+        for _ in 0..commands.len() {
+            let mut line = Vec::new();
+            while !line.ends_with(b"\r\n") {
+                line.push(stream.read_u8().await.map_err(broken)?);
+                if line.len() > MAX_HANDSHAKE_LINE_BYTES {
+                    return Err(KvError::Refused("handshake answer too long".into()));
+                }
+            }
+            if !line.starts_with(b"+") {
+                let text = String::from_utf8_lossy(&line).trim().to_owned();
+                return Err(KvError::Refused(text));
+            }
+        }
+        Ok(stream)
     }
 
     /// Waits until the node serves the world (`INFO` says `loading:0`), calling `syncing`
@@ -311,6 +393,37 @@ impl Kv for KvClient {
                 None => return Ok(pairs),
             }
         }
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>, KvError> {
+        let mut values = Vec::with_capacity(keys.len());
+        // MGET takes at most the array limit of arguments: ask in chunks below it.
+        for chunk in keys.chunks(MGET_KEYS) {
+            let raw: Vec<Option<Vec<u8>>> = self.query(redis::cmd("MGET").arg(chunk)).await?;
+            values.extend(
+                raw.into_iter()
+                    .map(|raw| raw.and_then(|raw| String::from_utf8(raw).ok())),
+            );
+        }
+        Ok(values)
+    }
+
+    async fn subscribe(&self, prefix: &str) -> Result<KeySubscription, KvError> {
+        // A connection of its own (RESP2 allows nothing else on a subscribed connection), on
+        // the actor that answers this client's queries: an event then always follows a change
+        // those queries already see, so the read it prompts never finds an older value.
+        let actor: i64 = self.query(&redis::cmd("ACTOR")).await?;
+        let stream = self.connect_on_actor(actor).await?;
+        let settings = self.client.get_connection_info().redis_settings();
+        let mut pubsub = redis::aio::PubSub::new(settings, stream).await?;
+        pubsub.psubscribe(keyspace::pattern_for(prefix)).await?;
+        let (sender, subscription) = KeySubscription::channel(keyspace::SUBSCRIPTION_QUEUE_EVENTS);
+        tokio::spawn(keyspace::forward(
+            prefix.to_owned(),
+            pubsub.into_on_message(),
+            sender,
+        ));
+        Ok(subscription)
     }
 
     async fn info(&self) -> Result<BTreeMap<String, String>, KvError> {

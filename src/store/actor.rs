@@ -14,6 +14,7 @@ use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::thread;
 use std::time::Duration;
 
@@ -45,6 +46,11 @@ const HOUSEKEEPING_PERIOD: Duration = Duration::from_millis(250);
 
 /// How often an actor held by backpressure looks again whether persistence caught up.
 const HOLD_POLL: Duration = Duration::from_millis(5);
+
+/// When this many of the node's entries wait for their signature at the gateway, actors hold
+/// their writers until signing catches up (about a second of signing on one core): so the
+/// backlog of unsigned entries stays bounded however fast clients write new keys.
+pub const MAX_UNSIGNED_ENTRIES: u64 = 50_000;
 
 /// A client connection moving to an actor, with whatever bytes were read but not yet handled.
 #[derive(Debug)]
@@ -194,6 +200,7 @@ impl Actor {
         }
         self.housekeeping();
         self.hold_while_persistence_lags();
+        self.hold_while_signing_lags();
     }
 
     /// Forces the log to disk and purges expired tombstones when they are due.
@@ -235,8 +242,13 @@ impl Actor {
                 }
             }
         }
+        // Counted before it is sent: the gateway may sign it before this thread runs again.
+        let unsigned = batch.len() as u64;
+        self.stats.unsigned_entries.fetch_add(unsigned, Relaxed);
         if self.mailboxes.gateway.local_batch(self.index, batch) {
             row.sent(self.stats.gateway_index(), bytes);
+        } else {
+            self.stats.unsigned_entries.fetch_sub(unsigned, Relaxed);
         }
         match self.log.borrow_mut().rotate_if_full() {
             Ok(Some(segment)) => self.mailboxes.gateway.log_closed(self.index, segment),
@@ -268,6 +280,20 @@ impl Actor {
         self.close_log();
         tracing::warn!("persistence is behind: holding writers until it catches up");
         while self.log.borrow().backlogged() {
+            thread::sleep(HOLD_POLL);
+        }
+    }
+
+    /// Backpressure: while more than [`MAX_UNSIGNED_ENTRIES`] of the node's entries wait for
+    /// their signature, this actor (and so every connection on it) waits. What it handed over
+    /// is already in the log and on its way to persistence, so the wait always ends.
+    fn hold_while_signing_lags(&self) {
+        let lagging = || self.stats.unsigned_entries.load(Relaxed) > MAX_UNSIGNED_ENTRIES;
+        if !lagging() {
+            return;
+        }
+        tracing::debug!("signing is behind: holding writers until it catches up");
+        while lagging() {
             thread::sleep(HOLD_POLL);
         }
     }

@@ -4,7 +4,10 @@
 //! Local actors hand it their flushed batches; it keeps them, passes them to the persist
 //! actor at once (so acknowledged writes reach disk quickly) and queues them for the network,
 //! which gets at most one batch per [`FLUSH_PERIOD`]. Local entries are signed here, once per
-//! entry that survives an actor's flush, off the RPC request path. Batches from peers are
+//! entry that survives an actor's flush, off the RPC request path and off the gateway's own
+//! task: on blocking threads, a large batch split over the cores, merged into the replica and
+//! published once signed (actors hold their writers while too many wait, see
+//! `actor::MAX_UNSIGNED_ENTRIES`). Batches from peers are
 //! validated entry by entry (`validate::check_remote`, on blocking threads, since signatures
 //! are the costly part), merged, and coalesced into at most one message per period to each
 //! local actor and to the persist actor, however many peers publish. Both directions are paced
@@ -35,8 +38,16 @@ use super::validate::{
 /// split evenly over the cores so that every core verifies signatures.
 const MIN_CHECK_CHUNK_ENTRIES: usize = 256;
 
+/// Fewest entries of a local batch signed on one blocking thread; a larger batch is split
+/// evenly over the cores.
+const MIN_SIGN_CHUNK_ENTRIES: usize = 256;
+
 /// A delivery whose entries have been checked, with whoever waits for the merge.
 type CheckedDelivery = (Checked, Option<oneshot::Sender<RemoteMerge>>);
+
+/// A local batch once signed (entries of a chunk that failed to sign are missing from it),
+/// with the number of entries handed over for signing.
+type SignedBatch = (Vec<KeyedEntry>, usize);
 
 /// A read of the gateway's replica (entries and range fingerprints), run on the gateway task.
 pub type Query = Box<dyn FnOnce(&IndexedMap) + Send>;
@@ -210,6 +221,10 @@ struct Gateway {
     last_purge: std::time::Instant,
     /// Where checks running on blocking threads hand their deliveries back.
     checked_tx: mpsc::UnboundedSender<CheckedDelivery>,
+    /// Where signing on blocking threads hands local batches back.
+    signed_tx: mpsc::UnboundedSender<SignedBatch>,
+    /// Local batches handed to signing and not back yet.
+    signing: usize,
     /// The budget of messages to the actors: one bucket for every gateway -> actor pair, since
     /// each message goes to all of them at once.
     to_actors: Pace,
@@ -231,6 +246,7 @@ pub async fn run(setup: GatewaySetup) {
         stats,
     } = setup;
     let (checked_tx, mut checked_rx) = mpsc::unbounded_channel();
+    let (signed_tx, mut signed_rx) = mpsc::unbounded_channel();
     let now = std::time::Instant::now();
     let mut gateway = Gateway {
         map: IndexedMap::new(map),
@@ -246,6 +262,8 @@ pub async fn run(setup: GatewaySetup) {
         stats,
         last_purge: std::time::Instant::now(),
         checked_tx,
+        signed_tx,
+        signing: 0,
         to_actors: Pace::new(FLUSH_PERIOD, now),
         to_network: Pace::new(FLUSH_PERIOD, now),
     };
@@ -265,16 +283,19 @@ pub async fn run(setup: GatewaySetup) {
                 Some(ToGateway::Remote { entries, merged }) => gateway.check(entries, merged),
                 Some(ToGateway::Query(read)) => read(&gateway.map),
                 Some(ToGateway::Shutdown(done)) => {
+                    gateway.finish_signing(&mut signed_rx).await;
                     gateway.flush().await;
                     let _ = done.send(());
                     break;
                 }
                 None => {
+                    gateway.finish_signing(&mut signed_rx).await;
                     gateway.flush().await;
                     break;
                 }
             },
             _ = purge_tick.tick() => gateway.purge_if_due(),
+            Some(signed) = signed_rx.recv() => gateway.signed(signed),
             Some((checked, merged)) = checked_rx.recv() => {
                 let report = gateway.remote(checked);
                 if let Some(reply) = merged {
@@ -287,21 +308,63 @@ pub async fn run(setup: GatewaySetup) {
 }
 
 impl Gateway {
-    /// Signs a local actor's batch, keeps it, persists it and queues it for the world.
+    /// Persists a local actor's batch and has it signed on blocking threads (chunks in
+    /// parallel); it comes back through `signed_tx` to [`Gateway::signed`].
     fn local(&mut self, batch: Batch) {
         // Persist the batch at once, before signing, so the time from acknowledgement to disk
         // stays short; the signed copies follow and replace them (the persist actor
         // coalesces, so usually only they are written), and a restart signs any left unsigned.
         self.persist.batch(batch.clone());
-        let signed = self.signer.sign_batch(&batch);
-        for (key, entry) in signed.iter() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let chunk_entries = batch.len().div_ceil(cores).max(MIN_SIGN_CHUNK_ENTRIES);
+        let chunks: Vec<_> = (0..batch.len())
+            .step_by(chunk_entries)
+            .map(|start| {
+                let (batch, signer) = (batch.clone(), self.signer.clone());
+                let end = (start + chunk_entries).min(batch.len());
+                tokio::task::spawn_blocking(move || signer.sign_entries(&batch[start..end]))
+            })
+            .collect();
+        self.signing += 1;
+        let back = self.signed_tx.clone();
+        let handed = batch.len();
+        tokio::spawn(async move {
+            let mut signed = Vec::with_capacity(handed);
+            for chunk in chunks {
+                // A chunk that panicked is a bug; its entries stay persisted unsigned and are
+                // signed at the next start.
+                if let Ok(chunk) = chunk.await {
+                    signed.extend(chunk);
+                }
+            }
+            let _ = back.send((signed, handed));
+        });
+    }
+
+    /// Keeps a signed local batch, persists it and queues it for the world.
+    fn signed(&mut self, (signed, handed): SignedBatch) {
+        self.signing = self.signing.saturating_sub(1);
+        for (key, entry) in &signed {
             if self.map.merge(key.clone(), entry.clone()) != Merged::Unchanged
                 && self.network.is_some()
             {
                 self.unpublished.insert(key.clone(), entry.clone());
             }
         }
-        self.persist.batch(signed);
+        self.persist.batch(Arc::new(signed));
+        let unsigned = &self.stats.unsigned_entries;
+        let _ = unsigned.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(handed as u64)));
+    }
+
+    /// Waits for every local batch being signed and keeps it (before the last flush).
+    async fn finish_signing(&mut self, signed_rx: &mut mpsc::UnboundedReceiver<SignedBatch>) {
+        while self.signing > 0 {
+            // The gateway holds a sender itself, so this ends only by a batch coming back.
+            let Some(signed) = signed_rx.recv().await else {
+                break;
+            };
+            self.signed(signed);
+        }
     }
 
     /// Drops tombstones past the purge horizon, once per purge period, and has persistence

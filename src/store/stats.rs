@@ -82,6 +82,9 @@ pub struct Stats {
     pub remote: RemoteStats,
     /// Expired tombstones the gateway purged (each actor purges the same ones).
     pub tombstones_purged: AtomicU64,
+    /// This node's entries handed to the gateway and not signed yet (actors add, the gateway
+    /// subtracts): actors hold their writers while it is over `MAX_UNSIGNED_ENTRIES`.
+    pub unsigned_entries: AtomicU64,
 }
 
 impl Stats {
@@ -96,6 +99,7 @@ impl Stats {
                 .collect(),
             remote: RemoteStats::default(),
             tombstones_purged: AtomicU64::new(0),
+            unsigned_entries: AtomicU64::new(0),
         }
     }
 
