@@ -156,7 +156,13 @@ impl Connection {
             {
                 return End::OutputOverLimit(self.output.len());
             }
-            let pending = self.input.len();
+            // What unfinished commands cost is the buffer that holds them, which grows ahead
+            // of what it holds: count its capacity, so the node's budget bounds memory.
+            let pending = if self.input.is_empty() {
+                0
+            } else {
+                self.input.capacity()
+            };
             self.state_mut().client.set_pending_input(pending);
             if let Err(end) = self.flush(actor).await {
                 return end;
