@@ -2,6 +2,8 @@
 //! concurrency, restarts, and the `--plain` binary. All game integration tests live in this
 //! one test binary (each test binary links the whole crate).
 
+#[path = "game/claims.rs"]
+mod claims;
 #[path = "game/harness.rs"]
 mod harness;
 #[path = "game/joins.rs"]
@@ -464,17 +466,8 @@ async fn no_interleaving_on_three_nodes_creates_or_destroys_coins() {
 async fn concurrent_progress_on_two_nodes_is_kept_and_simultaneous_finishers_are_promoted() {
     // b reaches a through a proxy only, so the test can part them.
     let a = TestNode::start_joined(&[], false).await;
-    let a_addr: libp2p::Multiaddr = a.node.shareable_addrs()[0].parse().unwrap();
-    let a_port = a_addr
-        .iter()
-        .find_map(|p| match p {
-            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
-            _ => None,
-        })
-        .unwrap();
-    let proxy = proxy::Proxy::start(([127, 0, 0, 1], a_port).into(), Duration::ZERO).await;
-    let via = format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", proxy.addr.port(), a.id());
-    let b = TestNode::start_joined(&[via], false).await;
+    let proxy = proxy::Proxy::start(a.swarm_addr(), Duration::ZERO).await;
+    let b = TestNode::start_joined(&[a.addr_via(proxy.addr)], false).await;
     let (pa, pb) = (a.id(), b.id());
     let alice = enter(&a.kv, &pa).await;
     let bob = enter(&b.kv, &pb).await;

@@ -278,7 +278,7 @@ impl<K: Kv> Session<K> {
             format!(
                 "{}: {}",
                 capitalise(&content.rules.currency),
-                ledger::balance(&world, &self.ctx.id)
+                ledger::balance(content, &world, &self.ctx.id)
             ),
             format!("Power: {}", ledger::power(content, &me)),
         ];

@@ -8,28 +8,44 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::claims;
 use super::content::Content;
 use super::schema::{PlayerRecord, World};
 
 /// Coins `id` can spend, as far as this snapshot knows. Gifts not yet replicated here are not
-/// counted, so the true balance is never below this.
-pub fn balance(world: &World, id: &str) -> u64 {
-    let me = world.player(id);
-    let received: u128 = world
+/// counted, so the true balance is never below this; nor are gifts from a player whose claims
+/// break the rules (see `claims`): they count for nothing until that player's state is
+/// consistent.
+pub fn balance(content: &Content, world: &World, id: &str) -> u64 {
+    let received: u128 = counted_gifts(content, world, id)
+        .values()
+        .map(|&n| u128::from(n))
+        .sum();
+    settle(&world.player(id), received)
+}
+
+/// The gifts to `id` that count, by giver: from every other player whose claims hold (only
+/// the givers are checked, so a balance costs little in a large world).
+pub fn counted_gifts<'a>(content: &Content, world: &'a World, id: &str) -> BTreeMap<&'a str, u64> {
+    world
         .players
         .values()
         .filter(|p| p.id != id)
-        .filter_map(|p| p.gave.get(id))
-        .map(|&n| u128::from(n))
-        .sum();
-    settle(&me, received)
+        .filter_map(|p| Some((p.id.as_str(), *p.gave.get(id)?)))
+        .filter(|(giver, _)| !claims::is_unverified(content, world, giver))
+        .collect()
 }
 
 /// Every player's balance, in one pass over the gifts (calling [`balance`] for each player
 /// would be quadratic in the number of players).
-pub fn balances(world: &World) -> BTreeMap<&str, u64> {
+pub fn balances<'a>(content: &Content, world: &'a World) -> BTreeMap<&'a str, u64> {
+    balances_without(world, &claims::unverified(content, world))
+}
+
+/// Every player's balance, the gifts of the players in `skipped` left out.
+fn balances_without<'a>(world: &'a World, skipped: &BTreeSet<String>) -> BTreeMap<&'a str, u64> {
     let mut received: BTreeMap<&str, u128> = BTreeMap::new();
-    for p in world.players.values() {
+    for p in world.players.values().filter(|p| !skipped.contains(&p.id)) {
         for (to, &n) in p.gave.iter().filter(|(to, _)| **to != p.id) {
             *received.entry(to.as_str()).or_default() += u128::from(n);
         }
@@ -53,9 +69,10 @@ fn settle(me: &PlayerRecord, received: u128) -> u64 {
 }
 
 /// Sum of balances and of spent coins over every player, and the sum of coins mined: the two
-/// are equal in every consistent snapshot (the conservation law the tests check).
+/// are equal in every consistent snapshot (the conservation law the tests check). Every gift
+/// counts here, trusted or not.
 pub fn total_coins(world: &World) -> (u128, u128) {
-    let balances = balances(world);
+    let balances = balances_without(world, &BTreeSet::new());
     let held: u128 = world
         .players
         .values()
@@ -112,13 +129,16 @@ pub fn problem(content: &Content, world: &World, rank_index: usize) -> Option<Pr
     // only made on the epoch after the claims its writer saw), so this is one more than the
     // highest claim; but a peer's claim of an absurd epoch (u64::MAX saturates, so that epoch
     // would stay finished and promote everyone at once for good) is not believed.
-    let claims: BTreeSet<u64> = world
+    // A record that names too little work (or unreadable supports) finishes nothing: a
+    // peer's bare claim must not start the problem over for everyone.
+    let finished: BTreeSet<u64> = world
         .players
         .values()
+        .filter(|p| claims::solved_holds(content, p, &rank.id))
         .filter_map(|p| p.solved.get(&rank.id).copied())
         .collect();
     let mut epoch = 1u64;
-    for &claim in claims.range(1..) {
+    for &claim in finished.range(1..) {
         if claim != epoch {
             break;
         }
@@ -184,9 +204,16 @@ pub fn shares(content: &Content, world: &World, rank_index: usize, epoch: u64) -
     shares
 }
 
+/// Whether the work on an epoch, as the world shows it or a `solved` record of it names,
+/// reaches its size: then the epoch fell, and a helper's own `solved` record can name that work.
+fn fell(content: &Content, world: &World, rank: &str, epoch: u64, size: u64) -> bool {
+    let work = claims::fallen_work(content, world, rank, epoch, size);
+    work.values().map(|&n| u128::from(n)).sum::<u128>() >= u128::from(size)
+}
+
 /// A promotion player `id` has earned but not taken: an epoch of their rank's problem that
-/// fell (someone claimed it) while their work on it was at least the co-op share. Returns the
-/// rank index and the epoch.
+/// fell (someone claimed it, and the work it names reaches its size) while their work on it
+/// was at least the co-op share. Returns the rank index and the epoch.
 pub fn owed_promotion(content: &Content, world: &World, id: &str) -> Option<(usize, u64)> {
     let me = world.player(id);
     let rank = rank_index(content, &me);
@@ -195,9 +222,10 @@ pub fn owed_promotion(content: &Content, world: &World, id: &str) -> Option<(usi
         .iter()
         .filter(|((r, epoch), _)| *r == current.rank && *epoch < current.epoch)
         .find(|((_, epoch), work)| {
-            content
-                .problem_size(rank, *epoch)
-                .is_some_and(|size| earns_share(content, **work, size))
+            content.problem_size(rank, *epoch).is_some_and(|size| {
+                earns_share(content, **work, size)
+                    && fell(content, world, &current.rank, *epoch, size)
+            })
         })
         .map(|((_, epoch), _)| (rank, *epoch))
 }
@@ -216,8 +244,9 @@ mod tests {
             ("p/B/mined", "5"),
             ("p/B/gave/A", "2"),
         ]);
-        assert_eq!(balance(&w, "A"), 62);
-        assert_eq!(balance(&w, "B"), 33);
+        let content = Content::embedded();
+        assert_eq!(balance(&content, &w, "A"), 62);
+        assert_eq!(balance(&content, &w, "B"), 33);
         assert_eq!(total_coins(&w), (105, 105));
     }
 
@@ -235,10 +264,11 @@ mod tests {
             ("p/D/gave/A", &u64::MAX.to_string()),
             ("p/E/spent", "3"),
         ]);
-        let all = balances(&w);
+        let content = Content::embedded();
+        let all = balances(&content, &w);
         assert_eq!(all.len(), w.players.len());
         for id in w.players.keys() {
-            assert_eq!(all[id.as_str()], balance(&w, id), "{id}");
+            assert_eq!(all[id.as_str()], balance(&content, &w, id), "{id}");
         }
         assert_eq!(all["A"], u64::MAX);
         assert_eq!(all["E"], 0);

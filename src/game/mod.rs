@@ -4,6 +4,8 @@
 //!
 //! - [`content`]: rules and story from `assets/*.ron`.
 //! - [`schema`]: the key schema under `p/<player-id>/` and the snapshot read back from it.
+//! - [`supports`]: what a claim relied on, as written after its number.
+//! - [`claims`]: the rules every peer checks over each player's claims.
 //! - [`ledger`]: balances, power and problem progress, summed from monotonic counters.
 //! - [`names`]: display names, disambiguation, lookup.
 //! - [`player`]: the player's single mutation task.
@@ -18,6 +20,7 @@
 mod actions;
 #[cfg(test)]
 mod balance_tests;
+pub mod claims;
 pub mod clock;
 pub mod commands;
 pub mod content;
@@ -37,6 +40,7 @@ mod shop;
 #[cfg(test)]
 mod sim_tests;
 mod social;
+pub mod supports;
 pub mod watch;
 mod watched;
 

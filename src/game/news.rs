@@ -102,7 +102,7 @@ impl News {
         let mut status = Status {
             name: shown.get(&ctx.id).cloned().unwrap_or_default(),
             rank: content.rank(ledger::rank_index(content, &me)).id.clone(),
-            coins: ledger::balance(&world, &ctx.id),
+            coins: ledger::balance(content, &world, &ctx.id),
             power: ledger::power(content, &me),
             location: content
                 .location_name(me.loc.as_deref().unwrap_or_default())
@@ -252,6 +252,7 @@ pub fn diff(
     let shown = names::display_names(now);
     let my_loc = now.player(me).loc.unwrap_or_default();
     let recent_ms = content.rules.chat.recent_secs.saturating_mul(1000);
+    let unverified = |id: &str| super::claims::is_unverified(content, now, id);
     let mut lines = my_name_line(last, &shown, me);
     for p in now.characters().filter(|p| p.id != me) {
         let name = shown.get(&p.id).cloned().unwrap_or_default();
@@ -262,7 +263,17 @@ pub fn diff(
             if online(content, p, now_ms) {
                 lines.push(presence_line(&name, PresenceChange::Joined));
             }
-            lines.extend(gift_line(content, &PlayerRecord::default(), p, &name, me));
+            let giver = Giver {
+                record: p,
+                name: &name,
+            };
+            lines.extend(gift_line(
+                content,
+                &PlayerRecord::default(),
+                giver,
+                me,
+                &unverified,
+            ));
             lines.extend(chat_lines(p, &name, &my_loc, |line| {
                 line.at_ms.saturating_add(recent_ms) >= now_ms
             }));
@@ -273,7 +284,11 @@ pub fn diff(
             lines.push(presence_line(&name, PresenceChange::Joined));
         }
         lines.extend(changes(content, before, p, &name, &my_loc));
-        lines.extend(gift_line(content, before, p, &name, me));
+        let giver = Giver {
+            record: p,
+            name: &name,
+        };
+        lines.extend(gift_line(content, before, giver, me, &unverified));
         let heard = before.chat.iter().map(|l| l.seq).max().unwrap_or(0);
         lines.extend(chat_lines(p, &name, &my_loc, |line| line.seq > heard));
         if was && !is {
@@ -325,10 +340,12 @@ fn fallen_problems(
     now: &World,
     shown: &BTreeMap<String, String>,
 ) -> Vec<Line> {
+    // Only records that can stand (see `claims::solved_holds`) make a problem fall.
     let claims = |world: &World, rank: &str| -> BTreeSet<u64> {
         world
             .players
             .values()
+            .filter(|p| super::claims::solved_holds(content, p, rank))
             .filter_map(|p| p.solved.get(rank).copied())
             .collect()
     };
@@ -399,17 +416,35 @@ fn changes(
     lines
 }
 
-/// Coins `p` gave `me` since `before`.
+/// A player who may have given coins, as shown.
+struct Giver<'a> {
+    /// Their records now.
+    record: &'a PlayerRecord,
+    /// Their shown name.
+    name: &'a str,
+}
+
+/// Coins `giver` gave `me` since `before`; said to count for nothing if the giver's claims
+/// break the rules (`unverified`, asked only about a giver of something new).
 fn gift_line(
     content: &Content,
     before: &PlayerRecord,
-    p: &PlayerRecord,
-    name: &str,
+    giver: Giver,
     me: &str,
+    unverified: &dyn Fn(&str) -> bool,
 ) -> Option<Line> {
     let gift = |r: &PlayerRecord| r.gave.get(me).copied().unwrap_or(0);
-    let coins = gift(p).checked_sub(gift(before)).filter(|&c| c > 0)?;
-    Some(event(format!("{name} gave you {}.", content.coins(coins))))
+    let coins = gift(giver.record)
+        .checked_sub(gift(before))
+        .filter(|&c| c > 0)?;
+    let (name, coins) = (giver.name, content.coins(coins));
+    Some(event(if unverified(&giver.record.id) {
+        format!(
+            "{name} (unverified) gave you {coins}: they count for nothing until {name}'s records hold together."
+        )
+    } else {
+        format!("{name} gave you {coins}.")
+    }))
 }
 
 fn chat_lines(
@@ -451,6 +486,8 @@ pub struct Standing {
     pub hardware: u64,
     /// Coins plus hardware.
     pub worth: u64,
+    /// Whether their claims break the rules (see `claims`): shown so, and last.
+    pub unverified: bool,
 }
 
 /// What a player's hardware is worth at shop prices.
@@ -462,10 +499,12 @@ pub fn hardware_value(content: &Content, player: &PlayerRecord) -> u64 {
         .fold(0u64, u64::saturating_add)
 }
 
-/// Players by rank (highest first), then net worth, then name.
+/// Players by rank (highest first), then net worth, then name; those whose claims break the
+/// rules last.
 pub fn leaderboard(content: &Content, world: &World) -> Vec<Standing> {
     let shown: BTreeMap<String, String> = names::display_names(world);
-    let balances = ledger::balances(world);
+    let unverified = super::claims::unverified(content, world);
+    let balances = ledger::balances(content, world);
     let mut rows: Vec<(usize, Standing)> = world
         .characters()
         .map(|p| {
@@ -478,12 +517,15 @@ pub fn leaderboard(content: &Content, world: &World) -> Vec<Standing> {
                 coins,
                 hardware,
                 worth: coins.saturating_add(hardware),
+                unverified: unverified.contains(&p.id),
             };
             (rank, standing)
         })
         .collect();
     rows.sort_by(|(ra, a), (rb, b)| {
-        rb.cmp(ra)
+        a.unverified
+            .cmp(&b.unverified)
+            .then(rb.cmp(ra))
             .then(b.worth.cmp(&a.worth))
             .then(a.name.to_lowercase().cmp(&b.name.to_lowercase()))
     });

@@ -14,9 +14,12 @@ use super::clock::Clock;
 use super::content::Content;
 use super::ledger;
 use super::schema::{self, Scope, World, field};
+use super::supports;
 use super::watch::{View, Watched};
 use crate::rpc::{Kv, KvError};
 
+#[path = "player_books.rs"]
+mod books;
 #[path = "player_social.rs"]
 mod social;
 
@@ -278,8 +281,19 @@ impl<K: Kv> PlayerTask<K> {
     }
 
     fn bump(&mut self, writes: &mut Vec<(String, String)>, field: &str, value: u64) {
+        self.record(writes, field, value, value.to_string());
+    }
+
+    /// Like `bump`, with the counter's supports after it (`text` starts with `value`).
+    fn record(
+        &mut self,
+        writes: &mut Vec<(String, String)>,
+        field: &str,
+        value: u64,
+        text: String,
+    ) {
         self.floors.insert(field.to_owned(), value);
-        writes.push((self.key(field), value.to_string()));
+        writes.push((self.key(field), text));
     }
 
     async fn apply(&mut self, change: Change) -> Result<Outcome, KvError> {
@@ -339,7 +353,8 @@ impl<K: Kv> PlayerTask<K> {
             writes.push((self.key(field::RANK), rules.ranks[0].id.clone()));
             writes.push((self.key(field::LOC), rules.start_location.clone()));
             for (hw, units) in &rules.start_hardware {
-                writes.push((self.key(&field::hardware(hw)), units.to_string()));
+                let value = supports::encode_hardware(*units, self.spent(&me));
+                writes.push((self.key(&field::hardware(hw)), value));
             }
         }
         self.kv.put_many(&writes).await?;
@@ -358,7 +373,8 @@ impl<K: Kv> PlayerTask<K> {
         {
             return Ok(Outcome::Locked);
         }
-        let balance = ledger::balance(&world, &self.id);
+        let books = self.books(&world, &me);
+        let balance = books.balance();
         let owned = me.hardware.get(&hardware.id).copied().unwrap_or(0);
         let spent = self.counter(field::SPENT, me.spent);
         // Neither counter may pass u64::MAX: a saturated `spent` would not count the whole
@@ -378,8 +394,11 @@ impl<K: Kv> PlayerTask<K> {
         }
         let cost = cost.unwrap_or(0);
         let hw_field = field::hardware(&hardware.id);
-        let mut writes = vec![(self.key(&hw_field), (owned + units).to_string())];
-        self.bump(&mut writes, field::SPENT, spent + cost);
+        let paid = spent + cost;
+        let hw_value = supports::encode_hardware(owned + units, paid);
+        let mut writes = vec![(self.key(&hw_field), hw_value)];
+        let text = books.spending(cost).encode(paid);
+        self.record(&mut writes, field::SPENT, paid, text);
         self.kv.put_many(&writes).await?;
         Ok(Outcome::Bought { units, cost })
     }
@@ -389,7 +408,9 @@ impl<K: Kv> PlayerTask<K> {
         if to == self.id || !world.player(&to).exists() {
             return Ok(Outcome::NoSuchPlayer);
         }
-        let balance = ledger::balance(&world, &self.id);
+        let me = world.player(&self.id);
+        let books = self.books(&world, &me);
+        let balance = books.balance();
         if amount == 0 || amount > balance {
             return Ok(Outcome::Unaffordable {
                 needed: Some(amount),
@@ -397,7 +418,7 @@ impl<K: Kv> PlayerTask<K> {
             });
         }
         let gave_field = field::gave(&to);
-        let already = world.player(&self.id).gave.get(&to).copied().unwrap_or(0);
+        let already = me.gave.get(&to).copied().unwrap_or(0);
         // The counter may not pass u64::MAX: saturated, it would not count the whole gift.
         let Some(gave) = self.counter(&gave_field, already).checked_add(amount) else {
             return Ok(Outcome::Unaffordable {
@@ -406,7 +427,8 @@ impl<K: Kv> PlayerTask<K> {
             });
         };
         let mut writes = Vec::new();
-        self.bump(&mut writes, &gave_field, gave);
+        let text = books.spending(amount).encode(gave);
+        self.record(&mut writes, &gave_field, gave, text);
         self.kv.put_many(&writes).await?;
         Ok(Outcome::Gave)
     }
@@ -440,7 +462,7 @@ impl<K: Kv> PlayerTask<K> {
         if remaining == 0 && next < self.content.rules.ranks.len() {
             writes.push((
                 self.key(&field::solved(&problem.rank)),
-                problem.epoch.to_string(),
+                self.finished(&world, &problem, total),
             ));
             writes.push((self.key(field::RANK), self.content.rank(next).id.clone()));
             self.kv.put_many(&writes).await?;
@@ -463,8 +485,9 @@ impl<K: Kv> PlayerTask<K> {
             .filter_map(|hw| Some((hw.id.as_str(), *me.hardware.get(&hw.id)?)))
             .filter(|(_, n)| *n > 0)
             .collect();
+        let spent = self.spent(&me);
         if owned.is_empty() {
-            return self.restart(String::new(), 0).await;
+            return self.restart(String::new(), 0, spent).await;
         }
         let index = usize::try_from(pick % owned.len() as u64).unwrap_or(0);
         let (hw, before) = owned[index];
@@ -474,11 +497,12 @@ impl<K: Kv> PlayerTask<K> {
             .map(|&(id, n)| if id == hw { after } else { n })
             .fold(0u64, u64::saturating_add);
         if left == 0 {
-            return self.restart(hw.to_owned(), before).await;
+            return self.restart(hw.to_owned(), before, spent).await;
         }
         let hw = hw.to_owned();
+        let value = supports::encode_hardware(after, spent);
         self.kv
-            .put(&self.key(&field::hardware(&hw)), &after.to_string())
+            .put(&self.key(&field::hardware(&hw)), &value)
             .await?;
         Ok(Outcome::Broke {
             hw,
@@ -489,8 +513,8 @@ impl<K: Kv> PlayerTask<K> {
     }
 
     /// Nothing is left after breaking `hw` (empty if nothing was owned at all): the player
-    /// starts again on the start hardware.
-    async fn restart(&mut self, hw: String, before: u64) -> Result<Outcome, KvError> {
+    /// starts again on the start hardware. Each record names the `spent` so far.
+    async fn restart(&mut self, hw: String, before: u64, spent: u64) -> Result<Outcome, KvError> {
         let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
         if !hw.is_empty() {
             counts.insert(&hw, 0);
@@ -500,7 +524,10 @@ impl<K: Kv> PlayerTask<K> {
         }
         let writes: Vec<(String, String)> = counts
             .into_iter()
-            .map(|(id, n)| (self.key(&field::hardware(id)), n.to_string()))
+            .map(|(id, n)| {
+                let value = supports::encode_hardware(n, spent);
+                (self.key(&field::hardware(id)), value)
+            })
             .collect();
         self.kv.put_many(&writes).await?;
         Ok(Outcome::Broke {

@@ -3,8 +3,8 @@
 //! write is to the player's own keys, one change at a time.
 
 use super::{Outcome, PlayerTask};
-use crate::game::ledger;
 use crate::game::schema::{ChatLine, Note, Scope, World, field};
+use crate::game::{claims, ledger, supports};
 use crate::rpc::{Kv, KvError};
 
 impl<K: Kv> PlayerTask<K> {
@@ -14,10 +14,15 @@ impl<K: Kv> PlayerTask<K> {
             return Ok(Outcome::Done);
         };
         let next = rank + 1;
+        let rank_id = &self.content.rank(rank).id;
+        let size = self.content.problem_size(rank, epoch).unwrap_or(u64::MAX);
+        // The record names the work that made the problem fall, as far as this world shows
+        // it (or the finisher's record names it): owed only once it reaches the size.
+        let named = claims::fallen_work(&self.content, world, rank_id, epoch, size);
         let writes = vec![
             (
-                self.key(&field::solved(&self.content.rank(rank).id)),
-                epoch.to_string(),
+                self.key(&field::solved(rank_id)),
+                supports::encode_solved(epoch, &named),
             ),
             (self.key(field::RANK), self.content.rank(next).id.clone()),
         ];

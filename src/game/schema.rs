@@ -24,8 +24,14 @@
 //! | `p/<id>/tellkey` | the player's X25519 public key for tells, hex |
 //! | `p/<id>/tell/<recipient-id>/<seq>` | a tell sealed to the recipient's key (see `tell`) |
 //! | `p/<id>/read/<sender-id>` | the highest `seq` of that sender's tells this player has read |
+//!
+//! `spent`, `gave/*`, `hw/*` and `solved/*` also carry, after the number, the supports the
+//! claim relied on (see `supports`); records written before supports existed have none and
+//! still read.
 
 use std::collections::BTreeMap;
+
+use super::supports::{self, Supports};
 
 /// Prefix of every player's keys.
 pub const PLAYERS_PREFIX: &str = "p/";
@@ -260,18 +266,25 @@ pub struct PlayerRecord {
     pub tells: BTreeMap<(String, u64), String>,
     /// The highest tell `seq` read, per sender id.
     pub read: BTreeMap<String, u64>,
+    /// What the player's claims (spending, hardware, solved problems) say they relied on.
+    pub supports: Supports,
 }
 
 impl PlayerRecord {
     fn set(&mut self, field: &str, value: &str) {
-        let number = || value.trim().parse::<u64>().ok();
+        // Counters may carry supports after the number; text fields are taken whole.
+        let number = || supports::split(value).0.trim().parse::<u64>().ok();
+        let named = || supports::split(value).1;
         let (head, rest) = field.split_once('/').unwrap_or((field, ""));
         match (head, rest) {
             (field::NAME, "") => self.name = stored_name(value),
             (field::RANK, "") => self.rank = Some(shown_text(value, MAX_FIELD_CHARS)),
             (field::LOC, "") => self.loc = Some(shown_text(value, MAX_FIELD_CHARS)),
             (field::MINED, "") => self.mined = number().unwrap_or(0),
-            (field::SPENT, "") => self.spent = number().unwrap_or(0),
+            (field::SPENT, "") => {
+                self.spent = number().unwrap_or(0);
+                self.supports.spent = supports::spending(named().as_deref());
+            }
             (field::SEEN, "") => self.seen_ms = number().unwrap_or(0),
             (field::LEFT, "") => self.left_ms = number().unwrap_or(0),
             (field::TELL_KEY, "") => self.tell_key = Some(shown_text(value, MAX_FIELD_CHARS)),
@@ -296,11 +309,15 @@ impl PlayerRecord {
             ("hw", hw) if !hw.is_empty() => {
                 if let Some(n) = number() {
                     self.hardware.insert(hw.to_owned(), n);
+                    let claim = supports::hardware(named().as_deref());
+                    self.supports.hardware.insert(hw.to_owned(), claim);
                 }
             }
             ("gave", to) if !to.is_empty() => {
                 if let Some(n) = number() {
                     self.gave.insert(to.to_owned(), n);
+                    let claim = supports::spending(named().as_deref());
+                    self.supports.gave.insert(to.to_owned(), claim);
                 }
             }
             ("work", rest) => {
@@ -314,6 +331,8 @@ impl PlayerRecord {
             ("solved", rank) if !rank.is_empty() => {
                 if let Some(n) = number() {
                     self.solved.insert(rank.to_owned(), n);
+                    let claim = supports::solved(named().as_deref());
+                    self.supports.solved.insert(rank.to_owned(), claim);
                 }
             }
             ("chat", _) => {

@@ -85,7 +85,7 @@ impl<K: Kv> Session<K> {
         let mut lines = vec![format!(
             "{}: {}",
             capitalise(&content.rules.currency),
-            ledger::balance(&world, &self.ctx.id)
+            ledger::balance(content, &world, &self.ctx.id)
         )];
         for hw in &content.rules.hardware {
             let owned = me.hardware.get(&hw.id).copied().unwrap_or(0);

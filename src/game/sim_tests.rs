@@ -17,14 +17,29 @@ use super::schema::World;
 use crate::rpc::client::SharedAddr;
 use crate::rpc::{Kv, KvError, PeerInfo};
 
-/// An in-memory replica.
+/// An in-memory replica; replicas made with [`MemKv::recording`] also append every write to
+/// one shared log, in the order made (a key's writes are in its version order there).
 #[derive(Clone, Default)]
-struct MemKv(Arc<Mutex<BTreeMap<String, String>>>);
+pub(super) struct MemKv(Arc<Mutex<BTreeMap<String, String>>>, Option<Log>);
+
+/// Every write to the replicas sharing it, in order.
+pub(super) type Log = Arc<Mutex<Vec<(String, String)>>>;
 
 impl MemKv {
-    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+    /// A replica whose writes go to `log` as well.
+    pub(super) fn recording(log: &Log) -> MemKv {
+        MemKv(Arc::default(), Some(log.clone()))
+    }
+
+    pub(super) fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
         // A poisoned lock only follows a panic in another test thread.
         self.0.lock().unwrap()
+    }
+
+    fn record(&self, pairs: &[(String, String)]) {
+        if let Some(log) = &self.1 {
+            log.lock().unwrap().extend(pairs.iter().cloned());
+        }
     }
 }
 
@@ -34,10 +49,12 @@ impl Kv for MemKv {
     }
     async fn put(&self, key: &str, value: &str) -> Result<(), KvError> {
         self.map().insert(key.to_owned(), value.to_owned());
+        self.record(&[(key.to_owned(), value.to_owned())]);
         Ok(())
     }
     async fn put_many(&self, pairs: &[(String, String)]) -> Result<(), KvError> {
         self.map().extend(pairs.iter().cloned());
+        self.record(pairs);
         Ok(())
     }
     async fn delete(&self, key: &str) -> Result<(), KvError> {

@@ -2,11 +2,13 @@
 //! and the node side, `addr` and `join`. Places (`look`, notes) are in `places`, tells in
 //! `mail`.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::claims;
 use super::commands;
 use super::ctx::Ctx;
 use super::events::{Chat, ChatScope, Detail, Event, Line, LineKind};
@@ -18,31 +20,44 @@ use super::session::Session;
 use crate::rpc::client::{AddrKind, SharedAddr};
 use crate::rpc::{Kv, KvError};
 
+/// A player's shown name, with `(unverified)` after it if their claims break the rules.
+fn marked(name: String, unverified: bool) -> String {
+    if unverified {
+        format!("{name} (unverified)")
+    } else {
+        name
+    }
+}
+
 impl<K: Kv> Session<K> {
-    /// `map`: every character by location, in map order; offline players are marked.
+    /// `map`: every character by location, in map order; offline players are marked, and
+    /// players whose claims break the rules are marked and come last.
     pub(super) async fn map(&mut self) -> Result<(), KvError> {
         let world = self.world().await?;
         let content = self.ctx.content.clone();
         let now = self.ctx.clock.now_ms();
         let shown = names::display_names(&world);
+        let unverified = claims::unverified(&content, &world);
         let mut lines = Vec::new();
         for loc in &content.rules.locations {
-            let mut here: Vec<String> = world
+            let mut here: Vec<(bool, String)> = world
                 .characters()
                 .filter(|p| p.loc.as_deref() == Some(loc.id.as_str()))
                 .map(|p| {
                     let name = shown.get(&p.id).cloned().unwrap_or_default();
-                    if p.id == self.ctx.id || news::online(&content, p, now) {
-                        name
-                    } else {
-                        format!("{name} (offline)")
+                    let flagged = unverified.contains(&p.id);
+                    let mut shown = marked(name, flagged);
+                    if p.id != self.ctx.id && !news::online(&content, p, now) {
+                        shown.push_str(" (offline)");
                     }
+                    (flagged, shown)
                 })
                 .collect();
             if here.is_empty() {
                 continue;
             }
-            here.sort_by_key(|name| name.to_lowercase());
+            here.sort_by_key(|(flagged, name)| (*flagged, name.to_lowercase()));
+            let here: Vec<String> = here.into_iter().map(|(_, name)| name).collect();
             lines.push(format!("--- {} ({}) ---", loc.name, loc.id));
             lines.push(here.join(", "));
         }
@@ -52,22 +67,28 @@ impl<K: Kv> Session<K> {
         Ok(())
     }
 
-    /// `who`: the players online now.
+    /// `who`: the players online now; those whose claims break the rules marked, and last.
     pub(super) async fn who(&mut self) -> Result<(), KvError> {
         let world = self.world().await?;
-        let online: Vec<_> = news::presence(
-            &self.ctx.content,
-            &world,
-            self.ctx.clock.now_ms(),
-            &self.ctx.id,
-        )
-        .into_iter()
-        .filter(|p| p.online)
-        .collect();
+        let content = &self.ctx.content;
+        let shown = names::display_names(&world);
+        let unverified: BTreeSet<&String> = claims::unverified(content, &world)
+            .iter()
+            .filter_map(|id| shown.get(id))
+            .collect();
+        let mut online: Vec<_> =
+            news::presence(content, &world, self.ctx.clock.now_ms(), &self.ctx.id)
+                .into_iter()
+                .filter(|p| p.online)
+                .map(|p| (unverified.contains(&p.name), p))
+                .collect();
+        // Stable: the presence order (by name) stays within each group.
+        online.sort_by_key(|(flagged, _)| *flagged);
         let title = format!("Online now ({}):", online.len());
         self.ctx.line(LineKind::Info, title).await;
-        for p in online {
-            let text = format!("  {} - {}, {}", p.name, p.rank, p.location);
+        for (flagged, p) in online {
+            let name = marked(p.name, flagged);
+            let text = format!("  {name} - {}, {}", p.rank, p.location);
             self.ctx.line(LineKind::Info, text).await;
         }
         Ok(())
@@ -137,7 +158,7 @@ impl<K: Kv> Session<K> {
             let text = format!(
                 "  {}. {} - {}, worth {} ({} + hardware {})",
                 i + 1,
-                row.name,
+                marked(row.name, row.unverified),
                 row.rank,
                 content.coins(row.worth),
                 row.coins,

@@ -64,6 +64,24 @@ impl TestNode {
         self.node.peer_id().to_owned()
     }
 
+    /// The loopback TCP address its swarm listens on (for a proxy in front of it).
+    pub fn swarm_addr(&self) -> std::net::SocketAddr {
+        let addr: libp2p::Multiaddr = self.node.shareable_addrs()[0].parse().unwrap();
+        let port = addr
+            .iter()
+            .find_map(|p| match p {
+                libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+                _ => None,
+            })
+            .unwrap();
+        ([127, 0, 0, 1], port).into()
+    }
+
+    /// The multiaddr that reaches this node through a proxy listening on `proxy`.
+    pub fn addr_via(&self, proxy: std::net::SocketAddr) -> String {
+        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", proxy.port(), self.id())
+    }
+
     /// A fresh client (another connection, maybe on another query actor).
     pub async fn client(&self) -> KvClient {
         KvClient::connect(&self.node.rpc_endpoint()).await.unwrap()
