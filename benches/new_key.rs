@@ -6,18 +6,19 @@
 //!
 //! `cargo bench --bench new_key`; the figures are in the README ("Cost of signatures").
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 
 use bytes::Bytes;
-use cmud::node::{Node, NodeOptions};
 use cmud::p2p::wire;
 use cmud::store::indexed::IndexedMap;
 use cmud::store::replica::Replica;
 use cmud::store::sign::{SignedMessage, verify_entries, verify_together};
 use cmud::store::{Entry, Key, KeyedEntry, NodeId, Signer, persist};
+use common::BenchNode;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use libp2p::identity::Keypair;
 
@@ -98,19 +99,7 @@ fn stages(c: &mut Criterion) {
 /// the node's flushes, signing and persistence running beside it on other threads.
 fn through_the_port(c: &mut Criterion) {
     const PIPELINE: usize = 100;
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let node = runtime
-        .block_on(Node::start(NodeOptions::local(dir.path().join("bench"), 1)))
-        .expect("node");
-    let endpoint = node.rpc_endpoint();
-    let mut stream = TcpStream::connect(endpoint.addr).expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    stream.write_all(&endpoint.auth_line()).expect("AUTH");
-    let mut ok = [0u8; 5];
-    stream.read_exact(&mut ok).expect("AUTH reply");
-    assert_eq!(&ok, b"+OK\r\n", "AUTH with the node's token");
-
+    let mut bench = BenchNode::start();
     let mut group = c.benchmark_group("new key");
     group.throughput(Throughput::Elements(PIPELINE as u64));
     let mut reply = vec![0u8; PIPELINE * 5];
@@ -130,15 +119,14 @@ fn through_the_port(c: &mut Criterion) {
                 sets
             },
             |sets| {
-                stream.write_all(&sets).expect("send");
-                stream.read_exact(&mut reply).expect("+OK replies");
+                bench.stream.write_all(&sets).expect("send");
+                bench.stream.read_exact(&mut reply).expect("+OK replies");
             },
             BatchSize::SmallInput,
         )
     });
     group.finish();
-    drop(stream);
-    runtime.block_on(node.shutdown());
+    bench.shutdown();
 }
 
 /// Batch verification of signatures by one writer, by batch size: ed25519-dalek's, and cmud's,

@@ -3,15 +3,16 @@
 //!
 //! `cargo bench --bench store`; the comparison with Redis is `benches/vs-redis.sh`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 
 use bytes::Bytes;
-use cmud::node::{Node, NodeOptions};
 use cmud::store::replica::Replica;
 use cmud::store::{Entry, NodeId, Version, entry};
+use common::BenchNode;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 const KEYS: usize = 10_000;
@@ -103,19 +104,7 @@ fn one_actor(c: &mut Criterion) {
 /// GET and SET through the RPC port, 100 commands per write, as a pipelining client sends them.
 fn through_the_port(c: &mut Criterion) {
     const PIPELINE: usize = 100;
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let node = runtime
-        .block_on(Node::start(NodeOptions::local(dir.path().join("bench"), 1)))
-        .expect("node");
-    let endpoint = node.rpc_endpoint();
-    let mut stream = TcpStream::connect(endpoint.addr).expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    stream.write_all(&endpoint.auth_line()).expect("AUTH");
-    let mut ok = [0u8; 5];
-    stream.read_exact(&mut ok).expect("AUTH reply");
-    assert_eq!(&ok, b"+OK\r\n", "AUTH with the node's token");
-
+    let mut bench = BenchNode::start();
     let mut group = c.benchmark_group("rpc, one actor, pipeline 100");
     group.throughput(Throughput::Elements(PIPELINE as u64));
     let mut sets = Vec::new();
@@ -127,23 +116,24 @@ fn through_the_port(c: &mut Criterion) {
     let mut reply = vec![0u8; PIPELINE * 16];
     group.bench_function("set", |b| {
         b.iter(|| {
-            stream.write_all(&sets).expect("send");
-            stream
+            bench.stream.write_all(&sets).expect("send");
+            bench
+                .stream
                 .read_exact(&mut reply[..PIPELINE * 5])
                 .expect("+OK replies");
         })
     });
     group.bench_function("get", |b| {
         b.iter(|| {
-            stream.write_all(&gets).expect("send");
-            stream
+            bench.stream.write_all(&gets).expect("send");
+            bench
+                .stream
                 .read_exact(&mut reply[..PIPELINE * 9])
                 .expect("bulk replies");
         })
     });
     group.finish();
-    drop(stream);
-    runtime.block_on(node.shutdown());
+    bench.shutdown();
 }
 
 criterion_group!(benches, merge, one_actor, through_the_port);

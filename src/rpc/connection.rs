@@ -176,6 +176,12 @@ impl Connection {
                 self.input_peak = 0;
             }
             self.client().wait_for_input_room().await;
+            if self.input.len() >= READ_CHUNK_BYTES {
+                // Midway through a large command: let the actor's other connections run
+                // between its chunks, so that clients sending megabytes do not hold a PING
+                // behind their reads (tokio would let each read on for a whole budget).
+                tokio::task::yield_now().await;
+            }
             if let Err(end) = self.read().await {
                 return end;
             }
