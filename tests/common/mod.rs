@@ -66,13 +66,18 @@ pub struct Launch {
 pub const NO_QUOTA_CONFIG: &str = "(max_keys_per_writer: 0, max_bytes_per_writer: 0)";
 
 impl Launch {
+    /// A node with `ron` as its `config.ron` and no other change.
+    pub fn config(ron: impl Into<String>) -> Launch {
+        Launch {
+            config: Some(ron.into()),
+            ..Launch::default()
+        }
+    }
+
     /// A node with quotas off (its `config.ron` stays under the test's folder, so a restart
     /// on the same folder keeps them off).
     pub fn without_quota() -> Launch {
-        Launch {
-            config: Some(NO_QUOTA_CONFIG.to_owned()),
-            ..Launch::default()
-        }
+        Launch::config(NO_QUOTA_CONFIG)
     }
 }
 

@@ -200,10 +200,7 @@ async fn list_pages_and_a_reply_over_the_limit_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let server = Binary::server_with(
         dir.path(),
-        &Launch {
-            config: Some("(max_client_output_bytes: 1048576)".into()),
-            ..Launch::default()
-        },
+        &Launch::config("(max_client_output_bytes: 1048576)"),
     );
     let endpoint = server.endpoint();
     let big = "v".repeat(32 * 1024);
@@ -248,13 +245,7 @@ async fn list_pages_and_a_reply_over_the_limit_is_refused() {
 #[test]
 fn maxclients_refuses_one_more_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Binary::server_with(
-        dir.path(),
-        &Launch {
-            config: Some("(maxclients: 5)".into()),
-            ..Launch::default()
-        },
-    );
+    let server = Binary::server_with(dir.path(), &Launch::config("(maxclients: 5)"));
     let endpoint = server.endpoint();
     let mut admitted: Vec<TcpStream> = (0..5).map(|_| raw_conn(&endpoint)).collect();
     let asked = Instant::now();
@@ -282,13 +273,7 @@ fn maxclients_refuses_one_more_at_once() {
 #[test]
 fn timeout_closes_idle_clients() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Binary::server_with(
-        dir.path(),
-        &Launch {
-            config: Some("(timeout: 1)".into()),
-            ..Launch::default()
-        },
-    );
+    let server = Binary::server_with(dir.path(), &Launch::config("(timeout: 1)"));
     let mut stream = raw_conn(&server.endpoint());
     let idle_from = Instant::now();
     assert!(closed_by_server(&mut stream), "an idle client is closed");
@@ -829,10 +814,7 @@ fn a_subscriber_that_does_not_read_is_closed_at_its_output_limit() {
     let dir = tempfile::tempdir().unwrap();
     let server = Binary::server_with(
         dir.path(),
-        &Launch {
-            config: Some("(max_client_output_bytes: 1048576)".into()),
-            ..Launch::default()
-        },
+        &Launch::config("(max_client_output_bytes: 1048576)"),
     );
     let endpoint = server.endpoint();
     let mut sub = raw_conn(&endpoint);
@@ -883,12 +865,7 @@ fn subscribers_that_do_not_read_count_in_the_total_output_budget() {
     // Each client may hold 32 MiB, all of them together 32 MiB too.
     let server = Binary::server_with(
         dir.path(),
-        &Launch {
-            config: Some(
-                "(max_client_output_bytes: 33554432, max_total_output_bytes: 33554432)".into(),
-            ),
-            ..Launch::default()
-        },
+        &Launch::config("(max_client_output_bytes: 33554432, max_total_output_bytes: 33554432)"),
     );
     let endpoint = server.endpoint();
     let mut subs: Vec<TcpStream> = (0..2)
