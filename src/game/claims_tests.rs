@@ -15,7 +15,7 @@ use crate::game::clock::InstantClock;
 use crate::game::content::{Content, RULES_RON, STORY_RON};
 use crate::game::ledger;
 use crate::game::player::{Change, Count, PlayerHandle};
-use crate::game::sim_tests::{Log, MemKv};
+use crate::game::sim_tests::{Log, MemKv, REPLICAS, id, sync};
 use crate::rpc::Kv;
 
 fn report(items: &[(&str, &str)], id: &str) -> Report {
@@ -280,7 +280,6 @@ fn enough_names_the_largest_amounts_until_they_cover_the_need() {
 
 /// Players 0..PLAYERS; player p lives on replica p % REPLICAS.
 const PLAYERS: usize = 3;
-const REPLICAS: usize = 2;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -306,22 +305,6 @@ fn op() -> impl Strategy<Value = Op> {
         1 => p.clone().prop_map(Op::Claim),
         4 => (p, 0..REPLICAS).prop_map(|(p, r)| Op::Sync(p, r)),
     ]
-}
-
-fn id(p: usize) -> String {
-    format!("player{p}")
-}
-
-fn sync(replicas: &[MemKv], p: usize, to: usize) {
-    let prefix = format!("p/{}/", id(p));
-    let from = replicas[p % REPLICAS].map().clone();
-    let mut target = replicas[to].map();
-    for (k, v) in from
-        .range(prefix.clone()..)
-        .take_while(|(k, _)| k.starts_with(&prefix))
-    {
-        target.insert(k.clone(), v.clone());
-    }
 }
 
 /// Rules with small problems, so that random play is promoted now and then.

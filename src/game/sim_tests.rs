@@ -88,7 +88,7 @@ impl Kv for MemKv {
 
 /// Players 0..PLAYERS; player p lives on replica p % REPLICAS.
 const PLAYERS: usize = 4;
-const REPLICAS: usize = 2;
+pub(super) const REPLICAS: usize = 2;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -109,11 +109,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn id(p: usize) -> String {
+pub(super) fn id(p: usize) -> String {
     format!("player{p}")
 }
 
-fn sync(replicas: &[MemKv], p: usize, to: usize) {
+/// Copies player `p`'s keys from its home replica to replica `to`.
+pub(super) fn sync(replicas: &[MemKv], p: usize, to: usize) {
     let prefix = format!("p/{}/", id(p));
     let from = replicas[p % REPLICAS].map().clone();
     let mut target = replicas[to].map();
