@@ -186,6 +186,11 @@ impl Slot {
         }
     }
 
+    /// The writer of the version.
+    pub fn author(&self) -> &NodeId {
+        &self.node
+    }
+
     /// How this slot's version compares with `version`, in [`Version`]'s order, without
     /// building a `Version`.
     pub fn cmp_version(&self, version: &Version) -> Ordering {

@@ -78,14 +78,38 @@ impl Writers {
         Ok(writers)
     }
 
+    /// The writer numbered `number`.
+    pub fn node(&self, number: u32) -> Result<&NodeId, DiskError> {
+        self.nodes
+            .get(number as usize)
+            .filter(|node| self.numbers.get(*node) == Some(&number))
+            .ok_or(DiskError::UnknownWriter(number))
+    }
+
+    /// `node`'s number; a writer seen for the first time gets one, written to `table` in the
+    /// same transaction.
+    pub fn number(
+        &mut self,
+        table: &mut redb::Table<u32, &str>,
+        node: &NodeId,
+    ) -> Result<u32, DiskError> {
+        if let Some(&number) = self.numbers.get(node) {
+            return Ok(number);
+        }
+        // More than u32::MAX writers cannot be held in memory anyway.
+        let number = self.nodes.len() as u32;
+        table
+            .insert(number, node.as_str())
+            .map_err(redb::Error::from)?;
+        self.nodes.push(node.clone());
+        self.numbers.insert(node.clone(), number);
+        Ok(number)
+    }
+
     /// The entry stored as `bytes`.
     pub fn decode(&self, bytes: &[u8]) -> Result<Entry, DiskError> {
         let row: Row<'_> = postcard::from_bytes(bytes)?;
-        let node = self
-            .nodes
-            .get(row.writer as usize)
-            .filter(|node| self.numbers.get(*node) == Some(&row.writer))
-            .ok_or(DiskError::UnknownWriter(row.writer))?;
+        let node = self.node(row.writer)?;
         Ok(Entry {
             version: Version {
                 millis: row.millis,
@@ -106,20 +130,7 @@ impl Writers {
         entry: &Entry,
         buf: Vec<u8>,
     ) -> Result<Vec<u8>, DiskError> {
-        let node = &entry.version.node;
-        let writer = match self.numbers.get(node) {
-            Some(&number) => number,
-            None => {
-                // More than u32::MAX writers cannot be held in memory anyway.
-                let number = self.nodes.len() as u32;
-                table
-                    .insert(number, node.as_str())
-                    .map_err(redb::Error::from)?;
-                self.nodes.push(node.clone());
-                self.numbers.insert(node.clone(), number);
-                number
-            }
-        };
+        let writer = self.number(table, &entry.version.node)?;
         let row = Row {
             millis: entry.version.millis,
             counter: entry.version.counter,

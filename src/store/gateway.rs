@@ -344,9 +344,7 @@ impl Gateway {
     fn signed(&mut self, (signed, handed): SignedBatch) {
         self.signing = self.signing.saturating_sub(1);
         for (key, entry) in &signed {
-            if self.map.merge(key.clone(), entry.clone()) != Merged::Unchanged
-                && self.network.is_some()
-            {
+            if self.merge_noted(key, entry) != Merged::Unchanged && self.network.is_some() {
                 self.unpublished.insert(key.clone(), entry.clone());
             }
         }
@@ -378,26 +376,34 @@ impl Gateway {
         // This node's own deleted keys are released later than anyone else's: once every
         // replica (purging at least every period, clocks within the skew) released them too.
         let own_margin = self.limits.max_clock_skew + 2 * purge_period(ttl);
+        let map = &self.map;
+        let live = |key: &Key, writer: &NodeId| {
+            map.slot(key)
+                .is_some_and(|slot| slot.author() == writer && !slot.is_tombstone())
+        };
         let released = self.quota.release(
             horizon,
             u64::try_from(own_margin.as_millis()).unwrap_or(u64::MAX),
+            live,
         );
         if released > 0 {
             tracing::debug!(released, "quota accounts released expired keys");
         }
-        let expired: Vec<Key> = self
+        let (expired, writers): (Vec<Key>, Vec<NodeId>) = self
             .map
             .iter()
             .filter(|(_, stored)| stored.slot().is_expired_tombstone(horizon))
-            .map(|(key, _)| Bytes::copy_from_slice(key))
-            .collect();
+            .map(|(key, stored)| (Bytes::copy_from_slice(key), stored.slot().author().clone()))
+            .unzip();
         if expired.is_empty() {
             return;
         }
         self.map.remove_all(&expired);
-        for key in &expired {
+        for (key, writer) in expired.iter().zip(&writers) {
             self.inbound.remove(key);
             self.unpublished.remove(key);
+            // This node's own key stays charged a while longer: its row must say so now.
+            self.quota.note(key, writer, None);
         }
         tracing::debug!(purged = expired.len(), "purged expired tombstones");
         self.stats
@@ -460,7 +466,7 @@ impl Gateway {
                 over_quota += 1;
                 continue;
             }
-            if self.map.merge(key.clone(), entry.clone()) != Merged::Unchanged {
+            if self.merge_noted(&key, &entry) != Merged::Unchanged {
                 self.inbound.insert(key, entry);
                 report.changed += 1;
             }
@@ -487,6 +493,30 @@ impl Gateway {
         report
     }
 
+    /// Merges an entry (LWW) and has the quota note what that did to the key: for the entry's
+    /// writer, and for the writer whose entry it replaced.
+    fn merge_noted(&mut self, key: &Key, entry: &Entry) -> Merged {
+        if !self.quota.is_on() {
+            return self.map.merge(key.clone(), entry.clone());
+        }
+        let before = self.map.slot(key).map(|slot| slot.author().clone());
+        let merged = self.map.merge(key.clone(), entry.clone());
+        let held = self.map.slot(key);
+        self.quota.note(key, entry.author(), held);
+        if merged != Merged::Unchanged
+            && let Some(before) = before
+            && before != *entry.author()
+        {
+            self.quota.note(key, &before, held);
+        }
+        merged
+    }
+
+    /// Whether anything waits for the next flush to the actors and persistence.
+    fn pending_for_actors(&self) -> bool {
+        !self.inbound.is_empty() || !self.evicted.is_empty() || self.quota.has_delta()
+    }
+
     /// Drops `writer`'s entry under `key`, evicted by its quota, here and (at the next flush)
     /// from the actors and persistence.
     fn evict(&mut self, key: Key, writer: &NodeId) {
@@ -506,7 +536,8 @@ impl Gateway {
 
     /// When something pending may go next, if anything is pending.
     fn due(&self, now: std::time::Instant) -> Option<std::time::Instant> {
-        let to_actors = (!self.inbound.is_empty() || !self.evicted.is_empty())
+        let to_actors = self
+            .pending_for_actors()
             .then(|| self.to_actors.ready_at(now));
         let to_network = (!self.unpublished.is_empty() && self.network.is_some())
             .then(|| self.to_network.ready_at(now));
@@ -516,7 +547,7 @@ impl Gateway {
     /// Sends what is pending in each direction whose budget allows it now.
     async fn flush_paced(&mut self) {
         let now = std::time::Instant::now();
-        if (!self.inbound.is_empty() || !self.evicted.is_empty()) && self.to_actors.try_take(now) {
+        if self.pending_for_actors() && self.to_actors.try_take(now) {
             self.send_to_actors();
         }
         if !self.unpublished.is_empty() && self.network.is_some() && self.to_network.try_take(now) {
@@ -530,8 +561,10 @@ impl Gateway {
         self.publish().await;
     }
 
-    /// Hands the remote entries merged since the last time to every actor and to persistence.
+    /// Hands the remote entries merged since the last time to every actor, and to persistence
+    /// with the evictions and the quota's changes since (committed together).
     fn send_to_actors(&mut self) {
+        let mut merged: Batch = Arc::default();
         if !self.inbound.is_empty() {
             // Taken rather than drained: a drained table keeps the size of the largest burst.
             let batch: Batch = Arc::new(std::mem::take(&mut self.inbound).into_iter().collect());
@@ -546,15 +579,17 @@ impl Gateway {
                     row.sent(to, bytes);
                 }
             }
-            self.persist.batch(batch);
+            merged = batch;
         }
-        if !self.evicted.is_empty() {
-            let evicted = Arc::new(std::mem::take(&mut self.evicted));
+        let evicted = std::mem::take(&mut self.evicted);
+        if !evicted.is_empty() {
+            let shared = Arc::new(evicted.clone());
             for actor in &self.actors {
-                let _ = actor.send(ToActor::Evict(evicted.clone()));
+                let _ = actor.send(ToActor::Evict(shared.clone()));
             }
-            self.persist.evict(evicted.to_vec());
         }
+        self.persist
+            .changes(&merged, evicted, self.quota.take_delta());
     }
 
     /// Hands the local entries not yet published to the network.

@@ -80,6 +80,11 @@ impl IndexedMap {
         self.index.get(key).map(Stored::to_entry)
     }
 
+    /// The entry under `key` as held (no copy).
+    pub fn slot(&self, key: &[u8]) -> Option<&super::compact::Slot> {
+        self.index.get(key).map(Stored::slot)
+    }
+
     /// Every key with its compact entry, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Stored)> {
         self.index.iter_from(&[])

@@ -125,6 +125,8 @@ impl StoreError {
 pub struct OpenStore {
     /// The loaded database, handed to the persist actor.
     db: redb::Database,
+    /// Its file, for errors.
+    path: PathBuf,
     /// Everything loaded from disk.
     map: BTreeMap<Key, Entry>,
     /// The gateway's handle (cloned out to the network).
@@ -213,6 +215,7 @@ impl OpenStore {
         let (gateway, gateway_inbox) = gateway::channel();
         Ok(OpenStore {
             db,
+            path: path.to_owned(),
             map,
             gateway,
             gateway_inbox,
@@ -256,21 +259,26 @@ impl OpenStore {
             dir: log_dir.clone(),
             untrimmed: untrimmed.clone(),
         };
+        // Back from a long absence, what others' accounts kept is as stale as their entries.
+        let out_of_contact = self.out_of_contact;
+        let keep = |writer: &NodeId| !out_of_contact || *writer == node;
+        let saved = quota::disk::load(&self.db, limits.quota(), keep)
+            .map_err(|err| StoreError::db(&self.path, err))?;
         let (persist, persist_thread) = persist::spawn(self.db, Some(trimmer))?;
         let own_quota = Arc::new(OwnQuota::new(limits.quota()));
         let mut map = self.map;
-        let (quota, dropped) = Quota::rebuild(node.clone(), own_quota.clone(), &map);
+        let (mut quota, dropped) = Quota::rebuild(node.clone(), own_quota.clone(), &map, saved);
         if !dropped.is_empty() {
             tracing::warn!(
                 dropped = dropped.len(),
                 "dropping entries of writers past their quota (max_keys_per_writer, max_bytes_per_writer)"
             );
-            let evicted = dropped
-                .into_iter()
-                .filter_map(|key| map.remove(&key).map(|entry| (key, entry.version)))
-                .collect();
-            persist.evict(evicted);
         }
+        let evicted = dropped
+            .into_iter()
+            .filter_map(|key| map.remove(&key).map(|entry| (key, entry.version)))
+            .collect();
+        persist.changes(&[], evicted, quota.take_delta());
         let (senders, inboxes): (Vec<_>, Vec<_>) = (0..actors)
             .map(|_| mpsc::unbounded_channel::<ToActor>())
             .unzip();

@@ -19,11 +19,12 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use super::StoreError;
 use super::clock::wall_millis;
 use super::disk::{DiskError, ENTRIES, WRITERS, Writers};
-use super::entry::{Batch, Entry, Key, Merged, Version, merge};
+use super::entry::{Batch, Entry, Key, KeyedEntry, Merged, Version, merge};
 use super::heap::Trim;
 use super::indexed::is_evicted;
 use super::log::{self, Untrimmed};
 use super::pace::Pace;
+use super::quota::{QuotaDelta, disk as quota_disk};
 use super::sign::Signer;
 use super::validate::is_expired_tombstone;
 
@@ -39,13 +40,19 @@ pub const COMMIT_PERIOD: Duration = Duration::from_millis(100);
 /// Version of the on-disk layout; a database written by a newer cmud is refused. Version 2:
 /// every entry carries its writer's signature (version 1 entries were unsigned). Version 3:
 /// the writer is a number in the writers table (see [`super::disk`]), not its peer id text.
-pub const DISK_FORMAT_VERSION: u64 = 3;
+/// Version 4: the quota's state beyond the entries (see [`super::quota::disk`]) is kept too,
+/// written at the same commits as the entries.
+pub const DISK_FORMAT_VERSION: u64 = 4;
 
 /// The format whose entries were unsigned; migrated on open.
 const UNSIGNED_FORMAT_VERSION: u64 = 1;
 
 /// The format whose entries each held their writer's peer id text; migrated on open.
 const WRITER_TEXT_FORMAT_VERSION: u64 = 2;
+
+/// The format without the quota's tables: its entries are read as they are, and the accounts
+/// start from them (as every start did then).
+const NO_QUOTA_FORMAT_VERSION: u64 = 3;
 
 /// Facts about the database itself (`format_version`, [`LAST_SEEN`]).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -72,9 +79,10 @@ enum ToPersist {
         /// The purge horizon, in milliseconds since the Unix epoch.
         horizon_ms: u64,
     },
-    /// Delete these keys where they hold an entry of the version's writer, not newer (entries
-    /// evicted by their writer's quota; another writer's or a newer write stays).
-    Evict(Vec<(Key, Version)>),
+    /// Entries merged from peers, the entries evicted by their writer's quota since (each key
+    /// deleted where it holds an entry of the version's writer, not newer: another writer's
+    /// or a newer write stays), and the quota's changes that go with them: all in one commit.
+    Changes(Pending),
     /// An actor closed a log segment after handing over its last batch: once what came
     /// before is committed, the segment (and that actor's earlier ones) may go.
     LogClosed {
@@ -104,11 +112,17 @@ impl PersistHandle {
         let _ = self.tx.send(ToPersist::Purge { keys, horizon_ms });
     }
 
-    /// Has the database drop these entries (evicted by their writer's quota) where it holds
-    /// them or older ones of the same writer.
-    pub fn evict(&self, entries: Vec<(Key, Version)>) {
-        if !entries.is_empty() {
-            let _ = self.tx.send(ToPersist::Evict(entries));
+    /// Queues `entries`, the deletion of `evicted` ones (evicted by their writer's quota:
+    /// dropped where the database holds them or older ones of the same writer) and the
+    /// quota's changes, to be committed together.
+    pub fn changes(&self, entries: &[KeyedEntry], evicted: Vec<(Key, Version)>, quota: QuotaDelta) {
+        let pending = Pending {
+            entries: entries.iter().cloned().collect(),
+            evicted,
+            quota,
+        };
+        if !pending.is_empty() {
+            let _ = self.tx.send(ToPersist::Changes(pending));
         }
     }
 
@@ -216,6 +230,17 @@ fn create(path: &Path, signer: &Signer) -> Result<Database, StoreError> {
                 meta.insert("format_version", DISK_FORMAT_VERSION)
                     .map_err(|err| StoreError::db(path, err))?;
             }
+            Some(NO_QUOTA_FORMAT_VERSION) => {
+                // Nothing to convert: the quota's tables are created below, empty, and the
+                // accounts are built from the entries on start.
+                tracing::info!(
+                    from = NO_QUOTA_FORMAT_VERSION,
+                    to = DISK_FORMAT_VERSION,
+                    "migrated the world database; quota accounts start from the entries held"
+                );
+                meta.insert("format_version", DISK_FORMAT_VERSION)
+                    .map_err(|err| StoreError::db(path, err))?;
+            }
             Some(DISK_FORMAT_VERSION) => {}
             Some(version) => {
                 return Err(StoreError::db(
@@ -234,6 +259,7 @@ fn create(path: &Path, signer: &Signer) -> Result<Database, StoreError> {
         write
             .open_table(WRITERS)
             .map_err(|err| StoreError::db(path, err))?;
+        quota_disk::create_tables(&write).map_err(|err| StoreError::db(path, err))?;
     }
     write.commit().map_err(|err| StoreError::db(path, err))?;
     Ok(db)
@@ -408,7 +434,7 @@ pub fn spawn(
 }
 
 fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>) {
-    let mut pending: HashMap<Key, Entry> = HashMap::new();
+    let mut pending = Pending::default();
     let mut segments: Vec<(usize, u64)> = Vec::new();
     let mut purges: Vec<Deletion> = Vec::new();
     let mut waiting: Vec<mpsc::Sender<()>> = Vec::new();
@@ -470,12 +496,12 @@ fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>)
         // Past `due`, or forced by a flush or the end: commit either way.
         let forced = closed || !waiting.is_empty();
         if !pending.is_empty() && (pace.try_take(Instant::now()) || forced) {
-            match commit(&db, &pending, Some(wall_millis())) {
+            match commit_pending(&db, &pending, Some(wall_millis())) {
                 Ok(()) => {
-                    trim.committed(pending.len());
+                    trim.committed(pending.entries.len());
                     // Dropped rather than cleared: after a burst its table would keep the
                     // burst's size for the life of the node.
-                    pending = HashMap::new();
+                    pending = Pending::default();
                 }
                 // Keep the entries: the next round retries them.
                 Err(err) => {
@@ -496,7 +522,6 @@ fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>)
         for deletion in purges.drain(..) {
             let done = match &deletion {
                 Deletion::Expired { keys, horizon_ms } => delete_expired(&db, keys, *horizon_ms),
-                Deletion::Evicted(entries) => delete_exact(&db, entries),
             };
             if let Err(err) = done {
                 tracing::error!(%err, ?deletion, "could not delete from the world database");
@@ -511,42 +536,19 @@ fn run(db: Database, trimmer: Option<Trimmer>, inbox: mpsc::Receiver<ToPersist>)
 /// Takes one message into the pending set (latest version per key) or the flush waiters.
 fn absorb(
     message: ToPersist,
-    pending: &mut HashMap<Key, Entry>,
+    pending: &mut Pending,
     closed: &mut Vec<(usize, u64)>,
     purges: &mut Vec<Deletion>,
     waiting: &mut Vec<mpsc::Sender<()>>,
 ) {
     match message {
-        ToPersist::Batch(batch) => {
-            for (key, entry) in batch.iter() {
-                match pending.get_mut(key) {
-                    Some(slot) => {
-                        if replaces(entry, slot) {
-                            *slot = entry.clone();
-                        }
-                    }
-                    None => {
-                        pending.insert(key.clone(), entry.clone());
-                    }
-                }
-            }
-        }
+        ToPersist::Batch(batch) => pending.add_entries(batch.iter().cloned()),
         ToPersist::Flush(done) => waiting.push(done),
         ToPersist::LogClosed { actor, segment } => closed.push((actor, segment)),
         ToPersist::Purge { keys, horizon_ms } => {
             purges.push(Deletion::Expired { keys, horizon_ms })
         }
-        ToPersist::Evict(entries) => {
-            for (key, version) in &entries {
-                if pending
-                    .get(key)
-                    .is_some_and(|held| is_evicted(&held.version, version))
-                {
-                    pending.remove(key);
-                }
-            }
-            purges.push(Deletion::Evicted(entries));
-        }
+        ToPersist::Changes(changes) => pending.absorb(changes),
     }
 }
 
@@ -633,26 +635,55 @@ pub fn delete_expired(db: &Database, keys: &[Key], horizon_ms: u64) -> Result<()
     Ok(())
 }
 
-/// Deletes each key where the database holds an entry of that version's writer, not newer.
-fn delete_exact(db: &Database, entries: &[(Key, Version)]) -> Result<(), DiskError> {
-    let write = db.begin_write().map_err(redb::Error::from)?;
-    {
-        let mut table = write.open_table(ENTRIES).map_err(redb::Error::from)?;
-        let writers = Writers::read(&write.open_table(WRITERS).map_err(redb::Error::from)?)?;
-        for (key, version) in entries {
-            let held = match table.get(key.as_ref()).map_err(redb::Error::from)? {
-                Some(stored) => writers
-                    .decode(stored.value())
-                    .is_ok_and(|stored| is_evicted(&stored.version, version)),
-                None => false,
-            };
-            if held {
-                table.remove(key.as_ref()).map_err(redb::Error::from)?;
+/// What the next commit writes, in one transaction.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Entries, the latest per key.
+    entries: HashMap<Key, Entry>,
+    /// Entries evicted by their writer's quota: each key deleted where it holds an entry of
+    /// that version's writer, not newer.
+    evicted: Vec<(Key, Version)>,
+    /// The quota's changes.
+    quota: QuotaDelta,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.evicted.is_empty() && self.quota.is_empty()
+    }
+
+    /// Takes in entries, keeping the latest per key.
+    fn add_entries(&mut self, entries: impl IntoIterator<Item = KeyedEntry>) {
+        for (key, entry) in entries {
+            match self.entries.get_mut(&key) {
+                Some(slot) => {
+                    if replaces(&entry, slot) {
+                        *slot = entry;
+                    }
+                }
+                None => {
+                    self.entries.insert(key, entry);
+                }
             }
         }
     }
-    write.commit().map_err(redb::Error::from)?;
-    Ok(())
+
+    /// Takes in later changes: their entries, then their evictions (which drop what is
+    /// pending of them too), then their quota changes.
+    fn absorb(&mut self, later: Pending) {
+        self.add_entries(later.entries);
+        for (key, version) in &later.evicted {
+            if self
+                .entries
+                .get(key)
+                .is_some_and(|held| is_evicted(&held.version, version))
+            {
+                self.entries.remove(key);
+            }
+        }
+        self.evicted.extend(later.evicted);
+        self.quota.absorb(later.quota);
+    }
 }
 
 /// A deletion the persist actor makes after its next commit.
@@ -665,8 +696,6 @@ enum Deletion {
         /// The purge horizon.
         horizon_ms: u64,
     },
-    /// Entries evicted by a quota.
-    Evicted(Vec<(Key, Version)>),
 }
 
 /// Whether `new` should replace `old` on disk: a greater version, or the same write now
@@ -686,11 +715,25 @@ pub fn merge_into(
     commit(db, entries, None).map_err(|err| StoreError::db(path, err))
 }
 
-/// Writes `pending` under last-writer-wins, and `last_seen` (by a running node only: a replay
+/// Writes `entries` under last-writer-wins, and `last_seen` (by a running node only: a replay
 /// or an import does not mean a node was in touch with the world).
 fn commit(
     db: &Database,
-    pending: &HashMap<Key, Entry>,
+    entries: &HashMap<Key, Entry>,
+    last_seen: Option<u64>,
+) -> Result<(), DiskError> {
+    let pending = Pending {
+        entries: entries.clone(),
+        ..Pending::default()
+    };
+    commit_pending(db, &pending, last_seen)
+}
+
+/// Writes `pending`'s entries under last-writer-wins, deletes its evicted entries, writes its
+/// quota changes and `last_seen`, all in one transaction.
+fn commit_pending(
+    db: &Database,
+    pending: &Pending,
     last_seen: Option<u64>,
 ) -> Result<(), DiskError> {
     let write = db.begin_write().map_err(redb::Error::from)?;
@@ -703,7 +746,7 @@ fn commit(
         let mut writer_table = write.open_table(WRITERS).map_err(redb::Error::from)?;
         let mut writers = Writers::read(&writer_table)?;
         let mut buf = Vec::new();
-        for (key, entry) in pending {
+        for (key, entry) in &pending.entries {
             // The stored entry may be newer than this one (loaded, or committed from another
             // batch): keep the greater version on disk too.
             let newer_on_disk = match table.get(key.as_ref()).map_err(redb::Error::from)? {
@@ -722,6 +765,18 @@ fn commit(
                 .map_err(redb::Error::from)?;
             buf = bytes;
         }
+        for (key, version) in &pending.evicted {
+            let held = match table.get(key.as_ref()).map_err(redb::Error::from)? {
+                Some(stored) => writers
+                    .decode(stored.value())
+                    .is_ok_and(|stored| is_evicted(&stored.version, version)),
+                None => false,
+            };
+            if held {
+                table.remove(key.as_ref()).map_err(redb::Error::from)?;
+            }
+        }
+        quota_disk::apply(&write, &mut writers, &mut writer_table, &pending.quota)?;
     }
     write.commit().map_err(redb::Error::from)?;
     Ok(())
@@ -855,11 +910,12 @@ mod tests {
         newer.1.version.millis = 100;
         let pending = keyed(2);
         persist.batch(std::sync::Arc::new(vec![newer.clone(), pending.clone()]));
-        persist.evict(vec![
+        let evicted = vec![
             (keyed(0).0, keyed(0).1.version),
             (keyed(1).0, keyed(1).1.version),
             (pending.0.clone(), pending.1.version.clone()),
-        ]);
+        ];
+        persist.changes(&[], evicted, QuotaDelta::default());
         persist.flush_blocking();
         drop(persist);
         thread.join().unwrap();
@@ -990,6 +1046,146 @@ mod tests {
         let (_, map) = open(&path, &dir.path().join("log"), &signer).unwrap();
         let entries: Vec<_> = map.into_iter().collect();
         assert_eq!(entries, [(Bytes::from_static(b"mine"), signed)]);
+    }
+
+    fn saved_charge(bytes: u64, millis: u64) -> crate::store::quota::SavedCharge {
+        crate::store::quota::SavedCharge {
+            bytes,
+            latest: crate::store::quota::Stamp {
+                millis,
+                counter: 1,
+                actor: 0,
+                tombstone: millis % 2 == 0,
+            },
+        }
+    }
+
+    /// (writer, key, row: (bytes, millis) or a deletion) changes and (writer, cut) changes.
+    type Changes = (Vec<(u8, u8, Option<(u64, u64)>)>, Vec<(u8, Option<u8>)>);
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Whatever deltas are committed, loading gives back what applying them in memory
+        /// gives (and the quota of `rebuild` in `quota/tests.rs` starts from that).
+        #[test]
+        fn the_quota_state_survives_commits_and_a_load(
+            commits in proptest::collection::vec(
+                (
+                    proptest::collection::vec(
+                        (0..3u8, 0..6u8, proptest::option::of((0..100u64, 0..10u64))),
+                        0..8,
+                    ),
+                    proptest::collection::vec((0..3u8, proptest::option::of(0..6u8)), 0..3),
+                ),
+                1..5,
+            ),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("world.redb");
+            let limits = crate::store::quota::QuotaLimits { max_keys: 3, max_bytes: 0 };
+            let (db, _) = open(&path, &dir.path().join("log"), &test_signer()).unwrap();
+            assert_eq!(quota_disk::load(&db, limits, |_| true).unwrap(), Default::default());
+            let mut expected = crate::store::quota::SavedQuota::default();
+            let writer = |n: u8| NodeId::new(format!("12D3KooWriter{n}"));
+            let key = |n: u8| Bytes::from(format!("k{n}"));
+            let changes: Vec<Changes> = commits;
+            for (charges, cuts) in changes {
+                let mut delta = QuotaDelta::default();
+                for (w, k, row) in charges {
+                    let row = row.map(|(bytes, millis)| saved_charge(bytes, millis));
+                    delta.charges.insert((writer(w), key(k)), row);
+                }
+                for (w, cut) in cuts {
+                    delta.cuts.insert(writer(w), cut.map(key));
+                }
+                let pending = Pending { quota: delta.clone(), ..Pending::default() };
+                commit_pending(&db, &pending, None).unwrap();
+                delta.apply_to(&mut expected);
+            }
+            drop(db);
+            let (db, _) = open(&path, &dir.path().join("log"), &test_signer()).unwrap();
+            proptest::prop_assert_eq!(&quota_disk::load(&db, limits, |_| true).unwrap(), &expected);
+            // A writer left out (back from a long absence) is gone for good.
+            let kept = quota_disk::load(&db, limits, |node| *node != writer(0)).unwrap();
+            proptest::prop_assert!(!kept.writers.contains_key(&writer(0)));
+            proptest::prop_assert_eq!(quota_disk::load(&db, limits, |_| true).unwrap(), kept);
+        }
+    }
+
+    #[test]
+    fn other_limits_start_the_quota_afresh_and_format_3_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database(dir.path(), 3);
+        let limits = crate::store::quota::QuotaLimits {
+            max_keys: 3,
+            max_bytes: 0,
+        };
+        let row = |db: &Database| {
+            let mut delta = QuotaDelta::default();
+            let writer = NodeId::new("12D3KooWriter");
+            delta.charges.insert(
+                (writer.clone(), Bytes::from_static(b"k")),
+                Some(saved_charge(9, 1)),
+            );
+            delta.cuts.insert(writer, Some(Bytes::from_static(b"z")));
+            let pending = Pending {
+                quota: delta,
+                ..Pending::default()
+            };
+            commit_pending(db, &pending, None).unwrap();
+        };
+        let (db, _) = open(&path, &dir.path().join("log"), &test_signer()).unwrap();
+        quota_disk::load(&db, limits, |_| true).unwrap();
+        row(&db);
+        assert_eq!(quota_disk::summary(&db).unwrap(), (1, 1));
+        assert_eq!(
+            quota_disk::load(&db, limits, |_| true)
+                .unwrap()
+                .writers
+                .len(),
+            1
+        );
+        let other = crate::store::quota::QuotaLimits {
+            max_keys: 4,
+            max_bytes: 0,
+        };
+        assert!(
+            quota_disk::load(&db, other, |_| true)
+                .unwrap()
+                .writers
+                .is_empty()
+        );
+        assert_eq!(quota_disk::summary(&db).unwrap(), (0, 0));
+        // A database of format 3 (no quota tables): its entries are read as they are.
+        row(&db);
+        {
+            let write = db.begin_write().unwrap();
+            write
+                .open_table(META)
+                .unwrap()
+                .insert("format_version", NO_QUOTA_FORMAT_VERSION)
+                .unwrap();
+            for table in ["quota_charges", "quota_cuts", "quota_limits"] {
+                let handle: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
+                assert!(write.delete_table(handle).unwrap());
+            }
+            write.commit().unwrap();
+        }
+        drop(db);
+        let (db, map) = open(&path, &dir.path().join("log"), &test_signer()).unwrap();
+        assert_eq!(map.len(), 3);
+        let read = db.begin_read().unwrap();
+        let meta = read.open_table(META).unwrap();
+        let format = meta.get("format_version").unwrap().unwrap().value();
+        assert_eq!(format, DISK_FORMAT_VERSION);
+        drop((meta, read));
+        assert!(
+            quota_disk::load(&db, other, |_| true)
+                .unwrap()
+                .writers
+                .is_empty()
+        );
     }
 
     #[test]

@@ -27,20 +27,38 @@
 //! for it is a tombstone older than `tombstone_ttl`, which every replica purges by the same
 //! horizon (a purge also forgets the cut, so the writer may grow again).
 //!
-//! What it does not give: the accounts live in memory and are rebuilt at start from what the
-//! replica holds, so a restart forgets charges of entries no longer held (overwritten by
-//! another writer, or replaced by a smaller value) and cuts; replicas that never saw a
-//! superseded entry do not charge it either. Both matter only to a writer at its limit; an
-//! honest node never is, as it refuses its own writes past its quota (see [`OwnQuota`]), and
-//! its own account charges everything any replica could. Nor does a quota stop a peer that
-//! mints many identities: each is a new writer with a quota of its own.
+//! # Across restarts
+//!
+//! Most of an account is implied by the entries the replica holds: a key whose held entry is
+//! the writer's own, of the charged size and at the latest stamp, is charged again from it on
+//! start. What is not implied is kept in `world.redb` beside the entries (see [`disk`]), at the
+//! same commits: per writer its cut, and per charged key whose held entry does not imply its
+//! charge (overwritten by another writer, replaced by a smaller value, or this node's own
+//! deleted key kept charged past its purge) a [`SavedCharge`]. So a restarted replica makes the
+//! same decisions as one that never stopped, and what is kept is bounded by the quota itself,
+//! never by the entries refused. [`Quota::note`] decides, after each change to a key, whether
+//! its row is needed; the changes gather in a [`QuotaDelta`] the gateway hands to persistence
+//! with the entries.
+//!
+//! What it does not give: replicas that never saw a superseded entry do not charge it (nor
+//! does one that was killed before committing it), and a change of the limits starts the
+//! accounts afresh from the entries held. Both matter only to a writer at its limit; an honest
+//! node never is, as it refuses its own writes past its quota (see [`OwnQuota`]), and its own
+//! account charges everything any replica could. Nor does a quota stop a peer that mints many
+//! identities: each is a new writer with a quota of its own.
 
+pub mod disk;
 mod own;
+mod saved;
 
 use std::collections::{BTreeMap, HashMap};
 
-pub use own::{OverQuota, OwnQuota, OwnWrite};
+use serde::{Deserialize, Serialize};
 
+pub use own::{OverQuota, OwnQuota, OwnWrite};
+pub use saved::{QuotaDelta, SavedAccount, SavedCharge, SavedQuota};
+
+use super::compact::Slot;
 use super::entry::{Entry, Key, NodeId};
 
 /// A world's per-writer limits; 0 turns a limit off.
@@ -71,16 +89,16 @@ pub fn charge(key: &[u8], entry: &Entry) -> u64 {
 }
 
 /// The writer's latest entry seen for a key, to know when its tombstone expires.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Stamp {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Stamp {
     /// Version time, milliseconds since the Unix epoch.
-    millis: u64,
+    pub millis: u64,
     /// Version counter.
-    counter: u32,
+    pub counter: u32,
     /// Version actor.
-    actor: u16,
+    pub actor: u16,
     /// Whether that entry is a tombstone.
-    tombstone: bool,
+    pub tombstone: bool,
 }
 
 impl Stamp {
@@ -92,6 +110,16 @@ impl Stamp {
             tombstone: entry.is_tombstone(),
         }
     }
+
+    fn of_slot(slot: &Slot) -> Stamp {
+        let version = slot.version();
+        Stamp {
+            millis: version.millis,
+            counter: version.counter,
+            actor: version.actor,
+            tombstone: slot.is_tombstone(),
+        }
+    }
 }
 
 /// One key of a writer's account.
@@ -101,6 +129,8 @@ struct Charged {
     bytes: u64,
     /// The writer's latest entry seen for the key.
     latest: Stamp,
+    /// Whether `world.redb` holds a [`SavedCharge`] row for the key (or one is on its way).
+    saved: bool,
 }
 
 /// What admitting one entry did.
@@ -130,6 +160,8 @@ pub struct Account {
     bytes: u64,
     /// The first key that did not fit: it and every later key are rejected.
     cut: Option<Key>,
+    /// The cut as `world.redb` holds it (or will at the next commit).
+    saved_cut: Option<Key>,
 }
 
 impl Account {
@@ -144,8 +176,16 @@ impl Account {
     }
 
     /// Admits an entry of this writer for `key` of `bytes` at `latest`; when it does not fit,
-    /// the last keys are evicted until it does (or it is evicted itself).
-    fn admit(&mut self, key: &Key, bytes: u64, latest: Stamp, limits: &QuotaLimits) -> Outcome {
+    /// the last keys are evicted until it does (or it is evicted itself). Keys that leave the
+    /// account with a saved row are added to `unsaved`.
+    fn admit(
+        &mut self,
+        key: &Key,
+        bytes: u64,
+        latest: Stamp,
+        limits: &QuotaLimits,
+        unsaved: &mut Vec<Key>,
+    ) -> Outcome {
         if self.cut.as_ref().is_some_and(|cut| key >= cut) {
             return Outcome::default();
         }
@@ -156,6 +196,9 @@ impl Account {
                 break;
             };
             self.bytes -= charged.bytes;
+            if charged.saved {
+                unsaved.push(last.clone());
+            }
             if last == *key {
                 outcome.admitted = false;
                 if !was_charged {
@@ -180,6 +223,26 @@ impl Account {
         fits
     }
 
+    /// Charges this node's own write of `key` made at wall time `latest`: unlike a peer's
+    /// entry, it is this node's latest write of the key whatever the stamps say (two writes in
+    /// one millisecond stamp alike), so a delete followed by a write is not taken for a
+    /// delete.
+    fn charge_own(&mut self, key: &Key, bytes: u64, latest: Stamp) {
+        self.charge(key, bytes, latest);
+        if let Some(held) = self.keys.get_mut(key)
+            && held.latest.millis <= latest.millis
+        {
+            held.latest = latest;
+        }
+    }
+
+    /// Records that `world.redb` holds a row for `key` (charged).
+    fn mark_saved(&mut self, key: &[u8]) {
+        if let Some(charged) = self.keys.get_mut(key) {
+            charged.saved = true;
+        }
+    }
+
     /// Keys and bytes charged if `key` were charged `bytes` more.
     fn after(&self, key: &[u8], bytes: u64) -> (u64, u64) {
         match self.keys.get(key) {
@@ -201,22 +264,38 @@ impl Account {
                 true
             }
             None => {
-                self.keys.insert(key.clone(), Charged { bytes, latest });
+                let saved = false;
+                let charged = Charged {
+                    bytes,
+                    latest,
+                    saved,
+                };
+                self.keys.insert(key.clone(), charged);
                 self.bytes += bytes;
                 false
             }
         }
     }
 
-    /// Forgets keys whose latest entry is a tombstone from before `horizon_ms`, and the cut if
-    /// any went. Returns how many went.
-    fn release(&mut self, horizon_ms: u64) -> usize {
+    /// Forgets keys whose latest entry is a tombstone from before `horizon_ms`, unless
+    /// `live(key)` (the replica holds a live entry of this writer for it: an older one, whose
+    /// tombstone was pushed out by another writer's entry that was evicted), and the cut if
+    /// any went; those with a saved row are added to `unsaved`. Returns how many went.
+    fn release(
+        &mut self,
+        horizon_ms: u64,
+        unsaved: &mut Vec<Key>,
+        live: impl Fn(&Key) -> bool,
+    ) -> usize {
         let before = self.keys.len();
         let mut freed = 0;
-        self.keys.retain(|_, held| {
-            let expired = held.latest.tombstone && held.latest.millis < horizon_ms;
+        self.keys.retain(|key, held| {
+            let expired = held.latest.tombstone && held.latest.millis < horizon_ms && !live(key);
             if expired {
                 freed += held.bytes;
+                if held.saved {
+                    unsaved.push(key.clone());
+                }
             }
             !expired
         });
@@ -238,50 +317,98 @@ pub struct Quota {
     own: std::sync::Arc<OwnQuota>,
     /// Every other writer's account.
     others: HashMap<NodeId, Account>,
+    /// Changes to what `world.redb` must keep, not handed to persistence yet.
+    delta: QuotaDelta,
 }
 
 impl Quota {
-    /// Accounts of `entries` (a replica's content, in key order), with `own` as this node's
-    /// account (`own_id`'s). Returns them and the keys of other writers over their quota,
-    /// which the replica must drop; this node's own keys are all kept, even over a quota
-    /// lowered since they were written (its new writes are refused until it is under).
-    pub fn rebuild<'a>(
+    /// Accounts of `map` (a replica's content) and of `saved` (what `world.redb` kept beyond
+    /// it), with `own` as this node's account (`own_id`'s). Returns them and the keys of other
+    /// writers' entries over their quota, which the replica must drop; this node's own keys
+    /// are all kept, even over a quota lowered since they were written (its new writes are
+    /// refused until it is under). Rows of `saved` no longer needed go in the first delta.
+    pub fn rebuild(
         own_id: NodeId,
         own: std::sync::Arc<OwnQuota>,
-        entries: impl IntoIterator<Item = (&'a Key, &'a Entry)>,
+        map: &BTreeMap<Key, Entry>,
+        saved: SavedQuota,
     ) -> (Quota, Vec<Key>) {
         let mut quota = Quota {
             own_id,
             own,
             others: HashMap::new(),
+            delta: QuotaDelta::default(),
         };
         let mut dropped = Vec::new();
-        if quota.own.limits().is_off() {
+        let limits = quota.own.limits();
+        if limits.is_off() {
             return (quota, dropped);
+        }
+        let held_by =
+            |key: &Key, writer: &NodeId| map.get(key).is_some_and(|e| e.author() == writer);
+        let mut unsaved: Vec<(NodeId, Key)> = Vec::new();
+        // What was saved first (the outcome does not depend on the order), then the entries.
+        for (writer, account) in saved.writers {
+            if writer == quota.own_id {
+                let mut own_account = quota.own.lock();
+                for (key, charge) in account.charges {
+                    own_account.charge(&key, charge.bytes, charge.latest);
+                    own_account.mark_saved(&key);
+                }
+                continue;
+            }
+            let target = quota.others.entry(writer.clone()).or_default();
+            target.cut.clone_from(&account.cut);
+            target.saved_cut = account.cut;
+            for (key, charge) in account.charges {
+                let mut gone = Vec::new();
+                let outcome = target.admit(&key, charge.bytes, charge.latest, &limits, &mut gone);
+                if outcome.admitted {
+                    target.mark_saved(&key);
+                } else {
+                    gone.push(key);
+                }
+                dropped.extend(outcome.evicted.into_iter().filter(|k| held_by(k, &writer)));
+                unsaved.extend(gone.into_iter().map(|k| (writer.clone(), k)));
+            }
         }
         {
             let mut own_account = quota.own.lock();
-            for (key, entry) in entries {
+            for (key, entry) in map {
                 let bytes = charge(key, entry);
                 let latest = Stamp::of(entry);
-                if *entry.author() == quota.own_id {
+                let writer = entry.author();
+                if *writer == quota.own_id {
                     own_account.charge(key, bytes, latest);
                     continue;
                 }
-                let limits = quota.own.limits();
-                let account = quota.others.entry(entry.author().clone()).or_default();
-                let outcome = account.admit(key, bytes, latest, &limits);
-                dropped.extend(outcome.evicted);
+                let account = quota.others.entry(writer.clone()).or_default();
+                let mut gone = Vec::new();
+                let outcome = account.admit(key, bytes, latest, &limits, &mut gone);
+                dropped.extend(outcome.evicted.into_iter().filter(|k| held_by(k, writer)));
                 if !outcome.admitted {
                     dropped.push(key.clone());
                 }
+                unsaved.extend(gone.into_iter().map(|k| (writer.clone(), k)));
             }
+        }
+        for (writer, key) in unsaved {
+            quota.delta.forget(&writer, key);
+        }
+        for (writer, account) in &mut quota.others {
+            save_cut(&mut quota.delta, writer, account);
         }
         (quota, dropped)
     }
 
+    /// Whether quotas are on (otherwise nothing is charged, noted or saved).
+    pub fn is_on(&self) -> bool {
+        !self.own.limits().is_off()
+    }
+
     /// Admits a peer's (validated) entry for `key`, whatever it does to the LWW map: a
-    /// writer's entry that loses to a newer one is still charged to it.
+    /// writer's entry that loses to a newer one is still charged to it. Call [`Quota::note`]
+    /// once the replica merged it.
     pub fn admit(&mut self, key: &Key, entry: &Entry) -> Outcome {
         let limits = self.own.limits();
         if limits.is_off() {
@@ -289,7 +416,8 @@ impl Quota {
         }
         let bytes = charge(key, entry);
         let latest = Stamp::of(entry);
-        if *entry.author() == self.own_id {
+        let writer = entry.author();
+        if *writer == self.own_id {
             // This node's own entries coming back: never evict what it acknowledged.
             let admitted = self.own.lock().admit_whole(key, bytes, latest, &limits);
             return Outcome {
@@ -297,27 +425,116 @@ impl Quota {
                 evicted: Vec::new(),
             };
         }
-        let account = self.others.entry(entry.author().clone()).or_default();
-        account.admit(key, bytes, latest, &limits)
+        let account = self.others.entry(writer.clone()).or_default();
+        let mut gone = Vec::new();
+        let outcome = account.admit(key, bytes, latest, &limits, &mut gone);
+        save_cut(&mut self.delta, writer, account);
+        for key in gone {
+            self.delta.forget(writer, key);
+        }
+        outcome
+    }
+
+    /// Records whether `writer`'s charge for `key` needs a row in `world.redb` now that the
+    /// replica holds `held` under `key`: it does unless `held` is `writer`'s entry of the
+    /// charged size at the charged stamp. Call after every change to a key's entry, for its
+    /// writer and for the writer of the entry it replaced (or purged).
+    pub fn note(&mut self, key: &Key, writer: &NodeId, held: Option<&Slot>) {
+        if !self.is_on() {
+            return;
+        }
+        let own = *writer == self.own_id;
+        let mut own_guard = own.then(|| self.own.lock());
+        let account = match own_guard.as_deref_mut() {
+            Some(account) => account,
+            None => match self.others.get_mut(writer) {
+                Some(account) => account,
+                None => return,
+            },
+        };
+        let Some(charged) = account.keys.get_mut(key) else {
+            return;
+        };
+        let implied = held.is_some_and(|slot| {
+            let bytes = (key.len() + slot.value().map_or(0, <[u8]>::len)) as u64;
+            let stamp = Stamp::of_slot(slot);
+            // This node's own stamps are wall-clock readings taken before the write's version.
+            let same_stamp = if own {
+                stamp.tombstone == charged.latest.tombstone
+            } else {
+                stamp == charged.latest
+            };
+            slot.author() == writer && bytes == charged.bytes && same_stamp
+        });
+        if implied {
+            if charged.saved {
+                charged.saved = false;
+                self.delta.forget(writer, key.clone());
+            }
+        } else {
+            charged.saved = true;
+            let row = SavedCharge {
+                bytes: charged.bytes,
+                latest: charged.latest,
+            };
+            self.delta.keep(writer, key.clone(), row);
+        }
     }
 
     /// Releases keys whose writer's latest entry is a tombstone older than `horizon_ms`; this
     /// node's own ones only from `own_margin_ms` earlier, once every replica released them.
-    pub fn release(&mut self, horizon_ms: u64, own_margin_ms: u64) -> usize {
-        let mut released = self
-            .own
-            .lock()
-            .release(horizon_ms.saturating_sub(own_margin_ms));
-        self.others.retain(|_, account| {
-            released += account.release(horizon_ms);
+    /// `live(key, writer)` says whether the replica holds a live entry of `writer` for `key`
+    /// (which stays charged, as a restart would charge it).
+    pub fn release(
+        &mut self,
+        horizon_ms: u64,
+        own_margin_ms: u64,
+        live: impl Fn(&Key, &NodeId) -> bool,
+    ) -> usize {
+        let mut gone = Vec::new();
+        let own_id = &self.own_id;
+        let mut released =
+            self.own
+                .lock()
+                .release(horizon_ms.saturating_sub(own_margin_ms), &mut gone, |key| {
+                    live(key, own_id)
+                });
+        for key in gone.drain(..) {
+            self.delta.forget(&self.own_id, key);
+        }
+        let delta = &mut self.delta;
+        self.others.retain(|writer, account| {
+            released += account.release(horizon_ms, &mut gone, |key| live(key, writer));
+            for key in gone.drain(..) {
+                delta.forget(writer, key);
+            }
+            save_cut(delta, writer, account);
             account.keys() > 0 || account.cut.is_some()
         });
         released
     }
 
+    /// The changes to what `world.redb` keeps since the last call, for the next commit.
+    pub fn take_delta(&mut self) -> QuotaDelta {
+        std::mem::take(&mut self.delta)
+    }
+
+    /// Whether there are changes for `world.redb` not taken yet.
+    pub fn has_delta(&self) -> bool {
+        !self.delta.is_empty()
+    }
+
     /// The account of `writer`, if it has one.
     pub fn account(&self, writer: &NodeId) -> Option<&Account> {
         self.others.get(writer)
+    }
+}
+
+/// Adds `writer`'s cut to `delta` if it moved since it was last saved.
+fn save_cut(delta: &mut QuotaDelta, writer: &NodeId, account: &mut Account) {
+    if account.cut != account.saved_cut {
+        account.saved_cut.clone_from(&account.cut);
+        delta.cut(writer, account.cut.clone());
     }
 }
 

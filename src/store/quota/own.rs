@@ -118,7 +118,7 @@ impl OwnQuota {
                 actor: 0,
                 tombstone: write.value_bytes.is_none(),
             };
-            account.charge(write.key, size, latest);
+            account.charge_own(write.key, size, latest);
         }
         Ok(())
     }

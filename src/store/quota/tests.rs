@@ -5,6 +5,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
+use crate::store::compact::Slot;
 use crate::store::entry::{Merged, Version, merge};
 
 const OWN: &str = "own";
@@ -34,10 +35,14 @@ fn key(name: &str) -> Key {
     Bytes::copy_from_slice(name.as_bytes())
 }
 
-/// A replica as the gateway keeps one: an LWW map of admitted entries and the accounts.
+/// A replica as the gateway keeps one: an LWW map of admitted entries and the accounts, and
+/// what `world.redb` holds of the accounts (every delta committed at once).
 struct Model {
+    limits: QuotaLimits,
     map: BTreeMap<Key, Entry>,
+    own: Arc<OwnQuota>,
     quota: Quota,
+    saved: SavedQuota,
     rejected: usize,
     evicted: usize,
 }
@@ -45,16 +50,43 @@ struct Model {
 impl Model {
     fn new(limits: QuotaLimits) -> Model {
         let own = Arc::new(OwnQuota::new(limits));
-        let (quota, _) = Quota::rebuild(NodeId::new(OWN), own, std::iter::empty());
+        let (quota, _) = Quota::rebuild(
+            NodeId::new(OWN),
+            own.clone(),
+            &BTreeMap::new(),
+            SavedQuota::default(),
+        );
         Model {
+            limits,
             map: BTreeMap::new(),
+            own,
             quota,
+            saved: SavedQuota::default(),
             rejected: 0,
             evicted: 0,
         }
     }
 
-    fn deliver(&mut self, key: &Key, entry: &Entry) {
+    /// Delivers a peer's entry (or, by `OWN`, makes this node's own write) and commits; returns
+    /// whether it was admitted and the keys it evicted.
+    fn deliver(&mut self, key: &Key, entry: &Entry) -> Outcome {
+        if entry.author().as_str() == OWN {
+            let write = OwnWrite {
+                key,
+                value_bytes: entry.value.as_ref().map(|v| v.len()),
+            };
+            let admitted = self.own.reserve(&[write], entry.version.millis).is_ok();
+            if admitted {
+                self.merge_noted(key, entry);
+            } else {
+                self.rejected += 1;
+            }
+            self.commit();
+            return Outcome {
+                admitted,
+                evicted: Vec::new(),
+            };
+        }
         let outcome = self.quota.admit(key, entry);
         for gone in &outcome.evicted {
             if self
@@ -67,16 +99,90 @@ impl Model {
             self.evicted += 1;
         }
         if outcome.admitted {
-            let _: Merged = merge(&mut self.map, key.clone(), entry.clone());
+            self.merge_noted(key, entry);
         } else {
             self.rejected += 1;
         }
+        self.commit();
+        outcome
+    }
+
+    /// Merges as the gateway does, noting the change for the writers of the new and old entry.
+    fn merge_noted(&mut self, key: &Key, entry: &Entry) {
+        let before = self.map.get(key).map(|held| held.author().clone());
+        let merged = merge(&mut self.map, key.clone(), entry.clone());
+        let held = self.map.get(key).map(Slot::new);
+        self.quota.note(key, entry.author(), held.as_ref());
+        if let Some(before) = before
+            && merged != Merged::Unchanged
+            && before != *entry.author()
+        {
+            self.quota.note(key, &before, held.as_ref());
+        }
+    }
+
+    /// Releases and purges tombstones before `horizon`, as the gateway does.
+    fn purge(&mut self, horizon: u64, own_margin: u64) {
+        let map = &self.map;
+        let live = |key: &Key, writer: &NodeId| {
+            map.get(key)
+                .is_some_and(|e| e.author() == writer && !e.is_tombstone())
+        };
+        self.quota.release(horizon, own_margin, live);
+        let expired: Vec<(Key, NodeId)> = self
+            .map
+            .iter()
+            .filter(|(_, e)| e.is_tombstone() && e.version.millis < horizon)
+            .map(|(k, e)| (k.clone(), e.author().clone()))
+            .collect();
+        for (key, writer) in expired {
+            self.map.remove(&key);
+            self.quota.note(&key, &writer, None);
+        }
+        self.commit();
+    }
+
+    /// What a commit does to the quota's tables.
+    fn commit(&mut self) {
+        self.quota.take_delta().apply_to(&mut self.saved);
+    }
+
+    /// Stops and starts again from what is on disk: the entries and the saved quota.
+    fn restart(&mut self) {
+        self.own = Arc::new(OwnQuota::new(self.limits));
+        let (quota, dropped) = Quota::rebuild(
+            NodeId::new(OWN),
+            self.own.clone(),
+            &self.map,
+            self.saved.clone(),
+        );
+        assert_eq!(
+            dropped,
+            Vec::<Key>::new(),
+            "a committed replica drops nothing"
+        );
+        self.quota = quota;
+        self.commit();
     }
 
     fn usage(&self, writer: &str) -> (u64, u64) {
+        if writer == OWN {
+            return self.own.usage();
+        }
         self.quota
             .account(&NodeId::new(writer))
             .map_or((0, 0), |a| (a.keys(), a.bytes()))
+    }
+
+    /// A writer's account without the bookkeeping of what is saved: (key, bytes, stamp) and
+    /// the cut.
+    fn account(&self, writer: &str) -> (Vec<(Key, u64, Stamp)>, Option<Key>) {
+        self.quota
+            .account(&NodeId::new(writer))
+            .map_or((Vec::new(), None), |a| {
+                let keys = a.keys.iter().map(|(k, c)| (k.clone(), c.bytes, c.latest));
+                (keys.collect(), a.cut.clone())
+            })
     }
 
     fn held_by(&self, writer: &str) -> usize {
@@ -169,8 +275,9 @@ fn expired_tombstones_release_their_keys_and_the_cut() {
     replica.deliver(&key("a"), &entry("w", 1_000, None));
     replica.deliver(&key("b"), &entry("w", 1_000, Some(1)));
     assert_eq!(replica.rejected, 1);
-    assert_eq!(replica.quota.release(1_000, 0), 0);
-    assert_eq!(replica.quota.release(1_001, 0), 1);
+    let dead = |_: &Key, _: &NodeId| false;
+    assert_eq!(replica.quota.release(1_000, 0, dead), 0);
+    assert_eq!(replica.quota.release(1_001, 0, dead), 1);
     assert!(replica.quota.account(&NodeId::new("w")).is_none());
     replica.deliver(&key("b"), &entry("w", 2_000, Some(1)));
     assert_eq!(replica.usage("w"), (1, 2));
@@ -198,7 +305,9 @@ fn own_writes_are_reserved_all_or_nothing_and_never_evicted() {
     assert!(own.reserve(&[write(&c)], 1).is_ok());
     assert!(own.reserve(&[write(&a)], 1).is_err());
     // An own entry coming back from a peer that does not fit is refused, not evicting "c".
-    let (mut quota, dropped) = Quota::rebuild(NodeId::new(OWN), own.clone(), std::iter::empty());
+    let empty = BTreeMap::new();
+    let saved = SavedQuota::default();
+    let (mut quota, dropped) = Quota::rebuild(NodeId::new(OWN), own.clone(), &empty, saved);
     assert!(dropped.is_empty());
     let outcome = quota.admit(&a, &entry(OWN, 5, Some(1)));
     assert_eq!(outcome, Outcome::default());
@@ -214,7 +323,7 @@ fn a_rebuild_keeps_own_keys_and_drops_others_past_their_quota() {
         map.insert(key(name), entry(OWN, 1, Some(1)));
         map.insert(key(&format!("x{name}")), entry("x", 1, Some(1)));
     }
-    let (_, dropped) = Quota::rebuild(NodeId::new(OWN), own.clone(), &map);
+    let (_, dropped) = Quota::rebuild(NodeId::new(OWN), own.clone(), &map, SavedQuota::default());
     assert_eq!(dropped, vec![key("xb"), key("xc")]);
     assert_eq!(own.usage(), (3, 6));
 }
@@ -222,10 +331,18 @@ fn a_rebuild_keeps_own_keys_and_drops_others_past_their_quota() {
 /// One delivery: writer index, key index, value size (None: tombstone), version time.
 type Delivery = (usize, usize, Option<usize>, u64);
 
+/// The writers of deliveries: three peers, then this node.
+const WRITERS: [&str; 4] = ["w0", "w1", "w2", OWN];
+
 fn deliveries() -> impl Strategy<Value = Vec<Delivery>> {
+    deliveries_by(3)
+}
+
+/// Deliveries by the first `writers` of [`WRITERS`].
+fn deliveries_by(writers: usize) -> impl Strategy<Value = Vec<Delivery>> {
     prop::collection::vec(
         (
-            0..3usize,
+            0..writers,
             0..12usize,
             prop::option::weighted(0.8, 0..12usize),
             0..6u64,
@@ -238,7 +355,13 @@ fn deliveries() -> impl Strategy<Value = Vec<Delivery>> {
 /// entries share a version, as in a real world).
 fn keyed(index: usize, delivery: &Delivery, shared_keys: bool) -> (Key, Entry) {
     let (writer, k, value, millis) = *delivery;
-    let writer_name = ["w0", "w1", "w2"][writer];
+    let writer_name = WRITERS[writer];
+    // This node's clock only moves forward.
+    let millis = if writer_name == OWN {
+        index as u64 / 10
+    } else {
+        millis
+    };
     // Keys outside `p/` may be written by several writers; `p/` keys by their owner only.
     let name = if shared_keys {
         format!("k{k:02}")
@@ -250,8 +373,9 @@ fn keyed(index: usize, delivery: &Delivery, shared_keys: bool) -> (Key, Entry) {
     (key(&name), entry)
 }
 
-/// Delivers `entries` to a fresh replica in batches cut at `cuts`.
-fn replay(limits: QuotaLimits, entries: &[(Key, Entry)], cuts: &[usize]) -> Model {
+/// Delivers `entries` to a fresh replica in batches cut at `cuts`, restarting it between
+/// batches if `restarts`.
+fn replay(limits: QuotaLimits, entries: &[(Key, Entry)], cuts: &[usize], restarts: bool) -> Model {
     let mut replica = Model::new(limits);
     let mut batches: Vec<&[(Key, Entry)]> = Vec::new();
     let mut rest = entries;
@@ -262,6 +386,9 @@ fn replay(limits: QuotaLimits, entries: &[(Key, Entry)], cuts: &[usize]) -> Mode
     }
     batches.push(rest);
     for batch in batches {
+        if restarts {
+            replica.restart();
+        }
         for (key, entry) in batch {
             replica.deliver(key, entry);
         }
@@ -280,6 +407,7 @@ proptest! {
         max_bytes in prop::sample::select(vec![0u64, 20, 35, 60]),
         order in any::<prop::sample::Index>(),
         cuts in prop::collection::vec(0..20usize, 0..5),
+        restarts in any::<bool>(),
     ) {
         let limits = limits(max_keys, max_bytes);
         let entries: Vec<(Key, Entry)> =
@@ -293,8 +421,8 @@ proptest! {
                 chunk.reverse();
             }
         }
-        let mut a = replay(limits, &entries, &[]);
-        let mut b = replay(limits, &shuffled, &cuts);
+        let mut a = replay(limits, &entries, &[], false);
+        let mut b = replay(limits, &shuffled, &cuts, restarts);
         for writer in ["w0", "w1", "w2"] {
             prop_assert_eq!(a.usage(writer), b.usage(writer));
             if max_keys > 0 {
@@ -322,4 +450,80 @@ proptest! {
             prop_assert_eq!(&a.map, &b.map);
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// A replica restarted from its saved state (any number of times, anywhere in the
+    /// deliveries, this node's own writes among them) decides every delivery as one that
+    /// never stopped, and ends with the same entries and accounts.
+    #[test]
+    fn a_restart_from_what_was_saved_makes_the_same_decisions(
+        deliveries in deliveries_by(4),
+        shared_keys in any::<bool>(),
+        max_keys in 0..6u64,
+        max_bytes in prop::sample::select(vec![0u64, 20, 35, 60]),
+        restarts in prop::collection::vec(0..60usize, 1..4),
+        purge_at in 0..60usize,
+    ) {
+        let limits = limits(max_keys, max_bytes);
+        let entries: Vec<(Key, Entry)> =
+            deliveries.iter().enumerate().map(|(i, d)| keyed(i, d, shared_keys)).collect();
+        let (mut never, mut restarted) = (Model::new(limits), Model::new(limits));
+        for (i, (key, entry)) in entries.iter().enumerate() {
+            if restarts.contains(&i) {
+                restarted.restart();
+            }
+            if i == purge_at {
+                never.purge(3, 1);
+                restarted.purge(3, 1);
+            }
+            let (a, b) = (never.deliver(key, entry), restarted.deliver(key, entry));
+            prop_assert_eq!(a, b, "delivery {} of {:?}", i, key);
+        }
+        restarted.restart();
+        prop_assert_eq!(&never.map, &restarted.map);
+        for writer in ["w0", "w1", "w2"] {
+            prop_assert_eq!(never.account(writer), restarted.account(writer));
+        }
+        prop_assert_eq!(never.usage(OWN), restarted.usage(OWN));
+        // Kept: a cut per writer and a row per charged key at most, never one per refusal.
+        let charged: u64 = WRITERS.iter().map(|w| restarted.usage(w).0).sum();
+        for account in restarted.saved.writers.values() {
+            prop_assert!(account.charges.len() as u64 <= charged);
+        }
+    }
+}
+
+#[test]
+fn what_a_restart_needs_is_saved_and_the_rest_is_not() {
+    let mut replica = Model::new(limits(2, 0));
+    // "w"'s key "a" overwritten by "x": its charge is kept, as a row.
+    replica.deliver(&key("a"), &entry("w", 1, Some(5)));
+    replica.deliver(&key("a"), &entry("x", 2, Some(1)));
+    replica.deliver(&key("b"), &entry("w", 1, Some(1)));
+    // "c" does not fit: "w" is cut there; "d" is refused without a trace.
+    replica.deliver(&key("c"), &entry("w", 1, Some(1)));
+    replica.deliver(&key("d"), &entry("w", 1, Some(1)));
+    let w = &replica.saved.writers[&NodeId::new("w")];
+    assert_eq!(w.cut, Some(key("c")));
+    assert_eq!(w.charges.keys().collect::<Vec<_>>(), [&key("a")]);
+    // "x"'s key is implied by its entry: nothing kept for it.
+    assert!(!replica.saved.writers.contains_key(&NodeId::new("x")));
+    // Without what was saved, a restart would admit "c" again; with it, it is refused.
+    replica.restart();
+    assert!(!replica.deliver(&key("c"), &entry("w", 3, Some(1))).admitted);
+    let mut forgetful = Model::new(limits(2, 0));
+    forgetful.map = replica.map.clone();
+    forgetful.restart();
+    assert!(
+        forgetful
+            .deliver(&key("c"), &entry("w", 3, Some(1)))
+            .admitted
+    );
+    // Rewriting "a" by "w" makes its row unneeded again (the entry implies the charge).
+    replica.deliver(&key("a"), &entry("w", 4, Some(5)));
+    let w = &replica.saved.writers[&NodeId::new("w")];
+    assert!(w.charges.is_empty(), "{w:?}");
 }
