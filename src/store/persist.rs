@@ -1055,7 +1055,7 @@ mod tests {
                 millis,
                 counter: 1,
                 actor: 0,
-                tombstone: millis % 2 == 0,
+                tombstone: millis.is_multiple_of(2),
             },
         }
     }
