@@ -3,6 +3,8 @@
 //! crashes, signals and the world lock.
 
 mod common;
+#[path = "replica/quota_restart.rs"]
+mod quota_restart;
 #[path = "replica/resync.rs"]
 mod resync;
 #[path = "replica/rpc_port.rs"]

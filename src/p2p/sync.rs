@@ -469,6 +469,10 @@ impl EventLoop {
             .bytes_received
             .fetch_add(bytes as u64, Relaxed);
         let entries = message.take_entries();
+        self.stats
+            .remote
+            .sync_entries_received
+            .fetch_add(entries.len() as u64, Relaxed);
         let Some(session) = self.session_with(peer) else {
             return;
         };

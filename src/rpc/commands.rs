@@ -422,7 +422,7 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
     );
     let _ = write!(
         out,
-        "\r\n# Stats\r\nputs_total:{}\r\nsync_messages_sent_local:{}\r\nsync_bytes_sent_local:{}\r\nmax_sync_rate_per_pair:{:.2}\r\nsync_messages_sent_remote:{}\r\nsync_bytes_sent_remote:{}\r\nsync_bytes_received_remote:{}\r\nrejected_versions:{}\r\nrejected_entries:{}\r\nrejected_signatures:{}\r\nrejected_namespaces:{}\r\nrejected_quota:{}\r\nevicted_quota:{}\r\nrejected_batches:{}\r\ntombstones_purged:{}\r\nsyncs_completed:{}\r\n",
+        "\r\n# Stats\r\nputs_total:{}\r\nsync_messages_sent_local:{}\r\nsync_bytes_sent_local:{}\r\nmax_sync_rate_per_pair:{:.2}\r\nsync_messages_sent_remote:{}\r\nsync_bytes_sent_remote:{}\r\nsync_bytes_received_remote:{}\r\nrejected_versions:{}\r\nrejected_entries:{}\r\nrejected_signatures:{}\r\nrejected_namespaces:{}\r\nrejected_quota:{}\r\nevicted_quota:{}\r\nrejected_batches:{}\r\ntombstones_purged:{}\r\nsyncs_completed:{}\r\nsync_entries_received:{}\r\n",
         stats.puts_total(),
         stats.local_messages(),
         stats.local_bytes(),
@@ -439,6 +439,7 @@ fn info(actor: &Actor, node: &NodeInfo) -> String {
         load(&remote.rejected_batches),
         load(&stats.tombstones_purged),
         load(&remote.syncs_completed),
+        load(&remote.sync_entries_received),
     );
     let quota = actor.own_quota();
     if !quota.limits().is_off() {

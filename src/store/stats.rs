@@ -67,6 +67,9 @@ pub struct RemoteStats {
     /// Reconciliations with a peer that ran to their end (this node then held all the peer
     /// held).
     pub syncs_completed: AtomicU64,
+    /// Entries received in peers' sync answers (before validation): what anti-entropy
+    /// transfers, flat while replicas agree.
+    pub sync_entries_received: AtomicU64,
 }
 
 /// All of a node's counters.
