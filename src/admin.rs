@@ -21,6 +21,7 @@ use crate::store::Signer;
 use crate::store::clock::wall_millis;
 use crate::store::entry::{Entry, Key, Merged, NodeId, Version, merge};
 use crate::store::log::{self, LOG_DIR};
+use crate::store::quota;
 use crate::store::sign::verify_entries;
 use crate::store::validate::{Rejected, check_entry};
 use crate::store::{Limits, StoreError, persist};
@@ -250,6 +251,10 @@ pub struct CheckReport {
     pub replayed_segments: usize,
     /// Size of the database file, in bytes.
     pub file_bytes: u64,
+    /// Quota charges kept beyond the entries (keys whose entry held does not imply them).
+    pub quota_charges: usize,
+    /// Writers whose keys the quota cut.
+    pub quota_cuts: usize,
     /// One line per entry that fails validation.
     pub problems: Vec<String>,
 }
@@ -263,6 +268,12 @@ pub fn check(dir: &Path, world: &str, limits: &Limits) -> Result<CheckReport, Ad
         file_bytes: std::fs::metadata(&world.path).map_or(0, |meta| meta.len()),
         ..CheckReport::default()
     };
+    // An unreadable quota row is damage, like an unreadable entry.
+    (report.quota_charges, report.quota_cuts) =
+        quota::disk::summary(&world.db).map_err(|err| StoreError::Damaged {
+            path: world.path.clone(),
+            detail: format!("a quota row does not read: {err}"),
+        })?;
     let mut writers = BTreeSet::new();
     for (key, entry) in &world.map {
         report.entries += 1;
@@ -294,6 +305,13 @@ impl std::fmt::Display for CheckReport {
             self.entries, self.live, self.tombstones, self.signed, self.writers
         )?;
         writeln!(f, "database file: {} bytes", self.file_bytes)?;
+        if self.quota_charges + self.quota_cuts > 0 {
+            writeln!(
+                f,
+                "quota state: {} charges kept beyond the entries, {} writers cut",
+                self.quota_charges, self.quota_cuts
+            )?;
+        }
         if self.expired > 0 {
             writeln!(
                 f,
