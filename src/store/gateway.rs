@@ -589,7 +589,7 @@ impl Gateway {
             }
         }
         self.persist
-            .changes(&merged, evicted, self.quota.take_delta());
+            .changes(merged, evicted, self.quota.take_delta());
     }
 
     /// Hands the local entries not yet published to the network.

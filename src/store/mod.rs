@@ -278,7 +278,7 @@ impl OpenStore {
             .into_iter()
             .filter_map(|key| map.remove(&key).map(|entry| (key, entry.version)))
             .collect();
-        persist.changes(&[], evicted, quota.take_delta());
+        persist.changes(Batch::default(), evicted, quota.take_delta());
         let (senders, inboxes): (Vec<_>, Vec<_>) = (0..actors)
             .map(|_| mpsc::unbounded_channel::<ToActor>())
             .unzip();

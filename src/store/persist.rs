@@ -82,7 +82,14 @@ enum ToPersist {
     /// Entries merged from peers, the entries evicted by their writer's quota since (each key
     /// deleted where it holds an entry of the version's writer, not newer: another writer's
     /// or a newer write stays), and the quota's changes that go with them: all in one commit.
-    Changes(Pending),
+    Changes {
+        /// The entries merged.
+        batch: Batch,
+        /// The entries evicted.
+        evicted: Vec<(Key, Version)>,
+        /// The quota's changes.
+        quota: QuotaDelta,
+    },
     /// An actor closed a log segment after handing over its last batch: once what came
     /// before is committed, the segment (and that actor's earlier ones) may go.
     LogClosed {
@@ -115,14 +122,14 @@ impl PersistHandle {
     /// Queues `entries`, the deletion of `evicted` ones (evicted by their writer's quota:
     /// dropped where the database holds them or older ones of the same writer) and the
     /// quota's changes, to be committed together.
-    pub fn changes(&self, entries: &[KeyedEntry], evicted: Vec<(Key, Version)>, quota: QuotaDelta) {
-        let pending = Pending {
-            entries: entries.iter().cloned().collect(),
-            evicted,
-            quota,
-        };
-        if !pending.is_empty() {
-            let _ = self.tx.send(ToPersist::Changes(pending));
+    pub fn changes(&self, batch: Batch, evicted: Vec<(Key, Version)>, quota: QuotaDelta) {
+        if !batch.is_empty() || !evicted.is_empty() || !quota.is_empty() {
+            let changes = ToPersist::Changes {
+                batch,
+                evicted,
+                quota,
+            };
+            let _ = self.tx.send(changes);
         }
     }
 
@@ -548,7 +555,11 @@ fn absorb(
         ToPersist::Purge { keys, horizon_ms } => {
             purges.push(Deletion::Expired { keys, horizon_ms })
         }
-        ToPersist::Changes(changes) => pending.absorb(changes),
+        ToPersist::Changes {
+            batch,
+            evicted,
+            quota,
+        } => pending.absorb(&batch, evicted, quota),
     }
 }
 
@@ -637,7 +648,7 @@ pub fn delete_expired(db: &Database, keys: &[Key], horizon_ms: u64) -> Result<()
 
 /// What the next commit writes, in one transaction.
 #[derive(Debug, Default)]
-pub struct Pending {
+struct Pending {
     /// Entries, the latest per key.
     entries: HashMap<Key, Entry>,
     /// Entries evicted by their writer's quota: each key deleted where it holds an entry of
@@ -670,9 +681,9 @@ impl Pending {
 
     /// Takes in later changes: their entries, then their evictions (which drop what is
     /// pending of them too), then their quota changes.
-    fn absorb(&mut self, later: Pending) {
-        self.add_entries(later.entries);
-        for (key, version) in &later.evicted {
+    fn absorb(&mut self, batch: &[KeyedEntry], evicted: Vec<(Key, Version)>, quota: QuotaDelta) {
+        self.add_entries(batch.iter().cloned());
+        for (key, version) in &evicted {
             if self
                 .entries
                 .get(key)
@@ -681,8 +692,8 @@ impl Pending {
                 self.entries.remove(key);
             }
         }
-        self.evicted.extend(later.evicted);
-        self.quota.absorb(later.quota);
+        self.evicted.extend(evicted);
+        self.quota.absorb(quota);
     }
 }
 
@@ -915,7 +926,7 @@ mod tests {
             (keyed(1).0, keyed(1).1.version),
             (pending.0.clone(), pending.1.version.clone()),
         ];
-        persist.changes(&[], evicted, QuotaDelta::default());
+        persist.changes(Batch::default(), evicted, QuotaDelta::default());
         persist.flush_blocking();
         drop(persist);
         thread.join().unwrap();

@@ -56,6 +56,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 pub use own::{OverQuota, OwnQuota, OwnWrite};
+use saved::save_cut;
 pub use saved::{QuotaDelta, SavedAccount, SavedCharge, SavedQuota};
 
 use super::compact::Slot;
@@ -322,85 +323,6 @@ pub struct Quota {
 }
 
 impl Quota {
-    /// Accounts of `map` (a replica's content) and of `saved` (what `world.redb` kept beyond
-    /// it), with `own` as this node's account (`own_id`'s). Returns them and the keys of other
-    /// writers' entries over their quota, which the replica must drop; this node's own keys
-    /// are all kept, even over a quota lowered since they were written (its new writes are
-    /// refused until it is under). Rows of `saved` no longer needed go in the first delta.
-    pub fn rebuild(
-        own_id: NodeId,
-        own: std::sync::Arc<OwnQuota>,
-        map: &BTreeMap<Key, Entry>,
-        saved: SavedQuota,
-    ) -> (Quota, Vec<Key>) {
-        let mut quota = Quota {
-            own_id,
-            own,
-            others: HashMap::new(),
-            delta: QuotaDelta::default(),
-        };
-        let mut dropped = Vec::new();
-        let limits = quota.own.limits();
-        if limits.is_off() {
-            return (quota, dropped);
-        }
-        let held_by =
-            |key: &Key, writer: &NodeId| map.get(key).is_some_and(|e| e.author() == writer);
-        let mut unsaved: Vec<(NodeId, Key)> = Vec::new();
-        // What was saved first (the outcome does not depend on the order), then the entries.
-        for (writer, account) in saved.writers {
-            if writer == quota.own_id {
-                let mut own_account = quota.own.lock();
-                for (key, charge) in account.charges {
-                    own_account.charge(&key, charge.bytes, charge.latest);
-                    own_account.mark_saved(&key);
-                }
-                continue;
-            }
-            let target = quota.others.entry(writer.clone()).or_default();
-            target.cut.clone_from(&account.cut);
-            target.saved_cut = account.cut;
-            for (key, charge) in account.charges {
-                let mut gone = Vec::new();
-                let outcome = target.admit(&key, charge.bytes, charge.latest, &limits, &mut gone);
-                if outcome.admitted {
-                    target.mark_saved(&key);
-                } else {
-                    gone.push(key);
-                }
-                dropped.extend(outcome.evicted.into_iter().filter(|k| held_by(k, &writer)));
-                unsaved.extend(gone.into_iter().map(|k| (writer.clone(), k)));
-            }
-        }
-        {
-            let mut own_account = quota.own.lock();
-            for (key, entry) in map {
-                let bytes = charge(key, entry);
-                let latest = Stamp::of(entry);
-                let writer = entry.author();
-                if *writer == quota.own_id {
-                    own_account.charge(key, bytes, latest);
-                    continue;
-                }
-                let account = quota.others.entry(writer.clone()).or_default();
-                let mut gone = Vec::new();
-                let outcome = account.admit(key, bytes, latest, &limits, &mut gone);
-                dropped.extend(outcome.evicted.into_iter().filter(|k| held_by(k, writer)));
-                if !outcome.admitted {
-                    dropped.push(key.clone());
-                }
-                unsaved.extend(gone.into_iter().map(|k| (writer.clone(), k)));
-            }
-        }
-        for (writer, key) in unsaved {
-            quota.delta.forget(&writer, key);
-        }
-        for (writer, account) in &mut quota.others {
-            save_cut(&mut quota.delta, writer, account);
-        }
-        (quota, dropped)
-    }
-
     /// Whether quotas are on (otherwise nothing is charged, noted or saved).
     pub fn is_on(&self) -> bool {
         !self.own.limits().is_off()
@@ -433,52 +355,6 @@ impl Quota {
             self.delta.forget(writer, key);
         }
         outcome
-    }
-
-    /// Records whether `writer`'s charge for `key` needs a row in `world.redb` now that the
-    /// replica holds `held` under `key`: it does unless `held` is `writer`'s entry of the
-    /// charged size at the charged stamp. Call after every change to a key's entry, for its
-    /// writer and for the writer of the entry it replaced (or purged).
-    pub fn note(&mut self, key: &Key, writer: &NodeId, held: Option<&Slot>) {
-        if !self.is_on() {
-            return;
-        }
-        let own = *writer == self.own_id;
-        let mut own_guard = own.then(|| self.own.lock());
-        let account = match own_guard.as_deref_mut() {
-            Some(account) => account,
-            None => match self.others.get_mut(writer) {
-                Some(account) => account,
-                None => return,
-            },
-        };
-        let Some(charged) = account.keys.get_mut(key) else {
-            return;
-        };
-        let implied = held.is_some_and(|slot| {
-            let bytes = (key.len() + slot.value().map_or(0, <[u8]>::len)) as u64;
-            let stamp = Stamp::of_slot(slot);
-            // This node's own stamps are wall-clock readings taken before the write's version.
-            let same_stamp = if own {
-                stamp.tombstone == charged.latest.tombstone
-            } else {
-                stamp == charged.latest
-            };
-            slot.author() == writer && bytes == charged.bytes && same_stamp
-        });
-        if implied {
-            if charged.saved {
-                charged.saved = false;
-                self.delta.forget(writer, key.clone());
-            }
-        } else {
-            charged.saved = true;
-            let row = SavedCharge {
-                bytes: charged.bytes,
-                latest: charged.latest,
-            };
-            self.delta.keep(writer, key.clone(), row);
-        }
     }
 
     /// Releases keys whose writer's latest entry is a tombstone older than `horizon_ms`; this
@@ -514,27 +390,9 @@ impl Quota {
         released
     }
 
-    /// The changes to what `world.redb` keeps since the last call, for the next commit.
-    pub fn take_delta(&mut self) -> QuotaDelta {
-        std::mem::take(&mut self.delta)
-    }
-
-    /// Whether there are changes for `world.redb` not taken yet.
-    pub fn has_delta(&self) -> bool {
-        !self.delta.is_empty()
-    }
-
     /// The account of `writer`, if it has one.
     pub fn account(&self, writer: &NodeId) -> Option<&Account> {
         self.others.get(writer)
-    }
-}
-
-/// Adds `writer`'s cut to `delta` if it moved since it was last saved.
-fn save_cut(delta: &mut QuotaDelta, writer: &NodeId, account: &mut Account) {
-    if account.cut != account.saved_cut {
-        account.saved_cut.clone_from(&account.cut);
-        delta.cut(writer, account.cut.clone());
     }
 }
 
