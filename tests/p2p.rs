@@ -796,6 +796,100 @@ async fn rogue_past_its_quota(quota: usize, excess: usize) {
     responder.abort();
 }
 
+/// A node whose writers may have at most `max_bytes` bytes each (no key limit), in `dir`.
+async fn start_with_byte_quota(
+    dir: tempfile::TempDir,
+    join: Vec<libp2p::Multiaddr>,
+    max_bytes: u64,
+) -> TestNode {
+    let mut options = harness::options(&dir, 1, join, false);
+    options.limits.max_keys_per_writer = 0;
+    options.limits.max_bytes_per_writer = max_bytes;
+    harness::TestNode::start_with(dir, options).await
+}
+
+/// Sync counters of a node: (syncs completed, entries received by sync, entries turned away
+/// or evicted by a quota).
+async fn sync_counters(node: &TestNode) -> (u64, u64, u64) {
+    (
+        node.info_u64("syncs_completed").await,
+        node.info_u64("sync_entries_received").await,
+        node.info_u64("rejected_quota").await + node.info_u64("evicted_quota").await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_while_a_rogue_is_cut_keeps_the_cut() {
+    // Bytes are key + value: r/a (43) fits in 50, r/b (63) does not and cuts the rogue there;
+    // r/c (4) would fit beside r/a, but it comes after the cut.
+    const MAX_BYTES: u64 = 50;
+    let a = start_with_byte_quota(tempfile::tempdir().unwrap(), vec![], MAX_BYTES).await;
+    let b = start_with_byte_quota(tempfile::tempdir().unwrap(), vec![a.addr()], MAX_BYTES).await;
+    wait_connected(&a, 1).await;
+    let rogue_key = libp2p::identity::Keypair::generate_ed25519();
+    let rogue = cmud::store::Signer::new(&rogue_key, harness::WORLD).unwrap();
+    let now = cmud::store::clock::wall_millis();
+    let first = vec![
+        crafted_entry(&rogue, "r/a", 40, now),
+        crafted_entry(&rogue, "r/b", 60, now),
+    ];
+    // Both replicas see the rogue cut at r/b.
+    let mut relays = Vec::new();
+    for node in [&a, &b] {
+        let batch = crafted_batch(FORMAT, harness::WORLD, now, first.clone());
+        relays.push(spawn_crafted_peer(node.addr(), move |_| vec![batch]));
+    }
+    wait_everywhere(&[&a, &b], "r/a", &"x".repeat(40), SETTLE).await;
+    for node in [&a, &b] {
+        wait_until("the rogue to be cut at r/b", SETTLE, || async {
+            node.info_u64("rejected_quota").await >= 1
+        })
+        .await;
+    }
+
+    // b restarts; then a relay brings it r/c.
+    let b_dir = b.stop().await;
+    let b = start_with_byte_quota(b_dir, vec![a.addr()], MAX_BYTES).await;
+    wait_connected(&b, 1).await;
+    let turned_away = b.info_u64("rejected_quota").await;
+    let late = crafted_batch(
+        FORMAT,
+        harness::WORLD,
+        now,
+        vec![crafted_entry(&rogue, "r/c", 1, now)],
+    );
+    relays.push(spawn_crafted_peer(b.addr(), move |_| vec![late]));
+    wait_until("b to judge r/c", SETTLE, || async {
+        b.info_u64("rejected_quota").await > turned_away || b.get(0, "r/c").await.is_some()
+    })
+    .await;
+    for node in [&a, &b] {
+        assert_eq!(node.get(0, "r/c").await, None, "r/c came after the cut");
+        assert_eq!(node.get(0, "r/b").await, None);
+    }
+
+    // Anti-entropy settles: two more rounds each way receive and turn away nothing.
+    let (a_before, b_before) = (sync_counters(&a).await, sync_counters(&b).await);
+    wait_until("two more syncs each way", SETTLE, || async {
+        sync_counters(&a).await.0 >= a_before.0 + 2 && sync_counters(&b).await.0 >= b_before.0 + 2
+    })
+    .await;
+    let (a_after, b_after) = (sync_counters(&a).await, sync_counters(&b).await);
+    assert_eq!(
+        (a_after.1, a_after.2),
+        (a_before.1, a_before.2),
+        "a: {a_before:?} -> {a_after:?}"
+    );
+    assert_eq!(
+        (b_after.1, b_after.2),
+        (b_before.1, b_before.2),
+        "b: {b_before:?} -> {b_after:?}"
+    );
+    for relay in relays {
+        relay.abort();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_from_the_future_is_delayed_not_lost() {
     // `b` allows the usual 60 s of skew; `a` allows 1 s, so an entry dated 3 s ahead is too
