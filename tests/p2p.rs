@@ -863,9 +863,13 @@ async fn a_replica_restarted_while_a_rogue_is_cut_keeps_the_cut() {
         b.info_u64("rejected_quota").await > turned_away || b.get(0, "r/c").await.is_some()
     })
     .await;
-    for node in [&a, &b] {
-        assert_eq!(node.get(0, "r/c").await, None, "r/c came after the cut");
-        assert_eq!(node.get(0, "r/b").await, None);
+    for (name, node) in [("a", &a), ("b (restarted)", &b)] {
+        assert_eq!(
+            node.get(0, "r/c").await,
+            None,
+            "{name} took r/c past the cut"
+        );
+        assert_eq!(node.get(0, "r/b").await, None, "{name} took r/b");
     }
 
     // Anti-entropy settles: two more rounds each way receive and turn away nothing.
