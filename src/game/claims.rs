@@ -8,8 +8,10 @@
 //! - hardware: the shop value of the hardware owned is at most what was spent plus the value
 //!   of the starting hardware (a player whose hardware all broke restarts on it for free);
 //! - ranks: a rank needs a `solved/<rank>` record for every rank below it, and each one's
-//!   summed work reaches the size of the problem it claims; work only at a rank held (no
-//!   work on an epoch after the one the player's `solved` record for that rank names).
+//!   summed work reaches the size of the problem it claims; work only at a rank held (each
+//!   work record names the promotion into its rank, which the player's `solved` record for
+//!   the rank below must show; and no work on an epoch after the one the player finished
+//!   that rank at).
 //!
 //! Entries from different players, and even different keys of one player, arrive in any
 //! order, so each claim names what it relied on (see `supports`). A claim whose supports have
@@ -68,6 +70,19 @@ pub enum Broken {
         work: u128,
         /// The size of that epoch's problem.
         size: u64,
+    },
+    /// Work at a rank the player does not hold: its record names a promotion into that rank
+    /// that cannot be theirs (one at the first rank, none above it, or another than their
+    /// `solved` record for the rank below, or their other work at that rank, shows).
+    WorkAtRankNotHeld {
+        /// The rank id worked at.
+        rank: String,
+        /// The epoch worked on.
+        epoch: u64,
+        /// The epoch of the promotion into that rank it names (0: none).
+        named: u64,
+        /// The promotion into that rank the player's other records show, if any.
+        promoted: Option<u64>,
     },
     /// Work on an epoch of a rank's problem after the epoch the player finished it at.
     WorkAfterRank {

@@ -1,6 +1,6 @@
 //! The rank claims every peer checks (part of `claims`): a rank only as high as the player's
 //! `solved` records allow, each `solved` record's summed work against the problem's size, and
-//! work only at a rank held.
+//! work only at a rank held (each work record names the promotion into its rank it relied on).
 
 use std::collections::BTreeMap;
 
@@ -8,7 +8,7 @@ use super::{Broken, Report, Waiting, enough};
 use crate::game::content::Content;
 use crate::game::ledger;
 use crate::game::schema::{PlayerRecord, World, field};
-use crate::game::supports::Read;
+use crate::game::supports::{NO_PROMOTION, Read};
 
 /// The rank held against the `solved` records, and each `solved` record against the work
 /// it summed.
@@ -88,14 +88,22 @@ pub fn solved_holds(content: &Content, p: &PlayerRecord, rank: &str) -> bool {
     }
 }
 
-/// Work only at a rank held: after a rank below it was solved, and not past the epoch the
-/// player finished that rank's problem at.
+/// Work only at a rank held. Each work record names the promotion into its rank that it
+/// relied on (see `supports`): none at the first rank; above it, the epoch of the player's
+/// own `solved` record for the rank below, which honest play writes in the same step as the
+/// rank and never again. A record naming one its rank cannot have, or one that the player's
+/// `solved` record or another work record at that rank contradicts, is broken as it stands;
+/// one whose `solved` record has not arrived is pending. And no work on an epoch after the
+/// one the player finished that rank at: by their `solved` record, or, before it arrives,
+/// by the promotion their work at the rank above names.
 pub(super) fn work(content: &Content, me: &PlayerRecord, report: &mut Report) {
+    let promotions = promotions(content, me, report);
     for ((rank, epoch), _) in me.work.iter().filter(|(_, n)| **n > 0) {
         let Some(index) = content.rank_index(rank) else {
             continue;
         };
-        if me.solved.get(rank).is_some_and(|finished| epoch > finished) {
+        let finished = me.solved.get(rank).or_else(|| promotions.get(&(index + 1)));
+        if finished.is_some_and(|finished| epoch > finished) {
             let (rank, epoch) = (rank.clone(), *epoch);
             report.broken.push(Broken::WorkAfterRank { rank, epoch });
         }
@@ -106,6 +114,48 @@ pub(super) fn work(content: &Content, me: &PlayerRecord, report: &mut Report) {
             }
         }
     }
+}
+
+/// The promotion into each rank (by index) that the player's work records there name, once
+/// each record's is checked against its rank, the `solved` record for the rank below and
+/// the records read before it; records without supports name none and are not checked.
+fn promotions(content: &Content, me: &PlayerRecord, report: &mut Report) -> BTreeMap<usize, u64> {
+    let mut named: BTreeMap<usize, u64> = BTreeMap::new();
+    for ((rank, epoch), read) in &me.supports.work {
+        let Some(index) = content.rank_index(rank) else {
+            continue; // Not a rank: no problem to work on, nothing to check.
+        };
+        let claimed = match read {
+            Read::Legacy => continue,
+            Read::Malformed => {
+                let field = field::work(rank, *epoch);
+                report.broken.push(Broken::Malformed { field });
+                continue;
+            }
+            Read::Named(claimed) => *claimed,
+        };
+        let (holds, promoted) = match index.checked_sub(1) {
+            // The first rank needs no promotion, so it can name none.
+            None => (claimed == NO_PROMOTION, None),
+            Some(below) => {
+                let promoted = me.solved.get(&content.rank(below).id);
+                let promoted = promoted.or_else(|| named.get(&index)).copied();
+                let agrees = promoted.is_none_or(|promoted| promoted == claimed);
+                (claimed != NO_PROMOTION && agrees, promoted)
+            }
+        };
+        if holds {
+            named.entry(index).or_insert(claimed);
+        } else {
+            report.broken.push(Broken::WorkAtRankNotHeld {
+                rank: rank.clone(),
+                epoch: *epoch,
+                named: claimed,
+                promoted,
+            });
+        }
+    }
+    named
 }
 
 /// The work to name for an epoch of a rank's problem that fell: per player, the most that

@@ -160,6 +160,136 @@ fn work_after_leaving_a_rank_is_flagged() {
     );
 }
 
+/// The one way `items` break the rules for player A: work at a rank not held.
+fn not_held(items: &[(&str, &str)]) -> Broken {
+    let r = report(items, "A");
+    assert!(
+        matches!(&r.broken[..], [Broken::WorkAtRankNotHeld { .. }]),
+        "{r:?}"
+    );
+    r.broken[0].clone()
+}
+
+fn not_held_at(rank: &str, epoch: u64, named: u64, promoted: Option<u64>) -> Broken {
+    Broken::WorkAtRankNotHeld {
+        rank: rank.into(),
+        epoch,
+        named,
+        promoted,
+    }
+}
+
+#[test]
+fn work_naming_a_promotion_its_rank_cannot_have_is_flagged() {
+    // The first rank needs no promotion, so work there that names one is not honest.
+    let named = not_held(&[("p/A/work/Undergraduate/1", "5|p=1")]);
+    assert_eq!(named, not_held_at("Undergraduate", 1, 1, None));
+    // Above it, work that names none: flagged alone, and beside a promotion that stands.
+    let none = not_held(&[("p/A/work/Masters/1", "5|p=0")]);
+    assert_eq!(none, not_held_at("Masters", 1, 0, None));
+    let none = not_held(&[
+        ("p/A/work/Undergraduate/1", "100|p=0"),
+        ("p/A/solved/Undergraduate", "1|w=A:100"),
+        ("p/A/work/PhD/1", "5|p=0"),
+    ]);
+    assert_eq!(none, not_held_at("PhD", 1, 0, None));
+}
+
+#[test]
+fn work_whose_promotion_the_solved_record_contradicts_is_flagged() {
+    // Promoted at epoch 1 (the record stands), but the work at Masters says epoch 2.
+    let items = [
+        ("p/A/rank", "Masters"),
+        ("p/A/work/Undergraduate/1", "100|p=0"),
+        ("p/A/solved/Undergraduate", "1|w=A:100"),
+        ("p/A/work/Masters/1", "5|p=2"),
+    ];
+    assert_eq!(not_held(&items), not_held_at("Masters", 1, 2, Some(1)));
+    // A record from before supports says the same: its epoch is read all the same.
+    let items = [
+        ("p/A/work/Undergraduate/1", "100"),
+        ("p/A/solved/Undergraduate", "1"),
+        ("p/A/work/Masters/1", "5|p=2"),
+    ];
+    assert_eq!(not_held(&items), not_held_at("Masters", 1, 2, Some(1)));
+}
+
+#[test]
+fn work_at_one_rank_naming_two_promotions_is_flagged_before_the_solved_record_arrives() {
+    let items = [
+        ("p/A/work/Masters/1", "5|p=1"),
+        ("p/A/work/Masters/2", "5|p=3"),
+    ];
+    assert_eq!(not_held(&items), not_held_at("Masters", 2, 3, Some(1)));
+}
+
+#[test]
+fn work_on_a_rank_after_the_promotion_named_above_it_is_flagged_before_the_solved_record() {
+    // Work at Masters says A left Undergraduate at epoch 2; A then worked its epoch 3.
+    let items = [
+        ("p/A/work/Undergraduate/3", "5|p=0"),
+        ("p/A/work/Masters/1", "5|p=2"),
+    ];
+    let r = report(&items, "A");
+    let after = Broken::WorkAfterRank {
+        rank: "Undergraduate".into(),
+        epoch: 3,
+    };
+    assert_eq!(r.broken, [after], "{r:?}");
+    // Work on the epoch of the promotion, or before it, is honest.
+    let items = [
+        ("p/A/work/Undergraduate/1", "5|p=0"),
+        ("p/A/work/Undergraduate/2", "5|p=0"),
+        ("p/A/work/Masters/1", "5|p=2"),
+    ];
+    assert_eq!(verdict(&items, "A"), Verdict::Pending);
+}
+
+#[test]
+fn work_naming_a_promotion_is_pending_until_the_solved_record_arrives() {
+    let mut items = vec![("p/A/rank", "Masters"), ("p/A/work/Masters/1", "3|p=2")];
+    let r = report(&items, "A");
+    assert_eq!(r.verdict(), Verdict::Pending, "{r:?}");
+    assert_eq!(
+        r.waiting.iter().collect::<Vec<_>>(),
+        [&Waiting::Solved("Undergraduate".into())]
+    );
+    // The record it names, then the work that record names: consistent.
+    items.push(("p/A/solved/Undergraduate", "2|w=A:150"));
+    assert_eq!(verdict(&items, "A"), Verdict::Pending);
+    items.push(("p/A/work/Undergraduate/2", "150|p=0"));
+    assert_eq!(verdict(&items, "A"), Verdict::Consistent);
+    // A helper's promotion names others' work and none of the helper's own need be last.
+    let items = [
+        ("p/A/rank", "Masters"),
+        ("p/A/work/Undergraduate/1", "40|p=0"),
+        ("p/A/solved/Undergraduate", "1|w=B:60|w=A:40"),
+        ("p/A/work/Masters/1", "7|p=1"),
+        ("p/B/work/Undergraduate/1", "60|p=0"),
+    ];
+    assert_eq!(verdict(&items, "A"), Verdict::Consistent);
+    // At the first rank nothing is awaited.
+    let first = [("p/A/work/Undergraduate/1", "3|p=0")];
+    assert_eq!(verdict(&first, "A"), Verdict::Consistent);
+}
+
+#[test]
+fn old_work_records_are_read_and_never_checked_against_promotions() {
+    // A bare number names no promotion: above the first rank without a solved record it
+    // is pending (as before supports), and with one that stands it is consistent.
+    let old = [("p/A/work/Masters/1", "3")];
+    let a = World::from_items(&old).player("A");
+    assert_eq!(a.work[&("Masters".to_owned(), 1)], 3);
+    assert_eq!(verdict(&old, "A"), Verdict::Pending);
+    let old = [
+        ("p/A/work/Undergraduate/1", "100"),
+        ("p/A/solved/Undergraduate", "1"),
+        ("p/A/work/Masters/1", "3"),
+        ("p/A/work/Masters/2", "4|p=1"),
+    ];
+    assert_eq!(verdict(&old, "A"), Verdict::Consistent);
+}
+
 #[test]
 fn supports_that_do_not_read_are_flagged() {
     for (key, value) in [
@@ -167,6 +297,7 @@ fn supports_that_do_not_read_are_flagged() {
         ("p/A/gave/B", "1|junk"),
         ("p/A/hw/cpu", "1|s=x"),
         ("p/A/solved/Undergraduate", "1|w=A"),
+        ("p/A/work/Masters/1", "1|p=x"),
     ] {
         assert_eq!(verdict(&[(key, value)], "A"), Verdict::Unverified, "{key}");
     }
