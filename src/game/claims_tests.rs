@@ -549,20 +549,48 @@ fn cheat(content: &Content, history: &[(String, String)]) -> Result<(), TestCase
         .filter_map(|p| p.gave.get(&cheater))
         .sum();
     let more = me.mined + gifts + 1;
+    let held = ledger::rank_index(content, &me);
+    let rank = |index: usize| {
+        content
+            .rank(index.min(content.rules.ranks.len() - 1))
+            .id
+            .clone()
+    };
+    // Work at a rank not held that names a promotion into it the solved record contradicts,
+    // or (not promoted yet) two work records there that contradict each other.
+    let contradicted = match held
+        .checked_sub(1)
+        .and_then(|below| me.solved.get(&rank(below)))
+    {
+        Some(&promoted) => vec![(
+            key(&field::work(&rank(held), 1)),
+            format!("1|p={}", promoted + 1),
+        )],
+        None => vec![
+            (key(&field::work(&rank(1), 1)), "1|p=1".to_owned()),
+            (key(&field::work(&rank(1), 2)), "1|p=2".to_owned()),
+        ],
+    };
     let cheats = [
         // Hardware never paid for.
-        (key("hw/dark_matter"), format!("1000000|s={}", me.spent)),
+        vec![(key("hw/dark_matter"), format!("1000000|s={}", me.spent))],
         // A gift of more than was ever had, by its own account.
-        (
+        vec![(
             key(&format!("gave/{}", id(1))),
             format!("{more}|o={}|m={}", outflow + more, me.mined),
-        ),
+        )],
         // A promotion by a problem that never fell.
-        (key("solved/Masters"), format!("1|w={cheater}:1")),
+        vec![(key("solved/Masters"), format!("1|w={cheater}:1"))],
+        // Work above the rank held that names no promotion into it.
+        vec![(key(&field::work(&rank(held + 1), 1)), "1|p=0".to_owned())],
+        // Work at the first rank that names a promotion into it.
+        vec![(key(&field::work(&rank(0), 1)), "1|p=1".to_owned())],
+        contradicted,
     ];
-    for (key, value) in cheats {
+    for cheat in cheats {
         let mut pairs = history.to_vec();
-        pairs.push((key.clone(), value));
+        let key = cheat[0].0.clone();
+        pairs.extend(cheat);
         let world = World::from_pairs(pairs);
         prop_assert_eq!(
             check(content, &world, &cheater).verdict(),
@@ -599,6 +627,8 @@ async fn a_game_with_promotions_gifts_and_breakdowns_is_never_flagged_in_any_ord
         ops.extend([Op::Work(0), Op::Work(1), Op::Sync(round % 2, 1 - round % 2)]);
     }
     ops.extend([Op::Sync(0, 1), Op::Sync(1, 0), Op::Claim(0), Op::Claim(1)]);
+    // Work at the rank each was promoted to, one as finisher and one as helper.
+    ops.extend([Op::Work(0), Op::Work(1), Op::Sync(0, 1), Op::Sync(1, 0)]);
     ops.extend([
         Op::Mine(0, 100),
         Op::Give(0, 2, 5),
@@ -614,6 +644,10 @@ async fn a_game_with_promotions_gifts_and_breakdowns_is_never_flagged_in_any_ord
         "a gpu bought and broken: {history:?}"
     );
     assert!(written("/gave/") >= 2, "{history:?}");
+    assert!(
+        written("/work/Masters/") >= 2,
+        "work after promotion: {history:?}"
+    );
     for seed in 0..40 {
         deliver(&content, &history, seed).unwrap();
     }
