@@ -648,6 +648,18 @@ async fn a_game_with_promotions_gifts_and_breakdowns_is_never_flagged_in_any_ord
         written("/work/Masters/") >= 2,
         "work after promotion: {history:?}"
     );
+    // Every work record names the promotion into its rank: none at the first, the player's
+    // own solved record for the rank below above it.
+    let world = World::from_pairs(history.iter().cloned());
+    for p in world.players.values() {
+        for ((rank, epoch), read) in &p.supports.work {
+            let promoted = match content.rank_index(rank) {
+                Some(0) | None => 0,
+                Some(index) => p.solved[&content.rank(index - 1).id],
+            };
+            assert_eq!(read, &Read::Named(promoted), "{} {rank} {epoch}", p.id);
+        }
+    }
     for seed in 0..40 {
         deliver(&content, &history, seed).unwrap();
     }
