@@ -702,8 +702,9 @@ fn checking_a_large_world() {
             (key(&format!("gave/{next}")), "100|o=600|m=1000".to_owned()),
             (key("hw/cpu"), "451|s=450".to_owned()),
             (key("hw/gpu"), "10|s=500".to_owned()),
-            (key("work/Undergraduate/1"), "100".to_owned()),
+            (key("work/Undergraduate/1"), "100|p=0".to_owned()),
             (key("solved/Undergraduate"), format!("1|w={me}:100")),
+            (key("work/Masters/1"), "5|p=1".to_owned()),
         ]);
         for slot in 0..64 {
             pairs.push((
