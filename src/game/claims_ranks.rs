@@ -116,9 +116,10 @@ pub(super) fn work(content: &Content, me: &PlayerRecord, report: &mut Report) {
     }
 }
 
-/// The promotion into each rank (by index) that the player's work records there name, once
-/// each record's is checked against its rank, the `solved` record for the rank below and
-/// the records read before it; records without supports name none and are not checked.
+/// The promotion into each rank (by index) that the player's work records there name. Each
+/// record's is first checked against its rank, the player's `solved` record for the rank
+/// below, and the work records at that rank read before it; a record without supports names
+/// none and is not checked.
 fn promotions(content: &Content, me: &PlayerRecord, report: &mut Report) -> BTreeMap<usize, u64> {
     let mut named: BTreeMap<usize, u64> = BTreeMap::new();
     for ((rank, epoch), read) in &me.supports.work {
