@@ -1,7 +1,7 @@
-//! A writer at its quota across a restart, against the real binary: what its account charges
-//! beyond the entries it holds (a key another node overwrote) survives in `world.redb`, so
-//! the restarted node refuses the same writes as before, holds exactly what its
-//! never-restarted peer admitted of it, and anti-entropy settles with nothing sent again.
+//! A writer at its quota across a restart and a `kill -9`, against the real binary: what its
+//! account charges beyond the entries it holds (a key another node overwrote) survives in
+//! `world.redb`, so the restarted node refuses the same writes as before, holds exactly what
+//! its never-restarted peer admitted of it, and anti-entropy settles with nothing sent again.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -147,6 +147,26 @@ fn a_writer_at_its_quota_restarts_into_the_same_admitted_set_and_sync_settles() 
         (c_before.1, c_before.2),
         "c received or refused entries again: {c_before:?} -> {c_after:?}"
     );
+    assert_same_keys(&mut on_a, &mut on_c);
+
+    // a overwrites another of c's keys and c is killed at once: whether or not its last
+    // commit (that entry and the charge it leaves, together) reached the disk, c restarts
+    // charging both keys it no longer holds, or holding the entry that charges it.
+    assert_eq!(ask(&mut on_a, &["SET", "q/0001", "a"]), ["+OK"]);
+    wait_until(SETTLE, "c reads a's second value", || {
+        ask(&mut on_c, &["GET", "q/0001"]) == ["a"]
+    });
+    let mut c = c;
+    c.kill_9();
+    drop(c);
+    let c = node(c_dir.path(), Some(&a_addr));
+    let mut on_c = raw_conn(&c.endpoint());
+    assert_eq!(number(&mut on_c, "quota_keys"), QUOTA_KEYS);
+    let refused = ask(&mut on_c, &["SET", "q/new", "c"]).remove(0);
+    assert!(refused.starts_with("-ERR quota exceeded"), "{refused}");
+    wait_until(SETTLE, "c reads a's second value again", || {
+        ask(&mut on_c, &["GET", "q/0001"]) == ["a"]
+    });
     assert_same_keys(&mut on_a, &mut on_c);
     drop(a);
 }
