@@ -313,7 +313,9 @@ impl Gateway {
         // Persist the batch at once, before signing, so the time from acknowledgement to disk
         // stays short; the signed copies follow and replace them (the persist actor
         // coalesces, so usually only they are written), and a restart signs any left unsigned.
-        self.persist.batch(batch.clone());
+        // A write that leaves its key charged more than it takes carries that charge along.
+        let quota = self.quota.note_own_writes(&batch);
+        self.persist.changes(batch.clone(), Vec::new(), quota);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let chunk_entries = batch.len().div_ceil(cores).max(MIN_SIGN_CHUNK_ENTRIES);
         let chunks: Vec<_> = (0..batch.len())

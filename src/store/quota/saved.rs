@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use super::{Account, Entry, Key, NodeId, OwnQuota, Quota, Slot, Stamp, charge};
+use crate::store::entry::KeyedEntry;
 
 /// One charged key whose entry held does not imply its charge: the charge and the writer's
 /// latest stamp for the key.
@@ -222,6 +223,25 @@ impl Quota {
             };
             self.delta.keep(writer, key.clone(), row);
         }
+    }
+
+    /// Notes this node's own writes of `batch` as if held (they are persisted at once, before
+    /// they are merged here), and returns the changes, to be committed with them: a write of
+    /// a smaller value than its key was charged leaves its row in the same commit. They
+    /// supersede what is pending for the same keys.
+    pub fn note_own_writes(&mut self, batch: &[KeyedEntry]) -> QuotaDelta {
+        if !self.is_on() {
+            return QuotaDelta::default();
+        }
+        let mut pending = std::mem::take(&mut self.delta);
+        let own = self.own_id.clone();
+        for (key, entry) in batch {
+            self.note(key, &own, Some(&Slot::new(entry)));
+        }
+        for row in self.delta.charges.keys() {
+            pending.charges.remove(row);
+        }
+        std::mem::replace(&mut self.delta, pending)
     }
 
     /// The changes to what `world.redb` keeps since the last call, for the next commit.

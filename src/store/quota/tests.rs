@@ -527,3 +527,43 @@ fn what_a_restart_needs_is_saved_and_the_rest_is_not() {
     let w = &replica.saved.writers[&NodeId::new("w")];
     assert!(w.charges.is_empty(), "{w:?}");
 }
+
+#[test]
+fn an_own_write_smaller_than_its_charge_carries_its_row_to_disk() {
+    let own = Arc::new(OwnQuota::new(limits(10, 0)));
+    let (mut quota, _) = Quota::rebuild(
+        NodeId::new(OWN),
+        own.clone(),
+        &BTreeMap::new(),
+        SavedQuota::default(),
+    );
+    let k = key("k");
+    // Two writes of "k" coalesced by the actor into the second, smaller one.
+    for value_bytes in [Some(30), Some(2)] {
+        own.reserve(
+            &[OwnWrite {
+                key: &k,
+                value_bytes,
+            }],
+            5,
+        )
+        .unwrap();
+    }
+    let small = entry(OWN, 5, Some(2));
+    let delta = quota.note_own_writes(&[(k.clone(), small.clone())]);
+    let row = delta.charges[&(NodeId::new(OWN), k.clone())].expect("a row, not a deletion");
+    assert_eq!(row.bytes, 31);
+    // Written as it was charged, it needs no row.
+    let big = entry(OWN, 6, Some(30));
+    own.reserve(
+        &[OwnWrite {
+            key: &k,
+            value_bytes: Some(30),
+        }],
+        6,
+    )
+    .unwrap();
+    let delta = quota.note_own_writes(&[(k.clone(), big)]);
+    assert_eq!(delta.charges[&(NodeId::new(OWN), k)], None);
+    assert!(!quota.has_delta());
+}
