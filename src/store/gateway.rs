@@ -1,13 +1,15 @@
 //! The gateway: this node's one bridge between its local actors and the world, and a full
 //! replica of its own.
 //!
-//! Local actors hand it their flushed batches; it keeps them, passes them to the persist
-//! actor at once (so acknowledged writes reach disk quickly) and queues them for the network,
-//! which gets at most one batch per [`FLUSH_PERIOD`]. Local entries are signed here, once per
-//! entry that survives an actor's flush, off the RPC request path and off the gateway's own
-//! task: on blocking threads, a large batch split over the cores, merged into the replica and
-//! published once signed (actors hold their writers while too many wait, see
-//! `actor::MAX_UNSIGNED_ENTRIES`). Batches from peers are
+//! Local actors hand it their flushed batches (already in their logs); it has them signed,
+//! keeps them, passes them to the persist actor and queues them for the network, which gets
+//! at most one batch per [`FLUSH_PERIOD`]. Local entries are signed here, once per entry that
+//! survives an actor's flush, off the RPC request path and off the gateway's own task: on
+//! blocking threads, a large batch split over the cores, then merged into the replica,
+//! persisted and published (actors hold their writers while too many wait, see
+//! `actor::MAX_UNSIGNED_ENTRIES`). An actor's closed log segment is passed on to persistence,
+//! which trims it after its next commit, only once every batch before it was signed and
+//! handed over. Batches from peers are
 //! validated entry by entry (`validate::check_remote`, on blocking threads, since signatures
 //! are the costly part), merged, and coalesced into at most one message per period to each
 //! local actor and to the persist actor, however many peers publish. Both directions are paced
