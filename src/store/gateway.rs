@@ -237,9 +237,10 @@ struct Gateway {
     next_seq: u64,
     /// Local batches handed to signing and not back yet, by sequence number.
     signing: BTreeSet<u64>,
-    /// Log segments closed behind batches still being signed: (the last sequence number
-    /// handed out before the close, actor, segment). Persistence hears of a close only once
-    /// every batch before it reached it, since it trims the segment after its next commit.
+    /// Log segments closed behind batches still being signed: (the sequence number the next
+    /// batch was to get when the close came, actor, segment). Persistence hears of a close
+    /// only once every batch numbered below it reached it, since it trims the segment after
+    /// its next commit.
     closes: VecDeque<(u64, usize, u64)>,
     /// The budget of messages to the actors: one bucket for every gateway -> actor pair, since
     /// each message goes to all of them at once.
