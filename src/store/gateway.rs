@@ -17,7 +17,7 @@
 //! period waits for the next. Bootstrap and anti-entropy read the gateway's copy
 //! ([`GatewayHandle::query`]), never a query actor's, so a peer's sync never stalls a player.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::actor::{FLUSH_PERIOD, ToActor};
 use super::clock::wall_millis;
+use super::closes::CloseOrder;
 use super::entry::{Batch, Entry, Key, KeyedEntry, Merged, NodeId, Version};
 use super::indexed::IndexedMap;
 use super::pace::{self, Pace};
@@ -48,7 +49,7 @@ type CheckedDelivery = (Checked, Option<oneshot::Sender<RemoteMerge>>);
 
 /// A local batch back from signing.
 struct SignedBatch {
-    /// Its place in the order local batches were handed over (see [`Gateway::closes`]).
+    /// Its number in the order local batches were handed over (see [`CloseOrder`]).
     seq: u64,
     /// Its entries, signed.
     signed: Vec<KeyedEntry>,
@@ -233,15 +234,8 @@ struct Gateway {
     checked_tx: mpsc::UnboundedSender<CheckedDelivery>,
     /// Where signing on blocking threads hands local batches back.
     signed_tx: mpsc::UnboundedSender<SignedBatch>,
-    /// Sequence number of the next local batch handed to signing.
-    next_seq: u64,
-    /// Local batches handed to signing and not back yet, by sequence number.
-    signing: BTreeSet<u64>,
-    /// Log segments closed behind batches still being signed: (the sequence number the next
-    /// batch was to get when the close came, actor, segment). Persistence hears of a close
-    /// only once every batch numbered below it reached it, since it trims the segment after
-    /// its next commit.
-    closes: VecDeque<(u64, usize, u64)>,
+    /// Local batches out for signing, and the log closes that wait for them.
+    closes: CloseOrder,
     /// The budget of messages to the actors: one bucket for every gateway -> actor pair, since
     /// each message goes to all of them at once.
     to_actors: Pace,
@@ -280,9 +274,7 @@ pub async fn run(setup: GatewaySetup) {
         last_purge: std::time::Instant::now(),
         checked_tx,
         signed_tx,
-        next_seq: 0,
-        signing: BTreeSet::new(),
-        closes: VecDeque::new(),
+        closes: CloseOrder::default(),
         to_actors: Pace::new(FLUSH_PERIOD, now),
         to_network: Pace::new(FLUSH_PERIOD, now),
     };
@@ -344,9 +336,7 @@ impl Gateway {
                 (start..end, task)
             })
             .collect();
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.signing.insert(seq);
+        let seq = self.closes.handed_over();
         let back = self.signed_tx.clone();
         tokio::spawn(async move {
             let handed = batch.len();
@@ -388,8 +378,9 @@ impl Gateway {
         if !unsigned.is_empty() {
             self.persist.batch(Arc::new(unsigned));
         }
-        self.signing.remove(&seq);
-        self.pass_on_closes();
+        for (actor, segment) in self.closes.returned(seq) {
+            self.persist.log_closed(actor, segment);
+        }
         let unsigned = &self.stats.unsigned_entries;
         let _ = unsigned.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(handed as u64)));
     }
@@ -397,25 +388,14 @@ impl Gateway {
     /// Actor `from` closed log segment `segment` after handing over the batches in it: passed
     /// on to persistence (which may then trim it) once all of them are signed and persisted.
     fn log_closed(&mut self, from: usize, segment: u64) {
-        self.closes.push_back((self.next_seq, from, segment));
-        self.pass_on_closes();
-    }
-
-    /// Passes on the log closes whose batches have all gone to persistence, in order.
-    fn pass_on_closes(&mut self) {
-        let oldest_signing = self.signing.first().copied().unwrap_or(u64::MAX);
-        while let Some(&(before, from, segment)) = self.closes.front() {
-            if before > oldest_signing {
-                break;
-            }
-            self.persist.log_closed(from, segment);
-            self.closes.pop_front();
+        for (actor, segment) in self.closes.closed((from, segment)) {
+            self.persist.log_closed(actor, segment);
         }
     }
 
     /// Waits for every local batch being signed and keeps it (before the last flush).
     async fn finish_signing(&mut self, signed_rx: &mut mpsc::UnboundedReceiver<SignedBatch>) {
-        while !self.signing.is_empty() {
+        while self.closes.signing() {
             // The gateway holds a sender itself, so this ends only by a batch coming back.
             let Some(signed) = signed_rx.recv().await else {
                 break;
