@@ -140,7 +140,7 @@ impl Signer {
     /// Ed25519 signatures of `messages`, one per message: the very bytes ed25519-dalek's
     /// `SigningKey::sign` gives (Ed25519 signing is deterministic, RFC 8032 section 5.1.6),
     /// for less work per signature. Each signature needs its nonce point `R = r B` in
-    /// compressed form, which costs a field inversion (about a fifth of a signature); here the
+    /// compressed form, which costs a field inversion (about a seventh of a signature); here the
     /// points of the whole batch are compressed together, with one inversion for all of them,
     /// and the key's expansion is not hashed again for each message.
     fn sign_together(&self, messages: &[Vec<u8>]) -> Vec<[u8; SIGNATURE_BYTES]> {
