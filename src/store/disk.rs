@@ -122,6 +122,20 @@ impl Writers {
         })
     }
 
+    /// The version of the entry stored as `bytes`, and whether it is signed, without copying
+    /// its value or signature out (a commit checks this for every key it writes).
+    pub fn decode_head(&self, bytes: &[u8]) -> Result<(Version, bool), DiskError> {
+        let row: Row<'_> = postcard::from_bytes(bytes)?;
+        let node = self.node(row.writer)?;
+        let version = Version {
+            millis: row.millis,
+            counter: row.counter,
+            node: node.clone(),
+            actor: row.actor,
+        };
+        Ok((version, row.signature.is_some()))
+    }
+
     /// `entry`'s bytes, appended to `buf`; a writer seen for the first time gets a number,
     /// written to `table` in the same transaction.
     pub fn encode(

@@ -16,7 +16,8 @@ use bytes::Bytes;
 use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::IsIdentity as _;
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::hazmat::ExpandedSecretKey;
+use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use libp2p::identity::{Keypair, PeerId, PublicKey};
 
 use super::entry::{Batch, Entry, KeyedEntry, NodeId};
@@ -49,6 +50,9 @@ pub enum SignError {
 pub struct Signer {
     /// The node's ed25519 secret key.
     key: SigningKey,
+    /// The same key expanded (its secret scalar and nonce prefix): kept rather than derived
+    /// again by a SHA-512 for every signature, as `SigningKey::sign` does.
+    expanded: ExpandedSecretKey,
     /// The writer id of this node (its peer id).
     node: NodeId,
     /// The world every signature is bound to.
@@ -73,6 +77,7 @@ impl Signer {
         secret.copy_from_slice(&ed.to_bytes()[..32]);
         Ok(Signer {
             key: SigningKey::from_bytes(&secret),
+            expanded: ExpandedSecretKey::from(&secret),
             node,
             world: world.to_owned(),
         })
@@ -93,12 +98,28 @@ impl Signer {
         Arc::new(self.sign_entries(batch))
     }
 
-    /// This node's entries, each with its signature.
+    /// This node's entries, each with its signature (others' entries unchanged).
     pub fn sign_entries(&self, entries: &[KeyedEntry]) -> Vec<KeyedEntry> {
-        entries
+        let own: Vec<usize> = (0..entries.len())
+            .filter(|&at| entries[at].1.version.node == self.node)
+            .collect();
+        let messages: Vec<Vec<u8>> = own
             .iter()
-            .map(|(key, entry)| (key.clone(), self.sign(key, entry)))
-            .collect()
+            .map(|&at| signed_bytes(&self.world, &entries[at].0, &entries[at].1))
+            .collect();
+        let mut signatures = self.sign_together(&messages).into_iter();
+        let mut own = own.into_iter().peekable();
+        let mut signed = Vec::with_capacity(entries.len());
+        for (at, (key, entry)) in entries.iter().enumerate() {
+            let mut entry = entry.clone();
+            if own.next_if_eq(&at).is_some()
+                && let Some(signature) = signatures.next()
+            {
+                entry.signature = Some(Bytes::copy_from_slice(&signature));
+            }
+            signed.push((key.clone(), entry));
+        }
+        signed
     }
 
     /// `entry` under `key` with this node's signature. The entry's writer must be this node
@@ -107,10 +128,51 @@ impl Signer {
         let mut signed = entry.clone();
         if entry.version.node == self.node {
             let message = signed_bytes(&self.world, key, entry);
-            let signature = self.key.sign(&message);
-            signed.signature = Some(Bytes::copy_from_slice(&signature.to_bytes()));
+            let [signature] = self
+                .sign_together(&[message])
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("one signature per message"));
+            signed.signature = Some(Bytes::copy_from_slice(&signature));
         }
         signed
+    }
+
+    /// Ed25519 signatures of `messages`, one per message: the very bytes ed25519-dalek's
+    /// `SigningKey::sign` gives (Ed25519 signing is deterministic, RFC 8032 section 5.1.6),
+    /// for less work per signature. Each signature needs its nonce point `R = r B` in
+    /// compressed form, which costs a field inversion (about a seventh of a signature); here the
+    /// points of the whole batch are compressed together, with one inversion for all of them,
+    /// and the key's expansion is not hashed again for each message.
+    fn sign_together(&self, messages: &[Vec<u8>]) -> Vec<[u8; SIGNATURE_BYTES]> {
+        use sha2::{Digest as _, Sha512};
+
+        let hash = |parts: &[&[u8]]| {
+            let mut hash = Sha512::new();
+            for part in parts {
+                hash.update(part);
+            }
+            Scalar::from_bytes_mod_order_wide(&hash.finalize().into())
+        };
+        let nonces: Vec<Scalar> = messages
+            .iter()
+            .map(|message| hash(&[&self.expanded.hash_prefix, message]))
+            .collect();
+        let points: Vec<EdwardsPoint> = nonces.iter().map(EdwardsPoint::mul_base).collect();
+        let compressed = EdwardsPoint::compress_batch_alloc(&points);
+        let public = self.key.verifying_key();
+        messages
+            .iter()
+            .zip(nonces)
+            .zip(compressed)
+            .map(|((message, nonce), point)| {
+                let challenge = hash(&[point.as_bytes(), public.as_bytes(), message]);
+                let s = challenge * self.expanded.scalar + nonce;
+                let mut signature = [0u8; SIGNATURE_BYTES];
+                signature[..32].copy_from_slice(point.as_bytes());
+                signature[32..].copy_from_slice(s.as_bytes());
+                signature
+            })
+            .collect()
     }
 }
 
@@ -336,6 +398,7 @@ pub fn verify_together(batch: &[SignedMessage]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use ed25519_dalek::Signer as _;
     use proptest::prelude::*;
 
     use super::*;
@@ -371,6 +434,44 @@ mod tests {
         assert!(verifies("w", b"k", &alice.sign(b"k", &entry)));
         let tombstone = alice.sign(b"k", &entry_by(&alice, None));
         assert!(verifies("w", b"k", &tombstone));
+    }
+
+    #[test]
+    fn batch_signatures_are_the_ones_ed25519_dalek_makes() {
+        let alice = signer(4);
+        let entries: Vec<KeyedEntry> = (0..300)
+            .map(|i| {
+                let value = vec![b'v'; i % 70];
+                let entry = entry_by(&alice, (i % 9 != 0).then_some(&value[..]));
+                (Bytes::from(format!("p/key/{i}")), entry)
+            })
+            .collect();
+        let signed = alice.sign_entries(&entries);
+        assert_eq!(signed.len(), entries.len());
+        for ((key, entry), (signed_key, signed_entry)) in entries.iter().zip(&signed) {
+            let expected = alice.key.sign(&signed_bytes("w", key, entry)).to_bytes();
+            assert_eq!(signed_key, key);
+            assert_eq!(signed_entry.signature.as_deref(), Some(&expected[..]));
+            assert_eq!(signed_entry.value, entry.value);
+            assert_eq!(alice.sign(key, entry), *signed_entry);
+        }
+        assert!(verify_entries("w", &signed).iter().all(|ok| *ok));
+    }
+
+    #[test]
+    fn a_batch_signs_only_this_nodes_entries() {
+        let (alice, bob) = (signer(1), signer(2));
+        let entries: Vec<KeyedEntry> = (0..10)
+            .map(|i| {
+                let writer = if i % 3 == 0 { &bob } else { &alice };
+                (Bytes::from(format!("k{i}")), entry_by(writer, Some(b"v")))
+            })
+            .collect();
+        let signed = alice.sign_entries(&entries);
+        for (i, (_, entry)) in signed.iter().enumerate() {
+            assert_eq!(entry.signature.is_some(), i % 3 != 0, "entry {i}");
+        }
+        assert!(alice.sign_entries(&[]).is_empty());
     }
 
     #[test]

@@ -225,23 +225,21 @@ impl Quota {
         }
     }
 
-    /// Notes this node's own writes of `batch` as if held (they are persisted at once, before
-    /// they are merged here), and returns the changes, to be committed with them: a write of
-    /// a smaller value than its key was charged leaves its row in the same commit. They
-    /// supersede what is pending for the same keys.
-    pub fn note_own_writes(&mut self, batch: &[KeyedEntry]) -> QuotaDelta {
-        if !self.is_on() {
-            return QuotaDelta::default();
+    /// Takes out of the pending changes those of this node's own rows for `batch`'s keys
+    /// (its writes, just merged and noted), to be committed with them: a write of a smaller
+    /// value than its key was charged then leaves its row in the same commit.
+    pub fn take_own_rows(&mut self, batch: &[KeyedEntry]) -> QuotaDelta {
+        let mut taken = QuotaDelta::default();
+        if self.delta.charges.is_empty() {
+            return taken;
         }
-        let mut pending = std::mem::take(&mut self.delta);
-        let own = self.own_id.clone();
-        for (key, entry) in batch {
-            self.note(key, &own, Some(&Slot::new(entry)));
+        for (key, _) in batch {
+            let row = (self.own_id.clone(), key.clone());
+            if let Some(change) = self.delta.charges.remove(&row) {
+                taken.charges.insert(row, change);
+            }
         }
-        for row in self.delta.charges.keys() {
-            pending.charges.remove(row);
-        }
-        std::mem::replace(&mut self.delta, pending)
+        taken
     }
 
     /// The changes to what `world.redb` keeps since the last call, for the next commit.

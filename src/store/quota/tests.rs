@@ -550,7 +550,8 @@ fn an_own_write_smaller_than_its_charge_carries_its_row_to_disk() {
         .unwrap();
     }
     let small = entry(OWN, 5, Some(2));
-    let delta = quota.note_own_writes(&[(k.clone(), small.clone())]);
+    quota.note(&k, &NodeId::new(OWN), Some(&Slot::new(&small)));
+    let delta = quota.take_own_rows(&[(k.clone(), small.clone())]);
     let row = delta.charges[&(NodeId::new(OWN), k.clone())].expect("a row, not a deletion");
     assert_eq!(row.bytes, 31);
     // Written as it was charged, it needs no row.
@@ -563,7 +564,8 @@ fn an_own_write_smaller_than_its_charge_carries_its_row_to_disk() {
         6,
     )
     .unwrap();
-    let delta = quota.note_own_writes(&[(k.clone(), big)]);
+    quota.note(&k, &NodeId::new(OWN), Some(&Slot::new(&big)));
+    let delta = quota.take_own_rows(&[(k.clone(), big)]);
     assert_eq!(delta.charges[&(NodeId::new(OWN), k)], None);
     assert!(!quota.has_delta());
 }
