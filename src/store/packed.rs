@@ -496,6 +496,15 @@ mod tests {
         map.len() * 100 / (map.leaves.len() * LEAF_ENTRIES)
     }
 
+    /// A query actor's bytes per entry in a full leaf (the README's memory table quotes this).
+    #[test]
+    fn a_full_leaf_takes_72_bytes_per_entry() {
+        use crate::store::compact::Slot;
+        let entry = std::mem::size_of::<Small>() + std::mem::size_of::<Option<Slot>>();
+        eprintln!("packed map entry: {entry} B, leaf of {LEAF_ENTRIES}");
+        assert_eq!(entry, 72);
+    }
+
     #[test]
     fn keys_written_in_order_fill_every_leaf() {
         let ascending: PackedMap<u32> = (0..100_000).map(|n| (small(n), n)).collect();
