@@ -62,6 +62,17 @@ fn stages(c: &mut Criterion) {
     group.bench_function("signing", |b| {
         b.iter(|| black_box(signer.sign_batch(&batch)))
     });
+    // What signing cost before batches were signed together: ed25519-dalek's `sign`, one
+    // signature (with its own inversion and key expansion) at a time.
+    let dalek = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    group.bench_function("signing one at a time (ed25519-dalek)", |b| {
+        b.iter(|| {
+            for (key, entry) in &batch {
+                let message = cmud::store::sign::signed_bytes("bench", key, entry);
+                black_box(ed25519_dalek::Signer::sign(&dalek, &message));
+            }
+        })
+    });
     group.bench_function("sync: gateway replica and gossip encoding", |b| {
         b.iter_batched(
             || IndexedMap::new(BTreeMap::new()),

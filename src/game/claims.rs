@@ -8,8 +8,10 @@
 //! - hardware: the shop value of the hardware owned is at most what was spent plus the value
 //!   of the starting hardware (a player whose hardware all broke restarts on it for free);
 //! - ranks: a rank needs a `solved/<rank>` record for every rank below it, and each one's
-//!   summed work reaches the size of the problem it claims; work only at a rank held (no
-//!   work on an epoch after the one the player's `solved` record for that rank names).
+//!   summed work reaches the size of the problem it claims; work only at a rank held (each
+//!   work record names the promotion into its rank, which the player's `solved` record for
+//!   the rank below must show; and no work on an epoch after the one the player finished
+//!   that rank at).
 //!
 //! Entries from different players, and even different keys of one player, arrive in any
 //! order, so each claim names what it relied on (see `supports`). A claim whose supports have
@@ -24,9 +26,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::content::Content;
-use super::ledger;
 use super::schema::{PlayerRecord, World, field};
 use super::supports::{Read, Spending};
+
+#[path = "claims_ranks.rs"]
+mod ranks;
+pub use ranks::{fallen_work, solved_holds};
 
 /// A rule a player's claims break with their supports present.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +70,19 @@ pub enum Broken {
         work: u128,
         /// The size of that epoch's problem.
         size: u64,
+    },
+    /// Work at a rank the player does not hold: its record names a promotion into that rank
+    /// that cannot be theirs (one at the first rank, none above it, or another than their
+    /// `solved` record for the rank below, or their other work at that rank, shows).
+    WorkAtRankNotHeld {
+        /// The rank id worked at.
+        rank: String,
+        /// The epoch worked on.
+        epoch: u64,
+        /// The epoch of the promotion into that rank it names (0: none).
+        named: u64,
+        /// The promotion into that rank the player's other records show, if any.
+        promoted: Option<u64>,
     },
     /// Work on an epoch of a rank's problem after the epoch the player finished it at.
     WorkAfterRank {
@@ -157,8 +175,8 @@ pub fn check(content: &Content, world: &World, id: &str) -> Report {
     };
     spending(world, me, &mut report);
     hardware(content, me, &mut report);
-    ranks(content, world, me, &mut report);
-    work(content, me, &mut report);
+    ranks::held(content, world, me, &mut report);
+    ranks::work(content, me, &mut report);
     report
 }
 
@@ -270,135 +288,6 @@ fn hardware(content: &Content, me: &PlayerRecord, report: &mut Report) {
     } else {
         report.waiting.insert(Waiting::Spent(named));
     }
-}
-
-/// The rank held against the `solved` records, and each `solved` record against the work
-/// it summed.
-fn ranks(content: &Content, world: &World, me: &PlayerRecord, report: &mut Report) {
-    for below in 0..ledger::rank_index(content, me) {
-        let rank = &content.rank(below).id;
-        if !me.solved.contains_key(rank) {
-            report.waiting.insert(Waiting::Solved(rank.clone()));
-        }
-    }
-    for (rank, &epoch) in &me.solved {
-        let Some(size) = content
-            .rank_index(rank)
-            .and_then(|index| content.problem_size(index, epoch))
-        else {
-            continue; // A rank without a problem, or none at all: nothing to check.
-        };
-        let work_of = |player: &str| {
-            world
-                .players
-                .get(player)
-                .and_then(|p| p.work.get(&(rank.clone(), epoch)))
-                .copied()
-                .unwrap_or(0)
-        };
-        match me.supports.solved.get(rank) {
-            Some(Read::Named(summed)) => {
-                let work: u128 = summed.values().map(|&n| u128::from(n)).sum();
-                if work < u128::from(size) {
-                    let (rank, size) = (rank.clone(), size);
-                    report.broken.push(Broken::Unsolved {
-                        rank,
-                        epoch,
-                        work,
-                        size,
-                    });
-                }
-                for (player, &needed) in summed.iter().filter(|(p, n)| work_of(p) < **n) {
-                    report.waiting.insert(Waiting::Work {
-                        player: player.clone(),
-                        rank: rank.clone(),
-                        epoch,
-                        needed,
-                    });
-                }
-            }
-            Some(Read::Malformed) => report.broken.push(Broken::Malformed {
-                field: field::solved(rank),
-            }),
-            _ => {
-                let work: u128 = world.players.keys().map(|p| u128::from(work_of(p))).sum();
-                if work < u128::from(size) {
-                    let rank = rank.clone();
-                    report.waiting.insert(Waiting::Fallen { rank, epoch });
-                }
-            }
-        }
-    }
-}
-
-/// Whether `p`'s `solved/<rank>` record (if any) can stand: written before supports existed,
-/// or naming work that reaches the size of the epoch it claims (whether that work has
-/// arrived yet or not). One that names too little, or supports that do not read, cannot.
-pub fn solved_holds(content: &Content, p: &PlayerRecord, rank: &str) -> bool {
-    let Some(&epoch) = p.solved.get(rank) else {
-        return true;
-    };
-    let size = content
-        .rank_index(rank)
-        .and_then(|index| content.problem_size(index, epoch));
-    match (p.supports.solved.get(rank), size) {
-        (Some(Read::Named(summed)), Some(size)) => {
-            summed.values().map(|&n| u128::from(n)).sum::<u128>() >= u128::from(size)
-        }
-        (Some(Read::Malformed), _) => false,
-        _ => true,
-    }
-}
-
-/// Work only at a rank held: after a rank below it was solved, and not past the epoch the
-/// player finished that rank's problem at.
-fn work(content: &Content, me: &PlayerRecord, report: &mut Report) {
-    for ((rank, epoch), _) in me.work.iter().filter(|(_, n)| **n > 0) {
-        let Some(index) = content.rank_index(rank) else {
-            continue;
-        };
-        if me.solved.get(rank).is_some_and(|finished| epoch > finished) {
-            let (rank, epoch) = (rank.clone(), *epoch);
-            report.broken.push(Broken::WorkAfterRank { rank, epoch });
-        }
-        if let Some(below) = index.checked_sub(1) {
-            let below = &content.rank(below).id;
-            if !me.solved.contains_key(below) {
-                report.waiting.insert(Waiting::Solved(below.clone()));
-            }
-        }
-    }
-}
-
-/// The work to name for an epoch of a rank's problem that fell: per player, the most that
-/// either the world shows or any `solved` record of that epoch names (a helper who sees the
-/// problem fall before all its work arrived names what the finisher summed). Returns the
-/// players and their work, largest first, just enough to reach `size` when it can.
-pub fn fallen_work(
-    content: &Content,
-    world: &World,
-    rank: &str,
-    epoch: u64,
-    size: u64,
-) -> BTreeMap<String, u64> {
-    let mut work: BTreeMap<&str, u64> = BTreeMap::new();
-    let key = (rank.to_owned(), epoch);
-    for p in world.players.values() {
-        if let Some(&n) = p.work.get(&key) {
-            let entry = work.entry(p.id.as_str()).or_default();
-            *entry = (*entry).max(n);
-        }
-        if p.solved.get(rank) != Some(&epoch) || !solved_holds(content, p, rank) {
-            continue;
-        }
-        if let Some(Read::Named(summed)) = p.supports.solved.get(rank) {
-            for (player, &n) in summed {
-                let entry = work.entry(player.as_str()).or_default();
-                *entry = (*entry).max(n);
-            }
-        }
-    }
-    enough(work, u128::from(size))
 }
 
 /// The largest amounts first, until they add up to `needed` (all of them if they never do).

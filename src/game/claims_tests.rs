@@ -160,6 +160,136 @@ fn work_after_leaving_a_rank_is_flagged() {
     );
 }
 
+/// The one way `items` break the rules for player A: work at a rank not held.
+fn not_held(items: &[(&str, &str)]) -> Broken {
+    let r = report(items, "A");
+    assert!(
+        matches!(&r.broken[..], [Broken::WorkAtRankNotHeld { .. }]),
+        "{r:?}"
+    );
+    r.broken[0].clone()
+}
+
+fn not_held_at(rank: &str, epoch: u64, named: u64, promoted: Option<u64>) -> Broken {
+    Broken::WorkAtRankNotHeld {
+        rank: rank.into(),
+        epoch,
+        named,
+        promoted,
+    }
+}
+
+#[test]
+fn work_naming_a_promotion_its_rank_cannot_have_is_flagged() {
+    // The first rank needs no promotion, so work there that names one is not honest.
+    let named = not_held(&[("p/A/work/Undergraduate/1", "5|p=1")]);
+    assert_eq!(named, not_held_at("Undergraduate", 1, 1, None));
+    // Above it, work that names none: flagged alone, and beside a promotion that stands.
+    let none = not_held(&[("p/A/work/Masters/1", "5|p=0")]);
+    assert_eq!(none, not_held_at("Masters", 1, 0, None));
+    let none = not_held(&[
+        ("p/A/work/Undergraduate/1", "100|p=0"),
+        ("p/A/solved/Undergraduate", "1|w=A:100"),
+        ("p/A/work/PhD/1", "5|p=0"),
+    ]);
+    assert_eq!(none, not_held_at("PhD", 1, 0, None));
+}
+
+#[test]
+fn work_whose_promotion_the_solved_record_contradicts_is_flagged() {
+    // Promoted at epoch 1 (the record stands), but the work at Masters says epoch 2.
+    let items = [
+        ("p/A/rank", "Masters"),
+        ("p/A/work/Undergraduate/1", "100|p=0"),
+        ("p/A/solved/Undergraduate", "1|w=A:100"),
+        ("p/A/work/Masters/1", "5|p=2"),
+    ];
+    assert_eq!(not_held(&items), not_held_at("Masters", 1, 2, Some(1)));
+    // A record from before supports says the same: its epoch is read all the same.
+    let items = [
+        ("p/A/work/Undergraduate/1", "100"),
+        ("p/A/solved/Undergraduate", "1"),
+        ("p/A/work/Masters/1", "5|p=2"),
+    ];
+    assert_eq!(not_held(&items), not_held_at("Masters", 1, 2, Some(1)));
+}
+
+#[test]
+fn work_at_one_rank_naming_two_promotions_is_flagged_before_the_solved_record_arrives() {
+    let items = [
+        ("p/A/work/Masters/1", "5|p=1"),
+        ("p/A/work/Masters/2", "5|p=3"),
+    ];
+    assert_eq!(not_held(&items), not_held_at("Masters", 2, 3, Some(1)));
+}
+
+#[test]
+fn work_on_a_rank_after_the_promotion_named_above_it_is_flagged_before_the_solved_record() {
+    // Work at Masters says A left Undergraduate at epoch 2; A then worked its epoch 3.
+    let items = [
+        ("p/A/work/Undergraduate/3", "5|p=0"),
+        ("p/A/work/Masters/1", "5|p=2"),
+    ];
+    let r = report(&items, "A");
+    let after = Broken::WorkAfterRank {
+        rank: "Undergraduate".into(),
+        epoch: 3,
+    };
+    assert_eq!(r.broken, [after], "{r:?}");
+    // Work on the epoch of the promotion, or before it, is honest.
+    let items = [
+        ("p/A/work/Undergraduate/1", "5|p=0"),
+        ("p/A/work/Undergraduate/2", "5|p=0"),
+        ("p/A/work/Masters/1", "5|p=2"),
+    ];
+    assert_eq!(verdict(&items, "A"), Verdict::Pending);
+}
+
+#[test]
+fn work_naming_a_promotion_is_pending_until_the_solved_record_arrives() {
+    let mut items = vec![("p/A/rank", "Masters"), ("p/A/work/Masters/1", "3|p=2")];
+    let r = report(&items, "A");
+    assert_eq!(r.verdict(), Verdict::Pending, "{r:?}");
+    assert_eq!(
+        r.waiting.iter().collect::<Vec<_>>(),
+        [&Waiting::Solved("Undergraduate".into())]
+    );
+    // The record it names, then the work that record names: consistent.
+    items.push(("p/A/solved/Undergraduate", "2|w=A:150"));
+    assert_eq!(verdict(&items, "A"), Verdict::Pending);
+    items.push(("p/A/work/Undergraduate/2", "150|p=0"));
+    assert_eq!(verdict(&items, "A"), Verdict::Consistent);
+    // A helper's promotion names others' work and none of the helper's own need be last.
+    let items = [
+        ("p/A/rank", "Masters"),
+        ("p/A/work/Undergraduate/1", "40|p=0"),
+        ("p/A/solved/Undergraduate", "1|w=B:60|w=A:40"),
+        ("p/A/work/Masters/1", "7|p=1"),
+        ("p/B/work/Undergraduate/1", "60|p=0"),
+    ];
+    assert_eq!(verdict(&items, "A"), Verdict::Consistent);
+    // At the first rank nothing is awaited.
+    let first = [("p/A/work/Undergraduate/1", "3|p=0")];
+    assert_eq!(verdict(&first, "A"), Verdict::Consistent);
+}
+
+#[test]
+fn old_work_records_are_read_and_never_checked_against_promotions() {
+    // A bare number names no promotion: above the first rank without a solved record it
+    // is pending (as before supports), and with one that stands it is consistent.
+    let old = [("p/A/work/Masters/1", "3")];
+    let a = World::from_items(&old).player("A");
+    assert_eq!(a.work[&("Masters".to_owned(), 1)], 3);
+    assert_eq!(verdict(&old, "A"), Verdict::Pending);
+    let old = [
+        ("p/A/work/Undergraduate/1", "100"),
+        ("p/A/solved/Undergraduate", "1"),
+        ("p/A/work/Masters/1", "3"),
+        ("p/A/work/Masters/2", "4|p=1"),
+    ];
+    assert_eq!(verdict(&old, "A"), Verdict::Consistent);
+}
+
 #[test]
 fn supports_that_do_not_read_are_flagged() {
     for (key, value) in [
@@ -167,6 +297,7 @@ fn supports_that_do_not_read_are_flagged() {
         ("p/A/gave/B", "1|junk"),
         ("p/A/hw/cpu", "1|s=x"),
         ("p/A/solved/Undergraduate", "1|w=A"),
+        ("p/A/work/Masters/1", "1|p=x"),
     ] {
         assert_eq!(verdict(&[(key, value)], "A"), Verdict::Unverified, "{key}");
     }
@@ -418,20 +549,48 @@ fn cheat(content: &Content, history: &[(String, String)]) -> Result<(), TestCase
         .filter_map(|p| p.gave.get(&cheater))
         .sum();
     let more = me.mined + gifts + 1;
+    let held = ledger::rank_index(content, &me);
+    let rank = |index: usize| {
+        content
+            .rank(index.min(content.rules.ranks.len() - 1))
+            .id
+            .clone()
+    };
+    // Work at a rank not held that names a promotion into it the solved record contradicts,
+    // or (not promoted yet) two work records there that contradict each other.
+    let contradicted = match held
+        .checked_sub(1)
+        .and_then(|below| me.solved.get(&rank(below)))
+    {
+        Some(&promoted) => vec![(
+            key(&field::work(&rank(held), 1)),
+            format!("1|p={}", promoted + 1),
+        )],
+        None => vec![
+            (key(&field::work(&rank(1), 1)), "1|p=1".to_owned()),
+            (key(&field::work(&rank(1), 2)), "1|p=2".to_owned()),
+        ],
+    };
     let cheats = [
         // Hardware never paid for.
-        (key("hw/dark_matter"), format!("1000000|s={}", me.spent)),
+        vec![(key("hw/dark_matter"), format!("1000000|s={}", me.spent))],
         // A gift of more than was ever had, by its own account.
-        (
+        vec![(
             key(&format!("gave/{}", id(1))),
             format!("{more}|o={}|m={}", outflow + more, me.mined),
-        ),
+        )],
         // A promotion by a problem that never fell.
-        (key("solved/Masters"), format!("1|w={cheater}:1")),
+        vec![(key("solved/Masters"), format!("1|w={cheater}:1"))],
+        // Work above the rank held that names no promotion into it.
+        vec![(key(&field::work(&rank(held + 1), 1)), "1|p=0".to_owned())],
+        // Work at the first rank that names a promotion into it.
+        vec![(key(&field::work(&rank(0), 1)), "1|p=1".to_owned())],
+        contradicted,
     ];
-    for (key, value) in cheats {
+    for cheat in cheats {
         let mut pairs = history.to_vec();
-        pairs.push((key.clone(), value));
+        let key = cheat[0].0.clone();
+        pairs.extend(cheat);
         let world = World::from_pairs(pairs);
         prop_assert_eq!(
             check(content, &world, &cheater).verdict(),
@@ -468,6 +627,8 @@ async fn a_game_with_promotions_gifts_and_breakdowns_is_never_flagged_in_any_ord
         ops.extend([Op::Work(0), Op::Work(1), Op::Sync(round % 2, 1 - round % 2)]);
     }
     ops.extend([Op::Sync(0, 1), Op::Sync(1, 0), Op::Claim(0), Op::Claim(1)]);
+    // Work at the rank each was promoted to, one as finisher and one as helper.
+    ops.extend([Op::Work(0), Op::Work(1), Op::Sync(0, 1), Op::Sync(1, 0)]);
     ops.extend([
         Op::Mine(0, 100),
         Op::Give(0, 2, 5),
@@ -483,6 +644,22 @@ async fn a_game_with_promotions_gifts_and_breakdowns_is_never_flagged_in_any_ord
         "a gpu bought and broken: {history:?}"
     );
     assert!(written("/gave/") >= 2, "{history:?}");
+    assert!(
+        written("/work/Masters/") >= 2,
+        "work after promotion: {history:?}"
+    );
+    // Every work record names the promotion into its rank: none at the first, the player's
+    // own solved record for the rank below above it.
+    let world = World::from_pairs(history.iter().cloned());
+    for p in world.players.values() {
+        for ((rank, epoch), read) in &p.supports.work {
+            let promoted = match content.rank_index(rank) {
+                Some(0) | None => 0,
+                Some(index) => p.solved[&content.rank(index - 1).id],
+            };
+            assert_eq!(read, &Read::Named(promoted), "{} {rank} {epoch}", p.id);
+        }
+    }
     for seed in 0..40 {
         deliver(&content, &history, seed).unwrap();
     }
@@ -525,8 +702,9 @@ fn checking_a_large_world() {
             (key(&format!("gave/{next}")), "100|o=600|m=1000".to_owned()),
             (key("hw/cpu"), "451|s=450".to_owned()),
             (key("hw/gpu"), "10|s=500".to_owned()),
-            (key("work/Undergraduate/1"), "100".to_owned()),
+            (key("work/Undergraduate/1"), "100|p=0".to_owned()),
             (key("solved/Undergraduate"), format!("1|w={me}:100")),
+            (key("work/Masters/1"), "5|p=1".to_owned()),
         ]);
         for slot in 0..64 {
             pairs.push((

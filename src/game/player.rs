@@ -456,7 +456,8 @@ impl<K: Kv> PlayerTask<K> {
             .unwrap_or(0);
         let mut writes = Vec::new();
         let total = self.counter(&work_field, mine).saturating_add(power);
-        self.bump(&mut writes, &work_field, total);
+        let text = self.work_record(&me, rank, total);
+        self.record(&mut writes, &work_field, total, text);
         let remaining = problem.remaining().saturating_sub(power);
         let next = rank + 1;
         if remaining == 0 && next < self.content.rules.ranks.len() {

@@ -80,6 +80,19 @@ impl<K: Kv> PlayerTask<K> {
         supports::encode_solved(problem.epoch, &named)
     }
 
+    /// The value of a work record at rank index `rank` that takes it to `total`: the steps,
+    /// then the promotion into that rank they relied on (the epoch of the player's own
+    /// `solved` record for the rank below; none at the first rank). A player above the first
+    /// rank without that record (honest play never is: it is written in the same step as the
+    /// rank) writes the bare number, read as a record from before supports.
+    pub(super) fn work_record(&self, me: &PlayerRecord, rank: usize, total: u64) -> String {
+        let promoted = match rank.checked_sub(1) {
+            None => Some(supports::NO_PROMOTION),
+            Some(below) => me.solved.get(&self.content.rank(below).id).copied(),
+        };
+        promoted.map_or_else(|| total.to_string(), |p| supports::encode_work(total, p))
+    }
+
     /// The spent counter as the task knows it (for a hardware record's support).
     pub(super) fn spent(&self, me: &PlayerRecord) -> u64 {
         self.counter(field::SPENT, me.spent)

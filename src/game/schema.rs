@@ -15,7 +15,7 @@
 //! | `p/<id>/mined` | coins ever mined (monotonic) |
 //! | `p/<id>/spent` | coins ever spent in the shop (monotonic) |
 //! | `p/<id>/gave/<recipient-id>` | coins ever given to that player (monotonic) |
-//! | `p/<id>/work/<rank>/<epoch>` | steps this player did on that epoch of the rank's problem |
+//! | `p/<id>/work/<rank>/<epoch>` | steps this player did on that epoch of the rank's problem (then the promotion into that rank it relied on) |
 //! | `p/<id>/solved/<rank>` | the epoch of that rank's problem this player finished |
 //! | `p/<id>/seen` | heartbeat, milliseconds since the Unix epoch |
 //! | `p/<id>/chat/<n mod ring>` | `seq|millis|scope|text`, scope `say:<loc>`, `emote:<loc>` or `shout` |
@@ -25,7 +25,7 @@
 //! | `p/<id>/tell/<recipient-id>/<seq>` | a tell sealed to the recipient's key (see `tell`) |
 //! | `p/<id>/read/<sender-id>` | the highest `seq` of that sender's tells this player has read |
 //!
-//! `spent`, `gave/*`, `hw/*` and `solved/*` also carry, after the number, the supports the
+//! `spent`, `gave/*`, `hw/*`, `work/*` and `solved/*` also carry, after the number, the supports the
 //! claim relied on (see `supports`); records written before supports existed have none and
 //! still read.
 
@@ -266,7 +266,7 @@ pub struct PlayerRecord {
     pub tells: BTreeMap<(String, u64), String>,
     /// The highest tell `seq` read, per sender id.
     pub read: BTreeMap<String, u64>,
-    /// What the player's claims (spending, hardware, solved problems) say they relied on.
+    /// What the player's claims (spending, hardware, work, solved problems) say they relied on.
     pub supports: Supports,
 }
 
@@ -325,7 +325,10 @@ impl PlayerRecord {
                     .split_once('/')
                     .and_then(|(rank, epoch)| Some((rank, epoch.parse::<u64>().ok()?)));
                 if let (Some((rank, epoch)), Some(n)) = (parsed, number()) {
-                    self.work.insert((rank.to_owned(), epoch), n);
+                    let key = (rank.to_owned(), epoch);
+                    self.work.insert(key.clone(), n);
+                    let claim = supports::work(named().as_deref());
+                    self.supports.work.insert(key, claim);
                 }
             }
             ("solved", rank) if !rank.is_empty() => {

@@ -7,6 +7,7 @@
 //! | `spent`, `gave/<id>` | `40\|o=45\|m=30\|r=<giver>:20` | `o`: the whole outflow (spent plus every gift) right after this change; `m`: the `mined` counted; `r` (repeated): a gift received that was counted, as the giver's `gave/<me>` |
 //! | `hw/<kind>` | `3\|s=12` | `s`: the `spent` right after this change |
 //! | `solved/<rank>` | `2\|w=<player>:90\|w=<player>:60` | `w` (repeated): the work on that epoch summed, as the player's `work/<rank>/<epoch>` |
+//! | `work/<rank>/<epoch>` | `40\|p=2` | `p`: the promotion into that rank it relied on, as the epoch of the player's own `solved/<rank below>`; `p=0` at the first rank, which needs none |
 //!
 //! A value without `|` was written before supports existed (a *legacy* record); one whose
 //! supports do not read is *malformed*. Player ids are peer ids (base58), so they hold none
@@ -69,6 +70,16 @@ pub fn encode_solved(epoch: u64, work: &BTreeMap<String, u64>) -> String {
     out
 }
 
+/// A `work/<rank>/<epoch>` record's value: the steps done and the promotion into that rank
+/// they relied on (the epoch of the player's `solved` record for the rank below, or
+/// [`NO_PROMOTION`] at the first rank).
+pub fn encode_work(count: u64, promoted: u64) -> String {
+    format!("{count}|p={promoted}")
+}
+
+/// What a work record at the first rank names as its promotion: none (epochs start at 1).
+pub const NO_PROMOTION: u64 = 0;
+
 /// The supports every claim of one player names, by record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Supports {
@@ -80,6 +91,8 @@ pub struct Supports {
     pub hardware: BTreeMap<String, Read<u64>>,
     /// The work each `solved/<rank>` record summed, by rank, then by player.
     pub solved: BTreeMap<String, Read<BTreeMap<String, u64>>>,
+    /// The promotion each `work/<rank>/<epoch>` record relied on, by (rank, epoch).
+    pub work: BTreeMap<(String, u64), Read<u64>>,
 }
 
 /// The supports read from a value, by the kind of record it is.
@@ -119,6 +132,14 @@ pub fn spending(fields: Option<&[(&str, &str)]>) -> Read<Spending> {
 pub fn hardware(fields: Option<&[(&str, &str)]>) -> Read<u64> {
     read(fields, |fields| match fields {
         [("s", spent)] => spent.parse().ok(),
+        _ => None,
+    })
+}
+
+/// The promotion a `work/<rank>/<epoch>` record relied on.
+pub fn work(fields: Option<&[(&str, &str)]>) -> Read<u64> {
+    read(fields, |fields| match fields {
+        [("p", epoch)] => epoch.parse().ok(),
         _ => None,
     })
 }
@@ -185,6 +206,9 @@ mod tests {
         let value = encode_solved(2, &work);
         let (head, f) = split(&value);
         assert_eq!((head, solved(f.as_deref())), ("2", Read::Named(work)));
+        let value = encode_work(40, 2);
+        let (head, f) = split(&value);
+        assert_eq!((head, super::work(f.as_deref())), ("40", Read::Named(2)));
     }
 
     #[test]
@@ -206,5 +230,10 @@ mod tests {
         assert_eq!(hardware(f.as_deref()), Read::Malformed);
         let (_, f) = split("2|w=A:x");
         assert_eq!(solved(f.as_deref()), Read::Malformed);
+        for bad in ["40|p=", "40|p=-1", "40|p=1|p=2", "40|w=A:1"] {
+            let (_, f) = split(bad);
+            assert_eq!(work(f.as_deref()), Read::Malformed, "{bad}");
+        }
+        assert_eq!(work(split("40").1.as_deref()), Read::Legacy);
     }
 }

@@ -326,7 +326,7 @@ impl Connection {
     /// reads nothing for `timeout`.
     async fn flush(&mut self, actor: &Actor) -> Result<(), End> {
         // Acknowledged writes must be in the log before their acknowledgements leave.
-        actor.log_before_reply();
+        actor.log_before_reply().await;
         let state = self.state.as_ref().expect("state is present while serving");
         let stream = self
             .stream

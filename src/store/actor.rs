@@ -211,9 +211,22 @@ impl Actor {
         self.purge_if_due();
     }
 
-    /// Appends the writes made since the last call to the log. The RPC layer calls this
-    /// before it sends acknowledgements, so nothing acknowledged is only in memory.
-    pub fn log_before_reply(&self) {
+    /// Appends the writes made so far to the log; the RPC layer awaits this before it sends
+    /// acknowledgements, so nothing acknowledged is only in memory.
+    ///
+    /// The actor's other connections whose commands are ready run first (one yield), and one
+    /// append then covers their writes too: with many clients each sending one SET at a
+    /// time, one write to the log per round of connections rather than one per SET.
+    pub async fn log_before_reply(&self) {
+        if !self.replica.borrow().has_unlogged() {
+            return;
+        }
+        tokio::task::yield_now().await;
+        self.append_unlogged();
+    }
+
+    /// Appends the writes made since the last call to the log.
+    fn append_unlogged(&self) {
         let unlogged = self.replica.borrow_mut().take_unlogged();
         if unlogged.is_empty() {
             return;
@@ -227,7 +240,7 @@ impl Actor {
     /// Hands one flush's batch to every other actor and the gateway, with the log complete
     /// before it and a full log segment closed after it.
     fn hand_over(&self, batch: Batch) {
-        self.log_before_reply();
+        self.append_unlogged();
         let bytes: usize = batch.iter().map(|(key, entry)| entry.wire_size(key)).sum();
         let row = &self.stats.senders[self.index];
         for (to, mailbox) in self.mailboxes.actors.iter().enumerate() {

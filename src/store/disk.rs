@@ -81,11 +81,7 @@ impl Writers {
     /// The entry stored as `bytes`.
     pub fn decode(&self, bytes: &[u8]) -> Result<Entry, DiskError> {
         let row: Row<'_> = postcard::from_bytes(bytes)?;
-        let node = self
-            .nodes
-            .get(row.writer as usize)
-            .filter(|node| self.numbers.get(*node) == Some(&row.writer))
-            .ok_or(DiskError::UnknownWriter(row.writer))?;
+        let node = self.node(row.writer)?;
         Ok(Entry {
             version: Version {
                 millis: row.millis,
@@ -96,6 +92,28 @@ impl Writers {
             value: row.value.map(Bytes::copy_from_slice),
             signature: row.signature.map(Bytes::copy_from_slice),
         })
+    }
+
+    /// The version of the entry stored as `bytes`, and whether it is signed, without copying
+    /// its value or signature out (a commit checks this for every key it writes).
+    pub fn decode_head(&self, bytes: &[u8]) -> Result<(Version, bool), DiskError> {
+        let row: Row<'_> = postcard::from_bytes(bytes)?;
+        let node = self.node(row.writer)?;
+        let version = Version {
+            millis: row.millis,
+            counter: row.counter,
+            node: node.clone(),
+            actor: row.actor,
+        };
+        Ok((version, row.signature.is_some()))
+    }
+
+    /// The node whose number is `writer`.
+    fn node(&self, writer: u32) -> Result<&NodeId, DiskError> {
+        self.nodes
+            .get(writer as usize)
+            .filter(|node| self.numbers.get(*node) == Some(&writer))
+            .ok_or(DiskError::UnknownWriter(writer))
     }
 
     /// `entry`'s bytes, appended to `buf`; a writer seen for the first time gets a number,

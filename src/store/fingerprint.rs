@@ -346,9 +346,7 @@ impl<T> FingerprintIndex<T> {
             return (self.nodes.len() - 1) as u32;
         }
         let index = at as usize;
-        let mut own = self.own(at);
-        let mut child = NIL;
-        match key[..].cmp(&self.nodes[index].key) {
+        let (child, before) = match key[..].cmp(&self.nodes[index].key) {
             Ordering::Equal => {
                 let decide = decide.take();
                 let Some((fingerprint, payload)) =
@@ -356,23 +354,38 @@ impl<T> FingerprintIndex<T> {
                 else {
                     return at;
                 };
-                own = fingerprint;
                 *out =
                     Updated::Replaced(std::mem::replace(&mut self.nodes[index].payload, payload));
+                self.refresh(at, fingerprint);
+                return at;
             }
             Ordering::Less => {
-                child = self.insert(self.nodes[index].left, key, decide, out);
+                let before = self.subtree(self.nodes[index].left);
+                let child = self.insert(self.nodes[index].left, key, decide, out);
                 self.nodes[index].left = child;
+                (child, before)
             }
             Ordering::Greater => {
-                child = self.insert(self.nodes[index].right, key, decide, out);
+                let before = self.subtree(self.nodes[index].right);
+                let child = self.insert(self.nodes[index].right, key, decide, out);
                 self.nodes[index].right = child;
+                (child, before)
             }
-        }
+        };
         if matches!(out, Updated::Unchanged) {
             return at;
         }
-        self.refresh(at, own);
+        // Only the child's subtree changed: add the change to this node's sums rather than
+        // summing its children again (which would read the other child, a cache miss per
+        // level of a large treap).
+        let after = self.subtree(child);
+        let node = &mut self.nodes[index];
+        node.subtree = node
+            .subtree
+            .add(&after.fingerprint)
+            .sub(&before.fingerprint);
+        // An insert never shrinks a subtree; at most `len()` keys fit in u32 (see above).
+        node.count += (after.count - before.count) as u32;
         if child != NIL && self.nodes[child as usize].priority > self.nodes[index].priority {
             return self.rotate_up(at, child);
         }

@@ -1,13 +1,15 @@
 //! The gateway: this node's one bridge between its local actors and the world, and a full
 //! replica of its own.
 //!
-//! Local actors hand it their flushed batches; it keeps them, passes them to the persist
-//! actor at once (so acknowledged writes reach disk quickly) and queues them for the network,
-//! which gets at most one batch per [`FLUSH_PERIOD`]. Local entries are signed here, once per
-//! entry that survives an actor's flush, off the RPC request path and off the gateway's own
-//! task: on blocking threads, a large batch split over the cores, merged into the replica and
-//! published once signed (actors hold their writers while too many wait, see
-//! `actor::MAX_UNSIGNED_ENTRIES`). Batches from peers are
+//! Local actors hand it their flushed batches (already in their logs); it has them signed,
+//! keeps them, passes them to the persist actor and queues them for the network, which gets
+//! at most one batch per [`FLUSH_PERIOD`]. Local entries are signed here, once per entry that
+//! survives an actor's flush, off the RPC request path and off the gateway's own task: on
+//! blocking threads, a large batch split over the cores, then merged into the replica,
+//! persisted and published (actors hold their writers while too many wait, see
+//! `actor::MAX_UNSIGNED_ENTRIES`). An actor's closed log segment is passed on to persistence,
+//! which trims it after its next commit, only once every batch before it was signed and
+//! handed over. Batches from peers are
 //! validated entry by entry (`validate::check_remote`, on blocking threads, since signatures
 //! are the costly part), merged, and coalesced into at most one message per period to each
 //! local actor and to the persist actor, however many peers publish. Both directions are paced
@@ -24,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::actor::{FLUSH_PERIOD, ToActor};
 use super::clock::wall_millis;
+use super::closes::CloseOrder;
 use super::entry::{Batch, Entry, Key, KeyedEntry, Merged, NodeId, Version};
 use super::indexed::IndexedMap;
 use super::pace::{self, Pace};
@@ -44,9 +47,18 @@ const MIN_SIGN_CHUNK_ENTRIES: usize = 256;
 /// A delivery whose entries have been checked, with whoever waits for the merge.
 type CheckedDelivery = (Checked, Option<oneshot::Sender<RemoteMerge>>);
 
-/// A local batch once signed (entries of a chunk that failed to sign are missing from it),
-/// with the number of entries handed over for signing.
-type SignedBatch = (Vec<KeyedEntry>, usize);
+/// A local batch back from signing.
+struct SignedBatch {
+    /// Its number in the order local batches were handed over (see [`CloseOrder`]).
+    seq: u64,
+    /// Its entries, signed.
+    signed: Vec<KeyedEntry>,
+    /// Entries of a chunk whose signing failed (a bug): persisted as they are, and signed at
+    /// the next start like any unsigned entry of this node found on disk.
+    unsigned: Vec<KeyedEntry>,
+    /// Number of entries handed over for signing.
+    handed: usize,
+}
 
 /// A read of the gateway's replica (entries and range fingerprints), run on the gateway task.
 pub type Query = Box<dyn FnOnce(&IndexedMap) + Send>;
@@ -222,8 +234,8 @@ struct Gateway {
     checked_tx: mpsc::UnboundedSender<CheckedDelivery>,
     /// Where signing on blocking threads hands local batches back.
     signed_tx: mpsc::UnboundedSender<SignedBatch>,
-    /// Local batches handed to signing and not back yet.
-    signing: usize,
+    /// Local batches out for signing, and the log closes that wait for them.
+    closes: CloseOrder,
     /// The budget of messages to the actors: one bucket for every gateway -> actor pair, since
     /// each message goes to all of them at once.
     to_actors: Pace,
@@ -262,7 +274,7 @@ pub async fn run(setup: GatewaySetup) {
         last_purge: std::time::Instant::now(),
         checked_tx,
         signed_tx,
-        signing: 0,
+        closes: CloseOrder::default(),
         to_actors: Pace::new(FLUSH_PERIOD, now),
         to_network: Pace::new(FLUSH_PERIOD, now),
     };
@@ -275,9 +287,8 @@ pub async fn run(setup: GatewaySetup) {
         tokio::select! {
             message = inbox.recv() => match message {
                 Some(ToGateway::Local { batch, .. }) => gateway.local(batch),
-                // Straight on, behind the batches this actor handed over before it.
                 Some(ToGateway::LogClosed { from, segment }) => {
-                    gateway.persist.log_closed(from, segment)
+                    gateway.log_closed(from, segment)
                 }
                 Some(ToGateway::Remote { entries, merged }) => gateway.check(entries, merged),
                 Some(ToGateway::Query(read)) => read(&gateway.map),
@@ -307,13 +318,12 @@ pub async fn run(setup: GatewaySetup) {
 }
 
 impl Gateway {
-    /// Persists a local actor's batch and has it signed on blocking threads (chunks in
-    /// parallel); it comes back through `signed_tx` to [`Gateway::signed`].
+    /// Has a local actor's batch signed on blocking threads (chunks in parallel); it comes
+    /// back through `signed_tx` to [`Gateway::signed`], which persists it. It is persisted
+    /// only once signed (one redb write per entry, not an unsigned one and then its signed
+    /// copy): until then the actor's log holds it, and the log is not trimmed before it is
+    /// committed (see [`Gateway::log_closed`]).
     fn local(&mut self, batch: Batch) {
-        // Persist the batch at once, before signing, so the time from acknowledgement to disk
-        // stays short; the signed copies follow and replace them (the persist actor
-        // coalesces, so usually only they are written), and a restart signs any left unsigned.
-        self.persist.batch(batch.clone());
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let chunk_entries = batch.len().div_ceil(cores).max(MIN_SIGN_CHUNK_ENTRIES);
         let chunks: Vec<_> = (0..batch.len())
@@ -321,28 +331,42 @@ impl Gateway {
             .map(|start| {
                 let (batch, signer) = (batch.clone(), self.signer.clone());
                 let end = (start + chunk_entries).min(batch.len());
-                tokio::task::spawn_blocking(move || signer.sign_entries(&batch[start..end]))
+                let task =
+                    tokio::task::spawn_blocking(move || signer.sign_entries(&batch[start..end]));
+                (start..end, task)
             })
             .collect();
-        self.signing += 1;
+        let seq = self.closes.handed_over();
         let back = self.signed_tx.clone();
-        let handed = batch.len();
         tokio::spawn(async move {
+            let handed = batch.len();
             let mut signed = Vec::with_capacity(handed);
-            for chunk in chunks {
-                // A chunk that panicked is a bug; its entries stay persisted unsigned and are
-                // signed at the next start.
-                if let Ok(chunk) = chunk.await {
-                    signed.extend(chunk);
+            let mut unsigned = Vec::new();
+            for (range, chunk) in chunks {
+                match chunk.await {
+                    Ok(chunk) => signed.extend(chunk),
+                    // A chunk that panicked is a bug; its entries are persisted unsigned and
+                    // signed at the next start.
+                    Err(_) => unsigned.extend_from_slice(&batch[range]),
                 }
             }
-            let _ = back.send((signed, handed));
+            let _ = back.send(SignedBatch {
+                seq,
+                signed,
+                unsigned,
+                handed,
+            });
         });
     }
 
     /// Keeps a signed local batch, persists it and queues it for the world.
-    fn signed(&mut self, (signed, handed): SignedBatch) {
-        self.signing = self.signing.saturating_sub(1);
+    fn signed(&mut self, back: SignedBatch) {
+        let SignedBatch {
+            seq,
+            signed,
+            unsigned,
+            handed,
+        } = back;
         for (key, entry) in &signed {
             if self.map.merge(key.clone(), entry.clone()) != Merged::Unchanged
                 && self.network.is_some()
@@ -351,13 +375,27 @@ impl Gateway {
             }
         }
         self.persist.batch(Arc::new(signed));
+        if !unsigned.is_empty() {
+            self.persist.batch(Arc::new(unsigned));
+        }
+        for (actor, segment) in self.closes.returned(seq) {
+            self.persist.log_closed(actor, segment);
+        }
         let unsigned = &self.stats.unsigned_entries;
         let _ = unsigned.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(handed as u64)));
     }
 
+    /// Actor `from` closed log segment `segment` after handing over the batches in it: passed
+    /// on to persistence (which may then trim it) once all of them are signed and persisted.
+    fn log_closed(&mut self, from: usize, segment: u64) {
+        for (actor, segment) in self.closes.closed((from, segment)) {
+            self.persist.log_closed(actor, segment);
+        }
+    }
+
     /// Waits for every local batch being signed and keeps it (before the last flush).
     async fn finish_signing(&mut self, signed_rx: &mut mpsc::UnboundedReceiver<SignedBatch>) {
-        while self.signing > 0 {
+        while self.closes.signing() {
             // The gateway holds a sender itself, so this ends only by a batch coming back.
             let Some(signed) = signed_rx.recv().await else {
                 break;

@@ -8,6 +8,7 @@
 //! - [`replica`]: one actor's private map.
 //! - [`actor`]: query actor threads and local sync between them.
 //! - [`gateway`]: the node's bridge to the network, a full replica of its own.
+//! - [`closes`]: when the gateway may tell persistence of a closed log segment.
 //! - [`log`]: the append-only log that covers what redb has not committed yet.
 //! - [`persist`]: durable storage in redb.
 //! - [`heap`]: freed memory given back to the system after a burst.
@@ -22,6 +23,7 @@
 
 pub mod actor;
 pub mod clock;
+pub mod closes;
 pub mod compact;
 pub mod disk;
 pub mod entry;

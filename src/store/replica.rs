@@ -66,6 +66,11 @@ impl Replica {
         std::mem::take(&mut self.unlogged)
     }
 
+    /// Whether there are first-hand Puts not yet taken by [`Replica::take_unlogged`].
+    pub fn has_unlogged(&self) -> bool {
+        !self.unlogged.is_empty()
+    }
+
     /// Drops tombstones written before `horizon_ms`; returns how many.
     pub fn purge_expired(&mut self, horizon_ms: u64) -> usize {
         let before = self.map.len();

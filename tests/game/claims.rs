@@ -212,12 +212,20 @@ async fn honest_players_trading_on_three_nodes_behind_delays_are_never_flagged()
         .values()
         .filter(|p| !p.solved.is_empty())
         .count();
+    // Work at the rank a promotion reached names that promotion, and was checked too.
+    let first = &content.rank(0).id;
+    let worked_above = world
+        .players
+        .values()
+        .filter(|p| p.work.keys().any(|(rank, _)| rank != first))
+        .count();
     assert!(
-        gifts > 0 && promoted > 0,
-        "no gift or no promotion: {world:#?}"
+        gifts > 0 && promoted > 0 && worked_above > 0,
+        "no gift, no promotion or no work after one: {world:#?}"
     );
     println!(
-        "{} reads checked, {} pending players seen in them, {gifts} givers, {promoted} promoted, {:?}",
+        "{} reads checked, {} pending players seen in them, {gifts} givers, {promoted} promoted, \
+         {worked_above} worked after a promotion, {:?}",
         seen.reads.load(Relaxed),
         seen.pending.load(Relaxed),
         start.elapsed()
