@@ -56,7 +56,7 @@ impl EventLoop {
             for (key, entry) in batch.iter() {
                 hold(&mut self.held, key.clone(), entry.clone());
             }
-            self.held.drain().collect()
+            std::mem::take(&mut self.held).into_iter().collect()
         };
         self.publish_entries(entries);
     }
@@ -64,7 +64,7 @@ impl EventLoop {
     /// Publishes what was held back, now that someone listens.
     pub(super) fn publish_held(&mut self) {
         if !self.held.is_empty() {
-            let entries = self.held.drain().collect();
+            let entries = std::mem::take(&mut self.held).into_iter().collect();
             self.publish_entries(entries);
         }
     }
@@ -137,7 +137,9 @@ impl EventLoop {
                 entries = self.held.len(),
                 "too many Puts held for absent peers; anti-entropy will deliver them"
             );
-            self.held.clear();
+            // Dropped rather than cleared: a cleared table keeps the size of the largest
+            // batch held, for the life of the node.
+            self.held = HashMap::new();
         }
     }
 

@@ -76,6 +76,12 @@ enum Repr {
 }
 
 impl Small {
+    /// The empty string (fills unused slots of [`super::packed::PackedMap`]'s leaves).
+    pub const EMPTY: Small = Small(Repr::Inline {
+        len: InlineLen::L0,
+        bytes: [0; INLINE_BYTES],
+    });
+
     /// `bytes` inline if short, else a handle on the same buffer.
     pub fn new(bytes: &Bytes) -> Small {
         match INLINE_LENS.get(bytes.len()) {

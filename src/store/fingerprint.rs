@@ -558,6 +558,14 @@ mod tests {
         }
     }
 
+    /// The gateway's bytes per entry (the README's memory table quotes this).
+    #[test]
+    fn a_gateway_node_takes_192_bytes() {
+        let node = std::mem::size_of::<Node<crate::store::compact::Stored>>();
+        eprintln!("treap node with a compact signed entry: {node} B");
+        assert_eq!(node, 192);
+    }
+
     #[test]
     fn sums_wrap_and_subtract_back() {
         let max = Fingerprint([0xff; 32]);

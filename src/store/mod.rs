@@ -33,6 +33,7 @@ pub mod heap;
 pub mod indexed;
 pub mod log;
 pub mod pace;
+pub mod packed;
 pub mod persist;
 pub mod quota;
 pub mod ranger;

@@ -13,13 +13,15 @@ use super::clock::Hlc;
 use super::compact::{Slot, Small};
 use super::entry::{Batch, Entry, Key, KeyedEntry, NodeId, Version};
 use super::indexed::is_evicted;
+use super::packed::PackedMap;
 
 /// A full replica owned by one actor.
 #[derive(Debug)]
 pub struct Replica {
     /// Every key this replica knows, tombstones included, in key order for prefix scans;
-    /// compact (short keys and values inline, no signatures: the gateway keeps those).
-    map: BTreeMap<Small, Slot>,
+    /// compact (short keys and values inline, no signatures: the gateway keeps those) and
+    /// packed (see [`PackedMap`]).
+    map: PackedMap<Slot>,
     /// Number of keys whose entry is not a tombstone (`DBSIZE`), kept in step with `map`.
     live: usize,
     /// Stamps this actor's writes.
@@ -34,7 +36,7 @@ impl Replica {
     /// An empty replica whose writes are stamped (`node`, `actor`).
     pub fn new(node: NodeId, actor: u16) -> Self {
         Replica {
-            map: BTreeMap::new(),
+            map: PackedMap::new(),
             live: 0,
             clock: Hlc::new(node, actor),
             pending: HashMap::new(),
@@ -50,7 +52,7 @@ impl Replica {
             replica.clock.observe(&entry.version);
         }
         replica.live = entries.values().filter(|e| !e.is_tombstone()).count();
-        // Built from a sorted iterator, so the tree's nodes are full.
+        // Built from a sorted iterator, so the leaves are full.
         replica.map = entries
             .iter()
             .map(|(key, entry)| (Small::new(key), Slot::new(entry)))
@@ -219,7 +221,7 @@ impl Replica {
         prefix: &'a [u8],
     ) -> impl Iterator<Item = (&'a [u8], &'a Small)> + Clone + 'a {
         self.map
-            .range::<[u8], _>((start, Bound::Unbounded))
+            .range_from(start)
             .take_while(move |(key, _)| key.starts_with(prefix))
             .filter_map(|(key, slot)| slot.stored_value().map(|value| (&key[..], value)))
     }
