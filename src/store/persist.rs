@@ -38,11 +38,15 @@ const REDB_CACHE_BYTES: usize = 32 << 20;
 ///
 /// Durability does not depend on it: an acknowledged write is in an actor's log before its
 /// reply leaves, and the log is trimmed only once redb has committed it. What it sets is the
-/// cost of persistence: a commit rewrites every page it touches (redb copies on write), and
-/// new keys spread over the whole table touch a page each, so one commit a second writes a
-/// page for several keys where ten a second wrote nearly one per key (`benches/new-key-cpu.sh`:
-/// 2.7 KB written per new key at 100 ms, 0.8 KB at 1 s; persistence 11 and 7 us of CPU).
-pub const COMMIT_PERIOD: Duration = Duration::from_millis(1000);
+/// cost of persistence and how long one commit holds the machine: a commit rewrites every page
+/// it touches (redb copies on write), and new keys spread over the whole table touch a page
+/// each, so one commit a second writes a page for several keys where ten a second wrote nearly
+/// one per key (`benches/new-key-cpu.sh`: 2.7 KB written per new key at 100 ms, 0.8 KB at 1 s;
+/// persistence 11 and 7 us of CPU). But a commit of a second's worth of a bulk load is long
+/// enough to be felt: with 1 s, the slowest `PING` to a node serving a 1,000,000-key bootstrap
+/// was 73-98 ms in three runs against 37-45 ms in two at 100 ms (`tests/sync_scale.rs`), so
+/// the period stays at the design's 100 ms.
+pub const COMMIT_PERIOD: Duration = Duration::from_millis(100);
 
 /// Version of the on-disk layout; a database written by a newer cmud is refused. Version 2:
 /// every entry carries its writer's signature (version 1 entries were unsigned). Version 3:
