@@ -14,8 +14,8 @@ use super::*;
 use crate::game::clock::InstantClock;
 use crate::game::content::{Content, RULES_RON, STORY_RON};
 use crate::game::ledger;
-use crate::game::player::{Change, Count, PlayerHandle};
-use crate::game::sim_tests::{Log, MemKv, REPLICAS, id, sync};
+use crate::game::player::{Change, Count};
+use crate::game::sim_tests::{Log, MemKv, REPLICAS, entered_players, id, sync};
 use crate::rpc::Kv;
 
 fn report(items: &[(&str, &str)], id: &str) -> Report {
@@ -452,22 +452,7 @@ async fn honest_history(content: &Arc<Content>, ops: Vec<Op>) -> Vec<(String, St
     let log = Log::default();
     let replicas: Vec<MemKv> = (0..REPLICAS).map(|_| MemKv::recording(&log)).collect();
     let clock = Arc::new(InstantClock::new(0));
-    let mut handles = Vec::new();
-    for p in 0..PLAYERS {
-        let kv = replicas[p % REPLICAS].clone();
-        let handle = PlayerHandle::spawn(kv, id(p), content.clone(), clock.clone());
-        let enter = Change::Enter {
-            name: format!("n{p}"),
-            tell_key: None,
-        };
-        handle.apply(enter).await.unwrap();
-        handles.push(handle);
-    }
-    for p in 0..PLAYERS {
-        for r in 0..REPLICAS {
-            sync(&replicas, p, r);
-        }
-    }
+    let handles = entered_players(&replicas, PLAYERS, content, &clock).await;
     for op in ops {
         let (player, change) = match op {
             Op::Mine(p, n) => (p, Change::Mined(n)),

@@ -140,29 +140,38 @@ fn raw_balance(world: &World, p: &str) -> i128 {
     i128::from(me.mined) + received - i128::from(me.spent) - given
 }
 
+/// `players` player tasks spread over `replicas` in turn, each entered as `n<p>`, and then
+/// every player's keys synced to every replica.
+pub(super) async fn entered_players(
+    replicas: &[MemKv],
+    players: usize,
+    content: &Arc<Content>,
+    clock: &Arc<InstantClock>,
+) -> Vec<PlayerHandle> {
+    let mut handles = Vec::new();
+    for p in 0..players {
+        let kv = replicas[p % replicas.len()].clone();
+        let handle = PlayerHandle::spawn(kv, id(p), content.clone(), clock.clone());
+        let enter = Change::Enter {
+            name: format!("n{p}"),
+            tell_key: None,
+        };
+        handle.apply(enter).await.unwrap();
+        handles.push(handle);
+    }
+    for p in 0..players {
+        for r in 0..replicas.len() {
+            sync(replicas, p, r);
+        }
+    }
+    handles
+}
+
 async fn play(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let replicas: Vec<MemKv> = (0..REPLICAS).map(|_| MemKv::default()).collect();
     let content = Content::embedded();
     let clock = Arc::new(InstantClock::new(0));
-    let mut handles = Vec::new();
-    for p in 0..PLAYERS {
-        let kv = replicas[p % REPLICAS].clone();
-        let handle = PlayerHandle::spawn(kv, id(p), content.clone(), clock.clone());
-        let name = format!("n{p}");
-        handle
-            .apply(Change::Enter {
-                name,
-                tell_key: None,
-            })
-            .await
-            .unwrap();
-        handles.push(handle);
-    }
-    for p in 0..PLAYERS {
-        for r in 0..REPLICAS {
-            sync(&replicas, p, r);
-        }
-    }
+    let handles = entered_players(&replicas, PLAYERS, &content, &clock).await;
     for op in ops {
         let (player, change) = match op {
             Op::Mine(p, n) => (p, Change::Mined(n)),
